@@ -1,0 +1,10 @@
+"""sdscratch: small latent text-to-image diffusion models, from scratch, on Hugging Face diffusers.
+
+``import sdscratch`` imports every component module: diffusers 0.42 only loads a non-diffusers component
+recorded in ``model_index.json`` (e.g. ``["sdscratch.models.vae", "SmallVAE"]``) when its module is already
+imported.
+"""
+
+__version__ = "0.1.0"
+
+# --- components (each helper/module registers its public names here) ---

@@ -1,0 +1,110 @@
+"""Building blocks shared by :class:`~sdscratch.SmallVAE` and :class:`~sdscratch.SmallUNet`.
+
+Every block uses named submodules (never positional ``nn.Sequential``) so that checkpoints survive edits.
+Shapes are ``(batch, channels, height, width)`` unless stated otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def group_norm(num_channels: int, num_groups: int, eps: float = 1e-6) -> nn.GroupNorm:
+    """GroupNorm with ``num_groups`` reduced to a divisor of ``num_channels`` (tiny test configs)."""
+    groups = min(num_groups, num_channels)
+    while num_channels % groups != 0:
+        groups -= 1
+    return nn.GroupNorm(groups, num_channels, eps=eps, affine=True)
+
+
+class ResnetBlock(nn.Module):
+    r"""Residual block: GroupNorm -> SiLU -> conv, (+ time embedding), GroupNorm -> SiLU -> dropout -> conv, + skip.
+
+    Args:
+        in_channels (`int`): Input channels.
+        out_channels (`int`, *optional*): Output channels; defaults to `in_channels`.
+        temb_channels (`int`, *optional*): Width of the time embedding; `None` means the block takes none (VAE).
+        norm_num_groups (`int`, defaults to 32): Groups of the GroupNorm layers.
+        dropout (`float`, defaults to 0.0): Dropout before the second convolution.
+        eps (`float`, defaults to 1e-6): GroupNorm epsilon.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: Optional[int] = None,
+        temb_channels: Optional[int] = None,
+        norm_num_groups: int = 32,
+        dropout: float = 0.0,
+        eps: float = 1e-6,
+    ):
+        super().__init__()
+        out_channels = out_channels or in_channels
+        self.norm1 = group_norm(in_channels, norm_num_groups, eps)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.time_emb_proj = nn.Linear(temb_channels, out_channels) if temb_channels is not None else None
+        self.norm2 = group_norm(out_channels, norm_num_groups, eps)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
+        self.conv_shortcut = (
+            nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
+        )
+
+    def forward(self, hidden_states: torch.Tensor, temb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        residual = hidden_states
+        hidden_states = self.conv1(F.silu(self.norm1(hidden_states)))
+        if self.time_emb_proj is not None and temb is not None:
+            # (B, C) -> (B, C, 1, 1): the same shift for every pixel of a sample
+            hidden_states = hidden_states + self.time_emb_proj(F.silu(temb))[:, :, None, None]
+        hidden_states = self.conv2(self.dropout(F.silu(self.norm2(hidden_states))))
+        if self.conv_shortcut is not None:
+            residual = self.conv_shortcut(residual)
+        return residual + hidden_states
+
+
+class Downsample(nn.Module):
+    """Halves height and width with a stride-2 3x3 convolution."""
+
+    def __init__(self, channels: int, out_channels: Optional[int] = None):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, out_channels or channels, kernel_size=3, stride=2, padding=1)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.conv(hidden_states)
+
+
+class Upsample(nn.Module):
+    """Doubles height and width (nearest neighbour), then a 3x3 convolution."""
+
+    def __init__(self, channels: int, out_channels: Optional[int] = None):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, out_channels or channels, kernel_size=3, padding=1)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(hidden_states, scale_factor=2.0, mode="nearest"))
+
+
+class SpatialSelfAttention(nn.Module):
+    """Single-head self-attention over the pixels of a feature map (the VAE mid block), with a residual.
+
+    Uses a fused QKV projection and ``F.scaled_dot_product_attention``.
+    """
+
+    def __init__(self, channels: int, norm_num_groups: int = 32, eps: float = 1e-6):
+        super().__init__()
+        self.group_norm = group_norm(channels, norm_num_groups, eps)
+        self.to_qkv = nn.Linear(channels, 3 * channels)
+        self.to_out = nn.Linear(channels, channels)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = hidden_states.shape
+        residual = hidden_states
+        x = self.group_norm(hidden_states).flatten(2).transpose(1, 2)  # (B, HW, C)
+        q, k, v = self.to_qkv(x).unsqueeze(1).chunk(3, dim=-1)  # 3 x (B, 1, HW, C)
+        x = F.scaled_dot_product_attention(q, k, v).squeeze(1)  # (B, HW, C)
+        x = self.to_out(x).transpose(1, 2).reshape(batch, channels, height, width)
+        return residual + x
