@@ -7,4 +7,7 @@ imported.
 
 __version__ = "0.1.0"
 
+from .pretrained import PRETRAINED_MODELS, pretrained
+
 # --- components (each helper/module registers its public names here) ---
+from .models.vae import SmallVAE
