@@ -11,3 +11,5 @@ from .pretrained import PRETRAINED_MODELS, pretrained
 
 # --- components (each helper/module registers its public names here) ---
 from .models.vae import SmallVAE
+from .schedulers import EulerMaruyamaScheduler
+from .text import build_text_encoder, build_tokenizer, default_text_encoder_config, load_text_components
