@@ -10,6 +10,13 @@ __version__ = "0.1.0"
 from .pretrained import PRETRAINED_MODELS, pretrained
 
 # --- components (each helper/module registers its public names here) ---
+from .data import (
+    cartoon_faces_dataset,
+    generate_cartoon_face,
+    generate_face,
+    load_digits_dataset,
+    load_image_caption_dataset,
+)
 from .models.vae import SmallVAE
 from .schedulers import EulerMaruyamaScheduler
 from .text import build_text_encoder, build_tokenizer, default_text_encoder_config, load_text_components

@@ -1,0 +1,35 @@
+"""Data: procedural cartoon faces, real digits, and one loader for every image-caption source."""
+
+from .captions import ANY, ATTRIBUTES, CAPTION_ATTRIBUTES, attributes_match, make_caption, parse_caption
+from .cartoon_faces import (
+    CartoonFacesTorchDataset,
+    cartoon_faces_dataset,
+    generate_cartoon_face,
+    generate_face,
+    render_face,
+    sample_attributes,
+    write_imagefolder,
+)
+from .digits import load_digits_dataset
+from .loading import build_image_transform, collate_image_caption, load_image_caption_dataset, with_image_transform
+
+__all__ = [
+    "ANY",
+    "ATTRIBUTES",
+    "CAPTION_ATTRIBUTES",
+    "CartoonFacesTorchDataset",
+    "attributes_match",
+    "build_image_transform",
+    "collate_image_caption",
+    "cartoon_faces_dataset",
+    "generate_cartoon_face",
+    "generate_face",
+    "load_digits_dataset",
+    "load_image_caption_dataset",
+    "make_caption",
+    "parse_caption",
+    "render_face",
+    "sample_attributes",
+    "with_image_transform",
+    "write_imagefolder",
+]

@@ -1,0 +1,277 @@
+"""One loader for every image-caption source the training scripts accept, and the image transform they share.
+
+Sources (``load_image_caption_dataset``):
+
+- built in: ``"builtin:cartoon-faces"`` and ``"builtin:digits"``, options as a query string, e.g.
+  ``"builtin:cartoon-faces?num_images=2000&size=64&caption_style=rich"`` or ``"builtin:digits?size=16"``;
+- a Hub name, through ``datasets.load_dataset``: ``Skiittoo/cartoon-faces`` (image, text), CelebA variants
+  with the 40 binary attribute columns (-1/1, 0/1 or bool; as columns or as an ``attributes`` struct),
+  ``nelorth/oxford-flowers`` and ``ylecun/mnist`` (image, label);
+- a local folder: ``save_to_disk`` output, or an imagefolder with ``metadata.jsonl``.
+
+Captions come from ``caption_column`` if given, else from the known schemas, recognised by their columns: a
+text column (``text``, ``caption``, ...), CelebA attributes -> a sentence, a class label -> a sentence
+(digits -> ``sdscratch.data.digits`` captions, the 102 flower categories -> their names).
+"""
+
+from collections.abc import Callable
+from typing import Optional
+from urllib.parse import parse_qsl
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .caption_builders import celeba_caption, find_celeba_attributes, label_caption_builder
+
+TEXT_COLUMNS = ("text", "caption", "captions", "prompt", "sentence")
+IMAGE_COLUMNS = ("image", "img", "picture")
+BUILTIN_PREFIX = "builtin:"
+# builtin name -> (loader options and their types)
+BUILTIN_OPTIONS = {
+    "cartoon-faces": {"num_images": int, "size": int, "seed": int, "caption_style": str},
+    "digits": {"size": int, "caption_style": str, "test_fraction": float},
+}
+HELD_OUT_START = 2**31  # built-in faces of the test split start here: never shared with the train split
+
+
+def _load_builtin(name: str, split: str):
+    from .cartoon_faces import cartoon_faces_dataset
+    from .digits import load_digits_dataset
+
+    kind, _, query = name[len(BUILTIN_PREFIX) :].partition("?")
+    if kind not in BUILTIN_OPTIONS:
+        raise ValueError(
+            f"unknown built-in data set {name!r}; use one of {[BUILTIN_PREFIX + k for k in BUILTIN_OPTIONS]}"
+        )
+    options = {}
+    for key, value in parse_qsl(query, strict_parsing=bool(query)):
+        if key not in BUILTIN_OPTIONS[kind]:
+            raise ValueError(f"unknown option {key!r} in {name!r}; {kind} takes {list(BUILTIN_OPTIONS[kind])}")
+        options[key] = BUILTIN_OPTIONS[kind][key](value)
+    if kind == "digits":
+        return load_digits_dataset(split=split, **options)
+    if split not in ("train", "test", "validation"):
+        raise ValueError(f"split={split!r}: the built-in cartoon faces have 'train' and 'test' ('validation')")
+    options.setdefault("num_images", 10_000 if split == "train" else 1_000)
+    return cartoon_faces_dataset(start=0 if split == "train" else HELD_OUT_START, **options)
+
+
+def _load_raw(dataset_name, train_data_dir, dataset_config_name, split, cache_dir):
+    import datasets
+
+    if (dataset_name is None) == (train_data_dir is None):
+        raise ValueError("pass exactly one of dataset_name (a Hub name or builtin:...) and train_data_dir (a folder)")
+    if dataset_name is not None and dataset_name.startswith(BUILTIN_PREFIX):
+        return _load_builtin(dataset_name, split)
+    path = train_data_dir or dataset_name
+    from pathlib import Path
+
+    folder = Path(path)
+    if folder.is_dir() and (folder / "dataset_dict.json").exists():  # DatasetDict.save_to_disk
+        dataset_dict = datasets.load_from_disk(str(folder))
+        if split not in dataset_dict:
+            raise ValueError(f"split={split!r} is not in {path}; it has {list(dataset_dict)}")
+        return dataset_dict[split]
+    if folder.is_dir() and (folder / "state.json").exists() and (folder / "dataset_info.json").exists():
+        return datasets.load_from_disk(str(folder))  # Dataset.save_to_disk
+    if train_data_dir is not None:
+        if not folder.is_dir():
+            raise ValueError(f"train_data_dir={train_data_dir!r} is not a folder")
+        return datasets.load_dataset("imagefolder", data_dir=str(folder), split=split, cache_dir=cache_dir)
+    return datasets.load_dataset(dataset_name, dataset_config_name, split=split, cache_dir=cache_dir)
+
+
+def _find_image_column(dataset, image_column: Optional[str]) -> str:
+    import datasets
+
+    columns = dataset.column_names
+    if image_column is not None:
+        if image_column not in columns:
+            raise ValueError(f"image_column={image_column!r} is not a column; the data set has {columns}")
+        return image_column
+    for name in IMAGE_COLUMNS:
+        if name in columns:
+            return name
+    for name, feature in dataset.features.items():
+        if isinstance(feature, datasets.Image):
+            return name
+    raise ValueError(f"no image column found (tried {IMAGE_COLUMNS}); pass image_column, one of {columns}")
+
+
+def _caption_builder(dataset, caption_column: Optional[str]) -> Callable[[dict, int], str]:
+    """A function ``(row, index) -> caption`` for the data set's schema."""
+    import datasets
+
+    columns, features = dataset.column_names, dataset.features
+    if caption_column is not None and caption_column not in columns:
+        raise ValueError(f"caption_column={caption_column!r} is not a column; the data set has {columns}")
+    candidates = [caption_column] if caption_column else [c for c in TEXT_COLUMNS if c in columns]
+    for name in candidates:
+        feature = features[name]
+        if isinstance(feature, datasets.ClassLabel) or (
+            isinstance(feature, datasets.Value) and "int" in feature.dtype
+        ):
+            return label_caption_builder(name, feature)
+        if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+            return lambda row, index, name=name: row[name]
+        if isinstance(feature, (datasets.List, datasets.Sequence, list)):  # several captions: the first
+            return lambda row, index, name=name: row[name][0]
+        raise ValueError(f"caption column {name!r} has type {feature}, neither text nor a class label")
+    celeba = find_celeba_attributes(features)
+    if celeba is not None:
+        return lambda row, index: celeba_caption(celeba(row))
+    if "label" in columns:
+        return label_caption_builder("label", features["label"])
+    raise ValueError(
+        f"no caption source found in columns {columns}: expected one of {TEXT_COLUMNS}, CelebA attribute columns "
+        "or a 'label' column; pass caption_column"
+    )
+
+
+def to_rgb(image: Image.Image, background=(255, 255, 255)) -> Image.Image:
+    """Any PIL image as RGB; transparency is composited on ``background`` (white), not dropped to black."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _open_image(value, index: int, column: str) -> Image.Image:
+    """Decode one undecoded ``datasets.Image`` value (``{"bytes", "path"}``), naming the row if it fails."""
+    import io
+
+    path = value.get("path") if isinstance(value, dict) else None
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        elif value.get("bytes") is not None:
+            image = Image.open(io.BytesIO(value["bytes"]))
+        else:
+            image = Image.open(path)
+        image.load()
+    except Exception as error:
+        where = f"file {path!r}" if path else "embedded bytes"
+        raise ValueError(f"cannot read the image in row {index} of column {column!r} ({where}): {error}") from error
+    return to_rgb(image)
+
+
+def _select(dataset, max_samples: Optional[int], seed: int):
+    if max_samples is None:
+        return dataset
+    if max_samples < 1:
+        raise ValueError(f"max_samples must be >= 1, got {max_samples}")
+    return dataset.shuffle(seed=seed).select(range(min(max_samples, len(dataset)))).flatten_indices()
+
+
+def load_image_caption_dataset(
+    dataset_name: Optional[str] = None,
+    train_data_dir: Optional[str] = None,
+    dataset_config_name: Optional[str] = None,
+    image_column: Optional[str] = None,
+    caption_column: Optional[str] = None,
+    split: str = "train",
+    max_samples: Optional[int] = None,
+    cache_dir: Optional[str] = None,
+    seed: int = 0,
+):
+    """Load any supported source as image-caption pairs.
+
+    Args:
+        dataset_name: a Hub name (or local folder ``datasets.load_dataset`` reads), or ``"builtin:cartoon-faces"`` /
+            ``"builtin:digits"`` with optional ``?key=value&...`` options.
+        train_data_dir: a local folder: imagefolder (+ ``metadata.jsonl``) or ``save_to_disk`` output.
+        dataset_config_name: the Hub configuration, if any.
+        image_column: the image column (default: ``image``/``img`` or the first image feature).
+        caption_column: the caption column: text, or a class label turned into a sentence (default: detected).
+        split: the split to load.
+        max_samples: keep this many rows, drawn by shuffling with ``seed`` (as diffusers' ``max_train_samples``).
+        cache_dir: ``datasets`` cache folder.
+        seed: the shuffle seed of ``max_samples``.
+
+    Returns:
+        ``datasets.Dataset`` with columns ``image`` (PIL RGB) and ``text``, plus the source's other columns.
+    """
+    import datasets
+
+    dataset = _load_raw(dataset_name, train_data_dir, dataset_config_name, split, cache_dir)
+    is_faces = (dataset_name or "").partition("?")[0] == BUILTIN_PREFIX + "cartoon-faces"
+    if is_faces and image_column in (None, "image") and caption_column in (None, "text"):
+        return _select(dataset, max_samples, seed)  # already RGB with captions: skip the decode / re-encode pass
+    dataset = _select(dataset, max_samples, seed)
+    image_name = _find_image_column(dataset, image_column)
+    caption = _caption_builder(dataset, caption_column)
+
+    dataset = dataset.cast_column(image_name, datasets.Image(decode=False))
+    features = dataset.features.copy()
+    features.pop(image_name)
+    features["image"], features["text"] = datasets.Image(), datasets.Value("string")
+    remove = [image_name] if image_name != "image" else []
+
+    def convert(batch: dict, indices: list) -> dict:
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        batch["image"] = [_open_image(row[image_name], i, image_name) for row, i in zip(rows, indices)]
+        batch["text"] = [caption(row, i) for row, i in zip(rows, indices)]
+        return batch
+
+    dataset = dataset.map(convert, batched=True, with_indices=True, features=features, remove_columns=remove)
+    return dataset.select_columns(["image", "text"] + [c for c in dataset.column_names if c not in ("image", "text")])
+
+
+def build_image_transform(
+    resolution: int,
+    center_crop: bool = False,
+    random_flip: bool = False,
+    channels: int = 3,
+    generator: Optional[torch.Generator] = None,
+) -> Callable[[Image.Image], torch.Tensor]:
+    """PIL image -> ``(channels, resolution, resolution)`` float tensor in [-1, 1], as diffusers' training
+    scripts do with torchvision (Resize bilinear, CenterCrop or RandomCrop, RandomHorizontalFlip, Normalize(0.5)).
+
+    Args:
+        resolution: output width and height; the shorter side is resized to it first.
+        center_crop: crop the centre (else a random crop).
+        random_flip: flip horizontally with probability 1/2.
+        channels: 3 (RGB) or 1 (grayscale, "L").
+        generator: draws the random crop and flip (``None``: torch's global generator).
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+
+    def transform(image: Image.Image) -> torch.Tensor:
+        image = to_rgb(image).convert("L" if channels == 1 else "RGB")
+        w, h = image.size
+        scale = resolution / min(w, h)
+        new_w, new_h = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+        if (new_w, new_h) != (w, h):
+            image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+        if center_crop:
+            left, top = (new_w - resolution) // 2, (new_h - resolution) // 2
+        else:
+            left = int(torch.randint(0, new_w - resolution + 1, (1,), generator=generator))
+            top = int(torch.randint(0, new_h - resolution + 1, (1,), generator=generator))
+        image = image.crop((left, top, left + resolution, top + resolution))
+        if random_flip and torch.rand(1, generator=generator).item() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        array = np.asarray(image, dtype=np.float32).reshape(resolution, resolution, channels)
+        return torch.from_numpy(array / 127.5 - 1.0).permute(2, 0, 1).contiguous()  # (C, H, W)
+
+    return transform
+
+
+def with_image_transform(dataset, transform: Callable[[Image.Image], torch.Tensor]):
+    """The data set with rows ``{"pixel_values": transform(image), "text": text}``, applied lazily on access."""
+
+    def apply(batch: dict) -> dict:
+        return {"pixel_values": [transform(image) for image in batch["image"]], "text": batch["text"]}
+
+    return dataset.with_transform(apply)
+
+
+def collate_image_caption(examples: list[dict]) -> dict:
+    """Batch rows of ``with_image_transform``: ``pixel_values`` ``(batch, channels, height, width)``, ``text`` list."""
+    pixel_values = torch.stack([example["pixel_values"] for example in examples]).float()
+    return {"pixel_values": pixel_values.contiguous(), "text": [example["text"] for example in examples]}

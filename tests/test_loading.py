@@ -1,0 +1,167 @@
+"""load_image_caption_dataset on small local fixtures in each source's exact schema, plus the transform."""
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sdscratch.data import cartoon_faces as cf
+from sdscratch.data.caption_builders import CELEBA_ATTRIBUTES, celeba_caption
+from sdscratch.data.loading import (
+    build_image_transform,
+    collate_image_caption,
+    load_image_caption_dataset,
+    with_image_transform,
+)
+
+
+def _images(n, size=16, mode="RGB"):
+    rng = np.random.default_rng(0)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    arrays = rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8)
+    return [Image.fromarray(a.squeeze(-1) if channels == 1 else a, mode) for a in arrays]
+
+
+def _as_hub_repo(dataset, folder, split="train"):
+    """Lay a data set out like a Hub repo of parquet shards: ``data/{split}-00000-of-00001.parquet``."""
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    dataset.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+    return str(folder)
+
+
+def test_skiittoo_schema_via_load_dataset(tmp_path):
+    # Skiittoo/cartoon-faces: image (RGBA PNG) + text. Transparent pixels become white, not black.
+    images = _images(3, mode="RGBA")
+    images[0].putpixel((0, 0), (10, 20, 30, 0))
+    captions = [cf.make_caption(cf.sample_attributes(i)) for i in range(3)]
+    ds = datasets.Dataset.from_dict({"image": images, "text": captions}).cast_column("image", datasets.Image())
+    out = load_image_caption_dataset(dataset_name=_as_hub_repo(ds, tmp_path / "Skiittoo--cartoon-faces"))
+    assert out.column_names[:2] == ["image", "text"] and out["text"] == captions
+    assert out[0]["image"].mode == "RGB" and out[0]["image"].getpixel((0, 0)) == (255, 255, 255)
+
+
+def _celeba_rows(n):
+    rng = np.random.default_rng(1)
+    return {name: list(rng.integers(0, 2, n).astype(bool)) for name in CELEBA_ATTRIBUTES}
+
+
+@pytest.mark.parametrize("encoding", ["minus_one_one", "zero_one", "bool", "struct_of_strings"])
+def test_celeba_schemas(tmp_path, encoding):
+    flags = _celeba_rows(3)
+    if encoding == "minus_one_one":  # tpremoli/CelebA-attrs: int64 -1/1
+        columns = {k: [1 if v else -1 for v in vs] for k, vs in flags.items()}
+    elif encoding == "zero_one":
+        columns = {k: [int(v) for v in vs] for k, vs in flags.items()}
+    elif encoding == "bool":  # flwrlabs/celeba: bool columns plus celeb_id
+        columns = {"celeb_id": [7, 8, 9], **flags}
+    else:  # an `attributes` struct of "1"/"-1" strings
+        columns = {"attributes": [{k: "1" if flags[k][i] else "-1" for k in flags} for i in range(3)]}
+    ds = datasets.Dataset.from_dict({"image": _images(3), **columns}).cast_column("image", datasets.Image())
+    ds.save_to_disk(str(tmp_path / "celeba"))
+    out = load_image_caption_dataset(train_data_dir=str(tmp_path / "celeba"))
+    expected = [celeba_caption({k: flags[k][i] for k in flags}) for i in range(3)]
+    assert out["text"] == expected
+
+
+def test_celeba_caption_wording():
+    flags = dict.fromkeys(CELEBA_ATTRIBUTES, -1)
+    flags.update(Male=-1, Young=1, Smiling=1, Blond_Hair=1, Wavy_Hair=1, Eyeglasses=1, No_Beard=1, Bangs=1)
+    assert celeba_caption(flags) == "a photo of a smiling young woman with wavy blond hair, eyeglasses and bangs"
+    flags.update(Male=1, Young=-1, Smiling=-1, Blond_Hair=-1, Wavy_Hair=-1, Eyeglasses=-1, No_Beard=-1, Bangs=-1)
+    assert celeba_caption(flags) == "a photo of a man with a beard"
+
+
+def test_flowers_schema(tmp_path):
+    # nelorth/oxford-flowers: label is a ClassLabel whose names are the 1-based categories sorted as strings.
+    names = sorted(str(k) for k in range(1, 103))
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    labels = [names.index("1"), names.index("54"), names.index("102")]
+    ds = datasets.Dataset.from_dict({"image": _images(3), "label": labels}, features=features)
+    out = load_image_caption_dataset(dataset_name=_as_hub_repo(ds, tmp_path / "oxford-flowers"))
+    assert out["text"] == [
+        "a photo of a pink primrose, a type of flower",
+        "a photo of a sunflower, a type of flower",
+        "a photo of a blackberry lily, a type of flower",
+    ]
+
+
+def test_mnist_schema_and_grayscale(tmp_path):
+    # ylecun/mnist: image (L, 28x28) + label ClassLabel "0".."9"; captions as the built-in digits.
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list("0123456789"))})
+    ds = datasets.Dataset.from_dict({"image": _images(6, 28, "L"), "label": [8] * 6}, features=features)
+    out = load_image_caption_dataset(dataset_name=_as_hub_repo(ds, tmp_path / "mnist"))
+    assert out["text"] == [
+        "8",
+        "eight",
+        "the digit 8",
+        "a handwritten 8",
+        "the number eight",
+        "a handwritten digit eight",
+    ]
+    assert out[0]["image"].mode == "RGB" and out["label"] == [8] * 6
+    pixels = build_image_transform(28, center_crop=True, channels=1)(out[0]["image"])
+    grey = np.asarray(ds[0]["image"], dtype=np.float32) / 127.5 - 1
+    assert pixels.shape == (1, 28, 28) and torch.allclose(pixels[0], torch.from_numpy(grey), atol=1e-6)
+
+
+def test_imagefolder_with_metadata(tmp_path):
+    cf.write_imagefolder(str(tmp_path), 4, size=32, caption_style="rich")
+    out = load_image_caption_dataset(train_data_dir=str(tmp_path), max_samples=2, seed=0)
+    assert len(out) == 2 and out[0]["image"].size == (32, 32)
+    lines = [json.loads(line) for line in (tmp_path / "metadata.jsonl").read_text().splitlines()]
+    assert set(out["text"]) <= {line["text"] for line in lines}
+
+
+def test_custom_columns_and_missing_columns(tmp_path):
+    ds = datasets.Dataset.from_dict({"picture": _images(2), "description": ["a", "b"]})
+    ds = ds.cast_column("picture", datasets.Image())
+    ds.save_to_disk(str(tmp_path / "custom"))
+    out = load_image_caption_dataset(train_data_dir=str(tmp_path / "custom"), caption_column="description")
+    assert out["text"] == ["a", "b"] and "picture" not in out.column_names
+    with pytest.raises(ValueError, match=r"caption_column='caption' is not a column.*'picture', 'description'"):
+        load_image_caption_dataset(train_data_dir=str(tmp_path / "custom"), caption_column="caption")
+    with pytest.raises(ValueError, match=r"image_column='img' is not a column.*'picture'"):
+        load_image_caption_dataset(train_data_dir=str(tmp_path / "custom"), image_column="img")
+    with pytest.raises(ValueError, match="no caption source found in columns"):
+        load_image_caption_dataset(train_data_dir=str(tmp_path / "custom"))
+
+
+def test_unreadable_image_names_the_file(tmp_path):
+    cf.write_imagefolder(str(tmp_path), 3, size=16)
+    (tmp_path / "000001.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"row 1 .*000001\.png"):
+        load_image_caption_dataset(train_data_dir=str(tmp_path))
+
+
+def test_builtin_sources():
+    faces = load_image_caption_dataset("builtin:cartoon-faces?num_images=4&size=32&caption_style=rich")
+    test = load_image_caption_dataset("builtin:cartoon-faces?num_images=4&size=32", split="test")
+    assert faces.column_names[:2] == ["image", "text"] and faces[0]["image"].size == (32, 32)
+    assert faces["text"][0] == cf.make_caption(cf.sample_attributes(0), "rich", seed=0)
+    assert not set(faces["text"]) & set(test["text"]) or faces["hair_color"] != test["hair_color"]
+    digits = load_image_caption_dataset("builtin:digits?size=16", split="test", max_samples=3)
+    assert digits[0]["image"].mode == "RGB" and digits[0]["image"].size == (16, 16)
+    with pytest.raises(ValueError, match="unknown option 'colour'"):
+        load_image_caption_dataset("builtin:cartoon-faces?colour=1")
+    with pytest.raises(ValueError, match="unknown built-in"):
+        load_image_caption_dataset("builtin:cats")
+    with pytest.raises(ValueError, match="exactly one"):
+        load_image_caption_dataset()
+
+
+def test_transform_and_collate():
+    image = Image.fromarray(np.arange(40 * 20 * 3, dtype=np.uint8).reshape(20, 40, 3) % 255)
+    transform = build_image_transform(10, center_crop=True)
+    pixels = transform(image)
+    assert pixels.shape == (3, 10, 10) and pixels.min() >= -1 and pixels.max() <= 1
+    flip = build_image_transform(10, random_flip=True, generator=torch.Generator().manual_seed(0))
+    again = build_image_transform(10, random_flip=True, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(flip(image), again(image)) for _ in range(4))
+    with pytest.raises(ValueError, match="channels"):
+        build_image_transform(10, channels=2)
+    ds = with_image_transform(cf.cartoon_faces_dataset(3, size=16), build_image_transform(16, center_crop=True))
+    batch = collate_image_caption([ds[i] for i in range(3)])
+    assert batch["pixel_values"].shape == (3, 3, 16, 16) and len(batch["text"]) == 3
