@@ -17,6 +17,8 @@ from .data import (
     load_digits_dataset,
     load_image_caption_dataset,
 )
+from .models.unet import SmallUNet
 from .models.vae import SmallVAE
+from .pipelines.pipeline_cartoon_face import CartoonFacePipeline
 from .schedulers import EulerMaruyamaScheduler
 from .text import build_text_encoder, build_tokenizer, default_text_encoder_config, load_text_components

@@ -16,9 +16,9 @@ os.environ["CUDA_VISIBLE_DEVICES"] = ""
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# pytest-xdist runs one worker per core: one torch thread each avoids oversubscription.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
+# Tiny test models gain nothing from intra-op threads, and pytest-xdist runs one worker per core:
+# one torch thread per process avoids oversubscription (measured: 29 s vs 165 s for the pipeline tests).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,278 @@
+"""SmallUNet: a from-scratch conditional UNet, call-compatible with diffusers' ``UNet2DConditionModel``.
+
+Layout (``block_out_channels=(C0, C1, C2)``, ``layers_per_block=L``)::
+
+    conv_in (in -> C0)                                           skip
+    level 0: L x [resnet (+ transformer)]  -> Downsample C0->C1   skips
+    level 1: L x [resnet (+ transformer)]  -> Downsample C1->C2   skips
+    level 2: L x [resnet (+ transformer)]                         skips
+    mid:     resnet, transformer, resnet
+    up 2:  (L+1) x [merge skip, resnet (+ transformer)] -> Upsample C2->C1
+    up 1:  (L+1) x [merge skip, resnet (+ transformer)] -> Upsample C1->C0
+    up 0:  (L+1) x [merge skip, resnet (+ transformer)]
+    GroupNorm -> SiLU -> conv_out (C0 -> out)
+
+The resamplers change the channels, so every skip at a level has that level's width and ``"add"`` skip
+connections need no projections. Speed choices are explained in ``unet_blocks.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+from torch import nn
+
+from .layers import group_norm
+from .unet_blocks import MidBlock, TimestepEmbedding, UNetLevel, num_heads_for
+
+SKIP_CONNECTIONS = ("concat", "add")
+TIME_EMBEDDING_TYPES = ("positional", "fourier")
+
+
+class SmallUNet(ModelMixin, ConfigMixin):
+    r"""A small conditional UNet for latent diffusion, fast on CPU (fp32 and bf16 autocast).
+
+    Call-compatible with ``UNet2DConditionModel``: ``unet(sample, timestep, encoder_hidden_states).sample``.
+
+    Args:
+        sample_size (`int`, defaults to 16): Height and width of the latents.
+        in_channels (`int`, defaults to 4): Channels of the input sample.
+        out_channels (`int`, defaults to 4): Channels of the output.
+        block_out_channels (`tuple[int]`, defaults to `(64, 128, 192)`): Channels per resolution level.
+            The spatial size must be divisible by ``2 ** (len(block_out_channels) - 1)``.
+        layers_per_block (`int`, defaults to 1): Resnet layers per down level (the up levels have one more).
+        transformer_levels (`tuple[bool]`, defaults to `(False, True, True)`): Which levels carry a transformer
+            block (self-attention + cross-attention + MLP) after each resnet, one flag per level. The mid block
+            always carries one.
+        cross_attention_dim (`int`, *optional*, defaults to 256): Width of ``encoder_hidden_states``. `None`
+            makes an unconditional UNet: no cross-attention, and passing text raises ``ValueError``.
+        attention_head_dim (`int`, defaults to 64): Channels **per head** (unlike ``UNet2DConditionModel``, where
+            ``attention_head_dim=8`` actually means 8 heads). A level with C channels gets ``C // attention_head_dim``
+            heads, or one head of width C if C is smaller; it must otherwise divide C.
+        skip_connection (`str`, defaults to `"concat"`): How the up path merges skips: ``"concat"`` (channel
+            concatenation, as diffusers) or ``"add"`` (sum; fewer parameters and FLOPs).
+        time_embedding_type (`str`, defaults to `"positional"`): ``"positional"`` (sinusoidal, for discrete
+            timesteps 0..999 and the fractional ones of Euler-type schedulers) or ``"fourier"`` (Gaussian Fourier
+            features of the raw value, for continuous time or sigma in (0, 1]).
+        flip_sin_to_cos (`bool`, defaults to `True`), freq_shift (`float`, defaults to 0.0): Sinusoidal embedding
+            options, as diffusers.
+        dropout (`float`, defaults to 0.0): Dropout inside the resnets.
+        norm_num_groups (`int`, defaults to 32): GroupNorm groups (reduced to a divisor for narrow tiny configs).
+        time_cond_proj_dim (`None`): Always None; in the config because diffusers pipelines read
+            ``unet.config.time_cond_proj_dim`` (the LCM guidance embedding, which SmallUNet does not have).
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["ResnetBlock", "TransformerBlock"]
+    _skip_layerwise_casting_patterns = ["norm"]
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int = 16,
+        in_channels: int = 4,
+        out_channels: int = 4,
+        block_out_channels: tuple[int, ...] = (64, 128, 192),
+        layers_per_block: int = 1,
+        transformer_levels: tuple[bool, ...] = (False, True, True),
+        cross_attention_dim: Optional[int] = 256,
+        attention_head_dim: int = 64,
+        skip_connection: str = "concat",
+        time_embedding_type: str = "positional",
+        flip_sin_to_cos: bool = True,
+        freq_shift: float = 0.0,
+        dropout: float = 0.0,
+        norm_num_groups: int = 32,
+        time_cond_proj_dim: Optional[int] = None,
+    ):
+        super().__init__()
+        if time_cond_proj_dim is not None:
+            raise ValueError(
+                f"`time_cond_proj_dim` must be None (SmallUNet has no guidance embedding), got {time_cond_proj_dim}."
+            )
+        if len(transformer_levels) != len(block_out_channels):
+            raise ValueError(
+                f"`transformer_levels` needs one flag per level of `block_out_channels`={tuple(block_out_channels)}, "
+                f"got {tuple(transformer_levels)}."
+            )
+        if skip_connection not in SKIP_CONNECTIONS:
+            raise ValueError(f"`skip_connection` must be one of {SKIP_CONNECTIONS}, got {skip_connection!r}.")
+        if time_embedding_type not in TIME_EMBEDDING_TYPES:
+            raise ValueError(
+                f"`time_embedding_type` must be one of {TIME_EMBEDDING_TYPES}, got {time_embedding_type!r}."
+            )
+        self.time_cond_proj_dim = None  # also an attribute, as UNet2DConditionModel
+
+        channels = list(block_out_channels)
+        time_embed_dim = 4 * channels[0]
+        self.time_embedding = TimestepEmbedding(
+            channels[0], time_embed_dim, time_embedding_type, flip_sin_to_cos, freq_shift
+        )
+        self.conv_in = nn.Conv2d(in_channels, channels[0], kernel_size=3, padding=1)
+
+        common = dict(
+            temb_channels=time_embed_dim,
+            context_dim=cross_attention_dim,
+            norm_num_groups=norm_num_groups,
+            dropout=dropout,
+        )
+        heads = [
+            num_heads_for(c, attention_head_dim) if flag else None for c, flag in zip(channels, transformer_levels)
+        ]
+        last = len(channels) - 1
+        self.down_blocks = nn.ModuleList(
+            UNetLevel(
+                channels[i],
+                layers_per_block,
+                heads=heads[i],
+                next_channels=channels[i + 1] if i < last else None,
+                **common,
+            )
+            for i in range(len(channels))
+        )
+        self.mid_block = MidBlock(channels[-1], heads=num_heads_for(channels[-1], attention_head_dim), **common)
+        self.up_blocks = nn.ModuleList(
+            UNetLevel(
+                channels[i],
+                layers_per_block + 1,
+                heads=heads[i],
+                up=True,
+                next_channels=channels[i - 1] if i > 0 else None,
+                skip_connection=skip_connection,
+                **common,
+            )
+            for i in reversed(range(len(channels)))
+        )
+        self.conv_norm_out = group_norm(channels[0], norm_num_groups, eps=1e-5)
+        self.conv_out = nn.Conv2d(channels[0], out_channels, kernel_size=3, padding=1)
+
+    @property
+    def downsample_factor(self) -> int:
+        """Spatial sizes must be divisible by this: ``2 ** (len(block_out_channels) - 1)``."""
+        return 2 ** (len(self.config.block_out_channels) - 1)
+
+    def check_inputs(
+        self,
+        sample: torch.Tensor,
+        timestep: Union[torch.Tensor, float, int],
+        encoder_hidden_states: Optional[torch.Tensor],
+        encoder_attention_mask: Optional[torch.Tensor],
+    ) -> None:
+        """Raises ``ValueError`` naming the argument, its value and what is allowed (before any computation)."""
+        config = self.config
+        if not torch.is_tensor(sample) or sample.ndim != 4:
+            shape = tuple(sample.shape) if torch.is_tensor(sample) else type(sample).__name__
+            raise ValueError(f"`sample` must be a (batch, channels, height, width) tensor, got {shape}.")
+        batch, channels, height, width = sample.shape
+        if channels != config.in_channels:
+            raise ValueError(
+                f"`sample` has {channels} channels (shape {tuple(sample.shape)}); this UNet takes "
+                f"in_channels={config.in_channels}."
+            )
+        factor = self.downsample_factor
+        if height % factor != 0 or width % factor != 0:
+            raise ValueError(
+                f"`sample` spatial size {height}x{width} must be divisible by {factor} "
+                f"(2 ** (len(block_out_channels) - 1) with block_out_channels={tuple(config.block_out_channels)})."
+            )
+        if torch.is_tensor(timestep) and timestep.numel() not in (1, batch):
+            raise ValueError(
+                f"`timestep` must be a scalar or hold one value per sample ({batch}), got shape {tuple(timestep.shape)}."
+            )
+        if config.cross_attention_dim is None:
+            if encoder_hidden_states is not None or encoder_attention_mask is not None:
+                raise ValueError(
+                    "This UNet is unconditional (cross_attention_dim=None): `encoder_hidden_states` and "
+                    "`encoder_attention_mask` must be None, got "
+                    f"{_shape(encoder_hidden_states)} and {_shape(encoder_attention_mask)}."
+                )
+            return
+        if encoder_hidden_states is None:
+            raise ValueError(
+                f"`encoder_hidden_states` is required (batch, seq_len, {config.cross_attention_dim}) for this "
+                "conditional UNet; build it with cross_attention_dim=None for an unconditional one."
+            )
+        if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[2] != config.cross_attention_dim:
+            raise ValueError(
+                f"`encoder_hidden_states` must have shape (batch, seq_len, {config.cross_attention_dim}) "
+                f"(cross_attention_dim), got {tuple(encoder_hidden_states.shape)}."
+            )
+        if encoder_hidden_states.shape[0] != batch:
+            raise ValueError(
+                f"`encoder_hidden_states` batch size {encoder_hidden_states.shape[0]} must equal the batch size "
+                f"of `sample` ({batch})."
+            )
+        if encoder_attention_mask is not None and tuple(encoder_attention_mask.shape) != tuple(
+            encoder_hidden_states.shape[:2]
+        ):
+            raise ValueError(
+                f"`encoder_attention_mask` must have shape (batch, seq_len) = {tuple(encoder_hidden_states.shape[:2])} "
+                f"(1 = keep, 0 = discard), got {tuple(encoder_attention_mask.shape)}."
+            )
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: Union[torch.Tensor, float, int],
+        encoder_hidden_states: Optional[torch.Tensor] = None,
+        encoder_attention_mask: Optional[torch.Tensor] = None,
+        return_dict: bool = True,
+    ) -> Union[UNet2DConditionOutput, tuple]:
+        r"""Predicts the model output (noise, v or x_0, as trained) for a noisy sample.
+
+        Args:
+            sample (`torch.Tensor`): Noisy latents ``(batch, in_channels, height, width)``.
+            timestep (`torch.Tensor` or `float` or `int`): A scalar, a 0-d tensor or a ``(batch,)`` tensor;
+                integer or float (discrete timesteps, Euler-type fractional ones, or continuous t / sigma).
+            encoder_hidden_states (`torch.Tensor`, *optional*): Text embeddings ``(batch, seq_len,
+                cross_attention_dim)``; required if conditional, forbidden if unconditional.
+            encoder_attention_mask (`torch.Tensor`, *optional*): ``(batch, seq_len)``, 1 = keep, 0 = discard.
+            return_dict (`bool`, defaults to `True`): Return a ``UNet2DConditionOutput`` instead of a tuple.
+
+        Returns:
+            `UNet2DConditionOutput` or `tuple`: ``sample`` of shape ``(batch, out_channels, height, width)``.
+        """
+        # 1. Check inputs
+        self.check_inputs(sample, timestep, encoder_hidden_states, encoder_attention_mask)
+        batch = sample.shape[0]
+
+        # 2. Time embedding: one float32 timestep per sample
+        timesteps = torch.as_tensor(timestep, device=sample.device).to(torch.float32).reshape(-1)
+        timesteps = timesteps.expand(batch)  # (B,)
+        temb = self.time_embedding(timesteps, dtype=sample.dtype)  # (B, 4 * C0)
+
+        # 3. Text mask -> additive attention bias, as diffusers: 0 keep, -10000 discard
+        attn_bias = None
+        if encoder_attention_mask is not None:
+            keep = encoder_attention_mask.to(torch.float32)
+            attn_bias = ((1.0 - keep) * -10000.0)[:, None, None, :]  # (B, 1, 1, L)
+
+        # 4. Down path, in the standard (B, C, H, W) layout: CPU GroupNorm is 6-25x slower on channels_last
+        hidden_states = self.conv_in(sample.contiguous())
+        skips = [hidden_states]
+        for block in self.down_blocks:
+            hidden_states = block(hidden_states, temb, skips, encoder_hidden_states, attn_bias)
+
+        # 5. Mid block
+        hidden_states = self.mid_block(hidden_states, temb, encoder_hidden_states, attn_bias)
+
+        # 6. Up path: each layer merges one skip (concat or add)
+        for block in self.up_blocks:
+            hidden_states = block(hidden_states, temb, skips, encoder_hidden_states, attn_bias)
+        assert not skips, "every skip must be consumed"
+
+        # 7. Output
+        hidden_states = self.conv_out(F.silu(self.conv_norm_out(hidden_states)))
+        out = hidden_states.contiguous()  # (B, out_channels, H, W), standard layout for schedulers
+        if not return_dict:
+            return (out,)
+        return UNet2DConditionOutput(sample=out)
+
+
+def _shape(tensor: Optional[torch.Tensor]):
+    return None if tensor is None else tuple(tensor.shape)

@@ -1,0 +1,471 @@
+"""`CartoonFacePipeline`: text-to-image, img2img, inpainting and interpolation for small latent (or pixel) models.
+
+A diffusers pipeline in the shape of `StableDiffusionPipeline` (same argument names and order, same numbered
+phases), for the models this project trains: a `SmallVAE` (or none: pixel-space diffusion), a CLIP text
+encoder + tokenizer (or none: unconditional), a `SmallUNet` and any compatible diffusers scheduler.
+Stock diffusers parts (`AutoencoderKL`, `UNet2DConditionModel`, `UNet2DModel`) plug in unchanged.
+
+img2img and inpainting are arguments of the one class (`image`, `strength`, `mask_image`, at the end of
+`__call__`) rather than sibling classes, so a loaded pipeline does all of it without `from_pipe`.
+
+Example:
+    ```py
+    >>> import sdscratch
+    >>> pipe = sdscratch.CartoonFacePipeline.from_pretrained(sdscratch.pretrained("cartoon-faces"))
+    >>> face = pipe("Cartoon face with glasses, without facial hair, black hair and with white skin").images[0]
+    >>> sketch2img = pipe("...", image=drawing, strength=0.7).images[0]
+    >>> repainted = pipe("...", image=face, mask_image=mask, strength=1.0).images[0]
+    ```
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import (
+    AutoencoderKL,
+    DiffusionPipeline,
+    ImagePipelineOutput,
+    SchedulerMixin,
+    UNet2DConditionModel,
+    UNet2DModel,
+)
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPTextModel, PreTrainedTokenizerBase
+
+from ..models.unet import SmallUNet
+from ..models.vae import SmallVAE
+from .pipeline_utils import check_image_type, check_inputs, retrieve_latents, retrieve_timesteps, slerp
+
+
+class CartoonFacePipeline(DiffusionPipeline):
+    r"""Text-to-image diffusion with classifier-free guidance, img2img, inpainting and interpolation.
+
+    Args:
+        vae (`SmallVAE` or `AutoencoderKL`, *optional*): Image <-> latent autoencoder; `None` = pixel space.
+        text_encoder (`CLIPTextModel`, *optional*): Prompt encoder; `None` = unconditional model (or
+            `prompt_embeds` only).
+        tokenizer (`CLIPTokenizer`-like, *optional*): Tokenizer of `text_encoder`.
+        unet (`SmallUNet`, `UNet2DConditionModel` or `UNet2DModel`): The denoiser; `config.cross_attention_dim`
+            `None` (or absent) means it takes no text.
+        scheduler (`SchedulerMixin`): Any scheduler of `scheduler.compatibles` (sdscratch ships DPM-Solver++).
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    _optional_components = ["vae", "text_encoder", "tokenizer"]
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+
+    def __init__(
+        self,
+        vae: SmallVAE | AutoencoderKL | None,
+        text_encoder: CLIPTextModel | None,
+        tokenizer: PreTrainedTokenizerBase | None,
+        unet: SmallUNet | UNet2DConditionModel | UNet2DModel,
+        scheduler: SchedulerMixin,
+    ):
+        super().__init__()
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+        self.vae_scale_factor = self._vae_factor(vae)
+        channels = vae.config.in_channels if vae is not None else unet.config.in_channels
+        processor_kwargs = {"vae_scale_factor": self.vae_scale_factor, "vae_latent_channels": 0}  # 0: never latents
+        self.image_processor = VaeImageProcessor(
+            **processor_kwargs, do_convert_rgb=channels == 3, do_convert_grayscale=channels == 1
+        )
+        self.mask_processor = VaeImageProcessor(
+            **processor_kwargs, do_normalize=False, do_binarize=True, do_convert_grayscale=True
+        )
+
+    @staticmethod
+    def _vae_factor(vae) -> int:
+        """Pixels per latent along one side: the VAE's `downsample_factor`, or 1 in pixel space."""
+        if vae is None:
+            return 1
+        factor = getattr(vae, "downsample_factor", None)  # SmallVAE
+        return factor if factor is not None else 2 ** (len(vae.config.block_out_channels) - 1)  # AutoencoderKL
+
+    @property
+    def unet_scale_factor(self) -> int:
+        """How much the UNet downsamples: latent sides must be divisible by it."""
+        factor = getattr(self.unet, "downsample_factor", None)
+        return factor if factor is not None else 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    @property
+    def is_text_conditioned(self) -> bool:
+        """Whether the UNet takes `encoder_hidden_states` (cross-attention)."""
+        return getattr(self.unet.config, "cross_attention_dim", None) is not None
+
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        # guidance_scale is w of eq. (2) in Imagen (arXiv:2205.11487); w <= 1 means no guidance.
+        return self._guidance_scale > 1 and self.is_text_conditioned
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    def encode_prompt(
+        self,
+        prompt: str | list[str] | None,
+        device: torch.device,
+        num_images_per_prompt: int,
+        do_classifier_free_guidance: bool,
+        negative_prompt: str | list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        r"""Encodes the prompt into text encoder hidden states, as `StableDiffusionPipeline.encode_prompt`.
+
+        Args:
+            prompt (`str` or `list[str]`, *optional*): The prompt(s); ignored when `prompt_embeds` is given.
+            device (`torch.device`): Where the embeddings go.
+            num_images_per_prompt (`int`): Images per prompt (embeddings are repeated this many times).
+            do_classifier_free_guidance (`bool`): Whether to also return the negative (unconditional) embeddings.
+            negative_prompt (`str` or `list[str]`, *optional*): What to guide away from; default `""`.
+            prompt_embeds, negative_prompt_embeds (`torch.Tensor`, *optional*): Precomputed
+                `(batch, seq_len, hidden)` embeddings.
+
+        Returns:
+            `tuple[torch.Tensor, torch.Tensor | None]`: `prompt_embeds` and `negative_prompt_embeds`, each
+            `(batch * num_images_per_prompt, seq_len, hidden)`; the second is `None` without guidance.
+        """
+        if prompt_embeds is None:
+            prompt_embeds = self._encode_text(prompt, device)
+        batch_size = prompt_embeds.shape[0]
+        if do_classifier_free_guidance and negative_prompt_embeds is None:
+            if negative_prompt is None:
+                negative_prompt = [""] * batch_size
+            elif isinstance(negative_prompt, str):
+                negative_prompt = [negative_prompt] * batch_size
+            negative_prompt_embeds = self._encode_text(negative_prompt, device)
+
+        dtype = self.text_encoder.dtype if self.text_encoder is not None else self.unet.dtype
+        # (batch, L, D) -> (batch * num_images_per_prompt, L, D), each prompt's copies next to each other
+        prompt_embeds = prompt_embeds.to(device=device, dtype=dtype).repeat_interleave(num_images_per_prompt, dim=0)
+        if do_classifier_free_guidance:
+            negative_prompt_embeds = negative_prompt_embeds.to(device=device, dtype=dtype)
+            negative_prompt_embeds = negative_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+        return prompt_embeds, negative_prompt_embeds
+
+    def _encode_text(self, text: str | list[str], device: torch.device) -> torch.Tensor:
+        """Tokenizes (padded to `model_max_length`, as the model was trained) and encodes -> `(B, L, D)`."""
+        text_inputs = self.tokenizer(
+            text,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        # As Stable Diffusion: CLIP's causal mask + EOS pooling make the attention mask unnecessary, and the UNet
+        # was trained attending over the padded sequence, so no mask goes to either.
+        attention_mask = None
+        if getattr(self.text_encoder.config, "use_attention_mask", False):
+            attention_mask = text_inputs.attention_mask.to(device)
+        return self.text_encoder(text_inputs.input_ids.to(device), attention_mask=attention_mask)[0]
+
+    def prepare_extra_step_kwargs(self, generator, eta: float) -> dict[str, Any]:
+        """`eta` (DDIM's eta, arXiv:2010.02502) and `generator` for the schedulers whose `step` takes them."""
+        parameters = set(inspect.signature(self.scheduler.step).parameters)
+        extra_step_kwargs = {}
+        if "eta" in parameters:
+            extra_step_kwargs["eta"] = eta
+        if "generator" in parameters:
+            extra_step_kwargs["generator"] = generator
+        return extra_step_kwargs
+
+    def get_timesteps(self, num_inference_steps: int, strength: float) -> tuple[torch.Tensor, int]:
+        """SDEdit (arXiv:2108.01073): skip the first `1 - strength` of the schedule, as diffusers' img2img."""
+        init_timestep = min(int(num_inference_steps * strength), num_inference_steps)
+        t_start = max(num_inference_steps - init_timestep, 0)
+        timesteps = self.scheduler.timesteps[t_start * self.scheduler.order :]
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(t_start * self.scheduler.order)
+        return timesteps, num_inference_steps - t_start
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """Images `(B, C, H, W)` in [-1, 1] -> scaled latents `(B, c, H / f, W / f)` (the image itself in pixel space).
+
+        Uses the posterior mean, not a sample (diffusers samples): `strength=0` is then an exact VAE round trip and
+        the seed's noise is the same as in text-to-image, so `strength=1` gives the text-to-image result.
+        """
+        if self.vae is None:
+            return image
+        latents = retrieve_latents(self.vae.encode(image), sample_mode="argmax")
+        return latents * self.vae.config.scaling_factor
+
+    def prepare_latents(
+        self, batch_size, num_channels_latents, height, width, dtype, device, generator, latents=None,
+        image_latents=None, timestep=None, is_strength_max=True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Initial latents `(batch, c, height / f, width / f)` and the unscaled noise they came from.
+
+        Text-to-image (or `strength == 1`): noise times `scheduler.init_noise_sigma`. img2img: the image latents
+        noised to `timestep` with `scheduler.add_noise` (or unchanged when there is no step left to run).
+        """
+        shape = (batch_size, num_channels_latents, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype) if latents is None else latents
+        noise = noise.to(device=device, dtype=dtype)
+        if image_latents is None or is_strength_max:
+            latents = noise * self.scheduler.init_noise_sigma
+        elif timestep is None:  # strength 0: zero steps, the (encoded) image is the answer
+            latents = image_latents
+        else:
+            latents = self.scheduler.add_noise(image_latents, noise, timestep)
+        return latents, noise
+
+    def _default_height_width(self, height: int | None, width: int | None, image=None) -> tuple[int, int]:
+        """The size of `image` (rounded down to the VAE factor), else `unet.config.sample_size * vae_scale_factor`."""
+        if image is not None and (height is None or width is None):
+            check_image_type(image, "image")
+            height, width = self.image_processor.get_default_height_width(image, height, width)
+        sample_size = self.unet.config.sample_size
+        sample_size = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
+        return height or sample_size[0] * self.vae_scale_factor, width or sample_size[1] * self.vae_scale_factor
+
+    def _expand(self, tensor: torch.Tensor, batch_size: int, num_images_per_prompt: int) -> torch.Tensor:
+        """One image (or one per prompt) -> `batch_size * num_images_per_prompt`, matching the prompt order."""
+        if tensor.shape[0] == 1:
+            return tensor.expand(batch_size * num_images_per_prompt, *tensor.shape[1:])
+        return tensor.repeat_interleave(num_images_per_prompt, dim=0)
+
+    def _predict_noise(self, sample: torch.Tensor, t: torch.Tensor, prompt_embeds: torch.Tensor | None):
+        """One UNet call; unconditional UNets (e.g. diffusers' `UNet2DModel`) get no `encoder_hidden_states`."""
+        if prompt_embeds is None:
+            return self.unet(sample, t, return_dict=False)[0]
+        return self.unet(sample, t, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 25,
+        timesteps: list[int] | None = None,
+        guidance_scale: float = 7.5,
+        negative_prompt: str | list[str] | None = None,
+        num_images_per_prompt: int = 1,
+        eta: float = 0.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006  (diffusers' signature)
+        image: PipelineImageInput | None = None,
+        strength: float = 0.8,
+        mask_image: PipelineImageInput | None = None,
+    ) -> ImagePipelineOutput | tuple:
+        r"""Generates images; with `image`, img2img (SDEdit); with `image` and `mask_image`, inpainting.
+
+        Args:
+            prompt (`str` or `list[str]`, *optional*): The prompt(s). `None` or `""` = unconditional.
+            height, width (`int`, *optional*): Output size in pixels; default: the size of `image`, else
+                `unet.config.sample_size * vae_scale_factor`. Must be divisible by the VAE's and the UNet's factor.
+            num_inference_steps (`int`, defaults to 25): Denoising steps (before `strength` is applied).
+            timesteps (`list[int]`, *optional*): Custom descending timesteps, for schedulers that take them.
+            guidance_scale (`float`, defaults to 7.5): Classifier-free guidance weight; <= 1 disables guidance
+                (one UNet batch instead of two).
+            negative_prompt (`str` or `list[str]`, *optional*): What to guide away from (default `""`).
+            num_images_per_prompt (`int`, defaults to 1): Images per prompt.
+            eta (`float`, defaults to 0.0): DDIM's eta; ignored by other schedulers.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): One per image for per-image seeds.
+            latents (`torch.Tensor`, *optional*): Initial noise `(batch, c, height / f, width / f)`, unscaled.
+            prompt_embeds, negative_prompt_embeds (`torch.Tensor`, *optional*): Precomputed text embeddings.
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"` or `"latent"`.
+            return_dict (`bool`, defaults to `True`): Return an `ImagePipelineOutput` rather than a tuple.
+            callback_on_step_end (`Callable`, *optional*): `fn(pipe, step, timestep, callback_kwargs) -> dict`
+                called after every step; returned `latents` / embeddings replace the current ones.
+            callback_on_step_end_tensor_inputs (`list[str]`): Tensors put in `callback_kwargs`; a subset of
+                `_callback_tensor_inputs`.
+            image (`PipelineImageInput`, *optional*): Starting image(s) for img2img / inpainting (a sketch works).
+            strength (`float`, defaults to 0.8): How much of `image` to repaint, in [0, 1]: 0 returns the image
+                (through the VAE), 1 starts from pure noise. Use 1.0 for diffusers-style inpainting.
+            mask_image (`PipelineImageInput`, *optional*): White = repaint, black = keep; same size as `image`.
+
+        Returns:
+            [`ImagePipelineOutput`] or `tuple`: the images (list of PIL images, `(B, H, W, C)` array, or
+            `(B, C, H, W)` tensor / latents).
+        """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+
+        # 0. Default height and width: the image's size, else the UNet's sample size
+        height, width = self._default_height_width(height, width, image)
+
+        # 1. Check inputs (everything, before any model runs)
+        batch_size = check_inputs(
+            self, prompt, height, width, num_inference_steps, timesteps, guidance_scale, negative_prompt,
+            num_images_per_prompt, generator, latents, prompt_embeds, negative_prompt_embeds, output_type,
+            callback_on_step_end_tensor_inputs, image, strength, mask_image,
+        )  # fmt: skip
+        # unconditional request: the condition is the empty prompt, so guidance would be a no-op; skip its batch
+        no_text = prompt in (None, "") and prompt_embeds is None
+        no_negative = negative_prompt is None and negative_prompt_embeds is None
+        self._guidance_scale = 1.0 if no_text and no_negative else guidance_scale
+
+        # 2. Define call parameters
+        device = self._execution_device
+        num_images = batch_size * num_images_per_prompt
+
+        # 3. Encode input prompt; for guidance, [uncond, cond] go through the UNet as ONE batch
+        if self.is_text_conditioned:
+            if prompt_embeds is None and prompt is None:  # unconditional sampling = the empty prompt
+                prompt = [""] * batch_size
+            prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+                prompt, device, num_images_per_prompt, self.do_classifier_free_guidance, negative_prompt,
+                prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+            )  # fmt: skip
+        unet_embeds = prompt_embeds
+        if self.do_classifier_free_guidance:
+            unet_embeds = torch.cat([negative_prompt_embeds, prompt_embeds])  # (2 * num_images, L, D)
+        dtype = prompt_embeds.dtype if prompt_embeds is not None else self.unet.dtype
+
+        # 4. Prepare timesteps (img2img / inpainting: skip the first 1 - strength of them)
+        timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps)
+        if image is not None:
+            timesteps, num_inference_steps = self.get_timesteps(num_inference_steps, strength)
+
+        # 5. Prepare latent variables
+        num_channels_latents = self.unet.config.in_channels
+        image_latents = mask = None
+        if image is not None:
+            init_image = self.image_processor.preprocess(image, height=height, width=width)  # (B, C, H, W) in [-1, 1]
+            init_image = init_image.to(device=device, dtype=dtype)
+            image_latents = self._expand(self.encode_image(init_image), batch_size, num_images_per_prompt)
+        latent_timestep = timesteps[:1].repeat(num_images) if len(timesteps) > 0 else None
+        latents, noise = self.prepare_latents(
+            num_images, num_channels_latents, height, width, dtype, device, generator, latents,
+            image_latents=image_latents, timestep=latent_timestep, is_strength_max=strength == 1.0 or image is None,
+        )  # fmt: skip
+        if mask_image is not None:
+            mask = self.mask_processor.preprocess(mask_image, height=height, width=width)  # (B, 1, H, W) in {0, 1}
+            latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
+            mask = F.interpolate(mask, size=latent_size).to(device=device, dtype=dtype)  # nearest, as diffusers
+            mask = self._expand(mask, batch_size, num_images_per_prompt)
+
+        # 6. Prepare extra step kwargs
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+
+        # 7. Denoising loop
+        num_warmup_steps = len(timesteps) - num_inference_steps * self.scheduler.order
+        self._num_timesteps = len(timesteps)
+        with self.progress_bar(total=num_inference_steps) as progress_bar:
+            for i, t in enumerate(timesteps):
+                # expand the latents for guidance, then let the scheduler scale them (Euler, LMS, Heun, KDPM2 need it)
+                latent_model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
+                latent_model_input = self.scheduler.scale_model_input(latent_model_input, t)
+
+                # predict the noise residual, then guide: eps_uncond + w * (eps_cond - eps_uncond)
+                noise_pred = self._predict_noise(latent_model_input, t, unet_embeds)
+                if self.do_classifier_free_guidance:
+                    noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
+                    noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
+
+                # compute the previous noisy sample x_t -> x_t-1
+                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
+
+                # inpainting: outside the mask, put back the original latents noised to the next timestep
+                if mask is not None:
+                    init_latents_proper = image_latents
+                    if i < len(timesteps) - 1:
+                        init_latents_proper = self.scheduler.add_noise(image_latents, noise, timesteps[i + 1 : i + 2])
+                    latents = (1 - mask) * init_latents_proper + mask * latents
+
+                if callback_on_step_end is not None:
+                    tensors = {"latents": latents, "prompt_embeds": prompt_embeds}
+                    tensors["negative_prompt_embeds"] = negative_prompt_embeds
+                    callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
+                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    latents = callback_outputs.pop("latents", latents)
+                    prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
+                    negative_prompt_embeds = callback_outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
+                    unet_embeds = prompt_embeds
+                    if self.do_classifier_free_guidance:
+                        unet_embeds = torch.cat([negative_prompt_embeds, prompt_embeds])
+
+                # second-order schedulers take `order` UNet calls per step: one progress tick per step
+                if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % self.scheduler.order == 0):
+                    progress_bar.update()
+
+        # 8. Decode (pixel space: the latents are the image)
+        if output_type == "latent":
+            images = latents
+        else:
+            images = latents
+            if self.vae is not None:
+                latents = latents / self.vae.config.scaling_factor
+                images = self.vae.decode(latents, return_dict=False, generator=generator)[0]
+            images = self.image_processor.postprocess(images, output_type=output_type)
+
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
+
+    @torch.no_grad()
+    def interpolate(
+        self,
+        prompt_a: str | None = None,
+        prompt_b: str | None = None,
+        seed_a: int = 0,
+        seed_b: int | None = None,
+        num_images: int = 8,
+        height: int | None = None,
+        width: int | None = None,
+        guidance_scale: float = 7.5,
+        negative_prompt: str | None = None,
+        **kwargs: Any,
+    ) -> ImagePipelineOutput | tuple:
+        r"""`num_images` frames moving smoothly from (`prompt_a`, `seed_a`) to (`prompt_b`, `seed_b`).
+
+        The initial noise is slerped between the two seeds' noise and the text embeddings are lerped; every frame
+        reuses `seed_a` for the scheduler's own noise, so stochastic samplers stay smooth too.
+
+        Args:
+            prompt_a, prompt_b (`str`, *optional*): Endpoint prompts; `prompt_b=None` keeps `prompt_a`.
+            seed_a, seed_b (`int`): Endpoint seeds; `seed_b=None` keeps `seed_a`.
+            num_images (`int`, defaults to 8): Frames, endpoints included (>= 2).
+            height, width, guidance_scale, negative_prompt: As in `__call__` (one negative prompt for every frame).
+            **kwargs: Any other `__call__` argument (`num_inference_steps`, `guidance_scale`, `output_type`, ...).
+
+        Returns:
+            As `__call__`, with `num_images` images in order from a to b.
+        """
+        if not isinstance(num_images, int) or num_images < 2:
+            raise ValueError(f"`num_images` must be an integer >= 2, got {num_images!r}.")
+        for name in ("prompt", "prompt_embeds", "negative_prompt_embeds", "latents", "generator", "image"):
+            if name in kwargs:
+                raise ValueError(f"`{name}` is set by `interpolate`; pass `prompt_a`/`prompt_b`/`seed_a`/`seed_b`.")
+        prompt_b = prompt_a if prompt_b is None else prompt_b
+        seed_b = seed_a if seed_b is None else seed_b
+        height, width = self._default_height_width(height, width)
+        shape = (1, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        noise_a, noise_b = (randn_tensor(shape, generator=torch.Generator().manual_seed(s)) for s in (seed_a, seed_b))
+        fractions = torch.linspace(0, 1, num_images).tolist()
+        latents = torch.cat([slerp(f, noise_a, noise_b) for f in fractions])  # (num_images, c, h, w)
+
+        if self.is_text_conditioned:
+            # as in __call__: guiding "" towards "" is a no-op, so a promptless interpolation skips guidance
+            guidance = guidance_scale > 1 and bool(prompt_a or prompt_b or negative_prompt)
+            device = self._execution_device
+            embeds = [self.encode_prompt(p or "", device, 1, guidance, negative_prompt) for p in (prompt_a, prompt_b)]
+            kwargs["prompt_embeds"] = torch.cat([torch.lerp(embeds[0][0], embeds[1][0], f) for f in fractions])
+            if guidance:
+                kwargs["negative_prompt_embeds"] = torch.cat([embeds[0][1]] * num_images)
+        elif prompt_a or prompt_b or negative_prompt:
+            raise ValueError("`prompt_a`/`prompt_b`: this pipeline's UNet is unconditional; pass no prompt.")
+        generators = [torch.Generator().manual_seed(seed_a) for _ in range(num_images)]
+        kwargs.update(height=height, width=width, guidance_scale=guidance_scale, latents=latents, generator=generators)
+        return self(**kwargs)

@@ -1,0 +1,409 @@
+"""CartoonFacePipeline: text-to-image, img2img, inpainting, interpolation, save/load, bad input.
+
+Tiny seeded components (our SmallVAE / SmallUNet / offline tokenizer + CLIP text encoder), CPU, 2-3 steps.
+The scheduler matrix lives in test_pipeline_schedulers.py.
+"""
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import DDPMScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler, StableDiffusionPipeline
+
+from sdscratch import CartoonFacePipeline, SmallUNet, SmallVAE
+from sdscratch.pipelines.pipeline_utils import default_scheduler_config, make_scheduler, slerp
+from sdscratch.text import build_text_encoder, build_tokenizer
+
+CAPTIONS = [
+    "Cartoon face with glasses, without facial hair, black hair and with white skin",
+    "Cartoon face without glasses, with facial hair, orange hair and with dark skin",
+] * 4
+PROMPT = "Cartoon face with glasses"
+STEPS = 2
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer(CAPTIONS, model_max_length=12, vocab_size=600)
+
+
+def tiny_pipeline(tokenizer=None, pixel_space=False, conditional=True, channels=3, scheduler=None):
+    """A seeded tiny pipeline: 16x16 images; latent 8x8x4 (or pixel space 16x16xchannels)."""
+    torch.manual_seed(0)
+    vae = None
+    if not pixel_space:
+        vae = SmallVAE(in_channels=channels, out_channels=channels, block_out_channels=(8, 16), norm_num_groups=8,
+                       sample_size=16, latent_channels=4, scaling_factor=0.5)  # fmt: skip
+    unet_channels = 4 if vae is not None else channels
+    unet = SmallUNet(
+        sample_size=8 if vae is not None else 16, in_channels=unet_channels, out_channels=unet_channels,
+        block_out_channels=(8, 16), transformer_levels=(False, True), attention_head_dim=8, norm_num_groups=8,
+        cross_attention_dim=16 if conditional else None,
+    )  # fmt: skip
+    text_encoder = None
+    if conditional:
+        text_encoder = build_text_encoder(
+            tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+        )
+    pipe = CartoonFacePipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer if conditional else None,
+        unet=unet,
+        scheduler=scheduler or make_scheduler(),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()  # as from_pretrained leaves them (train-mode kernels differ in the last bits)
+    return pipe
+
+
+@pytest.fixture
+def pipe(tokenizer):
+    return tiny_pipeline(tokenizer)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def run(pipe, prompt=PROMPT, **kwargs):
+    kwargs = {"num_inference_steps": STEPS, "output_type": "np", "generator": gen(0), **kwargs}
+    return pipe(prompt, **kwargs).images
+
+
+# ---------------------------------------------------------------- text-to-image
+
+
+def test_output_types_and_return_dict(pipe):
+    pil = pipe(PROMPT, num_inference_steps=STEPS, generator=gen()).images
+    assert len(pil) == 1 and isinstance(pil[0], PIL.Image.Image) and pil[0].size == (16, 16) and pil[0].mode == "RGB"
+    array = run(pipe)
+    assert array.shape == (1, 16, 16, 3) and array.min() >= 0 and array.max() <= 1
+    tensor = run(pipe, output_type="pt")
+    assert tensor.shape == (1, 3, 16, 16)
+    np.testing.assert_allclose(tensor.permute(0, 2, 3, 1).numpy(), array, atol=1e-6)
+    assert run(pipe, output_type="latent").shape == (1, 4, 8, 8)
+    output = pipe(PROMPT, num_inference_steps=STEPS, generator=gen(), output_type="np", return_dict=False)
+    assert isinstance(output, tuple) and np.array_equal(output[0], array)
+    assert (pipe.vae_scale_factor, pipe.unet_scale_factor) == (2, 2)
+
+
+def test_same_seed_same_image_other_seed_other_image(pipe):
+    np.testing.assert_array_equal(run(pipe), run(pipe))
+    assert not np.allclose(run(pipe), run(pipe, generator=gen(1)))
+
+
+def test_batch_equals_one_by_one(pipe):
+    prompts = [PROMPT, "Cartoon face without glasses"]
+    batch = run(pipe, prompts, generator=[gen(0), gen(1)])
+    singles = [run(pipe, p, generator=gen(s)) for p, s in zip(prompts, (0, 1))]
+    np.testing.assert_allclose(batch, np.concatenate(singles), atol=1e-5)
+
+
+def test_num_images_per_prompt(pipe):
+    images = run(pipe, [PROMPT, "orange hair"], num_images_per_prompt=2, generator=[gen(s) for s in range(4)])
+    assert images.shape == (4, 16, 16, 3)
+    # the order is prompt 0 (twice), prompt 1 (twice), as diffusers; each image its own generator
+    np.testing.assert_allclose(images[2], run(pipe, "orange hair", generator=gen(2))[0], atol=1e-5)
+
+
+def test_classifier_free_guidance_is_one_batched_unet_call(pipe):
+    batch_sizes = []
+    pipe.unet.register_forward_pre_hook(lambda module, args: batch_sizes.append(args[0].shape[0]))
+    guided = run(pipe, guidance_scale=5.0)
+    assert batch_sizes == [2] * STEPS  # uncond + cond in one call
+    batch_sizes.clear()
+    unguided = run(pipe, guidance_scale=1.0)
+    assert batch_sizes == [1] * STEPS
+    assert not np.allclose(guided, unguided)
+    assert not np.allclose(guided, run(pipe, guidance_scale=5.0, negative_prompt="black hair"))
+
+
+def test_encode_prompt_alone_and_prompt_embeds(pipe):
+    embeds, negative = pipe.encode_prompt([PROMPT, "x"], torch.device("cpu"), 3, True, negative_prompt=["a", "b"])
+    assert embeds.shape == negative.shape == (6, 12, 16)
+    torch.testing.assert_close(embeds[0], embeds[2])
+    embeds, negative = pipe.encode_prompt(PROMPT, torch.device("cpu"), 1, False)
+    assert negative is None
+    # precomputed embeddings reproduce the prompt path exactly
+    uncond, _ = pipe.encode_prompt("", torch.device("cpu"), 1, False)
+    from_embeds = run(pipe, None, prompt_embeds=embeds, negative_prompt_embeds=uncond)
+    np.testing.assert_array_equal(from_embeds, run(pipe))
+
+
+def test_callback_on_step_end_changes_latents(pipe):
+    seen = []
+
+    def callback(pipeline, step, timestep, callback_kwargs):
+        seen.append((step, sorted(callback_kwargs)))
+        return {"latents": callback_kwargs["latents"] * 0.0}
+
+    changed = run(pipe, callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"])
+    assert seen == [(i, ["latents", "prompt_embeds"]) for i in range(STEPS)]
+    assert not np.allclose(changed, run(pipe))
+
+
+def test_custom_timesteps_and_second_order_progress(tokenizer):
+    pipe = tiny_pipeline(tokenizer, scheduler=make_scheduler(DDPMScheduler))
+    assert run(pipe, timesteps=[999, 500, 10]).shape == (1, 16, 16, 3)
+    assert pipe.num_timesteps == 3
+    pipe.scheduler = make_scheduler(HeunDiscreteScheduler)
+    ticks = []
+    pipe.progress_bar = _counting_progress_bar(ticks)
+    run(pipe, num_inference_steps=3)
+    assert pipe.num_timesteps == 5 and ticks == [3, 3]  # 2 * 3 - 1 UNet calls, 3 ticks of a bar of 3
+
+
+def _counting_progress_bar(ticks):
+    class Bar:
+        def __init__(self, total):
+            self.total, self.n = total, 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            ticks.extend([self.total, self.n])
+
+        def update(self):
+            self.n += 1
+
+    return lambda total: Bar(total)
+
+
+def test_pixel_space_grayscale_digits(tokenizer):
+    pipe = tiny_pipeline(tokenizer, pixel_space=True, channels=1)
+    assert pipe.vae_scale_factor == 1
+    image = pipe("8", num_inference_steps=STEPS, generator=gen()).images[0]
+    assert image.mode == "L" and image.size == (16, 16)
+    assert run(pipe, "8").shape == (1, 16, 16, 1)
+
+
+def test_unconditional_unet_needs_no_text_parts():
+    pipe = tiny_pipeline(conditional=False)
+    assert pipe.text_encoder is None and pipe.tokenizer is None
+    none_prompt = run(pipe, None)
+    np.testing.assert_array_equal(none_prompt, run(pipe, ""))
+    assert none_prompt.shape == (1, 16, 16, 3) and np.isfinite(none_prompt).all()
+
+
+def test_text_conditioned_unet_without_text_encoder_takes_prompt_embeds(pipe):
+    embeds, negative = pipe.encode_prompt(PROMPT, torch.device("cpu"), 1, True)
+    reference = run(pipe, None, prompt_embeds=embeds, negative_prompt_embeds=negative)
+    headless = CartoonFacePipeline.from_pipe(pipe, text_encoder=None, tokenizer=None)
+    np.testing.assert_array_equal(
+        run(headless, None, prompt_embeds=embeds, negative_prompt_embeds=negative), reference
+    )
+    with pytest.raises(ValueError, match="prompt"):
+        run(headless)
+    with pytest.raises(ValueError, match="negative_prompt_embeds"):
+        run(headless, None, prompt_embeds=embeds)  # guidance needs the unconditional embeddings too
+
+
+def test_unconditional_sampling_of_a_text_model_is_the_empty_prompt(pipe):
+    calls = []
+    pipe.unet.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    unconditional = run(pipe, None)
+    assert calls == [1] * STEPS  # guiding "" towards "" is a no-op: skipped
+    np.testing.assert_array_equal(unconditional, run(pipe, "", guidance_scale=1.0))
+
+
+# ---------------------------------------------------------------- img2img, inpainting, interpolation
+
+
+def _face():
+    return PIL.Image.fromarray((np.random.RandomState(0).rand(16, 16, 3) * 255).astype(np.uint8))
+
+
+@torch.no_grad()
+def test_img2img_strength_edges(pipe):
+    image = _face()
+    # strength 0: no step runs, the image comes back through the VAE (posterior mean, decoded)
+    out = run(pipe, image=image, strength=0.0, output_type="pt")
+    pixels = pipe.image_processor.preprocess(image)
+    expected = pipe.vae.decode(pipe.vae.encode(pixels).latent_dist.mode()).sample
+    torch.testing.assert_close(out, (expected / 2 + 0.5).clamp(0, 1))
+    # strength 1: pure noise, the text-to-image result for the same seed
+    np.testing.assert_allclose(run(pipe, image=image, strength=1.0), run(pipe), atol=1e-6)
+    # in between: fewer steps, a result depending on the image
+    calls = []
+    pipe.unet.register_forward_pre_hook(lambda module, args: calls.append(1))
+    half = run(pipe, image=image, strength=0.5, num_inference_steps=4)
+    assert len(calls) == 2 and not np.allclose(half, run(pipe, image=image.rotate(90), strength=0.5))
+
+
+def test_img2img_pixel_space_strength_zero_is_identity(tokenizer):
+    pipe = tiny_pipeline(tokenizer, pixel_space=True)
+    image = np.random.RandomState(0).rand(1, 16, 16, 3).astype(np.float32)
+    np.testing.assert_allclose(run(pipe, image=image, strength=0.0), image, atol=1e-6)
+
+
+def test_inpainting_keeps_unmasked_region(tokenizer):
+    pipe = tiny_pipeline(tokenizer, pixel_space=True)
+    image = np.random.RandomState(0).rand(1, 16, 16, 3).astype(np.float32)
+    mask = np.zeros((1, 16, 16, 1), dtype=np.float32)
+    mask[:, 4:12, 4:12] = 1.0  # white = repaint
+    out = run(pipe, image=image, mask_image=mask, strength=1.0, num_inference_steps=3)
+    keep = mask[0, :, :, 0] == 0
+    np.testing.assert_allclose(out[0][keep], image[0][keep], atol=1e-5)
+    assert np.abs(out[0][~keep] - image[0][~keep]).mean() > 0.05
+
+
+@torch.no_grad()
+def test_inpainting_in_latent_space(pipe):
+    image = _face()
+    mask = PIL.Image.new("L", (16, 16), 0)
+    mask.paste(255, (0, 0, 8, 16))  # repaint the left half
+    latents = run(pipe, image=image, mask_image=mask, strength=1.0, output_type="latent")
+    image_latents = pipe.encode_image(pipe.image_processor.preprocess(image))
+    torch.testing.assert_close(latents[..., 4:], image_latents[..., 4:])  # latent mask: left 4 columns
+    assert not torch.allclose(latents[..., :4], image_latents[..., :4])
+    # (in pixels the kept half is the VAE's reconstruction, up to the decoder's global mid-block attention)
+
+
+def test_interpolation_is_smooth(pipe):
+    frames = pipe.interpolate(PROMPT, "orange hair", seed_a=0, seed_b=1, num_images=5, num_inference_steps=STEPS,
+                              output_type="np").images  # fmt: skip
+    assert frames.shape == (5, 16, 16, 3)
+    steps = [np.abs(frames[i + 1] - frames[i]).mean() for i in range(4)]
+    assert max(steps) < np.abs(frames[-1] - frames[0]).mean()
+    np.testing.assert_allclose(frames[0], run(pipe, guidance_scale=7.5)[0], atol=1e-5)  # frame 0 = (a, seed_a)
+    unconditional = tiny_pipeline(conditional=False).interpolate(
+        seed_a=0, seed_b=1, num_images=3, num_inference_steps=1
+    )
+    assert len(unconditional.images) == 3
+
+
+def test_slerp_endpoints_and_norm():
+    a, b = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    torch.testing.assert_close(slerp(0.0, a, b), a)
+    torch.testing.assert_close(slerp(1.0, a, b), b)
+    assert slerp(0.5, a, b).norm() > torch.lerp(a, b, 0.5).norm()  # stays on the sphere, lerp cuts inside
+
+
+# ---------------------------------------------------------------- save / load
+
+
+def test_save_load_round_trip_identical_images(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    files = sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*") if path.is_file())
+    assert "model_index.json" in files and not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
+    assert {"vae/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors"} <= set(files)
+    loaded = CartoonFacePipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded.vae) is SmallVAE and type(loaded.scheduler) is type(pipe.scheduler)
+    assert set(loaded.components) == {"vae", "text_encoder", "tokenizer", "unet", "scheduler"}
+    # identical weights; memory-mapped safetensors can pick other SIMD kernels, so allow float rounding only
+    np.testing.assert_allclose(run(loaded), run(pipe), atol=1e-5)
+
+
+def test_fp16_variant_loads_as_float32(pipe, tmp_path):
+    reference = run(pipe)
+    pipe.to(torch.float16).save_pretrained(tmp_path, variant="fp16")  # storage only: no fp16 compute on CPU
+    assert (tmp_path / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    loaded = CartoonFacePipeline.from_pretrained(tmp_path, variant="fp16", torch_dtype=torch.float32)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.unet.dtype == loaded.vae.dtype == loaded.text_encoder.dtype == torch.float32
+    np.testing.assert_allclose(run(loaded), reference, atol=0.02)
+
+
+def test_none_components_save_and_load(tmp_path):
+    pipe = tiny_pipeline(pixel_space=True, conditional=False)
+    pipe.save_pretrained(tmp_path)
+    loaded = CartoonFacePipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.vae is None and loaded.text_encoder is None and loaded.tokenizer is None
+    np.testing.assert_allclose(run(loaded, None), run(pipe, None), atol=1e-5)
+
+
+def test_from_pipe_shares_weights_and_to_dtype(pipe):
+    other = CartoonFacePipeline.from_pipe(pipe, scheduler=make_scheduler(EulerDiscreteScheduler))
+    assert other.unet is pipe.unet and other.vae is pipe.vae and other.text_encoder is pipe.text_encoder
+    assert isinstance(other.scheduler, EulerDiscreteScheduler)
+    pipe.to(torch.bfloat16)
+    assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.bfloat16
+
+
+def test_saved_scheduler_config_is_explicit(pipe, tmp_path):
+    config = default_scheduler_config()
+    assert config["clip_sample"] is False and config["prediction_type"] == "epsilon"
+    pipe.save_pretrained(tmp_path)
+    saved = (tmp_path / "scheduler" / "scheduler_config.json").read_text()
+    assert '"prediction_type": "epsilon"' in saved and '"timestep_spacing": "trailing"' in saved
+
+
+# ---------------------------------------------------------------- parity with diffusers parts
+
+
+def test_parity_with_stable_diffusion_pipeline_on_diffusers_parts(tokenizer):
+    """Same diffusers AutoencoderKL + UNet2DConditionModel, same seed: our pipeline == StableDiffusionPipeline."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8, sample_size=16)  # fmt: skip
+    unet = UNet2DConditionModel(
+        sample_size=8, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8, cross_attention_dim=16,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=2,
+    )  # fmt: skip
+    text_encoder = build_text_encoder(tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2)  # fmt: skip
+    parts = dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=make_scheduler())
+    ours = CartoonFacePipeline(**parts)
+    theirs = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
+                                     requires_safety_checker=False)  # fmt: skip
+    for p in (ours, theirs):
+        p.set_progress_bar_config(disable=True)
+    kwargs = dict(negative_prompt="black hair", num_images_per_prompt=2, guidance_scale=3.0)
+    np.testing.assert_allclose(run(ours, **kwargs), run(theirs, **kwargs), atol=1e-6)
+
+
+def test_unconditional_diffusers_unet2dmodel_plugs_in():
+    from diffusers import UNet2DModel
+
+    unet = UNet2DModel(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(8, 16), norm_num_groups=8,
+                       down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)  # fmt: skip
+    pipe = CartoonFacePipeline(vae=None, text_encoder=None, tokenizer=None, unet=unet, scheduler=make_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    assert run(pipe, None).shape == (1, 16, 16, 3)
+
+
+# ---------------------------------------------------------------- bad input, raised before any model runs
+
+BAD_INPUTS = [
+    ("prompt", {"prompt": 3}, TypeError),
+    ("prompt", {"prompt": ["ok", 3]}, TypeError),
+    ("negative_prompt", {"negative_prompt": ["a", "b"]}, TypeError),
+    ("negative_prompt", {"prompt": ["a"], "negative_prompt": ["a", "b"]}, ValueError),
+    ("height", {"height": 15}, ValueError),
+    ("width", {"width": 18}, ValueError),  # divisible by the VAE's 2, not by VAE x UNet = 4
+    ("num_inference_steps", {"num_inference_steps": 0}, ValueError),
+    ("strength", {"image": _face(), "strength": 1.5}, ValueError),
+    ("strength", {"image": _face(), "strength": -0.1}, ValueError),
+    ("mask_image", {"image": _face(), "mask_image": PIL.Image.new("L", (8, 8))}, ValueError),
+    ("mask_image", {"mask_image": PIL.Image.new("L", (16, 16))}, ValueError),
+    ("image", {"image": "face.png"}, TypeError),
+    ("image", {"image": torch.zeros(1, 4, 16, 16)}, ValueError),
+    ("output_type", {"output_type": "jpeg"}, ValueError),
+    ("latents", {"latents": torch.zeros(1, 4, 4, 4)}, ValueError),
+    ("generator", {"generator": [torch.Generator()] * 2}, ValueError),
+    ("callback_on_step_end_tensor_inputs", {"callback_on_step_end_tensor_inputs": ["noise_pred"]}, ValueError),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,error", BAD_INPUTS, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(BAD_INPUTS)])
+def test_bad_input_raises_before_any_model_runs(pipe, name, kwargs, error):
+    for model in (pipe.unet, pipe.vae.encoder, pipe.vae.decoder, pipe.text_encoder):
+        model.register_forward_pre_hook(lambda *args: pytest.fail("a model ran before the inputs were checked"))
+    kwargs = {"prompt": PROMPT, "num_inference_steps": STEPS, **kwargs}
+    with pytest.raises(error, match=name):
+        pipe(**kwargs)
+
+
+def test_prompt_without_text_encoder_raises():
+    pipe = tiny_pipeline(conditional=False)
+    with pytest.raises(ValueError, match="prompt"):
+        pipe(PROMPT, num_inference_steps=STEPS)

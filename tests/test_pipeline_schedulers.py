@@ -1,0 +1,115 @@
+"""The scheduler matrix: every member of `pipe.scheduler.compatibles` (plus our EulerMaruyamaScheduler) either
+gives finite images of the right shape or raises a clear error, in text-to-image, img2img and inpainting."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import DPMSolverMultistepScheduler
+from test_pipeline import CAPTIONS, gen, tiny_pipeline
+
+from sdscratch.text import build_tokenizer
+
+
+def _scheduler_classes():
+    classes = {cls.__name__: cls for cls in DPMSolverMultistepScheduler().compatibles}
+    try:
+        from sdscratch.schedulers.scheduling_euler_maruyama import EulerMaruyamaScheduler
+
+        classes["EulerMaruyamaScheduler"] = EulerMaruyamaScheduler
+    except ImportError:  # written in parallel; the matrix covers it once it exists
+        pass
+    return dict(sorted(classes.items()))
+
+
+SCHEDULERS = _scheduler_classes()
+# Members that cannot work here, and the words their error must contain.
+EXPECTED_ERRORS = {"EDMEulerScheduler": (ValueError, "c_noise")}
+if importlib.util.find_spec("torchsde") is None:
+    EXPECTED_ERRORS["DPMSolverSDEScheduler"] = (ImportError, "torchsde")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline(build_tokenizer(CAPTIONS, model_max_length=12, vocab_size=600))
+
+
+def test_matrix_covers_the_documented_schedulers():
+    documented = {
+        "DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "LMSDiscreteScheduler", "EulerDiscreteScheduler",
+        "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler", "DPMSolverMultistepScheduler",
+        "DPMSolverSinglestepScheduler", "DPMSolverSDEScheduler", "KDPM2DiscreteScheduler",
+        "KDPM2AncestralDiscreteScheduler", "DEISMultistepScheduler", "UniPCMultistepScheduler", "EDMEulerScheduler",
+    }  # fmt: skip
+    assert documented <= set(SCHEDULERS)
+
+
+def _mode_kwargs(mode):
+    image = PIL.Image.fromarray((np.random.RandomState(0).rand(16, 16, 3) * 255).astype(np.uint8))
+    mask = PIL.Image.new("L", (16, 16), 0)
+    mask.paste(255, (4, 4, 12, 12))
+    return {
+        "one_step": {"num_inference_steps": 1},
+        "text2img": {"num_inference_steps": 2},
+        "img2img": {"num_inference_steps": 4, "image": image, "strength": 0.5},
+        "inpaint": {"num_inference_steps": 2, "image": image, "mask_image": mask, "strength": 1.0},
+    }[mode]
+
+
+@pytest.mark.parametrize("mode", ["one_step", "text2img", "img2img", "inpaint"])
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_scheduler_gives_finite_images_or_a_clear_error(pipe, name, mode):
+    kwargs = {"prompt": "Cartoon face with glasses", "output_type": "np", "generator": gen(0), **_mode_kwargs(mode)}
+    original = pipe.scheduler
+    try:
+        if name in EXPECTED_ERRORS:
+            error, words = EXPECTED_ERRORS[name]
+            with pytest.raises(error, match=words):
+                pipe.scheduler = SCHEDULERS[name].from_config(original.config)
+                pipe(**kwargs)
+            return
+        pipe.scheduler = SCHEDULERS[name].from_config(original.config)
+        images = pipe(**kwargs).images
+    finally:
+        pipe.scheduler = original
+    assert images.shape == (1, 16, 16, 3)
+    assert np.isfinite(images).all()
+
+
+def test_pndm_runge_kutta_warm_up_needs_four_steps(pipe):
+    original = pipe.scheduler
+    try:
+        pipe.scheduler = SCHEDULERS["PNDMScheduler"].from_config(original.config, skip_prk_steps=False)
+        with pytest.raises(ValueError, match="num_inference_steps"):
+            pipe("face", num_inference_steps=2)
+        assert np.isfinite(pipe("face", num_inference_steps=4, output_type="np").images).all()
+    finally:
+        pipe.scheduler = original
+
+
+def test_default_scheduler_is_dpm_solver_multistep(pipe):
+    assert isinstance(pipe.scheduler, DPMSolverMultistepScheduler)
+    assert pipe.scheduler.config.clip_sample is False
+    assert torch.is_tensor(pipe.scheduler.betas)
+
+
+def test_compare_schedulers_example_writes_grid_and_table(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("sdscratch.demo.pretrained", _missing_weights)
+    script = Path(__file__).resolve().parents[1] / "examples" / "compare_schedulers.py"
+    spec = importlib.util.spec_from_file_location("compare_schedulers", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    output = tmp_path / "grid.png"
+    module.main(["--steps", "2", "--schedulers", "dpm++,heun,DPMSolverSDEScheduler", "--output", str(output)])
+    table = capsys.readouterr().out
+    assert PIL.Image.open(output).size == (2 * 128 + 2, 128 + 28)  # two columns, labels below
+    assert "HeunDiscreteScheduler" in table and "3" in table.split("HeunDiscreteScheduler")[1].split()[0]
+    if "DPMSolverSDEScheduler" in EXPECTED_ERRORS:
+        assert "skipped" in table and "torchsde" in table
+
+
+def _missing_weights(name="cartoon-faces"):
+    raise FileNotFoundError(name)

@@ -1,0 +1,333 @@
+"""SmallUNet: the checks diffusers runs on its own models, plus call-compatibility with every scheduler."""
+
+import copy
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+from sdscratch import SmallUNet
+from sdscratch.models.unet_blocks import Attention, math_attention
+
+TINY = dict(
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    transformer_levels=(False, True),
+    cross_attention_dim=24,
+    attention_head_dim=16,  # 32 channels -> 2 heads of 16
+    norm_num_groups=8,
+)
+BATCH, SEQ = 2, 5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: a second thread only adds synchronisation (and the CPU is shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_unet(**overrides) -> SmallUNet:
+    torch.manual_seed(0)
+    return SmallUNet(**{**TINY, **overrides}).eval()
+
+
+def make_inputs(batch=BATCH, size=8, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    sample = torch.randn(batch, 4, size, size, generator=generator)
+    text = torch.randn(batch, SEQ, 24, generator=generator)
+    timestep = torch.tensor([10, 500][:batch] + [999] * max(0, batch - 2))
+    return sample, timestep, text
+
+
+def public_config(model) -> dict:
+    """Config without the bookkeeping keys, tuples as lists (as JSON stores them)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in model.config.items() if not k.startswith("_")}
+
+
+@torch.no_grad()
+def run(unet, sample, timestep, text=None, **kwargs):
+    return unet(sample, timestep, text, **kwargs).sample
+
+
+def test_forward_shape_and_dict_vs_tuple():
+    unet = make_unet()
+    sample, t, text = make_inputs()
+    with torch.no_grad():
+        out = unet(sample, t, text)
+        tup = unet(sample, t, text, return_dict=False)
+    assert isinstance(out, UNet2DConditionOutput) and isinstance(tup, tuple)
+    assert out.sample.shape == sample.shape and out.sample.is_contiguous()
+    torch.testing.assert_close(out.sample, tup[0], rtol=0, atol=0)
+    assert unet.time_cond_proj_dim is None and unet.config.time_cond_proj_dim is None  # pipelines read both
+    class_names = {type(m).__name__ for m in unet.modules()}
+    assert set(SmallUNet._no_split_modules) <= class_names
+
+
+def test_determinism():
+    unet = make_unet()
+    sample, t, text = make_inputs()
+    torch.testing.assert_close(run(unet, sample, t, text), run(unet, sample, t, text), rtol=0, atol=0)
+
+
+def test_save_load_round_trip(tmp_path):
+    unet = make_unet()
+    sample, t, text = make_inputs()
+    unet.save_pretrained(tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").exists()
+    loaded = SmallUNet.from_pretrained(tmp_path).eval()
+    assert public_config(loaded) == public_config(unet)
+    torch.testing.assert_close(run(loaded, sample, t, text), run(unet, sample, t, text), rtol=0, atol=0)
+
+
+def test_fourier_buffer_survives_round_trip(tmp_path):
+    unet = make_unet(time_embedding_type="fourier")
+    sample, _, text = make_inputs()
+    unet.save_pretrained(tmp_path)
+    loaded = SmallUNet.from_pretrained(tmp_path).eval()
+    sigma = torch.tensor([0.5, 0.01])
+    torch.testing.assert_close(run(loaded, sample, sigma, text), run(unet, sample, sigma, text), rtol=0, atol=0)
+
+
+def test_variant_fp16_and_torch_dtype(tmp_path):
+    unet = make_unet()
+    sample, t, text = make_inputs()
+    expected = run(unet, sample, t, text)
+    copy.deepcopy(unet).to(torch.float16).save_pretrained(tmp_path, variant="fp16")
+    assert (tmp_path / "diffusion_pytorch_model.fp16.safetensors").exists()
+
+    half = SmallUNet.from_pretrained(tmp_path, variant="fp16", torch_dtype=torch.float16)
+    assert all(p.dtype == torch.float16 for p in half.parameters())
+    # never compute in fp16 on CPU (no fast path): upcast, then compare with fp16 weight rounding tolerance
+    upcast = half.float().eval()
+    torch.testing.assert_close(run(upcast, sample, t, text), expected, rtol=2e-2, atol=2e-2)
+
+    as_fp32 = SmallUNet.from_pretrained(tmp_path, variant="fp16", torch_dtype=torch.float32).eval()
+    assert all(p.dtype == torch.float32 for p in as_fp32.parameters())
+    torch.testing.assert_close(run(as_fp32, sample, t, text), run(upcast, sample, t, text), rtol=0, atol=0)
+
+
+def test_torch_dtype_bfloat16_load_runs_in_bf16(tmp_path):
+    unet = make_unet()
+    sample, t, text = make_inputs()
+    unet.save_pretrained(tmp_path)
+    bf16 = SmallUNet.from_pretrained(tmp_path, torch_dtype=torch.bfloat16).eval()
+    assert bf16.dtype == torch.bfloat16
+    out = run(bf16, sample.bfloat16(), t, text.bfloat16())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), run(unet, sample, t, text), rtol=0.1, atol=0.1)
+
+
+def test_bf16_autocast_close_to_fp32():
+    unet = make_unet()
+    sample, t, text = make_inputs()
+    expected = run(unet, sample, t, text)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = run(unet, sample, t, text)
+    torch.testing.assert_close(out.float(), expected, rtol=0.05, atol=0.05)
+
+
+def test_bf16_autocast_training_path_matches_fp32_gradients():
+    """The bf16 training step uses `math_attention` instead of SDPA: outputs and gradients stay close."""
+    unet = make_unet()
+    sample, t, text = make_inputs()
+    grads = []
+    for autocast in (False, True):
+        unet.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = unet(sample, t, text).sample.float().square().mean()
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in unet.parameters()]))
+    cosine = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
+    assert cosine > 0.99
+
+
+def test_math_attention_matches_sdpa():
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 6, 8, generator=generator) for _ in range(3))
+    bias = torch.tensor([[0.0, 0, 0, -10000, 0, -10000], [0, 0, 0, 0, 0, 0]])[:, None, None, :]
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    torch.testing.assert_close(math_attention(q, k, v, bias), expected, rtol=1e-5, atol=1e-5)
+    attention = Attention(16, heads=2)
+    x = torch.randn(2, 6, 16, generator=generator)
+    torch.testing.assert_close(attention(x), attention(x), rtol=0, atol=0)
+
+
+def test_channels_last_input_same_output():
+    unet = make_unet()
+    sample, t, text = make_inputs()
+    channels_last = sample.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(run(unet, channels_last, t, text), run(unet, sample, t, text), rtol=1e-5, atol=1e-5)
+
+
+def test_gradient_checkpointing_same_gradients():
+    unet = make_unet().train()
+    checkpointed = copy.deepcopy(unet)
+    checkpointed.enable_gradient_checkpointing()
+    assert checkpointed.is_gradient_checkpointing and not unet.is_gradient_checkpointing
+    sample, t, text = make_inputs()
+    for model in (unet, checkpointed):
+        model(sample, t, text).sample.square().mean().backward()
+    for (name, p), p_ckpt in zip(unet.named_parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(p_ckpt.grad, p.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_overfit_one_batch_loss_decreases():
+    unet = make_unet().train()
+    sample, t, text = make_inputs()
+    target = torch.randn_like(sample)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(15):
+        loss = torch.nn.functional.mse_loss(unet(sample, t, text).sample, target)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_from_config_round_trip_and_unknown_keys(tmp_path):
+    unet = make_unet()
+    clone = SmallUNet.from_config(unet.config)
+    assert public_config(clone) == public_config(unet)
+    # EMAModel.save_pretrained writes its own state (decay, optimization_step, ...) into the model config
+    from diffusers.training_utils import EMAModel
+
+    ema = EMAModel(unet.parameters(), model_cls=SmallUNet, model_config=unet.config)
+    ema.save_pretrained(tmp_path)
+    loaded = SmallUNet.from_pretrained(tmp_path)
+    assert {k: v for k, v in public_config(loaded).items() if k in unet.config} == public_config(unet)
+    extra = SmallUNet.from_config({**dict(unet.config), "decay": 0.999, "some_future_key": 1})
+    assert extra.config.sample_size == unet.config.sample_size
+
+
+@pytest.mark.parametrize("skip_connection", ["concat", "add"])
+@pytest.mark.parametrize("time_embedding_type", ["positional", "fourier"])
+def test_variants_run_and_train(skip_connection, time_embedding_type):
+    unet = make_unet(skip_connection=skip_connection, time_embedding_type=time_embedding_type).train()
+    sample, _, text = make_inputs()
+    timestep = torch.tensor([0.02, 1.0]) if time_embedding_type == "fourier" else torch.tensor([3, 900])
+    out = unet(sample, timestep, text).sample
+    out.square().mean().backward()
+    assert out.shape == sample.shape and torch.isfinite(out).all()
+    assert all(p.grad is not None for p in unet.parameters() if p.requires_grad)
+
+
+def test_three_levels_and_unconditional():
+    unet = make_unet(block_out_channels=(16, 16, 32), transformer_levels=(True, False, True), cross_attention_dim=None)
+    sample = torch.randn(2, 4, 8, 8)
+    assert unet.downsample_factor == 4
+    assert run(unet, sample, 5).shape == sample.shape
+    assert not any(name.endswith("attn2.to_kv.weight") for name, _ in unet.named_parameters())
+
+
+def test_timestep_forms_agree():
+    unet = make_unet()
+    sample, _, text = make_inputs()
+    expected = run(unet, sample, torch.tensor([7, 7]), text)
+    for timestep in (7, 7.0, torch.tensor(7), torch.tensor([7]), torch.tensor(7.0), torch.tensor([7.0, 7.0])):
+        torch.testing.assert_close(run(unet, sample, timestep, text), expected, rtol=0, atol=0)
+
+
+def test_attention_mask_hides_discarded_tokens():
+    unet = make_unet()
+    sample, t, text = make_inputs()
+    mask = torch.ones(BATCH, SEQ, dtype=torch.long)
+    mask[:, 3:] = 0
+    changed = text.clone()
+    changed[:, 3:] = torch.randn(BATCH, SEQ - 3, 24)
+    masked = run(unet, sample, t, text, encoder_attention_mask=mask)
+    torch.testing.assert_close(run(unet, sample, t, changed, encoder_attention_mask=mask), masked)
+    assert not torch.allclose(run(unet, sample, t, changed), run(unet, sample, t, text))
+    # an all-ones mask is the same as no mask
+    full = torch.ones(BATCH, SEQ)
+    torch.testing.assert_close(run(unet, sample, t, text, encoder_attention_mask=full), run(unet, sample, t, text))
+
+
+BAD_INPUTS = {
+    "channels": (lambda s, t, c: (torch.randn(2, 3, 8, 8), t, c, None), "in_channels=4"),
+    "not_4d": (lambda s, t, c: (s[0], t, c, None), "(batch, channels, height, width)"),
+    "spatial": (lambda s, t, c: (torch.randn(2, 4, 8, 7), t, c, None), "divisible by 2"),
+    "text_width": (lambda s, t, c: (s, t, torch.randn(2, SEQ, 23), None), "(batch, seq_len, 24)"),
+    "text_batch": (lambda s, t, c: (s, t, torch.randn(1, SEQ, 24), None), "batch size 1"),
+    "missing_text": (lambda s, t, c: (s, t, None, None), "required"),
+    "timestep_len": (lambda s, t, c: (s, torch.tensor([1, 2, 3]), c, None), "`timestep`"),
+    "mask_shape": (lambda s, t, c: (s, t, c, torch.ones(2, SEQ + 1)), "`encoder_attention_mask`"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_raises_before_compute(case, monkeypatch):
+    unet = make_unet()
+    build, message = BAD_INPUTS[case]
+    sample, t, text, mask = build(*make_inputs())
+    # "before any computation": conv_in must never run
+    monkeypatch.setattr(unet.conv_in, "forward", lambda *a: pytest.fail("computed before validating"))
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        unet(sample, t, text, encoder_attention_mask=mask)
+
+
+def test_text_to_unconditional_unet_raises():
+    unet = make_unet(cross_attention_dim=None)
+    sample, t, text = make_inputs()
+    with pytest.raises(ValueError, match="unconditional"):
+        unet(sample, t, text)
+    with pytest.raises(ValueError, match="unconditional"):
+        unet(sample, t, encoder_attention_mask=torch.ones(2, SEQ))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(transformer_levels=(True,)), "transformer_levels"),
+        (dict(skip_connection="mul"), "skip_connection"),
+        (dict(time_embedding_type="learned"), "time_embedding_type"),
+        (dict(block_out_channels=(16, 48), attention_head_dim=32), "attention_head_dim"),
+        (dict(time_cond_proj_dim=8), "time_cond_proj_dim"),
+    ],
+)
+def test_bad_config_raises(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SmallUNet(**{**TINY, **kwargs})
+
+
+SCHEDULERS = sorted(cls.__name__ for cls in DDPMScheduler().compatibles)
+
+
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_accepts_every_compatible_scheduler(name):
+    import diffusers
+
+    unet = make_unet()
+    sample, _, text = make_inputs()
+    try:
+        scheduler = getattr(diffusers, name).from_config(DDPMScheduler().config)
+        scheduler.set_timesteps(5)
+    except (ImportError, ModuleNotFoundError) as error:  # DPMSolverSDEScheduler needs torchsde
+        pytest.skip(f"{name} needs a package that is not installed: {error}")
+    latents = sample * scheduler.init_noise_sigma
+    for t in scheduler.timesteps[:2]:
+        model_input = scheduler.scale_model_input(latents, t)
+        out = run(unet, model_input, t, text)  # t as the scheduler gives it: int or float 0-d tensor
+        assert out.shape == sample.shape and torch.isfinite(out).all()
+        python_t = t.item()  # and as a Python int / float
+        torch.testing.assert_close(run(unet, model_input, python_t, text), out, rtol=1e-6, atol=1e-6)
+
+
+def test_scheduler_timestep_kinds_are_covered():
+    """Guard: the scheduler test above really sees both integer and float timesteps."""
+    import diffusers
+
+    dtypes = set()
+    for name in ("DDIMScheduler", "EulerDiscreteScheduler"):
+        scheduler = getattr(diffusers, name).from_config(DDPMScheduler().config)
+        scheduler.set_timesteps(5)
+        dtypes.add(scheduler.timesteps.dtype.is_floating_point)
+    assert dtypes == {False, True}
