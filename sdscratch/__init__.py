@@ -7,6 +7,7 @@ imported.
 
 __version__ = "0.1.0"
 
+from . import evaluation  # metrics (sdscratch.evaluation.load_classifier, evaluate_reconstruction, ...)
 from .pretrained import PRETRAINED_MODELS, pretrained
 
 # --- components (each helper/module registers its public names here) ---

@@ -1,0 +1,53 @@
+"""Quality metrics: VAE reconstruction, prompt adherence and Frechet classifier distance (docs/evaluation.md).
+
+`python -m sdscratch.evaluate` runs them all on a pipeline folder.
+"""
+
+from .adherence import (
+    adherence_from_predictions,
+    build_adherence_prompts,
+    evaluate_adherence,
+    generate_images,
+    measure_adherence,
+)
+from .classifier import AttributeClassifier, AttributeClassifierOutput, load_classifier, pretrained_classifier_path
+from .frechet import feature_statistics, frechet_distance, frechet_distance_from_features
+from .grid import captioned_grid
+from .reconstruction import (
+    evaluate_reconstruction,
+    ms_ssim,
+    ms_ssim_num_scales,
+    mse,
+    psnr,
+    reconstruct_images,
+    reconstruction_metrics,
+    ssim,
+)
+from .references import balanced_face_attributes, classifier_labels, evaluation_face_sets
+
+__all__ = [
+    "AttributeClassifier",
+    "AttributeClassifierOutput",
+    "adherence_from_predictions",
+    "balanced_face_attributes",
+    "build_adherence_prompts",
+    "captioned_grid",
+    "classifier_labels",
+    "evaluate_adherence",
+    "evaluate_reconstruction",
+    "evaluation_face_sets",
+    "feature_statistics",
+    "frechet_distance",
+    "frechet_distance_from_features",
+    "generate_images",
+    "load_classifier",
+    "measure_adherence",
+    "ms_ssim",
+    "ms_ssim_num_scales",
+    "mse",
+    "pretrained_classifier_path",
+    "psnr",
+    "reconstruct_images",
+    "reconstruction_metrics",
+    "ssim",
+]

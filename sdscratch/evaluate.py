@@ -1,0 +1,237 @@
+"""Evaluate a text-to-image pipeline folder: prompt adherence, Frechet classifier distance, VAE reconstruction.
+
+    python -m sdscratch.evaluate --model_path <pipeline folder> --output_dir eval/cartoon-faces \
+        --num_images 500 --num_inference_steps 25 --guidance_scale 3 --scheduler dpm++ --seed 0
+    python -m sdscratch.evaluate --model_path <digits pipeline folder> --output_dir eval/digits --task digits
+
+Writes `<output_dir>/metrics.json` and `<output_dir>/grid.png` (the first `--grid_images` generated images
+with their prompts; the attributes the classifier read differently are written in red). See
+docs/evaluation.md for what each number means and its floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from typing import Optional
+
+from .evaluation.adherence import build_adherence_prompts, evaluate_adherence, measure_adherence, target_matches
+from .evaluation.classifier import AttributeClassifier, load_classifier, pretrained_classifier_path
+from .evaluation.frechet import frechet_distance_from_features
+from .evaluation.grid import captioned_grid
+from .evaluation.reconstruction import reconstruct_images, reconstruction_metrics
+from .evaluation.references import evaluation_face_sets, split_digits_reference
+
+
+def _real_sets(task: str, num_images: int, seed: int, size: int, prompts_and_targets) -> dict:
+    """Reference images (FD's real side), "perfect model" images (floor) and the targets those satisfy."""
+    if task == "cartoon-faces":
+        sets = evaluation_face_sets(num_images, seed=seed, size=size)
+        return {
+            "reference": sets["reference_faces"],
+            "perfect": sets["prompt_faces"],  # the generator's own faces for exactly these prompts
+            "perfect_targets": [target for _, target in prompts_and_targets],
+        }
+    reference, perfect, perfect_labels = split_digits_reference(size=size, seed=seed)
+    return {
+        "reference": reference,
+        "perfect": perfect,
+        "perfect_targets": [{"digit": str(int(label))} for label in perfect_labels],
+    }
+
+
+def evaluate_pipeline(
+    pipeline,
+    task: str = "cartoon-faces",
+    classifier: Optional[AttributeClassifier] = None,
+    num_images: int = 500,
+    num_inference_steps: int = 25,
+    guidance_scale: Optional[float] = None,
+    seed: int = 0,
+    batch_size: int = 25,
+    caption_style: str = "template",
+) -> tuple[dict, dict]:
+    """All the metrics of one pipeline.
+
+    Args:
+        pipeline: A `CartoonFacePipeline` (or any pipeline with the same `__call__` and an optional `vae`).
+        task (`str`, defaults to "cartoon-faces"): "cartoon-faces" or "digits"; picks prompts, classifier and
+            real images.
+        classifier (`AttributeClassifier`, *optional*): Defaults to the shipped one for `task`.
+        num_images (`int`, defaults to 500): Generated images (one per prompt).
+        num_inference_steps, guidance_scale, seed, batch_size: As `evaluate_adherence`.
+        caption_style (`str`, defaults to "template"): As `build_adherence_prompts`.
+
+    Returns:
+        `(metrics, outputs)`: a JSON-able dict of metrics, and `outputs` with `images` (float `(N, H, W, C)`
+        in [0, 1]), `prompts`, `targets` and `predictions` (for grids).
+    """
+    classifier = classifier if classifier is not None else load_classifier(task)
+    start = time.perf_counter()
+
+    # 1. Prompt adherence of generated images.
+    prompts_and_targets = build_adherence_prompts(num_images, task=task, caption_style=caption_style, seed=seed)
+    result = evaluate_adherence(
+        pipeline, classifier, prompts_and_targets, num_inference_steps, guidance_scale, seed, batch_size
+    )
+    size = result["images"].shape[1]
+
+    # 2. Real images: the Frechet reference, and the "perfect model" (what the data itself scores).
+    real = _real_sets(task, num_images, seed, size, prompts_and_targets)
+    perfect_adherence, perfect_features = measure_adherence(classifier, real["perfect"], real["perfect_targets"])
+    _, reference_features = classifier.classify(real["reference"])
+
+    # 3. VAE round trip of the perfect images: reconstruction error and its own adherence / distance.
+    vae = getattr(pipeline, "vae", None)
+    reconstruction, vae_adherence, vae_features = None, None, None
+    if vae is not None:
+        reconstructions = reconstruct_images(vae, real["perfect"], batch_size=batch_size)
+        reconstruction = reconstruction_metrics(reconstructions, real["perfect"])
+        vae_adherence, vae_features = measure_adherence(classifier, reconstructions, real["perfect_targets"])
+
+    # 4. Frechet classifier distances, all against the same reference set and with the same number of images.
+    count = min(len(result["features"]), len(perfect_features), len(reference_features))
+    generated_fd = frechet_distance_from_features(result["features"][:count], reference_features[:count])
+    floor_fd = frechet_distance_from_features(perfect_features[:count], reference_features[:count])
+    vae_fd = (
+        frechet_distance_from_features(vae_features[:count], reference_features[:count]) if vae is not None else None
+    )
+
+    metrics = {
+        "task": task,
+        "num_images": len(prompts_and_targets),
+        "num_inference_steps": num_inference_steps,
+        "guidance_scale": guidance_scale if guidance_scale is not None else getattr(pipeline, "_guidance_scale", None),
+        "scheduler": type(pipeline.scheduler).__name__,
+        "seed": seed,
+        "caption_style": caption_style,
+        "image_size": size,
+        "adherence": result["adherence"],
+        "adherence_real_images": perfect_adherence["accuracy"],
+        "adherence_vae_reconstructions": vae_adherence["accuracy"] if vae_adherence else None,
+        "frechet_distance": {
+            "generated": generated_fd,
+            "real_floor": floor_fd,
+            "vae_reconstructions": vae_fd,
+            "generated_over_vae": generated_fd / vae_fd if vae_fd else None,
+            "num_images": count,
+            "feature_dim": int(reference_features.shape[1]),
+        },
+        "reconstruction": reconstruction,
+        "seconds_per_image": result["seconds_per_image"],
+        "total_seconds": time.perf_counter() - start,
+    }
+    outputs = {
+        "images": result["images"],
+        "prompts": [prompt for prompt, _ in prompts_and_targets],
+        "targets": [target for _, target in prompts_and_targets],
+        "predictions": result["predictions"],
+    }
+    return metrics, outputs
+
+
+def _json_safe(value):
+    """Strict JSON: non-finite floats (an infinite PSNR) become `None`."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _misses(target: dict, prediction: dict) -> Optional[str]:
+    wrong = [
+        f"{name}={prediction[name]}"
+        for name, value in target.items()
+        if name in prediction and not target_matches(prediction[name], value)
+    ]
+    return "read: " + ", ".join(wrong) if wrong else None
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_path", required=True, help="A pipeline folder (model_index.json + components).")
+    parser.add_argument("--output_dir", required=True, help="Where metrics.json and grid.png are written.")
+    parser.add_argument("--task", choices=["cartoon-faces", "digits"], default="cartoon-faces")
+    parser.add_argument("--num_images", type=int, default=500)
+    parser.add_argument("--num_inference_steps", type=int, default=25)
+    parser.add_argument("--guidance_scale", type=float, default=None, help="Default: the pipeline's default.")
+    parser.add_argument(
+        "--scheduler", default="dpm++", help="A name of sdscratch.schedulers ('dpm++', 'euler', ...) or 'saved'."
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch_size", type=int, default=25)
+    parser.add_argument("--caption_style", choices=["template", "rich"], default="template")
+    parser.add_argument("--classifier_path", default=None, help="A classifier folder; default: the shipped one.")
+    parser.add_argument("--grid_images", type=int, default=64, help="Generated images shown in grid.png.")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    import sdscratch  # noqa: F401  (registers every component module, as diffusers' loading needs)
+    from sdscratch.pipelines.pipeline_cartoon_face import CartoonFacePipeline
+    from sdscratch.schedulers.registry import get_scheduler
+
+    pipeline = CartoonFacePipeline.from_pretrained(args.model_path)
+    if args.scheduler != "saved":
+        pipeline.scheduler = get_scheduler(args.scheduler, pipeline.scheduler.config)
+    classifier_path = args.classifier_path or pretrained_classifier_path(args.task)
+    classifier = load_classifier(classifier_path)
+    metrics, outputs = evaluate_pipeline(
+        pipeline,
+        task=args.task,
+        classifier=classifier,
+        num_images=args.num_images,
+        num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        caption_style=args.caption_style,
+    )
+    metrics = {"model_path": os.path.abspath(args.model_path), "scheduler_name": args.scheduler, **metrics}
+    classifier_metrics = os.path.join(classifier_path, "training_metrics.json")
+    if os.path.isfile(classifier_metrics):
+        with open(classifier_metrics) as f:
+            metrics["classifier_held_out_accuracy"] = json.load(f)["held_out_accuracy"]
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    count = min(args.grid_images, len(outputs["prompts"]))
+    highlights = [_misses(t, p) for t, p in zip(outputs["targets"][:count], outputs["predictions"][:count])]
+    grid = captioned_grid(
+        outputs["images"][:count], outputs["prompts"][:count], columns=min(8, count), highlights=highlights
+    )
+    grid.save(os.path.join(args.output_dir, "grid.png"))
+    metrics["grid"] = "grid.png"
+    with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
+        json.dump(_json_safe(metrics), f, indent=2, allow_nan=False)
+    _print_summary(metrics)
+    print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and grid.png")
+    return metrics
+
+
+def _print_summary(metrics: dict) -> None:
+    print(f"{metrics['num_images']} images, {metrics['seconds_per_image']:.3f} s/image")
+    for name, accuracy in metrics["adherence"]["accuracy"].items():
+        real = metrics["adherence_real_images"].get(name, float("nan"))
+        print(f"adherence {name:>14}: {100 * accuracy:6.2f}%   (real images {100 * real:6.2f}%)")
+    fd = metrics["frechet_distance"]
+    vae = "n/a" if fd["vae_reconstructions"] is None else f"{fd['vae_reconstructions']:.3f}"
+    print(
+        f"Frechet classifier distance: generated {fd['generated']:.3f}, VAE reconstructions {vae}, real floor {fd['real_floor']:.3f}"
+    )
+    if metrics["reconstruction"]:
+        r = metrics["reconstruction"]
+        ms = "n/a" if r["ms_ssim"] is None else f"{r['ms_ssim']:.4f}"
+        print(
+            f"VAE reconstruction: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}, MS-SSIM {ms} ({r['ms_ssim_scales']} scales)"
+        )
+
+
+if __name__ == "__main__":
+    main()

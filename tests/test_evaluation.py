@@ -1,0 +1,311 @@
+"""sdscratch.evaluation: reconstruction metrics, Frechet distance, classifiers, adherence, the evaluate command."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+
+from sdscratch.data.cartoon_faces import ANY, ATTRIBUTES, CAPTION_ATTRIBUTES, parse_caption
+from sdscratch.evaluation import (
+    AttributeClassifier,
+    adherence_from_predictions,
+    balanced_face_attributes,
+    build_adherence_prompts,
+    evaluate_reconstruction,
+    frechet_distance,
+    frechet_distance_from_features,
+    load_classifier,
+    ms_ssim,
+    ms_ssim_num_scales,
+    mse,
+    psnr,
+    ssim,
+)
+from sdscratch.evaluation.reconstruction import gaussian_window
+from sdscratch.evaluation.references import labelled_digits, labelled_faces, render_faces, uint8_to_float
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def smooth_images(batch=2, channels=3, size=32, seed=0):
+    """Random but image-like (spatially correlated) batches in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(batch, channels, size // 4, size // 4, generator=g)
+    images = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    return (images * 2 - 1 + 0.05 * torch.randn(images.shape, generator=g)).clamp(-1, 1)
+
+
+def blur(images, sigma=1.5):
+    window = gaussian_window(7, sigma).float()
+    kernel = (window[:, None] * window[None, :]).expand(images.shape[1], 1, 7, 7)
+    return F.conv2d(F.pad(images, (3, 3, 3, 3), mode="replicate"), kernel, groups=images.shape[1])
+
+
+# ---------------------------------------------------------------- reconstruction metrics
+
+
+def test_mse_and_psnr_of_known_error():
+    x = torch.zeros(2, 3, 16, 16)
+    y = x + 0.2  # 0.1 on [0, 1] pixels -> MSE 0.01 -> PSNR 20 dB
+    assert torch.allclose(mse(x, y), torch.full((2,), 0.01), atol=1e-7)
+    assert torch.allclose(psnr(x, y), torch.full((2,), 20.0), atol=1e-4)
+    assert torch.isinf(psnr(x, x)).all()
+    with pytest.raises(ValueError, match="same shape"):
+        mse(x, y[:1])
+
+
+def test_ssim_of_identical_images_is_one():
+    x = smooth_images()
+    assert torch.allclose(ssim(x, x), torch.ones(2), atol=1e-6)
+    assert torch.allclose(ms_ssim(x, x), torch.ones(2), atol=1e-6)
+
+
+def _reference_ssim(x, y, with_cs=False):
+    """skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+    data_range=1) re-implemented with scipy: filter the whole image, crop the 5-pixel border. `(C, H, W)`."""
+    from scipy.ndimage import gaussian_filter
+
+    c1, c2 = 0.01**2, 0.03**2
+    values, cs_values = [], []
+    for channel in range(x.shape[0]):
+        a, b = x[channel].astype(np.float64), y[channel].astype(np.float64)
+        f = lambda z: gaussian_filter(z, sigma=1.5, truncate=3.5)  # noqa: E731  (11 taps)
+        ux, uy = f(a), f(b)
+        vx, vy, vxy = f(a * a) - ux * ux, f(b * b) - uy * uy, f(a * b) - ux * uy
+        cs = (2 * vxy + c2) / (vx + vy + c2)
+        s = (2 * ux * uy + c1) / (ux**2 + uy**2 + c1) * cs
+        values.append(s[5:-5, 5:-5].mean())
+        cs_values.append(cs[5:-5, 5:-5].mean())
+    return (np.array(values), np.array(cs_values)) if with_cs else float(np.mean(values))
+
+
+def test_ssim_matches_scipy_reference():
+    x = smooth_images(seed=1)
+    y = (x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))).clamp(-1, 1)
+    ours = ssim(x, y)
+    for i in range(2):
+        expected = _reference_ssim(((x[i] + 1) / 2).numpy(), ((y[i] + 1) / 2).numpy())
+        assert abs(ours[i].item() - expected) < 1e-6, (ours[i].item(), expected)
+
+
+def test_ms_ssim_matches_two_scale_reference():
+    # 32x32: scales 32 and 16; MS-SSIM = mean_c cs_32^w1 * ssim_16^w2 with (w1, w2) = (0.0448, 0.2856) renormalised.
+    x = smooth_images(seed=4)
+    y = (x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(5))).clamp(-1, 1)
+    w1, w2 = np.array([0.0448, 0.2856]) / (0.0448 + 0.2856)
+    for i in range(2):
+        a, b = ((x[i : i + 1] + 1) / 2).double(), ((y[i : i + 1] + 1) / 2).double()
+        _, cs = _reference_ssim(a[0].numpy(), b[0].numpy(), with_cs=True)
+        s, _ = _reference_ssim(F.avg_pool2d(a, 2)[0].numpy(), F.avg_pool2d(b, 2)[0].numpy(), with_cs=True)
+        expected = np.mean(np.clip(cs, 0, None) ** w1 * np.clip(s, 0, None) ** w2)
+        assert abs(ms_ssim(x, y)[i].item() - expected) < 1e-5
+
+
+def test_ms_ssim_scales_and_small_images():
+    assert [ms_ssim_num_scales(s) for s in (16, 32, 64, 160, 161, 256)] == [1, 2, 3, 4, 5, 5]
+    x = smooth_images(size=16)
+    assert ms_ssim(x, x) is None  # a single scale would just be SSIM
+    with pytest.raises(ValueError, match="window_size"):
+        ssim(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
+
+
+def test_blur_lowers_psnr_ssim_ms_ssim():
+    x = smooth_images(size=64, seed=3)
+    mild, strong = blur(x, 0.7), blur(x, 2.0)
+    assert (psnr(mild, x) > psnr(strong, x)).all()
+    assert (ssim(mild, x) > ssim(strong, x)).all()
+    assert (ms_ssim(mild, x) > ms_ssim(strong, x)).all()
+    assert (ssim(strong, x) < 1).all()
+
+
+def test_evaluate_reconstruction_of_a_tiny_vae():
+    vae = AutoencoderKL(block_out_channels=(8,), latent_channels=2, norm_num_groups=4, sample_size=32).eval()
+    metrics = evaluate_reconstruction(vae, smooth_images(batch=3, size=32), batch_size=2)
+    assert metrics["num_images"] == 3 and metrics["ms_ssim_scales"] == 2
+    assert metrics["mse"] > 0 and np.isfinite(metrics["psnr"]) and -1 <= metrics["ssim"] <= 1
+    assert metrics["ms_ssim"] is not None
+
+
+# ---------------------------------------------------------------- Frechet distance
+
+
+def test_frechet_distance_closed_forms():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(300, 8))
+    assert frechet_distance_from_features(features, features) < 1e-6
+    # Equal covariances: the distance is the squared distance of the means.
+    mu = rng.normal(size=4)
+    assert frechet_distance(np.zeros(4), np.eye(4), mu, np.eye(4)) == pytest.approx(float(mu @ mu))
+    # Diagonal covariances: sum of (sqrt(a) - sqrt(b))^2.
+    a, b = rng.uniform(0.5, 2, 4), rng.uniform(0.5, 2, 4)
+    expected = float(((np.sqrt(a) - np.sqrt(b)) ** 2).sum())
+    assert frechet_distance(np.zeros(4), np.diag(a), np.zeros(4), np.diag(b)) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def face_classifier():
+    return load_classifier("cartoon-faces")
+
+
+def test_blurred_faces_are_further_than_real_ones(face_classifier):
+    attributes = balanced_face_attributes(150, seed=7)
+    reference = render_faces(attributes, dataset_seed=70)
+    other = render_faces(balanced_face_attributes(150, seed=8), dataset_seed=80)
+    _, f_reference = face_classifier.classify(reference)
+    _, f_other = face_classifier.classify(other)
+    _, f_blurred = face_classifier.classify(blur(other, 1.5))
+    assert frechet_distance_from_features(f_reference, f_reference) < 1e-6
+    floor = frechet_distance_from_features(f_other, f_reference)
+    assert frechet_distance_from_features(f_blurred, f_reference) > 1.3 * floor  # measured: 1.65x
+
+
+# ---------------------------------------------------------------- classifiers
+
+
+def test_classifier_save_load_round_trip(tmp_path):
+    model = AttributeClassifier(
+        labels={"a": ["x", "y"], "b": ["0", "1", "2"]}, sample_size=16, block_out_channels=(8, 16)
+    )
+    model.eval()
+    model.save_pretrained(tmp_path)
+    loaded = load_classifier(tmp_path)
+    x = smooth_images(size=16)
+    out, out_loaded = model(x), loaded(x)
+    assert out.logits["b"].shape == (2, 3) and out.features.shape == (2, 16)
+    assert torch.allclose(out.logits["a"], out_loaded.logits["a"]) and torch.allclose(
+        out.features, out_loaded.features
+    )
+    predictions, features = loaded.classify(x, batch_size=1)
+    assert set(loaded.decode_predictions(predictions)[0]) == {"a", "b"} and features.shape == (2, 16)
+    with pytest.raises(ValueError, match="labels"):
+        AttributeClassifier(labels={"a": ["only"]})
+
+
+def test_shipped_face_classifier_reads_caption_attributes(face_classifier):
+    # 200 faces never seen in training (dataset seed 1002; training used 1000, its held-out set 1001).
+    images, labels = labelled_faces(200, dataset_seed=1002)
+    assert face_classifier.dtype == torch.float32
+    predictions, _ = face_classifier.classify(uint8_to_float(images))
+    names = list(ATTRIBUTES)
+    for name in CAPTION_ATTRIBUTES:
+        accuracy = (predictions[name] == labels[:, names.index(name)]).float().mean().item()
+        assert accuracy >= 0.99, (name, accuracy)
+
+
+def test_shipped_digit_classifier_reads_real_digits():
+    classifier = load_classifier("digits")
+    images, labels = labelled_digits("test")
+    predictions, _ = classifier.classify(uint8_to_float(images))
+    assert (predictions["digit"] == labels[:, 0]).float().mean().item() >= 0.95
+
+
+def test_train_classifier_script_runs(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "train_classifier", os.path.join(REPO, "training", "train_classifier.py")
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    metrics = script.main(["--task", "cartoon-faces", "--output_dir", str(tmp_path), "--num_train_images", "32",
+                           "--num_eval_images", "16", "--num_epochs", "1", "--train_batch_size", "16"])  # fmt: skip
+    assert set(metrics["held_out_accuracy"]) == set(ATTRIBUTES)
+    assert os.path.isfile(tmp_path / "config.json") and os.path.isfile(tmp_path / "training_metrics.json")
+    assert load_classifier(tmp_path).config.labels["skin"] == list(ATTRIBUTES["skin"])
+
+
+# ---------------------------------------------------------------- adherence
+
+
+def test_adherence_prompts_cover_every_value():
+    pairs = build_adherence_prompts(40, caption_style="template", seed=0)
+    assert len(pairs) == 40 and pairs == build_adherence_prompts(40, caption_style="template", seed=0)
+    for name in ("hair_color", "skin"):
+        assert {targets[name] for _, targets in pairs} == set(ATTRIBUTES[name])
+    assert {targets["glasses"] for _, targets in pairs} == {"none", ANY}
+    assert all(parse_caption(prompt) == targets for prompt, targets in pairs)
+    rich = build_adherence_prompts(300, caption_style="rich", seed=0)
+    for name, values in ATTRIBUTES.items():
+        named = {targets[name] for _, targets in rich if name in targets} - {ANY}
+        assert named == set(values), name
+    digits = build_adherence_prompts(20, task="digits")
+    assert [p for p, _ in digits[:10]] == [str(d) for d in range(10)] and digits[13][1] == {"digit": "3"}
+
+
+def test_adherence_from_predictions_counts_any_and_none():
+    targets = [{"glasses": ANY, "skin": "dark"}, {"glasses": "none", "skin": "white"}, {"glasses": ANY}]
+    predicted = [{"glasses": "round", "skin": "dark"}, {"glasses": "square", "skin": "white"}, {"glasses": "none"}]
+    result = adherence_from_predictions(predicted, targets)
+    assert result["accuracy"] == {"glasses": pytest.approx(1 / 3), "skin": 1.0}
+    assert result["count"] == {"glasses": 3, "skin": 2}
+    assert result["per_value_accuracy"]["glasses"] == {ANY: 0.5, "none": 0.0}
+    assert result["all_correct"] == pytest.approx(1 / 3)
+
+
+# ---------------------------------------------------------------- the evaluate command
+
+
+def test_evaluate_command_on_a_tiny_pipeline(tmp_path):
+    from sdscratch import CartoonFacePipeline, SmallUNet, SmallVAE
+    from sdscratch.evaluate import main
+    from sdscratch.pipelines.pipeline_utils import make_scheduler
+    from sdscratch.text import build_text_encoder, build_tokenizer
+
+    tokenizer = build_tokenizer([prompt for prompt, _ in build_adherence_prompts(50)], model_max_length=20)
+    vae = SmallVAE(block_out_channels=(8, 16), norm_num_groups=8, sample_size=16, latent_channels=4)
+    unet = SmallUNet(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16),
+                     transformer_levels=(False, True), attention_head_dim=8, norm_num_groups=8, cross_attention_dim=16)  # fmt: skip
+    text_encoder = build_text_encoder(tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)  # fmt: skip
+    pipeline = CartoonFacePipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=make_scheduler()
+    )
+    pipeline.save_pretrained(tmp_path / "pipe")
+
+    out = tmp_path / "eval"
+    args = ["--model_path", str(tmp_path / "pipe"), "--output_dir", str(out), "--num_images", "6",
+            "--num_inference_steps", "2", "--batch_size", "4", "--guidance_scale", "2", "--grid_images", "4"]  # fmt: skip
+    metrics = main(args)
+    with open(out / "metrics.json") as f:
+        saved = json.load(f)
+    assert saved["adherence"]["accuracy"] == metrics["adherence"]["accuracy"]
+    # "without glasses" also targets glasses_color "none" (parse_caption)
+    assert set(CAPTION_ATTRIBUTES) <= set(saved["adherence"]["accuracy"]) <= set(ATTRIBUTES)
+    fd = saved["frechet_distance"]
+    assert fd["num_images"] == 6 and all(
+        np.isfinite(fd[k]) for k in ("generated", "real_floor", "vae_reconstructions")
+    )
+    assert saved["reconstruction"]["ms_ssim"] is None and saved["reconstruction"]["psnr"] > 0  # 16x16: 1 scale
+    assert saved["scheduler"] == "DPMSolverMultistepScheduler" and saved["image_size"] == 16
+    from PIL import Image
+
+    assert Image.open(out / "grid.png").size[0] == 4 * (128 + 4)
+
+
+def test_evaluate_command_on_a_tiny_pixel_space_digits_pipeline(tmp_path):
+    from sdscratch import CartoonFacePipeline, SmallUNet
+    from sdscratch.evaluate import main
+    from sdscratch.evaluation.classifier import pretrained_classifier_path
+    from sdscratch.pipelines.pipeline_utils import make_scheduler
+    from sdscratch.text import build_text_encoder, build_tokenizer
+
+    prompts = [prompt for prompt, _ in build_adherence_prompts(60, task="digits", caption_style="rich")]
+    tokenizer = build_tokenizer(prompts, model_max_length=8)
+    unet = SmallUNet(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                     transformer_levels=(False, True), attention_head_dim=8, norm_num_groups=8, cross_attention_dim=16)  # fmt: skip
+    text_encoder = build_text_encoder(tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)  # fmt: skip
+    pipeline = CartoonFacePipeline(vae=None, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=make_scheduler())  # fmt: skip
+    pipeline.save_pretrained(tmp_path / "pipe")
+
+    out = tmp_path / "eval"
+    metrics = main(["--model_path", str(tmp_path / "pipe"), "--output_dir", str(out), "--task", "digits",
+                    "--num_images", "12", "--num_inference_steps", "2", "--batch_size", "6", "--scheduler", "saved",
+                    "--caption_style", "rich", "--classifier_path", pretrained_classifier_path("digits")])  # fmt: skip
+    assert set(metrics["adherence"]["accuracy"]) == {"digit"} and metrics["adherence"]["count"]["digit"] == 12
+    assert metrics["adherence_real_images"]["digit"] >= 0.95  # real held-out digits
+    assert metrics["reconstruction"] is None and metrics["frechet_distance"]["vae_reconstructions"] is None
+    assert metrics["frechet_distance"]["num_images"] == 12 and metrics["image_size"] == 16
+    assert metrics["classifier_held_out_accuracy"]["digit"] >= 0.97
+    assert os.path.isfile(out / "grid.png") and os.path.isfile(out / "metrics.json")
