@@ -121,6 +121,16 @@ def test_rich_captions_vary_and_are_deterministic():
     assert all("with with" not in c and "with without" not in c for c in captions)
 
 
+def test_rich_captions_never_name_eyes_hidden_by_sunglasses():
+    # The eyes are not visible behind sunglasses, so no caption (and no adherence prompt) may ask for them.
+    faces = [cf.sample_attributes(seed) for seed in range(400)]
+    shades = [a for a in faces if a["glasses"] == "sunglasses"]
+    assert len(shades) > 20
+    assert all("eyes" not in cf.make_caption(a, "rich", seed=s) for a in shades for s in range(5))
+    others = [a for a in faces if a["glasses"] != "sunglasses"]
+    assert any("eyes" in cf.make_caption(a, "rich", seed=i) for i, a in enumerate(others))
+
+
 def test_parse_free_form_prompt():
     parsed = cf.parse_caption("a smiling cartoon face with blue eyes and red round glasses, whitish-yellow hair")
     assert parsed == {

@@ -145,7 +145,9 @@ def _rich_caption(a: dict, rng: random.Random) -> str:
             parts.append(_GLASSES_NOUN[a["glasses"]])
     if rng.random() < 0.75:
         parts.append(pick(_FACIAL_HAIR_PHRASES[a["facial_hair"]]))
-    if rng.random() < 0.5:
+    # Sunglasses hide the eyes: a caption never names what the image cannot show (the draw is kept so the
+    # rest of the caption is the same either way).
+    if rng.random() < 0.5 and a["glasses"] != "sunglasses":
         parts.append(f"{a['eye_color']} eyes")
     if rng.random() < 0.4:
         parts.append(f"a{'n' if a['face_shape'] == 'oval' else ''} {a['face_shape']} face")
