@@ -1,0 +1,256 @@
+"""Pipelines for examples and demos: the shipped model when there is one, else a tiny random stand-in.
+
+`load_pipeline()` is what `examples/*.py` call: a pipeline folder you pass, else the model shipped inside the
+package (`sdscratch.pretrained(name)`), else -- with a NOTICE on stderr -- a randomly initialised tiny pipeline
+with the same architecture family, so every example runs end to end (its images are noise, not faces).
+
+Example:
+    ```py
+    >>> from sdscratch.demo import load_pipeline
+    >>> pipe = load_pipeline()  # shipped cartoon-faces model, or a tiny random one
+    >>> image = pipe("Cartoon face with glasses, without facial hair, black hair and with white skin").images[0]
+    ```
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Any
+
+import torch
+
+from .pretrained import PRETRAINED_MODELS, pretrained
+
+#: The tiny random stand-ins: small enough to build and sample in well under a second on one CPU core.
+TINY_CONFIGS: dict[str, dict[str, Any]] = {
+    # 64x64 RGB -> 16x16x4 latents, as the default SmallVAE, but narrow
+    "cartoon-faces": {
+        "vae": {"block_out_channels": (16, 32, 32), "norm_num_groups": 8, "sample_size": 64, "latent_channels": 4},
+        "unet": {
+            "sample_size": 16,
+            "in_channels": 4,
+            "out_channels": 4,
+            "block_out_channels": (32, 64),
+            "transformer_levels": (False, True),
+            "cross_attention_dim": 64,
+            "attention_head_dim": 32,
+            "norm_num_groups": 8,
+        },  # fmt: skip
+    },
+    # 16x16 grayscale digits in pixel space (no VAE)
+    "digits": {
+        "vae": None,
+        "unet": {
+            "sample_size": 16,
+            "in_channels": 1,
+            "out_channels": 1,
+            "block_out_channels": (32, 64),
+            "transformer_levels": (False, True),
+            "cross_attention_dim": 64,
+            "attention_head_dim": 32,
+            "norm_num_groups": 8,
+        },  # fmt: skip
+    },
+}
+TINY_TEXT_ENCODER = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
+
+
+def builtin_captions(name: str = "cartoon-faces") -> list[str]:
+    """Every caption the built-in data of `name` can produce in its template style (tokenizer training text).
+
+    Args:
+        name (`str`, defaults to `"cartoon-faces"`): `"cartoon-faces"` (the Skiittoo template over every glasses,
+            facial hair, hair colour and skin value) or `"digits"` (`"8"`, `"eight"`, `"a handwritten 8"`, ... as `sdscratch.data.digits`).
+
+    Returns:
+        `list[str]`
+    """
+    if name == "digits":
+        from .data.digits import DIGIT_CAPTION_TEMPLATES, digit_caption
+
+        return [digit_caption(d, style) for d in range(10) for style in DIGIT_CAPTION_TEMPLATES]
+    if name != "cartoon-faces":
+        raise ValueError(f"`name` must be 'cartoon-faces' or 'digits', got {name!r}.")
+    from .data.captions import ATTRIBUTES, TEMPLATE
+
+    return [
+        TEMPLATE.format(glasses=glasses, facial_hair=facial_hair, hair_color=hair, skin=skin)
+        for glasses in ("with", "without")
+        for facial_hair in ("with", "without")
+        for hair in ATTRIBUTES["hair_color"]
+        for skin in ATTRIBUTES["skin"]
+    ]
+
+
+def tiny_random_pipeline(seed: int = 0, name: str = "cartoon-faces", scheduler: Any = None):
+    r"""A randomly initialised tiny `CartoonFacePipeline`, built offline in a fraction of a second.
+
+    Args:
+        seed (`int`, defaults to 0): Seeds the weights (the same seed builds the same pipeline).
+        name (`str`, defaults to `"cartoon-faces"`): `"cartoon-faces"` (64x64 RGB, `SmallVAE` 16x16x4 latents) or
+            `"digits"` (16x16 grayscale, pixel space).
+        scheduler (`SchedulerMixin`, *optional*): Defaults to DPM-Solver++ with sdscratch's saved config
+            (`clip_sample=False`, explicit `prediction_type` and `timestep_spacing`).
+
+    Returns:
+        `CartoonFacePipeline`: untrained -- its images are noise. Progress bars are off.
+    """
+    if name not in TINY_CONFIGS:
+        raise ValueError(f"`name` must be one of {sorted(TINY_CONFIGS)}, got {name!r}.")
+    from .models.unet import SmallUNet
+    from .models.vae import SmallVAE
+    from .pipelines.pipeline_cartoon_face import CartoonFacePipeline
+    from .pipelines.pipeline_utils import make_scheduler
+    from .text import build_text_encoder, build_tokenizer
+
+    configs = TINY_CONFIGS[name]
+    tokenizer = build_tokenizer(builtin_captions(name), model_max_length=24, vocab_size=600, min_frequency=1)
+    with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's global RNG
+        torch.manual_seed(seed)
+        vae = SmallVAE(**configs["vae"]) if configs["vae"] is not None else None
+        unet = SmallUNet(**configs["unet"])
+        text_encoder = build_text_encoder(tokenizer, **TINY_TEXT_ENCODER)
+    pipe = CartoonFacePipeline(
+        vae=vae,
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=scheduler if scheduler is not None else make_scheduler(),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load_pipeline(
+    model_path: str | os.PathLike | None = None,
+    name: str = "cartoon-faces",
+    scheduler: str | None = None,
+    **kwargs: Any,
+):
+    r"""The pipeline an example should use: `model_path`, else the shipped model `name`, else a tiny random one.
+
+    When neither exists, prints a NOTICE to stderr (no shipped weights yet; images will be noise) and returns
+    [`tiny_random_pipeline`]`(name=name)`, so scripts still run end to end.
+
+    Args:
+        model_path (`str` or `os.PathLike`, *optional*): A pipeline folder (`model_index.json` + components), e.g.
+            the output of `training/train_unet.py`.
+        name (`str`, defaults to `"cartoon-faces"`): A shipped model of `sdscratch.PRETRAINED_MODELS`.
+        scheduler (`str`, *optional*): Swap in another scheduler by short name (`"dpm++"`, `"unipc"`, `"euler"`,
+            ... see `sdscratch.schedulers.registry`), built from the pipeline's own scheduler config.
+        kwargs: Passed to `CartoonFacePipeline.from_pretrained` (e.g. `torch_dtype`).
+
+    Returns:
+        `CartoonFacePipeline`, with progress bars off.
+    """
+    if name not in PRETRAINED_MODELS:
+        raise ValueError(f"`name` must be one of {sorted(PRETRAINED_MODELS)}, got {name!r}.")
+    set_cpu_threads()
+    if model_path is None:
+        try:
+            model_path = pretrained(name)
+        except FileNotFoundError:
+            print(
+                f"NOTICE: no shipped weights for {name!r} exist yet in this installation; using a randomly "
+                "initialised tiny pipeline instead, so the images will be noise. Pass --model_path with a "
+                "trained pipeline folder (see docs/training.md).",
+                file=sys.stderr,
+            )
+            return _with_scheduler(tiny_random_pipeline(name=name), scheduler)
+    if not os.path.isfile(os.path.join(model_path, "model_index.json")):
+        raise ValueError(f"`model_path` must be a pipeline folder with a model_index.json, got {str(model_path)!r}.")
+    import sdscratch  # noqa: F401  (diffusers loads our components only if their modules are imported)
+
+    from .pipelines.pipeline_cartoon_face import CartoonFacePipeline
+
+    pipe = CartoonFacePipeline.from_pretrained(model_path, **kwargs)
+    pipe.set_progress_bar_config(disable=True)
+    return _with_scheduler(pipe, scheduler)
+
+
+def _with_scheduler(pipe, scheduler: str | None):
+    if scheduler is not None:
+        from .schedulers.registry import get_scheduler
+
+        pipe.scheduler = get_scheduler(scheduler, pipe.scheduler.config)
+    return pipe
+
+
+def set_cpu_threads() -> int:
+    """Gives torch as many threads as there are CPU cores left idle, at least one (never more than now).
+
+    Small models gain nothing from threads that compete with other processes: on a 2-core CPU already running
+    something, two threads made a SmallUNet step 5x slower than one. So the count is the cores this process may
+    use minus the 1-minute load average, rounded. `OMP_NUM_THREADS` in the environment is respected as given.
+
+    Returns:
+        `int`: The number of threads torch now uses.
+    """
+    if "OMP_NUM_THREADS" not in os.environ:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        threads = max(1, min(cores, round(cores - load)))
+        if threads < torch.get_num_threads():
+            torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def make_grid(images: list, cols: int | None = None, pad: int = 2, background=(255, 255, 255)):
+    """Pastes PIL images of one size into a grid (row by row) with `pad` pixels between them.
+
+    Args:
+        images (`list[PIL.Image.Image]`): At least one image; all the size of the first.
+        cols (`int`, *optional*): Columns; default: a divisor of `len(images)` near its square root (8 -> 4x2).
+        pad (`int`, defaults to 2): Gap in pixels.
+        background: Fill colour of the gaps.
+
+    Returns:
+        `PIL.Image.Image` in RGB.
+    """
+    from PIL import Image
+
+    if not images:
+        raise ValueError("`images` must hold at least one image.")
+    n = len(images)
+    if cols is None:
+        root = math.ceil(math.sqrt(n))
+        cols = next((c for c in range(root, 2 * root + 1) if n % c == 0), root)
+    rows = math.ceil(n / cols)
+    width, height = images[0].size
+    grid = Image.new("RGB", (cols * width + (cols - 1) * pad, rows * height + (rows - 1) * pad), background)
+    for index, image in enumerate(images):
+        grid.paste(image.convert("RGB"), ((index % cols) * (width + pad), (index // cols) * (height + pad)))
+    return grid
+
+
+def save_atomic(image, path: str | os.PathLike, frames: list | None = None, duration_ms: int = 120) -> str:
+    """Saves `image` (or an animated GIF of `frames`) to a temporary name, then renames it to `path`.
+
+    Nothing half-written ever sits at `path`, even if the process is killed while saving.
+
+    Args:
+        image (`PIL.Image.Image`): The image; ignored when `frames` is given.
+        path (`str` or `os.PathLike`): Destination; its extension picks the format (`.png`, `.gif`, ...).
+        frames (`list[PIL.Image.Image]`, *optional*): Animation frames (GIF), looping forever.
+        duration_ms (`int`, defaults to 120): Time per frame.
+
+    Returns:
+        `str`: The absolute destination path.
+    """
+    path = os.path.abspath(os.fspath(path))
+    directory, filename = os.path.split(path)
+    os.makedirs(directory, exist_ok=True)
+    stem, suffix = os.path.splitext(filename)
+    tmp = os.path.join(directory, f".{stem}.tmp-{os.getpid()}{suffix}")
+    try:
+        if frames:
+            frames[0].save(tmp, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+        else:
+            image.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
