@@ -1,0 +1,557 @@
+"""Plumbing shared by `training/train_vae.py` and `training/train_unet.py`, so that the scripts keep only the loop.
+
+Patterns follow diffusers' `examples/text_to_image/train_text_to_image.py`: flag names, `accelerator.save_state`
+with save/load hooks that write `save_pretrained` folders, `--checkpoints_total_limit` pruning,
+`--resume_from_checkpoint latest`, `EMAModel`, and model cards through `diffusers.utils.hub_utils`.
+
+What is added on top of diffusers' example:
+- a checkpoint is written to a temporary folder and renamed to `checkpoint-<step>` once complete, so a crash
+  never leaves a half checkpoint that `latest` picks up;
+- a checkpoint whose model configs differ from the run being started is refused before training starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from diffusers.utils import make_image_grid
+from diffusers.utils.hub_utils import populate_model_card
+from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
+from PIL import Image
+
+from .models.vae import SmallVAE
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+# config keys that say nothing about the architecture (written by diffusers / transformers on save)
+_IGNORED_CONFIG_KEYS = ("_class_name", "_diffusers_version", "_name_or_path", "_use_default_values", "architectures")
+_IGNORED_CONFIG_KEYS += ("transformers_version", "torch_dtype", "dtype", "_commit_hash")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line: the flags both scripts share, named as in diffusers' example scripts.
+# ---------------------------------------------------------------------------------------------------------------
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--dataset_name",
+        type=str,
+        default=None,
+        help="A Hub data set (e.g. `Skiittoo/cartoon-faces`), or built-in data without download: "
+        "`builtin:cartoon-faces` or `builtin:digits`, options as a query: `builtin:cartoon-faces?num_images=2000`.",
+    )
+    group.add_argument("--dataset_config_name", type=str, default=None, help="Config of the Hub data set.")
+    group.add_argument(
+        "--train_data_dir", type=str, default=None, help="A folder of images (+ metadata.jsonl with captions)."
+    )
+    group.add_argument("--image_column", type=str, default=None, help="Column holding the images (default: image).")
+    group.add_argument("--caption_column", type=str, default=None, help="Column holding the captions (default: text).")
+    group.add_argument("--cache_dir", type=str, default=None, help="Where downloaded data sets are cached.")
+    group.add_argument("--max_train_samples", type=int, default=None, help="Truncate the data set (debugging).")
+    group.add_argument("--resolution", type=int, default=64, help="Images are resized (and cropped) to this size.")
+    group.add_argument("--center_crop", action="store_true", help="Center crop instead of random crop.")
+    group.add_argument("--random_flip", action="store_true", help="Flip images horizontally at random.")
+    group.add_argument("--dataloader_num_workers", type=int, default=0, help="0: load data in the main process.")
+
+
+def add_optimization_args(parser: argparse.ArgumentParser, learning_rate: float) -> None:
+    group = parser.add_argument_group("optimization")
+    group.add_argument("--train_batch_size", type=int, default=32, help="Batch size per device.")
+    group.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    group.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_train_epochs.")
+    group.add_argument("--num_train_epochs", type=int, default=10)
+    group.add_argument("--learning_rate", type=float, default=learning_rate, help="Peak learning rate.")
+    group.add_argument(
+        "--scale_lr", action="store_true", help="Multiply the LR by batch size x accumulation x processes."
+    )
+    group.add_argument(
+        "--lr_scheduler",
+        type=str,
+        default="constant",
+        choices=["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
+    )
+    group.add_argument("--lr_warmup_steps", type=int, default=0)
+    group.add_argument("--adam_beta1", type=float, default=0.9)
+    group.add_argument("--adam_beta2", type=float, default=0.999)
+    group.add_argument("--adam_weight_decay", type=float, default=1e-2)
+    group.add_argument("--adam_epsilon", type=float, default=1e-08)
+    group.add_argument("--max_grad_norm", type=float, default=1.0)
+    group.add_argument(
+        "--mixed_precision",
+        type=str,
+        default=None,
+        choices=["no", "fp16", "bf16"],
+        help="Defaults to the accelerate config. On CPU use `bf16` (fp16 has no fast path there).",
+    )
+    group.add_argument("--gradient_checkpointing", action="store_true", help="Save memory at the cost of speed.")
+    group.add_argument("--use_ema", action="store_true", help="Keep an EMA of the weights and save that.")
+    group.add_argument("--ema_decay", type=float, default=0.9999, help="Largest EMA decay (reached after warmup).")
+    group.add_argument("--seed", type=int, default=0, help="Seed for initialisation, data order and noise.")
+
+
+def add_output_args(parser: argparse.ArgumentParser, output_dir: str) -> None:
+    group = parser.add_argument_group("output, logging, checkpoints, Hub")
+    group.add_argument("--output_dir", type=str, default=output_dir)
+    group.add_argument("--logging_dir", type=str, default="logs", help="Under --output_dir.")
+    group.add_argument("--report_to", type=str, default="tensorboard", help='"tensorboard", "wandb", "all" or "none".')
+    group.add_argument("--checkpointing_steps", type=int, default=500, help="Save the training state every X steps.")
+    group.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many.")
+    group.add_argument(
+        "--resume_from_checkpoint",
+        type=str,
+        default=None,
+        help='A checkpoint folder, or "latest" for the last one in --output_dir (starts fresh when none).',
+    )
+    group.add_argument("--validation_steps", type=int, default=500, help="Write a validation grid every X steps.")
+    group.add_argument("--push_to_hub", action="store_true", help="Upload the final folder to the Hub.")
+    group.add_argument("--hub_model_id", type=str, default=None, help="Repo id (default: the output folder name).")
+    group.add_argument("--hub_token", type=str, default=None, help="Token for --push_to_hub (default: hf auth).")
+
+
+def check_common_args(args: argparse.Namespace) -> None:
+    """Clear errors for flag combinations that cannot work, before anything is loaded."""
+    if args.dataset_name is None and args.train_data_dir is None:
+        raise ValueError("Need either --dataset_name (e.g. builtin:cartoon-faces) or --train_data_dir.")
+    for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
+        raise ValueError(f"--checkpoints_total_limit must be >= 1, got {args.checkpoints_total_limit}.")
+    if args.report_to == "wandb" and args.hub_token is not None:
+        raise ValueError("--report_to=wandb with --hub_token would expose the token: use `hf auth login` instead.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Accelerator, optimizer and schedule
+# ---------------------------------------------------------------------------------------------------------------
+def make_accelerator(args: argparse.Namespace) -> Accelerator:
+    """An `Accelerator` whose data order is a pure function of `(seed, epoch)`, so that a resumed run sees the same
+    batches as an uninterrupted one (`use_seedable_sampler`)."""
+    project_config = ProjectConfiguration(
+        project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+    )
+    return Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=project_config,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+
+
+def make_optimizer_and_scheduler(args, params, accelerator: Accelerator, num_update_steps_per_epoch: int):
+    """AdamW + diffusers' LR schedule (steps counted per process, as diffusers does after `prepare`)."""
+    if args.scale_lr:
+        args.learning_rate *= args.gradient_accumulation_steps * args.train_batch_size * accelerator.num_processes
+    if args.max_train_steps is None:
+        args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
+    args.num_train_epochs = -(-args.max_train_steps // num_update_steps_per_epoch)  # ceil
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+    # the prepared scheduler steps once per process per optimizer step, hence the factors
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+    )
+    return optimizer, lr_scheduler
+
+
+def make_ema(model: torch.nn.Module, decay: float) -> EMAModel:
+    """diffusers' `EMAModel` with warmup (decay grows as `1 - (1 + step) ** -2/3` up to `decay`), which suits the
+    few thousand steps of a CPU run better than a fixed 0.9999."""
+    return EMAModel(model.parameters(), decay=decay, use_ema_warmup=True, power=2 / 3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints: atomic save, prune, resume, and hooks that write `save_pretrained` folders.
+# ---------------------------------------------------------------------------------------------------------------
+def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
+    """Complete checkpoints in `output_dir` as `(step, path)`, oldest first (temporary folders are ignored)."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = [(CHECKPOINT_PATTERN.match(name), name) for name in os.listdir(output_dir)]
+    steps = sorted((int(m.group(1)), os.path.join(output_dir, name)) for m, name in found if m)
+    return [(step, path) for step, path in steps if os.path.isdir(path)]
+
+
+def resolve_resume_checkpoint(output_dir: str, resume_from_checkpoint: Optional[str]) -> Optional[str]:
+    """The checkpoint folder to resume from: `None` to start fresh.
+
+    `"latest"` with no checkpoint starts fresh (with a message); a path that does not exist is an error.
+    """
+    if resume_from_checkpoint is None:
+        return None
+    if resume_from_checkpoint == "latest":
+        checkpoints = list_checkpoints(output_dir)
+        if not checkpoints:
+            logger.warning(f"--resume_from_checkpoint latest: no checkpoint in {output_dir}; starting a new run.")
+            return None
+        return checkpoints[-1][1]
+    path = resume_from_checkpoint
+    if not os.path.isdir(path) and os.path.isdir(os.path.join(output_dir, path)):
+        path = os.path.join(output_dir, path)  # diffusers accepts a bare `checkpoint-500`
+    if not os.path.isdir(path) or not CHECKPOINT_PATTERN.match(os.path.basename(os.path.normpath(path))):
+        available = [os.path.basename(p) for _, p in list_checkpoints(output_dir)]
+        raise ValueError(
+            f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a checkpoint-<step> folder; "
+            f"checkpoints in {output_dir}: {available or 'none'} (or pass `latest`)."
+        )
+    return path
+
+
+def checkpoint_step(path: str) -> int:
+    return int(CHECKPOINT_PATTERN.match(os.path.basename(os.path.normpath(path))).group(1))
+
+
+def _architecture(config) -> dict:
+    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return {k: v for k, v in config.items() if k not in _IGNORED_CONFIG_KEYS and not k.startswith("_")}
+
+
+def check_checkpoints_compatible(
+    output_dir: str, models: dict[str, torch.nn.Module], resume_path: Optional[str] = None
+) -> None:
+    """Refuses to start when `output_dir` (or the checkpoint to resume from) holds checkpoints of a different
+    model config (a previous, incompatible run), so that `latest` can never load mismatched weights."""
+    paths = [path for _, path in list_checkpoints(output_dir)] + ([resume_path] if resume_path else [])
+    for path in paths:
+        for name, model in models.items():
+            config_file = os.path.join(path, name, "config.json")
+            if not os.path.isfile(config_file):
+                raise ValueError(f"{path} holds no {name}/ folder: it comes from another kind of run. {_FIX}")
+            with open(config_file) as f:
+                saved = _architecture(json.load(f))
+            current = _architecture(model.config)
+            # keys on both sides only: transformers saves only non-default values
+            differ = sorted(k for k in set(saved) & set(current) if _json(saved[k]) != _json(current[k]))
+            if differ:
+                detail = ", ".join(f"{k}: {saved.get(k)!r} there vs {current.get(k)!r} now" for k in differ[:5])
+                raise ValueError(
+                    f"{path} was written by an incompatible run ({name} config differs: {detail}). {_FIX}"
+                )
+
+
+def _json(value):
+    return json.loads(json.dumps(value))  # tuples -> lists, as in config.json
+
+
+_FIX = "Use another --output_dir, or delete its checkpoint-* folders."
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_limit: Optional[int]) -> str:
+    """`accelerator.save_state` into `.tmp-checkpoint-<step>`, then rename it to `checkpoint-<step>`.
+
+    Every process writes its own RNG state into the folder, so all of them call this; only the main process
+    prunes and renames, after everyone is done.
+    """
+    final_path = os.path.join(output_dir, f"checkpoint-{step}")
+    tmp_path = os.path.join(output_dir, f".tmp-checkpoint-{step}")
+    if accelerator.is_main_process:
+        if total_limit is not None:  # make room first, as diffusers does
+            checkpoints = list_checkpoints(output_dir)
+            for _, old in checkpoints[: max(0, len(checkpoints) - total_limit + 1)]:
+                logger.info(f"Removing old checkpoint {old}")
+                shutil.rmtree(old)
+        shutil.rmtree(tmp_path, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(tmp_path)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final_path, ignore_errors=True)
+        os.replace(tmp_path, final_path)
+        logger.info(f"Saved state to {final_path}")
+    accelerator.wait_for_everyone()
+    return final_path
+
+
+def _save_ema(ema: EMAModel, model: torch.nn.Module, path: str) -> None:
+    # a copy of the model with the EMA weights, saved as a regular `save_pretrained` folder (+ EMA counters)
+    ema_model = copy.deepcopy(model)
+    ema.copy_to(ema_model.parameters())
+    ema_model.save_pretrained(path)
+    counters = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}
+    with open(os.path.join(path, "ema_state.json"), "w") as f:
+        json.dump(counters, f, indent=2)
+
+
+def _load_ema(ema: EMAModel, model_cls, path: str) -> None:
+    with open(os.path.join(path, "ema_state.json")) as f:
+        counters = json.load(f)
+    loaded = model_cls.from_pretrained(path)
+    ema.load_state_dict({**counters, "shadow_params": [p.detach().clone() for p in loaded.parameters()]})
+
+
+def register_checkpoint_hooks(
+    accelerator: Accelerator, models: dict[str, torch.nn.Module], emas: Optional[dict[str, EMAModel]] = None
+) -> None:
+    """Makes `accelerator.save_state` write each trained model as `<name>/` with `save_pretrained` (and each EMA
+    as `<name>_ema/`) instead of opaque pickles, and `load_state` read them back.
+
+    Args:
+        models: The trained models by folder name (the modules themselves, not a training wrapper around them).
+        emas: `EMAModel`s by the name of the model they average.
+    """
+    emas = emas or {}
+
+    def save_model_hook(prepared_models, weights, output_dir):
+        if accelerator.is_main_process:
+            for name, model in models.items():
+                model.save_pretrained(os.path.join(output_dir, name))
+                if name in emas:
+                    _save_ema(emas[name], model, os.path.join(output_dir, f"{name}_ema"))
+        weights.clear()  # saved above: accelerate must not pickle them again
+
+    def load_model_hook(prepared_models, input_dir):
+        for name, model in models.items():
+            loaded = type(model).from_pretrained(os.path.join(input_dir, name))
+            model.load_state_dict(loaded.state_dict())
+            if name in emas:
+                _load_ema(emas[name], type(model), os.path.join(input_dir, f"{name}_ema"))
+        prepared_models.clear()  # loaded above
+
+    accelerator.register_save_state_pre_hook(save_model_hook)
+    accelerator.register_load_state_pre_hook(load_model_hook)
+
+
+def state_dict_digest(model: torch.nn.Module) -> str:
+    """A short hash of a model's weights (tests compare ranks and runs with it)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validation grids, hardware, model card, Hub
+# ---------------------------------------------------------------------------------------------------------------
+def save_validation_grid(
+    accelerator: Accelerator, images: list[Image.Image], rows: int, output_dir: str, step: int, tag: str
+) -> str:
+    """Saves `images` as one PNG grid `<output_dir>/validation/<tag>-<step>.png` and sends it to the trackers."""
+    grid = make_image_grid(images, rows=rows, cols=len(images) // rows)
+    path = os.path.join(output_dir, "validation", f"{tag}-{step:06d}.png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    grid.save(path)
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_images(tag, np.asarray(grid)[None], step, dataformats="NHWC")
+    return path
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """`(B, C, H, W)` in [-1, 1] -> list of PIL images."""
+    images = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    images = images.permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
+    return [Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image) for image in images]
+
+
+def describe_hardware(accelerator: Accelerator) -> str:
+    if accelerator.device.type == "cuda":
+        device = torch.cuda.get_device_name(accelerator.device)
+    else:
+        device = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                device = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        device = f"CPU ({device}, {torch.get_num_threads()} threads per process)"
+    return f"{accelerator.num_processes} x {device}, mixed precision {accelerator.mixed_precision}"
+
+
+def write_model_card(
+    folder: str,
+    title: str,
+    description: str,
+    dataset_name: Optional[str],
+    tags: list[str],
+    pipeline_tag: Optional[str] = None,
+    license: str = "apache-2.0",
+) -> ModelCard:
+    """Writes `<folder>/README.md` with diffusers' metadata conventions (`library_name: diffusers`, tags, license,
+    the Hub data sets used) and the given markdown body."""
+    data = ModelCardData(license=license, library_name="diffusers", pipeline_tag=pipeline_tag)
+    if dataset_name is not None and not dataset_name.startswith("builtin:"):
+        data.datasets = [dataset_name]
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# {title}\n\n{description.strip()}\n")
+    card = populate_model_card(card, tags=tags)
+    card.save(os.path.join(folder, "README.md"))
+    return card
+
+
+def push_folder_to_hub(folder: str, repo_id: Optional[str], token: Optional[str]) -> str:
+    """Creates the Hub repo (if needed) and uploads `folder` (checkpoints and logs left out)."""
+    repo_id = create_repo(repo_id=repo_id or Path(folder).name, exist_ok=True, token=token).repo_id
+    upload_folder(
+        repo_id=repo_id,
+        folder_path=folder,
+        commit_message="End of training",
+        ignore_patterns=["checkpoint-*", ".tmp-checkpoint-*", "logs/*", "rank_digests/*"],
+        token=token,
+    )
+    return repo_id
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data (thin wrappers over sdscratch.data.loading, so both scripts read the flags the same way)
+# ---------------------------------------------------------------------------------------------------------------
+def load_train_dataset(args: argparse.Namespace):
+    """The training images and captions (columns `image`, `text`) named by the data flags."""
+    from .data.loading import load_image_caption_dataset
+
+    return load_image_caption_dataset(
+        dataset_name=args.dataset_name,
+        dataset_config_name=args.dataset_config_name,
+        train_data_dir=args.train_data_dir,
+        image_column=args.image_column,
+        caption_column=args.caption_column,
+        max_samples=args.max_train_samples,
+        cache_dir=args.cache_dir,
+        seed=args.seed,
+    )
+
+
+def image_transform(args: argparse.Namespace, process_index: int = 0):
+    """PIL image -> `(C, resolution, resolution)` tensor in [-1, 1].
+
+    Flips are left to the training loop, where they draw from the global RNG that checkpoints save. Random crops
+    (without --center_crop, for images larger than --resolution) draw from their own generator, so that the data
+    loader never touches the global RNG; a resumed run gets other crops than an uninterrupted one.
+    """
+    from .data.loading import build_image_transform
+
+    generator = torch.Generator().manual_seed(args.seed + process_index)
+    return build_image_transform(args.resolution, args.center_crop, random_flip=False, generator=generator)
+
+
+def load_frozen_vae(path: str):
+    """The frozen SmallVAE in `path` or `path/vae` (train_vae.py's output), and that folder; a clear error for
+    anything else."""
+    folder = path if os.path.isfile(os.path.join(path, "config.json")) else os.path.join(path, "vae")
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise ValueError(f"--pretrained_vae_model_name_or_path {path}: no config.json there or in its vae/ subfolder.")
+    with open(os.path.join(folder, "config.json")) as f:
+        class_name = json.load(f).get("_class_name")
+    if class_name != "SmallVAE":
+        raise ValueError(f"--pretrained_vae_model_name_or_path {path} holds a {class_name}, not a SmallVAE.")
+    return SmallVAE.from_pretrained(folder).requires_grad_(False).eval(), folder
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Test support: each process writes a digest of its weights when SDSCRATCH_RANK_DIGEST_DIR is set.
+# ---------------------------------------------------------------------------------------------------------------
+def write_rank_digest(accelerator: Accelerator, models: dict[str, torch.nn.Module]) -> None:
+    folder = os.environ.get("SDSCRATCH_RANK_DIGEST_DIR")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        digests = {name: state_dict_digest(model) for name, model in models.items()}
+        with open(os.path.join(folder, f"rank{accelerator.process_index}.json"), "w") as f:
+            json.dump(digests, f)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model card
+# ---------------------------------------------------------------------------------------------------------------
+def training_card_body(
+    intro: str,
+    usage: str,
+    args: argparse.Namespace,
+    steps: int,
+    wall_time_s: float,
+    hardware: str,
+    metrics: dict,
+    grid_file: Optional[str],
+) -> str:
+    """Markdown sections shared by the VAE and UNet cards: usage, data, the exact command, settings, metrics, grid."""
+    data = args.dataset_name or f"imagefolder `{args.train_data_dir}`"
+    lines = [intro.strip(), "", "## Usage", "", "```python", usage.strip(), "```", "", "## Training", ""]
+    lines += [f"- Data: `{data}`" + (f" (config `{args.dataset_config_name}`)" if args.dataset_config_name else "")]
+    lines += [
+        f"- Steps: {steps} at batch size {args.train_batch_size} x {args.gradient_accumulation_steps} accumulation",
+        f"- Resolution: {args.resolution}, learning rate {args.learning_rate} ({args.lr_scheduler}), EMA: {args.use_ema}",
+        f"- Wall time: {wall_time_s / 60:.1f} min on {hardware}",
+        "",
+        "Command:",
+        "",
+        "```bash",
+        args.command,
+        "```",
+    ]
+    if metrics:
+        lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    if grid_file:
+        lines += ["", "## Samples", "", f"![validation grid](./{grid_file})"]
+    return "\n".join(lines)
+
+
+def write_unet_card(
+    args: argparse.Namespace,
+    metrics: dict,
+    steps: int,
+    wall_time_s: float,
+    hardware: str,
+    grid_path: Optional[str],
+    prompts: list[str],
+    vae_folder: Optional[str],
+) -> ModelCard:
+    """The model card of a pipeline folder written by `train_unet.py` (plus the VAE's held-out metrics that
+    `train_vae.py` wrote next to its `vae/` folder, when found)."""
+    pixel_space = vae_folder is None
+    vae_metrics = os.path.join(vae_folder or "", "..", "reconstruction_metrics.json")
+    if not pixel_space and os.path.isfile(vae_metrics):
+        with open(vae_metrics) as f:
+            metrics = {**metrics, **{f"vae {k}": v for k, v in json.load(f).items() if isinstance(v, (int, float))}}
+    data = args.dataset_name or args.train_data_dir
+    space = "pixel space" if pixel_space else "the latent space of a SmallVAE"
+    text = "a CLIP text encoder trained from scratch" if args.pretrained_text_encoder is None else None
+    text = text or f"the frozen text encoder `{args.pretrained_text_encoder}`"
+    intro = (
+        f"A text-to-image `CartoonFacePipeline` (sdscratch, on diffusers) trained from scratch "
+        f"on `{data}` at {args.resolution}x{args.resolution}: a `SmallUNet` denoising in {space}, conditioned on {text}; "
+        f"captions dropped with probability {args.conditioning_dropout_prob} so that classifier-free guidance works."
+    )
+    usage = (
+        "import torch\nfrom sdscratch import CartoonFacePipeline\n\n"
+        'pipe = CartoonFacePipeline.from_pretrained("<this repo or folder>")\n'
+        f"image = pipe({prompts[0]!r}, num_inference_steps=25, guidance_scale=7.5,\n"
+        "             generator=torch.Generator().manual_seed(0)).images[0]"
+    )
+    grid_file = os.path.relpath(grid_path, args.output_dir) if grid_path else None
+    body = training_card_body(intro, usage, args, steps, wall_time_s, hardware, metrics, grid_file)
+    if grid_file:
+        body += "\n\nPrompts, left to right: " + "; ".join(f"`{p}`" for p in prompts)
+    tags = [
+        "sdscratch",
+        "text-to-image",
+        "diffusers-training",
+        "pixel-diffusion" if pixel_space else "latent-diffusion",
+    ]
+    title = f"{os.path.basename(os.path.normpath(args.output_dir))}: text-to-image from scratch"
+    return write_model_card(args.output_dir, title, body, args.dataset_name, tags, pipeline_tag="text-to-image")

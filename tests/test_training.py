@@ -1,0 +1,285 @@
+"""training/train_vae.py and training/train_unet.py end to end on tiny configs and a few dozen built-in images.
+
+The scripts run in-process (`main(parse_args([...]))`, no import overhead) except the two-process run, which needs
+`accelerate launch`. Every run is a few steps of a tiny model: the whole file takes well under three minutes on 2 CPU
+cores.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from safetensors.torch import load_file
+
+import sdscratch
+from sdscratch import CartoonFacePipeline, SmallVAE
+from sdscratch import training_utils as tu
+from sdscratch.data.cartoon_faces import write_imagefolder
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "training"))
+import train_unet  # noqa: E402
+import train_vae  # noqa: E402
+
+TINY_UNET = str(ROOT / "training" / "configs" / "tiny.json")
+FACES = "builtin:cartoon-faces?num_images=40"
+COMMON = ["--report_to", "none", "--train_batch_size", "8", "--validation_steps", "100", "--seed", "0"]
+TINY_VAE = [
+    "--block_out_channels",
+    "8",
+    "16",
+    "16",
+    "--latent_channels",
+    "4",
+    "--layers_per_block",
+    "1",
+]  # 64x64 -> 16x16x4
+
+
+def run(script, argv):
+    """Runs a training script in this process (accelerate's singletons reset between runs)."""
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    return script.main(script.parse_args([str(a) for a in argv]))
+
+
+def weights(folder, name="diffusion_pytorch_model.safetensors"):
+    return load_file(os.path.join(folder, name))
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vae")
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", out, "--max_train_steps", 4, *TINY_VAE]
+    argv += ["--use_ema", "--ema_decay", 0.99, "--random_flip", "--center_crop", "--checkpointing_steps", 2]
+    argv += ["--checkpoints_total_limit", 1, "--validation_steps", 2, "--gradient_accumulation_steps", 2]
+    argv += ["--reconstruction_loss", "l1", "--kl_weight", 1e-4, "--num_validation_images", 8, "--scale_lr"]
+    argv += [
+        "--gradient_checkpointing",
+        "--max_train_samples",
+        36,
+        "--report_to",
+        "tensorboard",
+        "--logging_dir",
+        "tb",
+    ]
+    run(train_vae, argv)
+    return out
+
+
+@pytest.fixture(scope="module")
+def unet_dir(tmp_path_factory, vae_dir):
+    out = tmp_path_factory.mktemp("pipeline") / "tiny-faces"
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", out, "--max_train_steps", 3, "--use_ema"]
+    argv += ["--pretrained_vae_model_name_or_path", vae_dir, "--unet_config", TINY_UNET, "--checkpointing_steps", 2]
+    argv += ["--validation_steps", 2, "--validation_prompts", "Cartoon face with glasses", "Cartoon face"]
+    argv += ["--push_to_hub", "--hub_model_id", "someone/tiny-faces", "--hub_token", "hf_fake"]
+    argv += ["--lr_warmup_steps", 1, "--lr_scheduler", "linear", "--adam_weight_decay", 0.0, "--max_grad_norm", 0.5]
+    argv += ["--learning_rate", 1e-3, "--adam_beta1", 0.8, "--adam_beta2", 0.99, "--adam_epsilon", 1e-7]
+    with mock.patch.object(tu, "create_repo") as create_repo, mock.patch.object(tu, "upload_folder") as upload:
+        create_repo.return_value.repo_id = "someone/tiny-faces"
+        run(train_unet, argv)
+    create_repo.assert_called_once_with(repo_id="someone/tiny-faces", exist_ok=True, token="hf_fake")
+    upload.assert_called_once()
+    assert upload.call_args.kwargs["folder_path"] == str(out)
+    assert upload.call_args.kwargs["repo_id"] == "someone/tiny-faces"
+    assert "checkpoint-*" in upload.call_args.kwargs["ignore_patterns"]
+    return out
+
+
+def test_train_vae_writes_a_scaled_vae_metrics_grids_and_pruned_checkpoints(vae_dir):
+    vae = SmallVAE.from_pretrained(vae_dir / "vae")
+    assert vae.config.block_out_channels == [8, 16, 16] and vae.config.scaling_factor != 1.0
+    metrics = json.loads((vae_dir / "reconstruction_metrics.json").read_text())
+    assert metrics["num_images"] == 8 and {"mse", "psnr", "ssim"} <= metrics.keys()
+    assert metrics["scaling_factor"] == pytest.approx(vae.config.scaling_factor)
+    assert sorted(p.name for p in vae_dir.glob("checkpoint-*")) == ["checkpoint-4"]  # limit 1
+    assert not list(vae_dir.glob(".tmp-checkpoint-*"))
+    assert (vae_dir / "checkpoint-4" / "vae_ema" / "ema_state.json").is_file()
+    assert (vae_dir / "validation" / "reconstructions-000002.png").is_file()
+    assert list((vae_dir / "tb").rglob("events.out.tfevents*"))
+    card = (vae_dir / "README.md").read_text()
+    assert "library_name: diffusers" in card and "scaling_factor" in card
+
+
+def test_train_unet_writes_a_pipeline_that_loads_and_generates(unet_dir):
+    pipe = CartoonFacePipeline.from_pretrained(unet_dir)
+    assert isinstance(pipe.vae, SmallVAE) and isinstance(pipe.unet, sdscratch.SmallUNet)
+    config = pipe.scheduler.config
+    assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert config.clip_sample is False and config.prediction_type == "epsilon" and config.timestep_spacing
+    images = pipe(["Cartoon face with glasses"], num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert images.images[0].size == (64, 64)
+    # EMA weights are what the folder holds
+    ema = weights(unet_dir / "checkpoint-2" / "unet_ema")
+    assert ema.keys() == weights(unet_dir / "unet").keys()
+    assert (unet_dir / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (unet_dir / "validation" / "samples-000002.png").is_file()
+
+
+def test_model_card(unet_dir):
+    card = (unet_dir / "README.md").read_text()
+    header = card.split("---")[1]
+    assert "library_name: diffusers" in header and "license: apache-2.0" in header
+    assert "text-to-image" in header and "latent-diffusion" in header
+    assert "accelerate launch training/train_unet.py --report_to none" in card  # the exact command
+    assert "Steps: 3" in card and "Wall time" in card and "CPU" in card
+    assert "| vae psnr |" in card and "final_train_loss" in card
+    assert "![validation grid](./validation/samples-000003.png)" in card
+    card = tu.write_model_card(str(unet_dir), "t", "body", "Skiittoo/cartoon-faces", ["x"], "text-to-image")
+    assert card.data.datasets == ["Skiittoo/cartoon-faces"] and card.data.library_name == "diffusers"
+
+
+def unet_resume_argv(vae_dir, out):
+    argv = [*COMMON, "--dataset_name", "builtin:cartoon-faces?num_images=24", "--output_dir", out]
+    argv += ["--pretrained_vae_model_name_or_path", vae_dir / "vae", "--unet_config", TINY_UNET]
+    argv += ["--max_train_steps", 5, "--checkpointing_steps", 2, "--use_ema", "--random_flip", "--snr_gamma", 5]
+    argv += ["--noise_offset", 0.05, "--prediction_type", "v_prediction", "--lr_scheduler", "cosine"]
+    argv += ["--conditioning_dropout_prob", 0.3, "--layers_per_block", 1, "--beta_schedule", "linear"]
+    return argv + ["--validation_prompts", "Cartoon face"]
+
+
+def test_resume_matches_an_uninterrupted_run(vae_dir, tmp_path):
+    # 24 images, batch 8: 3 steps per epoch, so resuming at step 2 resumes mid-epoch and crosses into epoch 2
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    run(train_unet, unet_resume_argv(vae_dir, full))
+    # "interrupted at step 2": only checkpoint-2 survives
+    resumed.mkdir()
+    os.rename(full / "checkpoint-2", resumed / "checkpoint-2")
+    run(train_unet, unet_resume_argv(vae_dir, resumed) + ["--resume_from_checkpoint", "latest"])
+    for folder, name in (("unet", None), ("text_encoder", "model.safetensors"), ("checkpoint-4/unet_ema", None)):
+        kwargs = {"name": name} if name else {}
+        assert_same_weights(weights(full / folder, **kwargs), weights(resumed / folder, **kwargs))
+    assert json.loads((resumed / "checkpoint-4/unet_ema/ema_state.json").read_text())["optimization_step"] == 4
+
+
+def test_pixel_space_digits_with_a_frozen_pretrained_text_encoder(unet_dir, tmp_path):
+    out = tmp_path / "digits"
+    argv = [*COMMON, "--dataset_name", "builtin:digits", "--resolution", 16, "--output_dir", out]
+    argv += ["--unet_config", TINY_UNET, "--max_train_samples", 16, "--num_train_epochs", 1, "--validation_prompts", 7]
+    argv += ["--pretrained_text_encoder", unet_dir, "--no-cache_latents", "--dataloader_num_workers", 1]
+    argv += ["--mixed_precision", "bf16", "--gradient_checkpointing", "--block_out_channels", 16, 16]
+    argv += ["--num_train_timesteps", 500]
+    run(train_unet, argv)
+    pipe = CartoonFacePipeline.from_pretrained(out)
+    assert pipe.vae is None and pipe.unet.config.in_channels == 3 and pipe.unet.config.block_out_channels == [16, 16]
+    assert pipe.scheduler.config.num_train_timesteps == 500
+    assert "Steps: 2 " in (out / "README.md").read_text()  # 16 images / batch 8, one epoch
+    assert_same_weights(
+        weights(unet_dir / "text_encoder", "model.safetensors"), weights(out / "text_encoder", "model.safetensors")
+    )
+    assert pipe("7", num_inference_steps=2, output_type="pt").images.shape[-2:] == (16, 16)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
+def test_two_processes_end_with_identical_weights_and_only_rank_0_writes(vae_dir, tmp_path):
+    out, digests = tmp_path / "ddp", tmp_path / "digests"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    env["SDSCRATCH_RANK_DIGEST_DIR"] = str(digests)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += [
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "bf16",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        free_port(),
+    ]
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", out, "--max_train_steps", 2, "--unet_config", TINY_UNET]
+    argv += ["--pretrained_vae_model_name_or_path", vae_dir, "--checkpointing_steps", 2, "--no-cache_latents"]
+    argv += ["--train_batch_size", 4, "--use_ema", "--validation_prompts", "Cartoon face"]
+    result = subprocess.run(
+        [*launch, str(ROOT / "training" / "train_unet.py"), *map(str, argv)], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MULTI_CPU" in result.stderr and "Num processes: 2" in result.stderr
+    rank0, rank1 = (json.loads((digests / f"rank{i}.json").read_text()) for i in range(2))
+    assert rank0 == rank1 and set(rank0) == {"unet", "text_encoder"}
+    # one set of outputs; rank 1 only adds its own RNG state to the checkpoint (accelerate's layout)
+    assert sorted(p.name for p in (out / "checkpoint-2").iterdir()) == [
+        "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl", "scheduler.bin",
+        "text_encoder", "text_encoder_ema", "unet", "unet_ema",
+    ]  # fmt: skip
+    assert result.stdout.count("Steps: 100%") + result.stderr.count("Steps: 100%") >= 1
+    CartoonFacePipeline.from_pretrained(out)
+
+
+# ---- bad input: clear errors before training starts ----
+def test_missing_columns_are_listed(tmp_path):
+    folder = write_imagefolder(str(tmp_path / "images"), 4)
+    argv = [*COMMON, "--train_data_dir", folder, "--output_dir", tmp_path / "o"]
+    with pytest.raises(ValueError, match="caption_column='nope' is not a column.*'image'.*'text'"):
+        run(train_vae, [*argv, *TINY_VAE, "--caption_column", "nope"])
+    with pytest.raises(ValueError, match="image_column='picture' is not a column.*'image'.*'text'"):
+        run(train_unet, [*argv, "--image_column", "picture"])
+
+
+def test_data_flags_reach_the_loader():
+    args = train_vae.parse_args(["--dataset_name", "user/set", "--dataset_config_name", "small", "--cache_dir", "c"])
+    with mock.patch("sdscratch.data.loading.load_image_caption_dataset") as load:
+        tu.load_train_dataset(args)
+    assert load.call_args.kwargs["dataset_config_name"] == "small" and load.call_args.kwargs["cache_dir"] == "c"
+
+
+def test_resolution_not_divisible_by_the_vae_factor(vae_dir, tmp_path):
+    with pytest.raises(ValueError, match="--resolution 63 must be divisible by the VAE's downsampling factor 4"):
+        run(train_unet, [*COMMON, "--dataset_name", FACES, "--resolution", 63, "--output_dir", tmp_path,
+                         "--pretrained_vae_model_name_or_path", vae_dir])  # fmt: skip
+    with pytest.raises(ValueError, match="divisible by the VAE's downsampling factor 4"):
+        run(train_vae, [*COMMON, "--dataset_name", FACES, "--resolution", 63, "--output_dir", tmp_path, *TINY_VAE])
+
+
+def test_a_vae_folder_that_is_not_a_small_vae(unet_dir, tmp_path):
+    with pytest.raises(ValueError, match="holds a SmallUNet, not a SmallVAE"):
+        run(train_unet, [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path,
+                         "--pretrained_vae_model_name_or_path", unet_dir / "unet"])  # fmt: skip
+    with pytest.raises(ValueError, match="no config.json"):
+        run(train_unet, [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path,
+                         "--pretrained_vae_model_name_or_path", tmp_path])  # fmt: skip
+
+
+def test_resume_from_nowhere(tmp_path, caplog):
+    with pytest.raises(ValueError, match="checkpoint-7.*not a checkpoint-<step> folder.*none"):
+        run(train_vae, [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path, "--resume_from_checkpoint",
+                        tmp_path / "checkpoint-7", *TINY_VAE])  # fmt: skip
+    assert tu.resolve_resume_checkpoint(str(tmp_path), "latest") is None
+    assert "no checkpoint" in caplog.text and "starting a new run" in caplog.text
+
+
+def test_an_output_dir_with_an_incompatible_previous_run(vae_dir, tmp_path):
+    # vae_dir holds checkpoint-4 of a VAE with block_out_channels (8, 16, 16): another architecture must not reuse it
+    with pytest.raises(ValueError, match="incompatible run.*block_out_channels"):
+        other = tmp_path / "vae_config.json"
+        other.write_text(json.dumps({"block_out_channels": [8, 16, 32], "latent_channels": 4, "_class_name": "x"}))
+        run(train_vae, [*COMMON, "--dataset_name", FACES, "--output_dir", vae_dir, "--resume_from_checkpoint",
+                        "latest", "--vae_config", other])  # fmt: skip
+    with pytest.raises(ValueError, match="holds no unet/ folder"):
+        run(train_unet, [*COMMON, "--dataset_name", FACES, "--output_dir", vae_dir, "--unet_config", TINY_UNET])
+
+
+def test_latest_ignores_half_written_checkpoints(tmp_path):
+    for step in (1, 2, 3):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / ".tmp-checkpoint-4").mkdir()  # a crash while saving step 4
+    assert tu.resolve_resume_checkpoint(str(tmp_path), "latest") == str(tmp_path / "checkpoint-3")
+    assert [s for s, _ in tu.list_checkpoints(str(tmp_path))] == [1, 2, 3]

@@ -1,0 +1,404 @@
+"""Train a text-to-image SmallUNet (and its CLIP text encoder) from scratch with accelerate -> CartoonFacePipeline.
+
+One CPU, built-in data, a VAE from train_vae.py, no download:
+    python training/train_unet.py --dataset_name builtin:cartoon-faces --pretrained_vae_model_name_or_path outputs/vae \
+        --output_dir outputs/cartoon-faces --max_train_steps 5000 --train_batch_size 64 --learning_rate 3e-4 --use_ema
+Pixel space (no VAE), e.g. 16x16 digits:
+    python training/train_unet.py --dataset_name builtin:digits --resolution 16 \
+        --unet_config training/configs/digits.json --output_dir outputs/digits
+Several processes / GPUs (the same script; accelerate runs DDP underneath):
+    accelerate launch --num_processes 2 training/train_unet.py --dataset_name builtin:cartoon-faces ...
+
+The frozen VAE encodes the whole data set once (--cache_latents, the default; both flips with --random_flip), the
+diffusers DDPMScheduler adds noise, the UNet predicts it (or v) with min-SNR weighting optional, captions are
+dropped with --conditioning_dropout_prob so that classifier-free guidance works. The text encoder is a CLIPTextModel
+trained from scratch with a tokenizer built from the training captions, or a frozen pretrained one
+(--pretrained_text_encoder) whose embeddings are computed once. At the end <output_dir> is a complete
+CartoonFacePipeline folder (EMA weights with --use_ema, DPM-Solver++ scheduler) with a README.md model card.
+"""
+
+import argparse
+import json
+import logging
+import math
+import os
+import shlex
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from accelerate import skip_first_batches
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers.training_utils import compute_snr
+from tqdm.auto import tqdm
+
+from sdscratch import CartoonFacePipeline, SmallUNet, build_text_encoder, build_tokenizer
+from sdscratch import training_utils as tu
+from sdscratch.pipelines.pipeline_utils import default_scheduler_config
+from sdscratch.text import load_text_components
+
+logger = get_logger(__name__, log_level="INFO")
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "cartoon-faces.json")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tu.add_data_args(parser)
+    tu.add_optimization_args(parser, learning_rate=3e-4)
+    tu.add_output_args(parser, output_dir="outputs/unet")
+    group = parser.add_argument_group("models and diffusion")
+    group.add_argument(
+        "--pretrained_vae_model_name_or_path",
+        type=str,
+        default=None,
+        help="A SmallVAE folder (train_vae.py's output or its vae/ subfolder); none = diffusion in pixel space.",
+    )
+    group.add_argument(
+        "--pretrained_text_encoder",
+        type=str,
+        default=None,
+        help="A frozen CLIP text encoder: Hub id (e.g. openai/clip-vit-base-patch32) or folder; default: train one.",
+    )
+    group.add_argument("--unet_config", type=str, default=DEFAULT_CONFIG, help="JSON: unet/text_encoder/scheduler.")
+    group.add_argument("--block_out_channels", type=int, nargs="+", default=None, help="Overrides the config.")
+    group.add_argument("--layers_per_block", type=int, default=None, help="Overrides the config.")
+    group.add_argument("--num_train_timesteps", type=int, default=None, help="Overrides the config.")
+    group.add_argument(
+        "--beta_schedule", type=str, default=None, choices=["linear", "scaled_linear", "squaredcos_cap_v2"]
+    )
+    group.add_argument("--prediction_type", type=str, default=None, choices=["epsilon", "v_prediction"])
+    group.add_argument(
+        "--cache_latents",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Encode the data set once with the frozen VAE (--no-cache_latents: encode every step).",
+    )
+    group.add_argument("--conditioning_dropout_prob", type=float, default=0.1, help="Caption -> '' (for CFG).")
+    group.add_argument("--snr_gamma", type=float, default=None, help="Min-SNR weighting gamma (5.0 recommended).")
+    group.add_argument("--noise_offset", type=float, default=0.0, help="Offset noise scale (e.g. 0.05).")
+    group.add_argument("--validation_prompts", type=str, nargs="+", default=None, help="Default: 8 training captions.")
+    args = parser.parse_args(argv)
+    args.command = "accelerate launch training/train_unet.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    tu.check_common_args(args)
+    if not 0.0 <= args.conditioning_dropout_prob < 1.0:
+        raise ValueError(f"--conditioning_dropout_prob must be in [0, 1), got {args.conditioning_dropout_prob}.")
+    return args
+
+
+def load_config(args) -> dict:
+    """The --unet_config JSON ({"unet", "text_encoder", "tokenizer", "scheduler"} sections) with flag overrides."""
+    with open(args.unet_config) as f:
+        config = json.load(f)
+    unknown = set(config) - {"unet", "text_encoder", "tokenizer", "scheduler", "description"}
+    if unknown:
+        raise ValueError(f"--unet_config {args.unet_config}: unknown sections {sorted(unknown)}.")
+    config = {key: dict(config.get(key, {})) for key in ("unet", "text_encoder", "tokenizer", "scheduler")}
+    for key in ("block_out_channels", "layers_per_block"):
+        if getattr(args, key) is not None:
+            config["unet"][key] = getattr(args, key)
+    for key in ("num_train_timesteps", "beta_schedule", "prediction_type"):
+        if getattr(args, key) is not None:
+            config["scheduler"][key] = getattr(args, key)
+    return config
+
+
+def build_text_components(args, config, captions):
+    """A tokenizer trained on the captions + a fresh CLIPTextModel (default), or a frozen pretrained pair."""
+    if args.pretrained_text_encoder is None:
+        tokenizer = build_tokenizer(captions, **config["tokenizer"])
+        return tokenizer, build_text_encoder(tokenizer, **config["text_encoder"])
+    subfolders = os.path.isdir(os.path.join(args.pretrained_text_encoder, "text_encoder"))  # a pipeline folder
+    tokenizer, text_encoder = load_text_components(
+        args.pretrained_text_encoder,
+        tokenizer_subfolder="tokenizer" if subfolders else None,
+        text_encoder_subfolder="text_encoder" if subfolders else None,
+    )
+    return tokenizer, text_encoder.requires_grad_(False)
+
+
+@torch.no_grad()
+def encode_images(vae, dataset, transform, flip: bool, batch_size: int = 64):
+    """Posterior mean and std `(N, C, h, w)` of every image (pixels and no std in pixel space). Run once: the VAE
+    is frozen, so per-step sampling `mean + std * noise` costs nothing."""
+    means, stds = [], []
+    for start in range(0, len(dataset), batch_size):
+        images = dataset[start : start + batch_size]["image"]
+        pixels = torch.stack([transform(image) for image in images])  # (B, C, H, W)
+        pixels = pixels.flip(-1) if flip else pixels
+        if vae is None:
+            means.append(pixels)
+        else:
+            posterior = vae.encode(pixels.to(vae.device)).latent_dist
+            means.append(posterior.mean.cpu())
+            stds.append(posterior.std.cpu())
+    return torch.cat(means), (torch.cat(stds) if stds else None)
+
+
+def sample_from_cache(cache, index, flip):
+    """x_0 ~ q(z|x) for rows `index` `(B,)` of the cache, from the flipped images where `flip` `(B,)` is set."""
+    mean, std = cache["plain"]
+    mean, std = mean[index], (None if std is None else std[index])
+    if "flipped" in cache:
+        flipped_mean, flipped_std = cache["flipped"]
+        mean = torch.where(flip[:, None, None, None], flipped_mean[index], mean)
+        std = None if std is None else torch.where(flip[:, None, None, None], flipped_std[index], std)
+    return mean if std is None else mean + std * torch.randn_like(std)
+
+
+class IndexDataset(torch.utils.data.Dataset):
+    """Row i -> {"index": i}, plus "pixel_values" when latents are not cached (images decoded lazily)."""
+
+    def __init__(self, dataset, transform=None):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        if self.transform is None:
+            return {"index": i}
+        return {"index": i, "pixel_values": self.transform(self.dataset[i]["image"])}
+
+
+def main(args):
+    start_time = time.time()
+    accelerator = tu.make_accelerator(args)
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    logger.info(accelerator.state, main_process_only=False)
+    set_seed(args.seed)  # same initial weights on every process
+    resume_path = tu.resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    config = load_config(args)
+    noise_scheduler = DDPMScheduler.from_config(default_scheduler_config(**config["scheduler"]))
+
+    # ---- frozen VAE (or pixel space) and data ----
+    vae, vae_folder = (
+        tu.load_frozen_vae(args.pretrained_vae_model_name_or_path)
+        if args.pretrained_vae_model_name_or_path
+        else (None, None)
+    )
+    if vae is not None:
+        vae.to(accelerator.device)
+    factor = vae.downsample_factor if vae is not None else 1
+    if args.resolution % factor:
+        raise ValueError(
+            f"--resolution {args.resolution} must be divisible by the VAE's downsampling factor {factor}."
+        )
+    scaling_factor = vae.config.scaling_factor if vae is not None else 1.0
+    dataset = tu.load_train_dataset(args)
+    captions = dataset["text"]
+    transform = tu.image_transform(args, accelerator.process_index)
+
+    # captions -> rows of a table of unique captions ("" last = the unconditional caption for CFG)
+    unique_captions = sorted(set(captions) - {""}) + [""]
+    row_of = {caption: i for i, caption in enumerate(unique_captions)}
+    caption_rows = torch.tensor([row_of[caption] for caption in captions])  # (N,)
+    empty_row = len(unique_captions) - 1
+
+    # ---- text encoder: trained from scratch (default) or frozen pretrained ----
+    tokenizer, text_encoder = build_text_components(args, config, captions)
+    train_text_encoder = args.pretrained_text_encoder is None
+    max_length = tokenizer.model_max_length
+    tokens = tokenizer(
+        unique_captions, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+    )
+    caption_input_ids = tokens.input_ids  # (U, L), as CartoonFacePipeline tokenizes
+    if not train_text_encoder:  # frozen: (U, L, D) hidden states computed once
+        with torch.no_grad():
+            caption_embeds = torch.cat([text_encoder(ids)[0] for ids in caption_input_ids.split(256)])
+
+    # ---- UNet: architecture from the config, shapes from the data / VAE / text encoder ----
+    in_channels = vae.config.latent_channels if vae is not None else 3
+    unet_config = {
+        **config["unet"],
+        "sample_size": args.resolution // factor,
+        "in_channels": in_channels,
+        "out_channels": in_channels,
+    }
+    unet_config["cross_attention_dim"] = text_encoder.config.hidden_size
+    unet = SmallUNet(**unet_config)
+    if (args.resolution // factor) % unet.downsample_factor:
+        raise ValueError(
+            f"latent size {args.resolution // factor} must be divisible by the UNet's factor {unet.downsample_factor}."
+        )
+    if args.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if train_text_encoder:
+            text_encoder.gradient_checkpointing_enable()
+
+    trained = {"unet": unet, "text_encoder": text_encoder} if train_text_encoder else {"unet": unet}
+    tu.check_checkpoints_compatible(args.output_dir, trained, resume_path)
+    emas = {name: tu.make_ema(model, args.ema_decay) for name, model in trained.items()} if args.use_ema else {}
+    tu.register_checkpoint_hooks(accelerator, trained, emas)
+
+    # ---- latent cache: the whole data set encoded once (both flips with --random_flip) ----
+    cache = None
+    if args.cache_latents:
+        logger.info(f"Encoding {len(dataset)} images once ({'VAE' if vae is not None else 'pixel space'})...")
+        cache = {"plain": encode_images(vae, dataset, transform, flip=False)}
+        if args.random_flip:
+            cache["flipped"] = encode_images(vae, dataset, transform, flip=True)
+    train_dataloader = torch.utils.data.DataLoader(
+        IndexDataset(dataset, None if args.cache_latents else transform),
+        batch_size=args.train_batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(args.seed),  # keeps the global RNG (saved in checkpoints) untouched
+    )
+    train_dataloader = accelerator.prepare(train_dataloader)  # shards the batches: its length is per process
+    num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    params = [p for model in trained.values() for p in model.parameters()]
+    optimizer, lr_scheduler = tu.make_optimizer_and_scheduler(args, params, accelerator, num_update_steps_per_epoch)
+    prepared = accelerator.prepare(*trained.values(), optimizer, lr_scheduler)
+    unet_ddp, text_encoder_ddp = prepared[0], (prepared[1] if train_text_encoder else text_encoder)
+    optimizer, lr_scheduler = prepared[-2:]
+    if accelerator.is_main_process:
+        accelerator.init_trackers("train_unet", {k: v for k, v in vars(args).items() if not isinstance(v, list)})
+
+    # ---- resume: same step count, LR schedule, EMA, RNG and data order ----
+    global_step, first_epoch, skip_batches = 0, 0, 0
+    if resume_path is not None:
+        accelerator.print(f"Resuming from checkpoint {resume_path}")
+        accelerator.load_state(resume_path)
+        global_step = tu.checkpoint_step(resume_path)
+        first_epoch = global_step // num_update_steps_per_epoch
+        skip_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
+
+    validation_prompts = args.validation_prompts or unique_captions[:-1][:8]
+    prediction_type = noise_scheduler.config.prediction_type
+
+    def make_pipeline():
+        scheduler = DPMSolverMultistepScheduler.from_config(default_scheduler_config(**config["scheduler"]))
+        return CartoonFacePipeline(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler
+        )
+
+    def validation_grid(step):
+        for name, ema in emas.items():  # sample with the EMA weights
+            ema.store(trained[name].parameters())
+            ema.copy_to(trained[name].parameters())
+        unet.eval()
+        text_encoder.eval()
+        pipeline = make_pipeline()
+        pipeline.set_progress_bar_config(disable=True)
+        generator = torch.Generator().manual_seed(args.seed)
+        images = pipeline(validation_prompts, num_inference_steps=20, generator=generator).images
+        unet.train()
+        text_encoder.train(train_text_encoder)
+        for name, ema in emas.items():
+            ema.restore(trained[name].parameters())
+        return tu.save_validation_grid(accelerator, images, 1, args.output_dir, step, "samples")
+
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info(
+        f"{len(dataset)} images, {len(unique_captions) - 1} distinct captions; {args.max_train_steps} steps of {total_batch_size}"
+    )
+    progress_bar = tqdm(
+        range(args.max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
+    )
+    run_start, run_steps, recent_losses = time.time(), 0, []
+
+    for epoch in range(first_epoch, args.num_train_epochs):
+        unet_ddp.train()
+        text_encoder_ddp.train(train_text_encoder)
+        train_dataloader.set_epoch(epoch)  # the shuffle order is a function of (seed, epoch)
+        batches = skip_first_batches(train_dataloader, skip_batches) if epoch == first_epoch else train_dataloader
+        for batch in batches:
+            with accelerator.accumulate(*prepared[: len(trained)]):
+                index = batch["index"].cpu()  # (B,) rows of the data set; the cache and the RNG draws live on the CPU
+                bsz = index.shape[0]
+                # 1. latents x_0 ~ q(z|x) * scaling_factor; a random horizontal flip per image
+                flip = torch.rand(bsz) < 0.5 if args.random_flip else torch.zeros(bsz, dtype=torch.bool)
+                if cache is not None:
+                    latents = sample_from_cache(cache, index, flip)
+                else:  # the naive loop: encode every step
+                    pixel_values = batch["pixel_values"].cpu()  # (B, C, H, W)
+                    pixel_values = torch.where(flip[:, None, None, None], pixel_values.flip(-1), pixel_values)
+                    pixel_values = pixel_values.to(accelerator.device)
+                    with torch.no_grad():
+                        latents = pixel_values if vae is None else vae.encode(pixel_values).latent_dist.sample()
+                latents = latents.to(accelerator.device) * scaling_factor  # (B, C, h, w)
+
+                # 2. captions, dropped to "" with probability p so that the model also learns p(x) (for CFG)
+                rows = caption_rows[index.cpu()]
+                rows = torch.where(torch.rand(bsz) < args.conditioning_dropout_prob, empty_row, rows)
+                if train_text_encoder:
+                    encoder_hidden_states = text_encoder_ddp(caption_input_ids[rows].to(accelerator.device))[
+                        0
+                    ]  # (B, L, D)
+                else:
+                    encoder_hidden_states = caption_embeds[rows].to(accelerator.device)
+
+                # 3. forward diffusion: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t uniform
+                noise = torch.randn_like(latents)
+                if args.noise_offset:  # https://www.crosslabs.org//blog/diffusion-with-offset-noise
+                    noise += args.noise_offset * torch.randn((bsz, latents.shape[1], 1, 1), device=latents.device)
+                timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), device=latents.device)
+                noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
+                target = (
+                    noise if prediction_type == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
+                )
+
+                # 4. predict the noise (or v) and regress onto it
+                model_pred = unet_ddp(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
+                if args.snr_gamma is None:
+                    loss = F.mse_loss(model_pred.float(), target.float())
+                else:  # min-SNR weighting, Hang et al. 2023 (arXiv:2303.09556), section 3.4 / 4.2
+                    snr = compute_snr(noise_scheduler, timesteps)
+                    weights = torch.clamp(snr, max=args.snr_gamma) / (snr if prediction_type == "epsilon" else snr + 1)
+                    loss = F.mse_loss(model_pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+                    loss = (loss * weights).mean()
+
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+
+            if accelerator.sync_gradients:
+                for name, ema in emas.items():
+                    ema.step(trained[name].parameters())
+                global_step += 1
+                run_steps += 1
+                logs = {
+                    "loss": accelerator.gather(loss.detach()).mean().item(),
+                    "lr": lr_scheduler.get_last_lr()[0],
+                    "samples_per_s": run_steps * total_batch_size / (time.time() - run_start),
+                }
+                recent_losses = (recent_losses + [logs["loss"]])[-100:]
+                progress_bar.update(1)
+                progress_bar.set_postfix(loss=f"{logs['loss']:.4f}", samples_per_s=f"{logs['samples_per_s']:.1f}")
+                accelerator.log(logs, step=global_step)
+                if global_step % args.checkpointing_steps == 0:
+                    tu.save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+                if global_step % args.validation_steps == 0 and accelerator.is_main_process:
+                    validation_grid(global_step)
+            if global_step >= args.max_train_steps:
+                break
+        skip_batches = 0
+
+    # ---- save: the pipeline folder (EMA weights), a grid, the model card; optionally push ----
+    accelerator.wait_for_everyone()
+    tu.write_rank_digest(accelerator, trained)
+    if accelerator.is_main_process:
+        metrics = {
+            "final_train_loss (mean of last 100 steps)": sum(recent_losses) / max(1, len(recent_losses)),
+            "train samples/s": run_steps * total_batch_size / (time.time() - run_start),
+        }
+        wall_time, hardware = time.time() - start_time, tu.describe_hardware(accelerator)
+        grid_path = validation_grid(global_step)
+        for name, ema in emas.items():
+            ema.copy_to(trained[name].parameters())
+        make_pipeline().save_pretrained(args.output_dir, safe_serialization=True)
+        tu.write_unet_card(args, metrics, global_step, wall_time, hardware, grid_path, validation_prompts, vae_folder)
+        if args.push_to_hub:
+            tu.push_folder_to_hub(args.output_dir, args.hub_model_id, args.hub_token)
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main(parse_args())

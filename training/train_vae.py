@@ -1,0 +1,272 @@
+"""Train a SmallVAE (KL autoencoder) from scratch with accelerate: reconstruction + weighted KL.
+
+One CPU, built-in data, no download:
+    python training/train_vae.py --dataset_name builtin:cartoon-faces --output_dir outputs/vae \
+        --max_train_steps 3000 --train_batch_size 32 --learning_rate 1e-3 --use_ema --mixed_precision bf16
+Several processes / GPUs (the same script; accelerate runs DDP underneath):
+    accelerate launch --num_processes 2 training/train_vae.py --dataset_name builtin:cartoon-faces ...
+Your own images (an imagefolder with metadata.jsonl) or a Hub data set:
+    python training/train_vae.py --train_data_dir path/to/images ...
+    python training/train_vae.py --dataset_name Skiittoo/cartoon-faces --resolution 64 --center_crop ...
+
+Writes <output_dir>/vae (save_pretrained, with `scaling_factor = 1 / std(latents)` measured on training images),
+reconstruction_metrics.json (held-out MSE / PSNR / SSIM), validation grids (originals over reconstructions),
+checkpoint-<step> folders (resume with --resume_from_checkpoint latest) and a README.md model card.
+"""
+
+import argparse
+import json
+import logging
+import math
+import os
+import shlex
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from accelerate import skip_first_batches
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from sdscratch import SmallVAE
+from sdscratch import training_utils as tu
+from sdscratch.evaluation.reconstruction import evaluate_reconstruction
+
+logger = get_logger(__name__, log_level="INFO")
+SCALING_FACTOR_IMAGES = 1024  # training images used to measure std(latents)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tu.add_data_args(parser)
+    tu.add_optimization_args(parser, learning_rate=1e-3)
+    tu.add_output_args(parser, output_dir="outputs/vae")
+    group = parser.add_argument_group("VAE")
+    group.add_argument("--vae_config", type=str, default=None, help="A SmallVAE config.json; flags below override.")
+    group.add_argument("--block_out_channels", type=int, nargs="+", default=None, help="e.g. 32 64 128")
+    group.add_argument("--layers_per_block", type=int, default=None)
+    group.add_argument("--latent_channels", type=int, default=None)
+    group.add_argument("--reconstruction_loss", type=str, default="l1+mse", choices=["l1", "mse", "l1+mse"])
+    group.add_argument("--kl_weight", type=float, default=1e-6, help="Weight of KL per pixel (LDM's scale).")
+    group.add_argument("--num_validation_images", type=int, default=16, help="Held out: grids and metrics.")
+    args = parser.parse_args(argv)
+    args.command = "accelerate launch training/train_vae.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    tu.check_common_args(args)
+    return args
+
+
+class VAEWithPosterior(torch.nn.Module):
+    """Encode + decode in one `forward`: DDP only synchronises gradients of what runs inside `forward`."""
+
+    def __init__(self, vae: SmallVAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, pixel_values):
+        posterior = self.vae.encode(pixel_values).latent_dist
+        reconstruction = self.vae.decode(posterior.sample()).sample
+        return reconstruction, posterior.kl()  # (B, C, H, W), (B,) KL summed over latent elements
+
+
+def build_vae(args) -> SmallVAE:
+    config = {}
+    if args.vae_config is not None:
+        with open(args.vae_config) as f:
+            config = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+    for key in ("block_out_channels", "layers_per_block", "latent_channels"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    config["sample_size"] = args.resolution
+    factor = 2 ** (len(config.get("block_out_channels", SmallVAE().config.block_out_channels)) - 1)
+    if args.resolution % factor:
+        raise ValueError(
+            f"--resolution {args.resolution} must be divisible by the VAE's downsampling factor {factor}."
+        )
+    return SmallVAE(**config)
+
+
+def reconstruction_loss(reconstruction, target, kind: str):
+    loss = 0.0
+    if "l1" in kind:
+        loss = loss + F.l1_loss(reconstruction.float(), target.float())
+    if "mse" in kind:
+        loss = loss + F.mse_loss(reconstruction.float(), target.float())
+    return loss
+
+
+@torch.no_grad()
+def measure_scaling_factor(vae: SmallVAE, images: torch.Tensor, batch_size: int = 64) -> float:
+    """`1 / std` of posterior samples on training images, so that scaled latents have unit variance (LDM D.1)."""
+    generator = torch.Generator().manual_seed(0)
+    latents = [
+        vae.encode(images[i : i + batch_size].to(vae.device)).latent_dist.sample(generator=generator)
+        for i in range(0, len(images), batch_size)
+    ]
+    return 1.0 / torch.cat(latents).float().std().item()
+
+
+def main(args):
+    start_time = time.time()
+    accelerator = tu.make_accelerator(args)
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    logger.info(accelerator.state, main_process_only=False)
+    set_seed(args.seed)  # same initial weights on every process
+    resume_path = tu.resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
+
+    # ---- data: held-out images for grids/metrics, the rest for training ----
+    dataset = tu.load_train_dataset(args)
+    num_holdout = min(args.num_validation_images, len(dataset) // 2)
+    train_images = dataset.select(range(len(dataset) - num_holdout))
+    transform = tu.image_transform(args, accelerator.process_index)
+    holdout_images = torch.stack(
+        [transform(image) for image in dataset.select(range(len(train_images), len(dataset)))["image"]]
+    )
+    train_dataloader = torch.utils.data.DataLoader(
+        train_images.with_transform(lambda batch: {"pixel_values": [transform(i) for i in batch["image"]]}),
+        batch_size=args.train_batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(args.seed),  # keeps the global RNG (saved in checkpoints) untouched
+        num_workers=args.dataloader_num_workers,
+        collate_fn=lambda examples: torch.stack([e["pixel_values"] for e in examples]),
+    )
+
+    # ---- model, EMA, optimizer ----
+    vae = build_vae(args)
+    if args.gradient_checkpointing:
+        vae.enable_gradient_checkpointing()
+    tu.check_checkpoints_compatible(args.output_dir, {"vae": vae}, resume_path)
+    ema_vae = tu.make_ema(vae, args.ema_decay) if args.use_ema else None
+    tu.register_checkpoint_hooks(accelerator, {"vae": vae}, {"vae": ema_vae} if args.use_ema else None)
+    train_dataloader = accelerator.prepare(train_dataloader)  # shards the batches: its length is per process
+    num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    optimizer, lr_scheduler = tu.make_optimizer_and_scheduler(
+        args, vae.parameters(), accelerator, num_update_steps_per_epoch
+    )
+    model, optimizer, lr_scheduler = accelerator.prepare(VAEWithPosterior(vae), optimizer, lr_scheduler)
+    if accelerator.is_main_process:
+        accelerator.init_trackers("train_vae", {k: v for k, v in vars(args).items() if not isinstance(v, list)})
+
+    # ---- resume: same step count, LR schedule, EMA, RNG and data order ----
+    global_step, first_epoch, skip_batches = 0, 0, 0
+    if resume_path is not None:
+        accelerator.print(f"Resuming from checkpoint {resume_path}")
+        accelerator.load_state(resume_path)
+        global_step = tu.checkpoint_step(resume_path)
+        first_epoch = global_step // num_update_steps_per_epoch
+        skip_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
+
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info(
+        f"{len(train_images)} training images, {num_holdout} held out; {args.max_train_steps} steps of {total_batch_size}"
+    )
+    progress_bar = tqdm(
+        range(args.max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
+    )
+    run_start, run_steps = time.time(), 0
+
+    def validation_grid(step):
+        if args.use_ema:
+            ema_vae.store(vae.parameters())
+            ema_vae.copy_to(vae.parameters())
+        vae.eval()
+        with torch.no_grad():
+            originals = holdout_images[:8].to(accelerator.device)
+            reconstructions = vae(originals).sample
+        vae.train()
+        if args.use_ema:
+            ema_vae.restore(vae.parameters())
+        images = tu.to_pil(torch.cat([originals, reconstructions]))
+        return tu.save_validation_grid(accelerator, images, 2, args.output_dir, step, "reconstructions")
+
+    for epoch in range(first_epoch, args.num_train_epochs):
+        model.train()
+        train_dataloader.set_epoch(epoch)  # the shuffle order is a function of (seed, epoch)
+        batches = skip_first_batches(train_dataloader, skip_batches) if epoch == first_epoch else train_dataloader
+        for pixel_values in batches:  # (B, C, H, W) in [-1, 1]
+            with accelerator.accumulate(model):
+                # augment here, not in the data loader, so the RNG state saved in checkpoints covers it
+                if args.random_flip:
+                    flip = torch.rand(pixel_values.shape[0], device=pixel_values.device) < 0.5
+                    pixel_values = torch.where(flip[:, None, None, None], pixel_values.flip(-1), pixel_values)
+                # encode, sample z ~ q(z|x), decode
+                reconstruction, kl = model(pixel_values)
+                rec_loss = reconstruction_loss(reconstruction, pixel_values, args.reconstruction_loss)
+                # KL per pixel, so that --kl_weight means what it means in latent diffusion (sum / sum)
+                kl_loss = kl.mean() / pixel_values[0].numel()
+                loss = rec_loss + args.kl_weight * kl_loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+
+            if accelerator.sync_gradients:
+                if args.use_ema:
+                    ema_vae.step(vae.parameters())
+                global_step += 1
+                run_steps += 1
+                logs = {
+                    "loss": accelerator.gather(loss.detach()).mean().item(),
+                    "rec_loss": rec_loss.item(),
+                    "kl": kl_loss.item(),
+                    "lr": lr_scheduler.get_last_lr()[0],
+                    "samples_per_s": run_steps * total_batch_size / (time.time() - run_start),
+                }
+                progress_bar.update(1)
+                progress_bar.set_postfix(loss=f"{logs['loss']:.4f}", samples_per_s=f"{logs['samples_per_s']:.1f}")
+                accelerator.log(logs, step=global_step)
+                if global_step % args.checkpointing_steps == 0:
+                    tu.save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+                if global_step % args.validation_steps == 0 and accelerator.is_main_process:
+                    validation_grid(global_step)
+            if global_step >= args.max_train_steps:
+                break
+        skip_batches = 0
+
+    # ---- save: EMA weights, scaling factor, held-out metrics, card ----
+    accelerator.wait_for_everyone()
+    tu.write_rank_digest(accelerator, {"vae": vae})
+    if accelerator.is_main_process:
+        grid_path = validation_grid(global_step)
+        if args.use_ema:
+            ema_vae.copy_to(vae.parameters())
+        vae.eval()
+        downsample = vae.downsample_factor
+        num_scaling = min(SCALING_FACTOR_IMAGES, len(train_images))
+        scaling_images = torch.stack([transform(image) for image in train_images.select(range(num_scaling))["image"]])
+        vae.register_to_config(scaling_factor=measure_scaling_factor(vae, scaling_images))
+        vae.save_pretrained(os.path.join(args.output_dir, "vae"))
+        metrics = evaluate_reconstruction(vae, holdout_images.to(vae.device))
+        metrics["scaling_factor"] = vae.config.scaling_factor
+        with open(os.path.join(args.output_dir, "reconstruction_metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+        accelerator.print(
+            f"held-out reconstruction ({metrics['num_images']} images): MSE {metrics['mse']:.5f}, "
+            f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}; scaling_factor {vae.config.scaling_factor:.4f}"
+        )
+        body = tu.training_card_body(
+            f"A `SmallVAE` (sdscratch) trained from scratch on `{args.dataset_name or args.train_data_dir}`: "
+            f"{args.resolution}x{args.resolution} images <-> latents {downsample}x smaller per side, "
+            f"`scaling_factor` {vae.config.scaling_factor:.4f} (= 1 / std of training latents).",
+            'import sdscratch\nvae = sdscratch.SmallVAE.from_pretrained("<this repo or folder>", subfolder="vae")',
+            args,
+            global_step,
+            time.time() - start_time,
+            tu.describe_hardware(accelerator),
+            metrics,
+            os.path.relpath(grid_path, args.output_dir),
+        )
+        tags = ["sdscratch", "autoencoder", "vae", "diffusers-training"]
+        tu.write_model_card(args.output_dir, "SmallVAE", body, args.dataset_name, tags)
+        if args.push_to_hub:
+            tu.push_folder_to_hub(args.output_dir, args.hub_model_id, args.hub_token)
+    accelerator.end_training()
+    return vae
+
+
+if __name__ == "__main__":
+    main(parse_args())
