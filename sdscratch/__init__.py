@@ -8,9 +8,6 @@ imported.
 __version__ = "0.1.0"
 
 from . import evaluation  # metrics (sdscratch.evaluation.load_classifier, evaluate_reconstruction, ...)
-from .pretrained import PRETRAINED_MODELS, pretrained
-
-# --- components (each helper/module registers its public names here) ---
 from .data import (
     cartoon_faces_dataset,
     generate_cartoon_face,
@@ -21,5 +18,25 @@ from .data import (
 from .models.unet import SmallUNet
 from .models.vae import SmallVAE
 from .pipelines.pipeline_cartoon_face import CartoonFacePipeline
+from .pretrained import PRETRAINED_MODELS, pretrained
 from .schedulers import EulerMaruyamaScheduler
 from .text import build_text_encoder, build_tokenizer, default_text_encoder_config, load_text_components
+
+__all__ = [
+    "PRETRAINED_MODELS",
+    "CartoonFacePipeline",
+    "EulerMaruyamaScheduler",
+    "SmallUNet",
+    "SmallVAE",
+    "build_text_encoder",
+    "build_tokenizer",
+    "cartoon_faces_dataset",
+    "default_text_encoder_config",
+    "evaluation",
+    "generate_cartoon_face",
+    "generate_face",
+    "load_digits_dataset",
+    "load_image_caption_dataset",
+    "load_text_components",
+    "pretrained",
+]
