@@ -437,8 +437,8 @@ def load_train_dataset(args: argparse.Namespace):
     )
 
 
-def image_transform(args: argparse.Namespace, process_index: int = 0):
-    """PIL image -> `(C, resolution, resolution)` tensor in [-1, 1].
+def image_transform(args: argparse.Namespace, process_index: int = 0, channels: int = 3):
+    """PIL image -> `(channels, resolution, resolution)` tensor in [-1, 1] (1 channel = grayscale).
 
     Flips are left to the training loop, where they draw from the global RNG that checkpoints save. Random crops
     (without --center_crop, for images larger than --resolution) draw from their own generator, so that the data
@@ -447,7 +447,9 @@ def image_transform(args: argparse.Namespace, process_index: int = 0):
     from .data.loading import build_image_transform
 
     generator = torch.Generator().manual_seed(args.seed + process_index)
-    return build_image_transform(args.resolution, args.center_crop, random_flip=False, generator=generator)
+    return build_image_transform(
+        args.resolution, args.center_crop, random_flip=False, channels=channels, generator=generator
+    )
 
 
 def load_frozen_vae(path: str):

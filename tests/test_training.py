@@ -184,6 +184,21 @@ def test_pixel_space_digits_with_a_frozen_pretrained_text_encoder(unet_dir, tmp_
     assert pipe("7", num_inference_steps=2, output_type="pt").images.shape[-2:] == (16, 16)
 
 
+def test_digits_recipe_trains_a_grayscale_pixel_space_model(tmp_path):
+    # training/configs/digits.json (the shipped recipe) asks for 1 channel: images are read as grayscale and the
+    # UNet, the saved pipeline and its images have 1 channel.
+    out = tmp_path / "digits-gray"
+    argv = [*COMMON, "--dataset_name", "builtin:digits", "--resolution", 16, "--output_dir", out]
+    argv += ["--unet_config", ROOT / "training" / "configs" / "digits.json", "--block_out_channels", 8, 16, 16]
+    argv += ["--max_train_samples", 16, "--num_train_epochs", 1, "--validation_prompts", "3"]
+    run(train_unet, argv)
+    pipe = CartoonFacePipeline.from_pretrained(out)
+    assert pipe.unet.config.in_channels == pipe.unet.config.out_channels == 1
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    image = pipe("3", num_inference_steps=2, output_type="pil").images[0]
+    assert image.mode == "L" and image.size == (16, 16)
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

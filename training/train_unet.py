@@ -189,7 +189,9 @@ def main(args):
     scaling_factor = vae.config.scaling_factor if vae is not None else 1.0
     dataset = tu.load_train_dataset(args)
     captions = dataset["text"]
-    transform = tu.image_transform(args, accelerator.process_index)
+    # image channels: the VAE's, or in pixel space the UNet config's (e.g. 1 for grayscale digits)
+    image_channels = vae.config.in_channels if vae is not None else config["unet"].get("in_channels", 3)
+    transform = tu.image_transform(args, accelerator.process_index, channels=image_channels)
 
     # captions -> rows of a table of unique captions ("" last = the unconditional caption for CFG)
     unique_captions = sorted(set(captions) - {""}) + [""]
@@ -210,7 +212,7 @@ def main(args):
             caption_embeds = torch.cat([text_encoder(ids)[0] for ids in caption_input_ids.split(256)])
 
     # ---- UNet: architecture from the config, shapes from the data / VAE / text encoder ----
-    in_channels = vae.config.latent_channels if vae is not None else 3
+    in_channels = vae.config.latent_channels if vae is not None else image_channels
     unet_config = {
         **config["unet"],
         "sample_size": args.resolution // factor,
