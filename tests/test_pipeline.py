@@ -309,6 +309,15 @@ def test_fp16_variant_loads_as_float32(pipe, tmp_path):
     np.testing.assert_allclose(run(loaded), reference, atol=0.02)
 
 
+def test_half_precision_files_are_upcast_unless_torch_dtype_is_given(pipe, tmp_path):
+    # Shipped models are stored in fp16 (no variant); loading them must not compute in fp16 on a CPU.
+    pipe.to(torch.float16).save_pretrained(tmp_path)
+    loaded = CartoonFacePipeline.from_pretrained(tmp_path)
+    assert loaded.unet.dtype == loaded.vae.dtype == loaded.text_encoder.dtype == torch.float32
+    bf16 = CartoonFacePipeline.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)
+    assert bf16.unet.dtype == torch.bfloat16
+
+
 def test_none_components_save_and_load(tmp_path):
     pipe = tiny_pipeline(pixel_space=True, conditional=False)
     pipe.save_pretrained(tmp_path)

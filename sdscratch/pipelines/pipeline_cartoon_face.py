@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,18 @@ class CartoonFacePipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _optional_components = ["vae", "text_encoder", "tokenizer"]
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> CartoonFacePipeline:
+        """`DiffusionPipeline.from_pretrained`, computing in float32 unless `torch_dtype` says otherwise.
+
+        Half-precision files are storage (the shipped models are fp16 to stay small): they are upcast on load,
+        because most CPUs have no fast float16 path (about 1 GFLOP/s here). Pass `torch_dtype=torch.bfloat16`
+        for bf16 inference, or `torch_dtype=torch.float16` on a GPU.
+        """
+        if kwargs.get("torch_dtype") is None:
+            kwargs["torch_dtype"] = torch.float32
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def __init__(
         self,
