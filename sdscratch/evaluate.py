@@ -15,6 +15,9 @@ import argparse
 import json
 import math
 import os
+import shlex
+import shutil
+import sys
 import time
 from typing import Optional
 
@@ -169,6 +172,12 @@ def parse_args(argv=None):
     parser.add_argument("--caption_style", choices=["template", "rich"], default="template")
     parser.add_argument("--classifier_path", default=None, help="A classifier folder; default: the shipped one.")
     parser.add_argument("--grid_images", type=int, default=64, help="Generated images shown in grid.png.")
+    parser.add_argument(
+        "--model_card",
+        action="store_true",
+        help="Also write the metrics, this command and the grid into the model card (README.md) of --model_path, "
+        "replacing an earlier '## Evaluation' section.",
+    )
     return parser.parse_args(argv)
 
 
@@ -212,7 +221,86 @@ def main(argv=None) -> dict:
         json.dump(_json_safe(metrics), f, indent=2, allow_nan=False)
     _print_summary(metrics)
     print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and grid.png")
+    if args.model_card:
+        command = "python -m sdscratch.evaluate " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+        card = update_model_card(args.model_path, metrics, command, os.path.join(args.output_dir, "grid.png"))
+        print(f"wrote the evaluation into {card}")
     return metrics
+
+
+def model_card_section(metrics: dict, command: str) -> str:
+    """The '## Evaluation' section of a model card: every number of `metrics` and the command that made it."""
+    adherence = metrics["adherence"]
+    real = metrics.get("adherence_real_images", {})
+    lines = [
+        EVALUATION_HEADING,
+        "",
+        f"{metrics['num_images']} images generated from prompts covering every value, "
+        f"{metrics.get('num_inference_steps', '?')} steps of `{metrics['scheduler_name']}`, guidance scale "
+        f"{metrics.get('guidance_scale', 'default')}; read back by the attribute classifier shipped with "
+        "`sdscratch.evaluation` (docs/evaluation.md). Produced by:",
+        "",
+        f"```bash\n{command}\n```",
+        "",
+        "| attribute | adherence | classifier on real images |",
+        "|---|---|---|",
+    ]
+    for name, accuracy in adherence["accuracy"].items():
+        real_value = real.get(name)
+        real_text = "n/a" if real_value is None else f"{100 * real_value:.2f}%"
+        lines.append(f"| {name} | {100 * accuracy:.2f}% | {real_text} |")
+    per_value = adherence.get("per_value_accuracy", {})
+    if len(per_value) == 1:  # one attribute (digits): show every value
+        ((name, values),) = per_value.items()
+        lines += ["", f"| {name} | " + " | ".join(values) + " |", "|---" * (len(values) + 1) + "|"]
+        lines.append("| adherence | " + " | ".join(f"{100 * v:.1f}%" for v in values.values()) + " |")
+    fd = metrics["frechet_distance"]
+    vae = "n/a" if fd["vae_reconstructions"] is None else f"{fd['vae_reconstructions']:.3f}"
+    lines += [
+        "",
+        f"Frechet classifier distance: generated {fd['generated']:.3f}, VAE reconstructions {vae}, "
+        f"real-vs-real floor {fd['real_floor']:.3f}.",
+    ]
+    if metrics.get("reconstruction"):
+        r = metrics["reconstruction"]
+        lines.append(f"VAE reconstruction on held-out images: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}.")
+    lines += [
+        "",
+        f"{metrics['seconds_per_image']:.3f} s per image on this machine.",
+        "",
+        f"![evaluation grid](./{EVALUATION_GRID})",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+EVALUATION_HEADING = "## Evaluation"
+EVALUATION_GRID = "evaluation_grid.png"
+
+
+def update_model_card(model_path: str, metrics: dict, command: str, grid_path: str) -> str:
+    """Writes (or replaces) the '## Evaluation' section of `model_path`/README.md and copies the grid beside it.
+
+    Both files are written under a temporary name and renamed, so a crash never leaves half a card.
+    """
+    card_path = os.path.join(model_path, "README.md")
+    text = ""
+    if os.path.isfile(card_path):
+        with open(card_path) as f:
+            text = f.read()
+    start = text.find(EVALUATION_HEADING)
+    if start >= 0:  # drop the old section (up to the next "## " heading)
+        end = text.find("\n## ", start + len(EVALUATION_HEADING))
+        text = text[:start] + (text[end + 1 :] if end >= 0 else "")
+    text = text.rstrip() + "\n\n" + model_card_section(metrics, command)
+    for source, target in ((None, card_path), (grid_path, os.path.join(model_path, EVALUATION_GRID))):
+        tmp = target + ".tmp"
+        if source is None:
+            with open(tmp, "w") as f:
+                f.write(text)
+        else:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    return card_path
 
 
 def _print_summary(metrics: dict) -> None:

@@ -309,3 +309,15 @@ def test_evaluate_command_on_a_tiny_pixel_space_digits_pipeline(tmp_path):
     assert metrics["frechet_distance"]["num_images"] == 12 and metrics["image_size"] == 16
     assert metrics["classifier_held_out_accuracy"]["digit"] >= 0.97
     assert os.path.isfile(out / "grid.png") and os.path.isfile(out / "metrics.json")
+
+    # --model_card writes the numbers into the folder's README.md, and a second run replaces (not appends) them
+    (tmp_path / "pipe" / "README.md").write_text("---\nlibrary_name: diffusers\n---\n\n# digits\n\n## Training\n\nx\n")
+    for _ in range(2):
+        main(["--model_path", str(tmp_path / "pipe"), "--output_dir", str(out), "--task", "digits",
+              "--num_images", "10", "--num_inference_steps", "1", "--batch_size", "10", "--scheduler", "saved",
+              "--model_card"])  # fmt: skip
+    card = (tmp_path / "pipe" / "README.md").read_text()
+    assert card.count("## Evaluation") == 1 and "## Training" in card and card.startswith("---\nlibrary_name")
+    assert "| digit |" in card and "python -m sdscratch.evaluate --model_path" in card
+    assert (tmp_path / "pipe" / "evaluation_grid.png").is_file()
+    assert not list((tmp_path / "pipe").glob("*.tmp"))
