@@ -2,17 +2,24 @@
 
     python benchmarks/bench_models.py
 
-Prints one table (about 2 minutes on 2 cores):
-  - SmallUNet (default config, ~10M params) vs a UNet2DConditionModel with the same levels, channels, layers,
-    cross-attention levels and head width (params within 10%, checked): 16x16x4 latents, text (B, 16, 256).
-  - SmallVAE (default) vs an AutoencoderKL of similar size: 64x64x3 images <-> 16x16x4 latents.
-Per model and precision (fp32, bf16 autocast): forward at batch 8 (VAE: encode + decode) and one AdamW training
-step at batch 32, best of N wall-clock runs; FLOPs per sample (torch.utils.flop_counter) and the achieved
-GFLOP/s as a share of the matmul peak measured at the start of the same run; peak RSS during that model's run.
+Prints one table (about 2 minutes on a quiet 2-core machine):
+  - SmallUNet (default config) vs the fixed diffusers design of issue 7, a UNet2DConditionModel with
+    block_out_channels (64, 128, 192), 1 layer per block, cross-attention at the two lower levels, 64-channel heads
+    (parameters within 10%, checked): 16x16x4 latents, text (B, 16, 256).
+  - SmallVAE (default) vs an AutoencoderKL with the same levels: 64x64x3 images <-> 16x16x4 latents.
+Per model and precision (fp32, bf16 autocast, bf16 weights = `model.to(torch.bfloat16)`, inference only): forward
+at batch 8 (VAE: encode + decode) and one AdamW training step at batch 32. Two clocks:
+  - CPU time of one thread (`time.process_time`, `torch.set_num_threads(1)`), best of N with the two contenders
+    alternating (A, B, A, B): steady even when other jobs share the machine. % peak is against the 1-thread
+    matmul peak of that precision measured in the same run.
+  - wall clock with 2 threads, best of fewer runs (sensitive to other load: the table prints the load average).
+FLOPs per sample come from torch.utils.flop_counter (train = forward + backward).
 """
 
 from __future__ import annotations
 
+import copy
+import os
 import resource
 import time
 
@@ -21,28 +28,27 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch.utils.flop_counter import FlopCounterMode
 
-from sdscratch import SmallUNet
+from sdscratch import SmallUNet, SmallVAE
 
-torch.set_num_threads(2)
 LATENT, TEXT_LEN, TEXT_DIM = (4, 16, 16), 16, 256
 FORWARD_BATCH, TRAIN_BATCH = 8, 32
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16 autocast", "bf16 weights")
 
 
 # ---------------------------------------------------------------- measurement helpers
-def best_ms(fn, repeats: int) -> float:
+def best_ms(fn, repeats: int, clock=time.process_time) -> float:
     fn()  # warm-up: oneDNN picks and caches its kernels on the first call
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return 1000 * min(times)
 
 
-def matmul_peak_gflops(dtype: torch.dtype) -> float:
+def matmul_peak_gflops(dtype: torch.dtype, clock=time.process_time) -> float:
     a, b = torch.randn(2048, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
-    return 2 * 2048 * 1024 * 1024 / best_ms(lambda: a @ b, 10) / 1e6
+    return 2 * 2048 * 1024 * 1024 / best_ms(lambda: a @ b, 10, clock) / 1e6
 
 
 def reset_peak_rss() -> None:
@@ -71,10 +77,6 @@ def flops_per_sample(fn, batch: int) -> float:
     return counter.get_total_flops() / batch
 
 
-def autocast(precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
 # ---------------------------------------------------------------- models
 def diffusers_unet_like(unet: SmallUNet) -> UNet2DConditionModel:
     """The same design built from diffusers parts: levels, channels, layers, cross-attention levels, head width."""
@@ -95,35 +97,60 @@ def diffusers_unet_like(unet: SmallUNet) -> UNet2DConditionModel:
     )
 
 
-def unet_fns(model, batch: int):
+def diffusers_reference() -> UNet2DConditionModel:
+    """The fixed diffusers design of issue 7: (64, 128, 192), 1 layer per block, cross-attention at the two lower
+    levels, 64-channel heads (1, 2, 3 heads), text width 256: 11.2M parameters for 16x16x4 latents."""
+    return diffusers_unet_like(SmallUNet(block_out_channels=(64, 128, 192), skip_connection="concat"))
+
+
+def diffusers_vae_like(vae: SmallVAE) -> AutoencoderKL:
+    config = vae.config
+    blocks = len(config.block_out_channels)
+    return AutoencoderKL(
+        in_channels=config.in_channels,
+        out_channels=config.out_channels,
+        block_out_channels=tuple(config.block_out_channels),
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        layers_per_block=config.layers_per_block,
+        latent_channels=config.latent_channels,
+        norm_num_groups=config.norm_num_groups,
+        sample_size=config.sample_size,
+    )
+
+
+def unet_fns(model, batch: int, dtype=torch.float32):
     generator = torch.Generator().manual_seed(0)
     sample = torch.randn(batch, *LATENT, generator=generator)
     text = torch.randn(batch, TEXT_LEN, TEXT_DIM, generator=generator)
     timestep = torch.randint(0, 1000, (batch,), generator=generator)
-    return lambda: model(sample, timestep, text).sample, sample
+    sample_in, text_in = sample.to(dtype), text.to(dtype)
+    return lambda: model(sample_in, timestep, text_in).sample, sample
 
 
-def vae_fns(model, batch: int):
+def vae_fns(model, batch: int, dtype=torch.float32):
     images = torch.rand(batch, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    images_in = images.to(dtype)
 
     def run():
-        posterior = model.encode(images).latent_dist
+        posterior = model.encode(images_in).latent_dist
         return model.decode(posterior.mode()).sample
 
     return run, images
 
 
 class Contender:
-    """One model with its forward / train-step closures, FLOP counts and peak RSS."""
+    """One model with its forward / train-step closures (fp32 weights, and a bf16-weights copy), FLOPs, peak RSS."""
 
     def __init__(self, name: str, model: torch.nn.Module, make_fns):
-        self.name, self.model = name, model
+        self.name, self.model = name, model.eval()
         self.params = sum(p.numel() for p in model.parameters())
         self.forward, _ = make_fns(model, FORWARD_BATCH)
+        self.bf16_model = copy.deepcopy(model).to(torch.bfloat16).eval()
+        self.bf16_forward, _ = make_fns(self.bf16_model, FORWARD_BATCH, torch.bfloat16)
         self.train_forward, self.target = make_fns(model, TRAIN_BATCH)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         small_forward, _ = make_fns(model, 2)
-        model.eval()
         with torch.no_grad():
             self.fwd_flops = flops_per_sample(small_forward, 2)
         model.train()
@@ -132,13 +159,17 @@ class Contender:
         self.times = {}
 
     def run_forward(self, precision: str) -> None:
+        if precision == "bf16 weights":
+            with torch.no_grad():
+                self.bf16_forward()
+            return
         self.model.eval()
-        with torch.no_grad(), autocast(precision):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16 autocast"):
             self.forward()
 
     def run_train_step(self, precision: str) -> None:
         self.model.train()
-        with autocast(precision):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16 autocast"):
             out = self.train_forward()
         loss = F.mse_loss(out.float(), self.target)  # UNet: as if predicting the noise; VAE: reconstruction
         loss.backward()
@@ -150,133 +181,130 @@ class Contender:
         reset_peak_rss()
         for precision in PRECISIONS:
             self.run_forward(precision)
-            self.run_train_step(precision)
+            if precision != "bf16 weights":
+                self.run_train_step(precision)
         self.rss = peak_rss_mb()
 
-    def time(self, kind: str, precision: str) -> None:
+    def time(self, kind: str, precision: str, clock: str) -> None:
         fn = self.run_forward if kind == "fwd" else self.run_train_step
-        start = time.perf_counter()
+        timer = time.process_time if clock == "cpu" else time.perf_counter
+        start = timer()
         fn(precision)
-        elapsed = 1000 * (time.perf_counter() - start)
-        key = (kind, precision)
+        elapsed = 1000 * (timer() - start)
+        key = (kind, precision, clock)
         self.times[key] = min(self.times.get(key, float("inf")), elapsed)
 
 
-def benchmark(pair: list[Contender], peaks: dict, fwd_repeats: int = 5, train_repeats: int = 2) -> list[dict]:
-    """Times the two contenders alternately (A, B, A, B, ...) so that load from elsewhere hits both alike."""
-    for contender in pair:
-        contender.warm_up()
-    for precision in PRECISIONS:
-        for kind, repeats in (("fwd", fwd_repeats), ("train", train_repeats)):
-            for _ in range(repeats):
-                for contender in pair:
-                    contender.time(kind, precision)
+def benchmark(pair: list[Contender], fwd_repeats: int, train_repeats: int) -> None:
+    """Times the two contenders alternately (A, B, A, B, ...) so that load from elsewhere hits both alike:
+    first CPU time on 1 thread, then wall clock on 2 threads (half the repeats)."""
+    for clock, threads, scale in (("cpu", 1, 1), ("wall", 2, 2)):
+        torch.set_num_threads(threads)
+        for contender in pair:
+            contender.warm_up()
+        for precision in PRECISIONS:
+            for kind, repeats in (("fwd", fwd_repeats), ("train", train_repeats)):
+                if kind == "train" and precision == "bf16 weights":
+                    continue  # pure-bf16 training (no fp32 master weights) is not a fair training setup
+                for _ in range(max(1, repeats // scale)):
+                    for contender in pair:
+                        contender.time(kind, precision, clock)
+
+
+def rows_for(pair: list[Contender], peaks: dict) -> list[dict]:
     rows = []
     for c in pair:
         for precision in PRECISIONS:
-            fwd_ms, train_ms = c.times[("fwd", precision)], c.times[("train", precision)]
+            peak = peaks["fp32" if precision == "fp32" else "bf16"]
+            fwd, train = c.times[("fwd", precision, "cpu")], c.times.get(("train", precision, "cpu"))
             rows.append(
                 dict(
                     model=c.name,
                     params=c.params / 1e6,
-                    precision=precision if precision == "fp32" else "bf16 autocast",
-                    fwd_ms=fwd_ms,
-                    fwd_sps=FORWARD_BATCH / fwd_ms * 1000,
+                    precision=precision,
                     fwd_gflop=c.fwd_flops / 1e9,
-                    fwd_peak=100 * c.fwd_flops * FORWARD_BATCH / fwd_ms / 1e6 / peaks[precision],
-                    train_ms=train_ms,
-                    train_sps=TRAIN_BATCH / train_ms * 1000,
-                    train_gflop=c.train_flops / 1e9,
-                    train_peak=100 * c.train_flops * TRAIN_BATCH / train_ms / 1e6 / peaks[precision],
+                    fwd_ms=fwd,
+                    fwd_sps=FORWARD_BATCH / fwd * 1000,
+                    fwd_peak=100 * c.fwd_flops * FORWARD_BATCH / fwd / 1e6 / peak,
+                    train_ms=train,
+                    train_sps=TRAIN_BATCH / train * 1000 if train else None,
+                    train_peak=100 * c.train_flops * TRAIN_BATCH / train / 1e6 / peak if train else None,
+                    fwd_wall=c.times[("fwd", precision, "wall")],
+                    train_wall=c.times.get(("train", precision, "wall")),
                     rss=c.rss,
                 )
             )
     return rows
 
 
-def print_table(rows: list[dict]) -> None:
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(rows: list[dict], load: tuple) -> None:
+    print(f"load average at start / end: {load[0]:.1f} / {load[1]:.1f} (2 cores)")
     header = (
-        "| model | params (M) | precision | fwd b8 ms | fwd samples/s | fwd GFLOP/sample | fwd % peak "
-        "| train b32 ms | train samples/s | train GFLOP/sample | train % peak | peak RSS MB |"
+        "| model | params (M) | precision | GFLOP/sample fwd | fwd b8 CPU ms (1 thr) | fwd samples/s | fwd % peak "
+        "| train b32 CPU ms (1 thr) | train samples/s | train % peak | fwd b8 wall ms (2 thr) "
+        "| train b32 wall ms (2 thr) | peak RSS MB |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for r in rows:
         print(
-            f"| {r['model']} | {r['params']:.2f} | {r['precision']} | {r['fwd_ms']:.0f} | {r['fwd_sps']:.1f} "
-            f"| {r['fwd_gflop']:.3f} | {r['fwd_peak']:.0f}% | {r['train_ms']:.0f} | {r['train_sps']:.1f} "
-            f"| {r['train_gflop']:.3f} | {r['train_peak']:.0f}% | {r['rss']:.0f} |"
+            f"| {r['model']} | {r['params']:.2f} | {r['precision']} | {r['fwd_gflop']:.3f} | {r['fwd_ms']:.0f} "
+            f"| {r['fwd_sps']:.0f} | {r['fwd_peak']:.0f}% | {_fmt(r['train_ms'], '.0f')} "
+            f"| {_fmt(r['train_sps'], '.1f')} | {_fmt(r['train_peak'], '.0f')}{'%' if r['train_peak'] else ''} "
+            f"| {r['fwd_wall']:.0f} | {_fmt(r['train_wall'], '.0f')} | {r['rss']:.0f} |"
         )
 
 
 def print_ratios(rows: list[dict], ours: str, theirs: str) -> None:
-    by_key = {(r["model"], r["precision"]): r for r in rows}
-    for precision in ("fp32", "bf16 autocast"):
-        a, b = by_key[(ours, precision)], by_key[(theirs, precision)]
+    def best(model, key):
+        return max((r for r in rows if r["model"] == model and r[key]), key=lambda r: r[key])
+
+    for kind, key in (("forward", "fwd_sps"), ("train", "train_sps")):
+        a, b = best(ours, key), best(theirs, key)
         print(
-            f"{ours} / {theirs} samples/s, {precision}: forward {a['fwd_sps'] / b['fwd_sps']:.2f}x, "
-            f"train {a['train_sps'] / b['train_sps']:.2f}x"
+            f"{ours} / {theirs} {kind} samples/s (CPU time), each in its best precision: {a[key] / b[key]:.2f}x "
+            f"({a['precision']} vs {b['precision']})"
         )
-    best = {m: max((r for r in rows if r["model"] == m), key=lambda r: r["train_sps"]) for m in (ours, theirs)}
-    best_fwd = {m: max((r for r in rows if r["model"] == m), key=lambda r: r["fwd_sps"]) for m in (ours, theirs)}
-    print(
-        f"{ours} / {theirs}, each in its best precision: forward "
-        f"{best_fwd[ours]['fwd_sps'] / best_fwd[theirs]['fwd_sps']:.2f}x, "
-        f"train {best[ours]['train_sps'] / best[theirs]['train_sps']:.2f}x"
-    )
 
 
 def main() -> None:
     start = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    torch.set_num_threads(1)
     peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"matmul peak (2048x1024 @ 1024x1024): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    print(f"torch {torch.__version__}; 1-thread CPU-time matmul peak (2048x1024 @ 1024x1024): ", end="")
+    print(f"fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
 
     torch.manual_seed(0)
-    ours = SmallUNet()
-    theirs = diffusers_unet_like(ours)
+    ours, theirs = SmallUNet(), diffusers_reference()
     ratio = sum(p.numel() for p in ours.parameters()) / sum(p.numel() for p in theirs.parameters())
     assert 0.9 <= ratio <= 1.1, f"UNet parameter counts differ by more than 10% (ratio {ratio:.3f})"
-    rows = benchmark(
-        [Contender("SmallUNet", ours, unet_fns), Contender("UNet2DConditionModel", theirs, unet_fns)], peaks
-    )
+    unets = [Contender("SmallUNet", ours, unet_fns), Contender("UNet2DConditionModel", theirs, unet_fns)]
+    benchmark(unets, fwd_repeats=6, train_repeats=3)
     print("  UNets measured", flush=True)
+    small_vae = SmallVAE()
+    vaes = [
+        Contender("SmallVAE", small_vae, vae_fns),
+        Contender("AutoencoderKL", diffusers_vae_like(small_vae), vae_fns),
+    ]
+    benchmark(vaes, fwd_repeats=4, train_repeats=2)
 
-    vae_rows = []
-    try:
-        from sdscratch.models.vae import SmallVAE
-    except ImportError as error:
-        print(f"SmallVAE not available ({error}); skipping the VAE comparison")
-    else:
-        small_vae = SmallVAE()
-        config = small_vae.config
-        blocks = len(config.block_out_channels)
-        reference_vae = AutoencoderKL(
-            in_channels=config.in_channels,
-            out_channels=config.out_channels,
-            block_out_channels=tuple(config.block_out_channels),
-            down_block_types=("DownEncoderBlock2D",) * blocks,
-            up_block_types=("UpDecoderBlock2D",) * blocks,
-            layers_per_block=config.layers_per_block,
-            latent_channels=config.latent_channels,
-            norm_num_groups=config.norm_num_groups,
-            sample_size=config.sample_size,
-        )
-        pair = [Contender("SmallVAE", small_vae, vae_fns), Contender("AutoencoderKL", reference_vae, vae_fns)]
-        vae_rows = benchmark(pair, peaks, fwd_repeats=3, train_repeats=1)
-
-    print()
-    print_table(rows + vae_rows)
-    print()
-    print_ratios(rows, "SmallUNet", "UNet2DConditionModel")
-    if vae_rows:
-        print_ratios(vae_rows, "SmallVAE", "AutoencoderKL")
+    torch.set_num_threads(1)
     peaks_end = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
+    unet_rows, vae_rows = rows_for(unets, peaks), rows_for(vaes, peaks)
+    print()
+    print_table(unet_rows + vae_rows, (load_start, os.getloadavg()[0]))
+    print()
+    print_ratios(unet_rows, "SmallUNet", "UNet2DConditionModel")
+    print_ratios(vae_rows, "SmallVAE", "AutoencoderKL")
     print(
-        f"matmul peak again at the end: fp32 {peaks_end['fp32']:.0f}, bf16 {peaks_end['bf16']:.0f} GFLOP/s "
-        "(a big change means other load on the CPU)"
+        f"1-thread matmul peak again at the end: fp32 {peaks_end['fp32']:.0f}, bf16 {peaks_end['bf16']:.0f} GFLOP/s; "
+        f"VAE forward = encode + decode of 64x64 images; total run {time.perf_counter() - start:.0f} s"
     )
-    print(f"(VAE rows: forward = encode + decode of 64x64 images; total run {time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -133,6 +133,22 @@ def test_bf16_autocast_close_to_fp32():
     torch.testing.assert_close(out.float(), expected, rtol=0.05, atol=0.05)
 
 
+@pytest.mark.parametrize("time_embedding_type", ["positional", "fourier"])
+def test_bf16_weights_inference_close_to_fp32(time_embedding_type):
+    """The shipped inference path: weights cast once (`unet.to(torch.bfloat16)`), no autocast."""
+    unet = make_unet(time_embedding_type=time_embedding_type)
+    sample, _, text = make_inputs()
+    t = torch.tensor([999, 3]) if time_embedding_type == "positional" else torch.tensor([0.9, 0.02])
+    expected = run(unet, sample, t, text)
+    bf16 = copy.deepcopy(unet).to(torch.bfloat16)
+    # the time-embedding frequencies stay float32: rounded to bf16, t * f would drift by radians at t = 999
+    assert all(b.dtype == torch.float32 for b in bf16.time_embedding.buffers())
+    out = run(bf16, sample.bfloat16(), t, text.bfloat16())
+    assert out.dtype == torch.bfloat16
+    assert ((out.float() - expected).norm() / expected.norm()).item() < 0.03
+    torch.testing.assert_close(out.float(), expected, rtol=0.05, atol=0.05)
+
+
 def test_bf16_autocast_training_path_matches_fp32_gradients():
     """The bf16 training step uses `math_attention` instead of SDPA: outputs and gradients stay close."""
     unet = make_unet()

@@ -1,5 +1,6 @@
 """SmallVAE: the checks diffusers runs on its own models, plus latent shapes, bad input and AutoencoderKL parity."""
 
+import copy
 import json
 import os
 
@@ -192,6 +193,16 @@ def test_bf16_autocast_and_channels_last_close_to_fp32():
     model = model.to(memory_format=torch.channels_last)
     out = reconstruct(model, x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_weights_inference_close_to_fp32():
+    """The pipeline's fast path: weights cast once to bf16 (no autocast), encode + decode close to fp32."""
+    model, x = tiny_vae(), images()
+    reference = reconstruct(model, x)
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    out = reconstruct(bf16, x.bfloat16())
+    assert out.dtype == torch.bfloat16 and out.isfinite().all()
+    assert ((out.float() - reference).norm() / reference.norm()).item() < 0.05
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,17 @@ class TimestepEmbedding(nn.Module):
         self.linear_1 = nn.Linear(channels, time_embed_dim)
         self.linear_2 = nn.Linear(time_embed_dim, time_embed_dim)
 
+    def _apply(self, fn, recurse=True):
+        """Keep the frequency buffers in float32 when the model is cast (``unet.to(torch.bfloat16)``): rounded to
+        bf16 they would shift the phase of ``t * f`` by up to ~4 radians at t = 1000."""
+        frequencies = {name: buf for name, buf in self._buffers.items() if buf is not None}
+        super()._apply(fn, recurse)
+        for name, original in frequencies.items():
+            moved = self._buffers[name]
+            if not (original.is_meta or moved.is_meta) and moved.is_floating_point():
+                self._buffers[name] = original.to(device=moved.device, dtype=torch.float32)
+        return self
+
     def features(self, timesteps: torch.Tensor) -> torch.Tensor:
         """(B,) float32 timesteps -> (B, channels) float32 features."""
         if self.embedding_type == "fourier":

@@ -1,0 +1,86 @@
+"""End-to-end training throughput of training/train_unet.py: with vs without latent caching (issue 7, benchmark 4).
+
+    python benchmarks/bench_training.py                  # about 2-3 minutes on a quiet 2-core machine
+    python benchmarks/bench_training.py --steps 40 --unet_config training/configs/cartoon-faces.json
+
+Runs the real script twice on built-in cartoon faces (64x64 -> 16x16x4 through a SmallVAE), the same flags except
+--cache_latents (the frozen VAE encodes the data set once, then every step reads the cache) vs --no-cache_latents
+(the naive loop: every step encodes its batch with the VAE). Steady-state samples/s is the script's own
+`samples_per_s` (its last progress-bar value: steps after the cache is built); "end to end" divides all
+trained samples by the wall time of the whole run (data generation, caching, validation grid and saving
+included), so the one-off cost of the cache is not hidden. The VAE is untrained: speed does not depend on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from sdscratch import SmallVAE
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+def run(cache: bool, args, vae_dir: str, out_dir: str) -> tuple[float, float]:
+    """-> (steady samples/s from the script's log, end-to-end samples/s)."""
+    command = [
+        sys.executable, os.path.join(ROOT, "training", "train_unet.py"),
+        "--dataset_name", "builtin:cartoon-faces", "--max_train_samples", str(args.num_images),
+        "--pretrained_vae_model_name_or_path", vae_dir, "--output_dir", out_dir,
+        "--unet_config", args.unet_config, "--max_train_steps", str(args.steps),
+        "--train_batch_size", str(args.batch_size), "--mixed_precision", "bf16",
+        "--validation_steps", str(10**9), "--checkpointing_steps", str(10**9),
+        "--cache_latents" if cache else "--no-cache_latents",
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TQDM_MININTERVAL="0")
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"train_unet.py failed:\n{result.stderr[-3000:]}")
+    speeds = re.findall(r"samples_per_s=([0-9.]+)", result.stderr + result.stdout)
+    if not speeds:
+        raise RuntimeError(f"no samples_per_s in the log:\n{result.stderr[-2000:]}")
+    return float(speeds[-1]), args.steps * args.batch_size / wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--num_images", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--unet_config", type=str, default=os.path.join(ROOT, "training", "configs", "cartoon-faces.json")
+    )
+    args = parser.parse_args()
+    load_start = os.getloadavg()[0]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        SmallVAE().save_pretrained(os.path.join(tmp, "vae"))
+        for cache in (True, False):
+            steady, end_to_end = run(cache, args, os.path.join(tmp, "vae"), os.path.join(tmp, f"out-{cache}"))
+            rows.append(("--cache_latents" if cache else "--no-cache_latents (naive)", steady, end_to_end))
+            print(f"  {rows[-1][0]} measured", flush=True)
+    print(
+        f"train_unet.py, {args.steps} steps of batch {args.batch_size}, {args.num_images} built-in faces, "
+        f"bf16 mixed precision, {args.threads} threads, config {os.path.basename(args.unet_config)}; "
+        f"load average {load_start:.1f} -> {os.getloadavg()[0]:.1f} (2 cores)"
+    )
+    print("| latents | steady samples/s | end-to-end samples/s (whole run) |")
+    print("|---|---|---|")
+    for name, steady, end_to_end in rows:
+        print(f"| {name} | {steady:.1f} | {end_to_end:.1f} |")
+    print(f"caching speed-up: steady {rows[0][1] / rows[1][1]:.2f}x, end to end {rows[0][2] / rows[1][2]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Shipped models: sdscratch.pretrained() and training/export_pretrained.py (fp16 storage, fp32 compute)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+import sdscratch
+from sdscratch import CartoonFacePipeline
+from sdscratch.demo import tiny_random_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "training" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pretrained_rejects_unknown_names():
+    with pytest.raises(ValueError, match="`name` must be one of"):
+        sdscratch.pretrained("flowers")
+
+
+@pytest.mark.parametrize("name", sorted(sdscratch.PRETRAINED_MODELS))
+def test_shipped_models_load_offline_in_float32(name):
+    from sdscratch.pretrained import is_available
+
+    if not is_available(name):
+        with pytest.raises(FileNotFoundError, match="not present"):
+            sdscratch.pretrained(name)
+        pytest.skip(f"{name} is not shipped in this checkout")
+    pipe = CartoonFacePipeline.from_pretrained(sdscratch.pretrained(name))
+    assert pipe.unet.dtype == torch.float32
+    card = (Path(sdscratch.pretrained(name)) / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: diffusers") and "## Evaluation" in card
+
+
+def test_export_writes_fp16_weights_that_load_as_float32(tmp_path):
+    pipe = tiny_random_pipeline(seed=0, name="digits")
+    source = tmp_path / "trained"
+    pipe.save_pretrained(source)
+    (source / "README.md").write_text("---\nlibrary_name: diffusers\n---\n# card\n")
+    (source / "validation").mkdir()
+    for step in (100, 200):
+        (source / "validation" / f"samples-{step:06d}.png").write_bytes(b"png")
+
+    export = load_script("export_pretrained")
+    target = Path(
+        export.main(["--model_path", str(source), "--name", "digits", "--output_root", str(tmp_path / "pkg")])
+    )
+    assert target == tmp_path / "pkg" / "digits" and not (tmp_path / "pkg" / "digits.tmp").exists()
+    assert json.loads((target / "model_index.json").read_text())["unet"] == ["sdscratch.models.unet", "SmallUNet"]
+    with safe_open(target / "unet" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()} <= {torch.float16}
+    assert sorted(p.name for p in (target / "validation").iterdir()) == ["samples-000200.png"]
+    assert (target / "README.md").read_text().endswith("# card\n")
+
+    loaded = CartoonFacePipeline.from_pretrained(target)
+    assert loaded.unet.dtype == torch.float32 and loaded.text_encoder.dtype == torch.float32
+    loaded.set_progress_bar_config(disable=True)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = {"num_inference_steps": 2, "output_type": "np", "generator": torch.Generator().manual_seed(0)}
+    a = loaded("3", **kwargs).images
+    kwargs["generator"] = torch.Generator().manual_seed(0)
+    b = pipe("3", **kwargs).images
+    np.testing.assert_allclose(a, b, atol=0.02)  # fp16 storage rounding only
+
+
+def test_export_rejects_a_folder_that_is_not_a_pipeline(tmp_path):
+    export = load_script("export_pretrained")
+    with pytest.raises(ValueError, match="--model_path"):
+        export.main(["--model_path", str(tmp_path), "--name", "digits", "--output_root", str(tmp_path / "pkg")])
