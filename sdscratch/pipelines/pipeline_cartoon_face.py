@@ -70,8 +70,9 @@ class CartoonFacePipeline(DiffusionPipeline):
         because most CPUs have no fast float16 path (about 1 GFLOP/s here). Pass `torch_dtype=torch.bfloat16`
         for bf16 inference, or `torch_dtype=torch.float16` on a GPU.
         """
-        if kwargs.get("torch_dtype") is None:
-            kwargs["torch_dtype"] = torch.float32
+        if kwargs.get("torch_dtype") is None and kwargs.get("dtype") is None:
+            kwargs.pop("torch_dtype", None)
+            kwargs["dtype"] = torch.float32  # diffusers 0.42 name (`torch_dtype` still works, deprecated)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def __init__(
