@@ -28,6 +28,12 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image")
     parser.add_argument("--output", default="out.png", help="PNG to write")
     parser.add_argument("--model_path", default=None, help="a pipeline folder (default: the shipped model)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="compute precision; auto = bfloat16 where the CPU has native bf16 matmuls, else float32",
+    )
     return parser.parse_args(argv)
 
 
@@ -39,9 +45,10 @@ def main(argv=None) -> str:
     # heavy imports only now, so that --help is instant
     import torch
 
-    from sdscratch.demo import load_pipeline, make_grid, save_atomic
+    from sdscratch.demo import fast_dtype, load_pipeline, make_grid, save_atomic
 
-    pipe = load_pipeline(args.model_path, name="cartoon-faces", scheduler=args.scheduler)
+    dtype = fast_dtype() if args.dtype == "auto" else getattr(torch, args.dtype)
+    pipe = load_pipeline(args.model_path, name="cartoon-faces", scheduler=args.scheduler, dtype=dtype)
     generators = [torch.Generator().manual_seed(args.seed + i) for i in range(args.num_images)]
     images = pipe(
         args.prompt,

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import sdscratch
-from sdscratch.demo import builtin_captions, load_pipeline, make_grid, save_atomic, tiny_random_pipeline
+from sdscratch.demo import builtin_captions, fast_dtype, load_pipeline, make_grid, save_atomic, tiny_random_pipeline
 from sdscratch.pretrained import is_available
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -140,6 +140,30 @@ def test_load_pipeline_bad_input(tmp_path, capsys):
         load_pipeline(tmp_path)
     pipe = load_pipeline(scheduler="unipc")
     assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler" and NOTICE in capsys.readouterr().err
+
+
+def test_fast_dtype_never_picks_float16(monkeypatch):
+    assert fast_dtype() in (torch.float32, torch.bfloat16)
+    assert fast_dtype("meta") == torch.float32
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert fast_dtype("cpu") == torch.float32
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert fast_dtype(torch.device("cpu")) == torch.bfloat16
+
+
+def test_generate_dtype_flag(tmp_path):
+    """--dtype bfloat16 (the auto choice on bf16 CPUs) draws the same faces as float32, within bf16 rounding."""
+    folder = tmp_path / "pipe"
+    tiny_random_pipeline(seed=0).save_pretrained(folder)
+    grids = {}
+    for dtype in ("float32", "bfloat16"):
+        output = tmp_path / f"{dtype}.png"
+        run_example("generate", TINY + ["--num_images", "1", "--model_path", str(folder), "--dtype", dtype,
+                                        "--output", str(output)])  # fmt: skip
+        grids[dtype] = torch.tensor(list(Image.open(output).getdata()), dtype=torch.float32)
+    assert (grids["float32"] - grids["bfloat16"]).abs().mean() < 8  # of 255
+    with pytest.raises(SystemExit):
+        run_example("generate", ["--dtype", "float16"])
 
 
 def test_make_grid_and_save_atomic(tmp_path):
