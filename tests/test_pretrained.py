@@ -73,6 +73,29 @@ def test_export_writes_fp16_weights_that_load_as_float32(tmp_path):
     np.testing.assert_allclose(a, b, atol=0.02)  # fp16 storage rounding only
 
 
+def test_export_adds_the_vae_training_section(tmp_path):
+    source, vae_run = tmp_path / "trained", tmp_path / "vae-run"
+    tiny_random_pipeline(seed=0).save_pretrained(source)
+    (source / "README.md").write_text("---\nlibrary_name: diffusers\n---\n# card\n\n## Training\n\n- Steps: 9\n")
+    vae_run.mkdir()
+    (vae_run / "README.md").write_text(
+        "# SmallVAE\n\n## Usage\n\ncode\n\n## Training\n\n- Steps: 1700\n\n## Metrics\n\n| psnr | 29.27 |\n\n"
+        "## Samples\n\n![grid](./validation/x.png)\n"
+    )
+    export = load_script("export_pretrained")
+    root = str(tmp_path / "pkg")
+    with pytest.raises(ValueError, match="--vae_path"):
+        export.main(["--model_path", str(source), "--name", "cartoon-faces", "--output_root", root,
+                     "--vae_path", str(tmp_path)])  # fmt: skip
+    assert not (tmp_path / "pkg").exists()  # refused before any work
+    target = export.main(["--model_path", str(source), "--name", "cartoon-faces", "--output_root", root,
+                          "--vae_path", str(vae_run)])  # fmt: skip
+    card = (Path(target) / "README.md").read_text()
+    assert card.index("- Steps: 9") < card.index("## VAE training") < card.index("### VAE training")
+    assert "- Steps: 1700" in card and "### VAE metrics" in card and "| psnr | 29.27 |" in card
+    assert "Usage" not in card.split("## VAE training")[1] and "x.png" not in card
+
+
 def test_export_rejects_a_folder_that_is_not_a_pipeline(tmp_path):
     export = load_script("export_pretrained")
     with pytest.raises(ValueError, match="--model_path"):

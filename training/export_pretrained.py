@@ -28,6 +28,12 @@ def parse_args(argv=None):
     parser.add_argument("--model_path", required=True, help="A pipeline folder written by train_unet.py.")
     parser.add_argument("--name", required=True, choices=sorted(PRETRAINED_MODELS), help="The shipped model's name.")
     parser.add_argument("--output_root", default=str(PRETRAINED_DIR), help="Where shipped models live.")
+    parser.add_argument(
+        "--vae_path",
+        default=None,
+        help="The train_vae.py output folder the pipeline's VAE came from: its card's training section (data, "
+        "steps, wall time, command, held-out metrics) is added to the exported card as '## VAE training'.",
+    )
     return parser.parse_args(argv)
 
 
@@ -35,6 +41,8 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     if not os.path.isfile(os.path.join(args.model_path, "model_index.json")):
         raise ValueError(f"--model_path {args.model_path!r} is not a pipeline folder (no model_index.json).")
+    if args.vae_path is not None and not os.path.isfile(os.path.join(args.vae_path, "README.md")):
+        raise ValueError(f"--vae_path {args.vae_path!r} has no README.md (expected train_vae.py's output folder).")
     pipeline = CartoonFacePipeline.from_pretrained(args.model_path)
     target = os.path.join(args.output_root, args.name)
     tmp = target + ".tmp"
@@ -50,12 +58,32 @@ def main(argv=None) -> str:
         os.makedirs(os.path.join(tmp, "validation"))
         for name in last:
             shutil.copyfile(os.path.join(validation, name), os.path.join(tmp, "validation", name))
+    if args.vae_path is not None:
+        append_vae_training(os.path.join(tmp, "README.md"), os.path.join(args.vae_path, "README.md"))
     if os.path.isdir(target):
         shutil.rmtree(target)
     os.replace(tmp, target)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(target) for f in files)
     print(f"wrote {target} ({size / 1e6:.2f} MB, float16 weights; sdscratch {sdscratch.__version__})")
     return target
+
+
+def append_vae_training(card_path: str, vae_card_path: str) -> None:
+    """Adds the VAE card's "## Training" and "## Metrics" sections to the pipeline card as "## VAE training", so
+    that one card says how every trained part was made (and what the whole training cost)."""
+    if not os.path.isfile(vae_card_path):
+        raise ValueError(f"--vae_path: no model card at {vae_card_path} (expected train_vae.py's output folder).")
+    with open(vae_card_path) as f:
+        vae_card = f.read()
+    sections = vae_card.split("\n## ")
+    kept = [s for s in sections[1:] if s.startswith(("Training\n", "Metrics\n"))]
+    if not kept:
+        raise ValueError(f"--vae_path: {vae_card_path} has no '## Training' section.")
+    body = "\n\n".join("### VAE " + s.strip()[0].lower() + s.strip()[1:] for s in kept)
+    card = open(card_path).read() if os.path.isfile(card_path) else ""
+    card = card.rstrip() + "\n\n## VAE training\n\n" + body.replace("\n## ", "\n### ") + "\n"
+    with open(card_path, "w") as f:
+        f.write(card)
 
 
 if __name__ == "__main__":

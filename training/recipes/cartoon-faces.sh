@@ -14,12 +14,12 @@ accelerate launch training/train_vae.py --dataset_name builtin:cartoon-faces --r
 
 accelerate launch training/train_unet.py --dataset_name builtin:cartoon-faces --resolution 64 \
     --pretrained_vae_model_name_or_path "$OUT/vae" --unet_config training/configs/cartoon-faces.json \
-    --output_dir "$OUT/pipeline" --max_train_steps "${UNET_STEPS:-3000}" --train_batch_size 64 \
+    --output_dir "$OUT/pipeline" --max_train_steps "${UNET_STEPS:-4500}" --train_batch_size 64 \
     --learning_rate 5e-4 --lr_scheduler constant_with_warmup --lr_warmup_steps 200 --snr_gamma 5 \
     --use_ema --mixed_precision bf16 --checkpointing_steps 250 --checkpoints_total_limit 2 \
     --validation_steps 1000 --seed 0 --resume_from_checkpoint latest
 
-python training/export_pretrained.py --model_path "$OUT/pipeline" --name cartoon-faces
+python training/export_pretrained.py --model_path "$OUT/pipeline" --name cartoon-faces --vae_path "$OUT/vae"
 python -m sdscratch.evaluate --model_path sdscratch/pretrained/cartoon-faces --output_dir "$OUT/eval" \
     --task cartoon-faces --num_images 512 --num_inference_steps 25 --guidance_scale 3 --scheduler dpm++ --seed 0 \
     --model_card
