@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -261,11 +262,44 @@ def _json(value):
 _FIX = "Use another --output_dir, or delete its checkpoint-* folders."
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_limit: Optional[int]) -> str:
+class TrainingClock:
+    """Wall time of a training run across interruptions: every checkpoint stores the total so far
+    (`training_time.json`) and a resumed run continues from it, so that a model card states what the whole run
+    cost, not its last leg. Time spent on steps that were redone after an interruption is counted too."""
+
+    FILE = "training_time.json"
+
+    def __init__(self, resume_path: Optional[str] = None):
+        self.start, self.previous_s, self.runs = time.time(), 0.0, 1
+        path = os.path.join(resume_path or "", self.FILE)
+        if resume_path is not None and os.path.isfile(path):
+            with open(path) as f:
+                saved = json.load(f)
+            self.previous_s, self.runs = float(saved["wall_time_s"]), int(saved["runs"]) + 1
+
+    def total_s(self) -> float:
+        return self.previous_s + time.time() - self.start
+
+    def save(self, folder: str) -> None:
+        with open(os.path.join(folder, self.FILE), "w") as f:
+            json.dump({"wall_time_s": self.total_s(), "runs": self.runs}, f)
+
+    def describe(self) -> str:
+        runs = "" if self.runs == 1 else f" over {self.runs} runs (resumed from checkpoints)"
+        return f"{self.total_s() / 60:.1f} min{runs}"
+
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    output_dir: str,
+    step: int,
+    total_limit: Optional[int],
+    clock: Optional[TrainingClock] = None,
+) -> str:
     """`accelerator.save_state` into `.tmp-checkpoint-<step>`, then rename it to `checkpoint-<step>`.
 
     Every process writes its own RNG state into the folder, so all of them call this; only the main process
-    prunes and renames, after everyone is done.
+    prunes and renames, after everyone is done. `clock`'s total wall time so far is stored with the state.
     """
     final_path = os.path.join(output_dir, f"checkpoint-{step}")
     tmp_path = os.path.join(output_dir, f".tmp-checkpoint-{step}")
@@ -280,6 +314,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
     accelerator.save_state(tmp_path)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if clock is not None:
+            clock.save(tmp_path)
         shutil.rmtree(final_path, ignore_errors=True)
         os.replace(tmp_path, final_path)
         logger.info(f"Saved state to {final_path}")
@@ -485,7 +521,7 @@ def training_card_body(
     usage: str,
     args: argparse.Namespace,
     steps: int,
-    wall_time_s: float,
+    wall_time: str,
     hardware: str,
     metrics: dict,
     grid_file: Optional[str],
@@ -497,7 +533,7 @@ def training_card_body(
     lines += [
         f"- Steps: {steps} at batch size {args.train_batch_size} x {args.gradient_accumulation_steps} accumulation",
         f"- Resolution: {args.resolution}, learning rate {args.learning_rate} ({args.lr_scheduler}), EMA: {args.use_ema}",
-        f"- Wall time: {wall_time_s / 60:.1f} min on {hardware}",
+        f"- Wall time: {wall_time} on {hardware}",
         "",
         "Command:",
         "",
@@ -517,7 +553,7 @@ def write_unet_card(
     args: argparse.Namespace,
     metrics: dict,
     steps: int,
-    wall_time_s: float,
+    wall_time: str,
     hardware: str,
     grid_path: Optional[str],
     prompts: list[str],
@@ -542,11 +578,11 @@ def write_unet_card(
     usage = (
         "import torch\nfrom sdscratch import CartoonFacePipeline\n\n"
         'pipe = CartoonFacePipeline.from_pretrained("<this repo or folder>")\n'
-        f"image = pipe({prompts[0]!r}, num_inference_steps=25, guidance_scale=7.5,\n"
+        f"image = pipe({prompts[0]!r}, num_inference_steps=25, guidance_scale=3.0,\n"
         "             generator=torch.Generator().manual_seed(0)).images[0]"
     )
     grid_file = os.path.relpath(grid_path, args.output_dir) if grid_path else None
-    body = training_card_body(intro, usage, args, steps, wall_time_s, hardware, metrics, grid_file)
+    body = training_card_body(intro, usage, args, steps, wall_time, hardware, metrics, grid_file)
     if grid_file:
         body += "\n\nPrompts, left to right: " + "; ".join(f"`{p}`" for p in prompts)
     tags = [

@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 
 import sdscratch
-from sdscratch import CartoonFacePipeline
+from sdscratch import CartoonFacePipeline, SmallVAE
 from sdscratch.demo import tiny_random_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,13 +74,23 @@ def test_export_writes_fp16_weights_that_load_as_float32(tmp_path):
 
 
 def test_export_adds_the_vae_training_section(tmp_path):
-    source, vae_run = tmp_path / "trained", tmp_path / "vae-run"
+    source, vae_run, decoder_run = tmp_path / "trained", tmp_path / "vae-run", tmp_path / "decoder-run"
     tiny_random_pipeline(seed=0).save_pretrained(source)
-    (source / "README.md").write_text("---\nlibrary_name: diffusers\n---\n# card\n\n## Training\n\n- Steps: 9\n")
-    vae_run.mkdir()
+    (source / "README.md").write_text(
+        "---\nlibrary_name: diffusers\n---\n# card\n\n## Training\n\n- Steps: 9\n\n## Metrics\n\n| loss | 0.1 |\n"
+        "| vae psnr | 29.27 |\n"
+    )
+    vae = SmallVAE.from_pretrained(source / "vae")
+    vae.save_pretrained(vae_run / "vae")
     (vae_run / "README.md").write_text(
         "# SmallVAE\n\n## Usage\n\ncode\n\n## Training\n\n- Steps: 1700\n\n## Metrics\n\n| psnr | 29.27 |\n\n"
         "## Samples\n\n![grid](./validation/x.png)\n"
+    )
+    with torch.no_grad():  # a decoder fine-tune: the latents (encoder, scaling_factor) unchanged
+        vae.decoder.conv_out.bias.add_(0.5)
+    vae.save_pretrained(decoder_run / "vae")
+    (decoder_run / "README.md").write_text(
+        "# SmallVAE\n\n## Training\n\n- Steps: 800\n\n## Metrics\n\n| psnr | 31 |\n"
     )
     export = load_script("export_pretrained")
     root = str(tmp_path / "pkg")
@@ -94,6 +104,26 @@ def test_export_adds_the_vae_training_section(tmp_path):
     assert card.index("- Steps: 9") < card.index("## VAE training") < card.index("### VAE training")
     assert "- Steps: 1700" in card and "### VAE metrics" in card and "| psnr | 29.27 |" in card
     assert "Usage" not in card.split("## VAE training")[1] and "x.png" not in card
+    assert "| loss | 0.1 |" in card and "| vae psnr" not in card  # the stage sections carry the VAE's metrics
+
+    # two stages: both cards, and the fine-tuned decoder is the one shipped
+    target = export.main(["--model_path", str(source), "--name", "cartoon-faces", "--output_root", root,
+                          "--vae_path", str(vae_run), str(decoder_run)])  # fmt: skip
+    card = (Path(target) / "README.md").read_text()
+    assert card.count("\n## VAE training\n") == 1
+    assert card.index("- Steps: 1700") < card.index("### VAE stage 2 training") < card.index("- Steps: 800")
+    assert "### VAE stage 2 metrics" in card
+    shipped = SmallVAE.from_pretrained(Path(target) / "vae")
+    torch.testing.assert_close(shipped.decoder.conv_out.bias, vae.decoder.conv_out.bias, atol=1e-3, rtol=0)
+
+    # a different encoder would not produce the latents the UNet learned: refused, nothing written
+    with torch.no_grad():
+        vae.encoder.conv_in.bias.add_(0.5)
+    vae.save_pretrained(decoder_run / "vae")
+    with pytest.raises(ValueError, match="encoder differs from the pipeline's.*--train_decoder_only"):
+        export.main(["--model_path", str(source), "--name", "digits", "--output_root", root,
+                     "--vae_path", str(vae_run), str(decoder_run)])  # fmt: skip
+    assert not (tmp_path / "pkg" / "digits").exists()
 
 
 def test_export_rejects_a_folder_that_is_not_a_pipeline(tmp_path):

@@ -164,6 +164,12 @@ def test_resume_matches_an_uninterrupted_run(vae_dir, tmp_path):
         kwargs = {"name": name} if name else {}
         assert_same_weights(weights(full / folder, **kwargs), weights(resumed / folder, **kwargs))
     assert json.loads((resumed / "checkpoint-4/unet_ema/ema_state.json").read_text())["optimization_step"] == 4
+    # the card's wall time covers the whole run: the first leg's time travelled in checkpoint-2
+    first_leg = json.loads((resumed / "checkpoint-2" / "training_time.json").read_text())
+    assert first_leg["runs"] == 1 and first_leg["wall_time_s"] > 0
+    assert json.loads((resumed / "checkpoint-4" / "training_time.json").read_text())["runs"] == 2
+    assert "min over 2 runs (resumed from checkpoints)" in (resumed / "README.md").read_text()
+    assert "runs (resumed" not in (full / "README.md").read_text()
 
 
 def test_pixel_space_digits_with_a_frozen_pretrained_text_encoder(unet_dir, tmp_path):
@@ -271,6 +277,32 @@ def test_a_vae_folder_that_is_not_a_small_vae(unet_dir, tmp_path):
     with pytest.raises(ValueError, match="no config.json"):
         run(train_unet, [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path,
                          "--pretrained_vae_model_name_or_path", tmp_path])  # fmt: skip
+
+
+def test_decoder_only_fine_tuning_keeps_the_encoder_and_the_scaling_factor(vae_dir, tmp_path):
+    out = tmp_path / "decoder"
+    run(train_vae, [*COMMON, "--dataset_name", FACES, "--output_dir", out, "--max_train_steps", 2,
+                    "--pretrained_vae_model_name_or_path", vae_dir, "--train_decoder_only", "--learning_rate", 1e-2])  # fmt: skip
+    before, after = weights(vae_dir / "vae"), weights(out / "vae")
+    assert before.keys() == after.keys()
+    encoder = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder and decoder and len(encoder) + len(decoder) == len(before)
+    assert_same_weights({k: before[k] for k in encoder}, {k: after[k] for k in encoder})
+    assert any(not torch.equal(before[k], after[k]) for k in decoder)
+    old, new = SmallVAE.from_pretrained(vae_dir / "vae"), SmallVAE.from_pretrained(out / "vae")
+    config = {k: v for k, v in new.config.items() if k != "_name_or_path"}
+    assert config == {k: v for k, v in old.config.items() if k != "_name_or_path"}  # incl. the scaling_factor
+    card = (out / "README.md").read_text()
+    assert f"decoder fine-tuned, encoder frozen from `{vae_dir}`" in card
+
+
+def test_decoder_only_flags_are_checked(vae_dir, tmp_path):
+    with pytest.raises(ValueError, match="--train_decoder_only fine-tunes a trained VAE"):
+        train_vae.parse_args(["--train_decoder_only", "--dataset_name", FACES])
+    with pytest.raises(ValueError, match="sets the architecture; drop --block_out_channels, --vae_config"):
+        train_vae.parse_args(["--pretrained_vae_model_name_or_path", str(vae_dir), "--block_out_channels", "8",
+                              "--vae_config", "c.json", "--dataset_name", FACES])  # fmt: skip
 
 
 def test_resume_from_nowhere(tmp_path, caplog):

@@ -1,6 +1,8 @@
 """Copy a trained pipeline folder into the package as a shipped model, stored in float16.
 
     python training/export_pretrained.py --model_path outputs/digits --name digits
+    python training/export_pretrained.py --model_path outputs/cartoon-faces/pipeline --name cartoon-faces \
+        --vae_path outputs/cartoon-faces/vae outputs/cartoon-faces/vae-decoder
 
 Writes `sdscratch/pretrained/<name>/` (model_index.json, one folder per component, the model card and its
 images). The weights are stored in float16 to stay small; `CartoonFacePipeline.from_pretrained` upcasts them to
@@ -12,15 +14,18 @@ card's numbers are those of the stored fp16 weights.
 
 import argparse
 import os
+import re
 import shutil
+from typing import Optional
 
 import torch
 
 import sdscratch
-from sdscratch import CartoonFacePipeline
+from sdscratch import CartoonFacePipeline, SmallVAE
 from sdscratch.pretrained import PRETRAINED_DIR, PRETRAINED_MODELS
 
 CARD_FILES = ("README.md",)
+ENCODER_SIDE = ("encoder.", "quant_conv.")  # what makes the latents a UNet was trained on
 
 
 def parse_args(argv=None):
@@ -30,9 +35,13 @@ def parse_args(argv=None):
     parser.add_argument("--output_root", default=str(PRETRAINED_DIR), help="Where shipped models live.")
     parser.add_argument(
         "--vae_path",
+        nargs="+",
         default=None,
-        help="The train_vae.py output folder the pipeline's VAE came from: its card's training section (data, "
-        "steps, wall time, command, held-out metrics) is added to the exported card as '## VAE training'.",
+        help="The train_vae.py output folder(s) the pipeline's VAE came from, in training order (e.g. the VAE run, "
+        "then a --train_decoder_only fine-tune of it): each card's training section (data, steps, wall time, "
+        "command, held-out metrics) is added to the exported card under '## VAE training', and the last folder's "
+        "vae/ is the one shipped. Its encoder and scaling_factor must be the pipeline's (the UNet learned those "
+        "latents), so only a decoder fine-tuned after the UNet can be swapped in.",
     )
     return parser.parse_args(argv)
 
@@ -41,9 +50,12 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     if not os.path.isfile(os.path.join(args.model_path, "model_index.json")):
         raise ValueError(f"--model_path {args.model_path!r} is not a pipeline folder (no model_index.json).")
-    if args.vae_path is not None and not os.path.isfile(os.path.join(args.vae_path, "README.md")):
-        raise ValueError(f"--vae_path {args.vae_path!r} has no README.md (expected train_vae.py's output folder).")
+    for path in args.vae_path or []:
+        if not os.path.isfile(os.path.join(path, "README.md")):
+            raise ValueError(f"--vae_path {path!r} has no README.md (expected train_vae.py's output folder).")
     pipeline = CartoonFacePipeline.from_pretrained(args.model_path)
+    if args.vae_path:
+        pipeline.register_modules(vae=same_latents_vae(pipeline.vae, args.vae_path[-1]))
     target = os.path.join(args.output_root, args.name)
     tmp = target + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -58,8 +70,8 @@ def main(argv=None) -> str:
         os.makedirs(os.path.join(tmp, "validation"))
         for name in last:
             shutil.copyfile(os.path.join(validation, name), os.path.join(tmp, "validation", name))
-    if args.vae_path is not None:
-        append_vae_training(os.path.join(tmp, "README.md"), os.path.join(args.vae_path, "README.md"))
+    for stage, path in enumerate(args.vae_path or [], start=1):
+        append_vae_training(os.path.join(tmp, "README.md"), os.path.join(path, "README.md"), stage)
     if os.path.isdir(target):
         shutil.rmtree(target)
     os.replace(tmp, target)
@@ -68,9 +80,39 @@ def main(argv=None) -> str:
     return target
 
 
-def append_vae_training(card_path: str, vae_card_path: str) -> None:
-    """Adds the VAE card's "## Training" and "## Metrics" sections to the pipeline card as "## VAE training", so
-    that one card says how every trained part was made (and what the whole training cost)."""
+def same_latents_vae(pipeline_vae: Optional[SmallVAE], vae_path: str) -> SmallVAE:
+    """The SmallVAE in `vae_path`/vae, checked to encode exactly as `pipeline_vae` does (same encoder weights, same
+    config and scaling_factor): the pipeline's UNet was trained on those latents."""
+    folder = os.path.join(vae_path, "vae")
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise ValueError(f"--vae_path {vae_path!r} has no vae/ folder (expected train_vae.py's output folder).")
+    if pipeline_vae is None:
+        raise ValueError("--vae_path: the pipeline in --model_path has no VAE (pixel space).")
+    vae = SmallVAE.from_pretrained(folder)
+
+    def config(model):
+        return {k: v for k, v in model.config.items() if not k.startswith("_")}
+
+    if config(vae) != config(pipeline_vae):
+        raise ValueError(
+            f"--vae_path {vae_path!r}: its VAE config {config(vae)} differs from the pipeline's "
+            f"{config(pipeline_vae)}; the UNet was trained on the pipeline VAE's latents."
+        )
+    ours, theirs = vae.state_dict(), pipeline_vae.state_dict()
+    changed = [k for k in ours if k.startswith(ENCODER_SIDE) and not torch.equal(ours[k], theirs[k].to(ours[k]))]
+    if changed:
+        raise ValueError(
+            f"--vae_path {vae_path!r}: its encoder differs from the pipeline's ({len(changed)} tensors, e.g. "
+            f"{changed[0]}); the UNet was trained on the pipeline encoder's latents. Only a decoder fine-tuned with "
+            "train_vae.py --train_decoder_only can be swapped in."
+        )
+    return vae
+
+
+def append_vae_training(card_path: str, vae_card_path: str, stage: int = 1) -> None:
+    """Adds the VAE card's "## Training" and "## Metrics" sections to the pipeline card under "## VAE training", so
+    that one card says how every trained part was made (and what the whole training cost). Stage 1 is titled
+    "### VAE training", later stages (a decoder fine-tune) "### VAE stage 2 training" and so on."""
     if not os.path.isfile(vae_card_path):
         raise ValueError(f"--vae_path: no model card at {vae_card_path} (expected train_vae.py's output folder).")
     with open(vae_card_path) as f:
@@ -79,9 +121,13 @@ def append_vae_training(card_path: str, vae_card_path: str) -> None:
     kept = [s for s in sections[1:] if s.startswith(("Training\n", "Metrics\n"))]
     if not kept:
         raise ValueError(f"--vae_path: {vae_card_path} has no '## Training' section.")
-    body = "\n\n".join("### VAE " + s.strip()[0].lower() + s.strip()[1:] for s in kept)
+    prefix = "### VAE " if stage == 1 else f"### VAE stage {stage} "
+    body = "\n\n".join(prefix + s.strip()[0].lower() + s.strip()[1:] for s in kept)
     card = open(card_path).read() if os.path.isfile(card_path) else ""
-    card = card.rstrip() + "\n\n## VAE training\n\n" + body.replace("\n## ", "\n### ") + "\n"
+    if stage == 1:  # train_unet.py's copy of the VAE's metrics: the stages below give them, per stage
+        card = re.sub(r"^\| vae [^\n]*\n", "", card, flags=re.MULTILINE)
+    title = "\n\n## VAE training\n\n" if stage == 1 else "\n\n"
+    card = card.rstrip() + title + body.replace("\n## ", "\n### ") + "\n"
     with open(card_path, "w") as f:
         f.write(card)
 

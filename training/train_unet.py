@@ -164,12 +164,12 @@ class IndexDataset(torch.utils.data.Dataset):
 
 
 def main(args):
-    start_time = time.time()
     accelerator = tu.make_accelerator(args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
     set_seed(args.seed)  # same initial weights on every process
     resume_path = tu.resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    clock = tu.TrainingClock(resume_path)  # wall time of the whole run, across resumes
     config = load_config(args)
     noise_scheduler = DDPMScheduler.from_config(default_scheduler_config(**config["scheduler"]))
 
@@ -376,7 +376,7 @@ def main(args):
                 progress_bar.set_postfix(loss=f"{logs['loss']:.4f}", samples_per_s=f"{logs['samples_per_s']:.1f}")
                 accelerator.log(logs, step=global_step)
                 if global_step % args.checkpointing_steps == 0:
-                    tu.save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+                    tu.save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit, clock)
                 if global_step % args.validation_steps == 0 and accelerator.is_main_process:
                     validation_grid(global_step)
             if global_step >= args.max_train_steps:
@@ -391,7 +391,7 @@ def main(args):
             "final_train_loss (mean of last 100 steps)": sum(recent_losses) / max(1, len(recent_losses)),
             "train samples/s": run_steps * total_batch_size / (time.time() - run_start),
         }
-        wall_time, hardware = time.time() - start_time, tu.describe_hardware(accelerator)
+        wall_time, hardware = clock.describe(), tu.describe_hardware(accelerator)
         grid_path = validation_grid(global_step)
         for name, ema in emas.items():
             ema.copy_to(trained[name].parameters())

@@ -5,6 +5,9 @@ One CPU, built-in data, no download:
         --max_train_steps 3000 --train_batch_size 32 --learning_rate 1e-3 --use_ema --mixed_precision bf16
 Several processes / GPUs (the same script; accelerate runs DDP underneath):
     accelerate launch --num_processes 2 training/train_vae.py --dataset_name builtin:cartoon-faces ...
+Then sharpen the decoder alone (the latents, and a UNet trained on them, stay valid):
+    python training/train_vae.py --pretrained_vae_model_name_or_path outputs/vae --train_decoder_only \
+        --dataset_name builtin:cartoon-faces --output_dir outputs/vae-decoder --max_train_steps 1000 ...
 Your own images (an imagefolder with metadata.jsonl) or a Hub data set:
     python training/train_vae.py --train_data_dir path/to/images ...
     python training/train_vae.py --dataset_name Skiittoo/cartoon-faces --resolution 64 --center_crop ...
@@ -36,6 +39,7 @@ from sdscratch.evaluation.reconstruction import evaluate_reconstruction
 
 logger = get_logger(__name__, log_level="INFO")
 SCALING_FACTOR_IMAGES = 1024  # training images used to measure std(latents)
+ARCHITECTURE_FLAGS = ("block_out_channels", "layers_per_block", "latent_channels")
 
 
 def parse_args(argv=None):
@@ -44,6 +48,18 @@ def parse_args(argv=None):
     tu.add_optimization_args(parser, learning_rate=1e-3)
     tu.add_output_args(parser, output_dir="outputs/vae")
     group = parser.add_argument_group("VAE")
+    group.add_argument(
+        "--pretrained_vae_model_name_or_path",
+        type=str,
+        default=None,
+        help="Start from this trained SmallVAE (a folder, or an output folder with vae/) instead of random weights.",
+    )
+    group.add_argument(
+        "--train_decoder_only",
+        action="store_true",
+        help="Freeze the encoder and fine-tune the decoder only (as Stable Diffusion's ft-MSE VAE was): latents, "
+        "scaling_factor and any UNet trained on them stay valid. Needs --pretrained_vae_model_name_or_path.",
+    )
     group.add_argument("--vae_config", type=str, default=None, help="A SmallVAE config.json; flags below override.")
     group.add_argument("--block_out_channels", type=int, nargs="+", default=None, help="e.g. 32 64 128")
     group.add_argument("--layers_per_block", type=int, default=None)
@@ -54,6 +70,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.command = "accelerate launch training/train_vae.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     tu.check_common_args(args)
+    architecture = [f"--{k}" for k in ARCHITECTURE_FLAGS + ("vae_config",) if getattr(args, k) is not None]
+    if args.pretrained_vae_model_name_or_path is not None and architecture:
+        raise ValueError(f"--pretrained_vae_model_name_or_path sets the architecture; drop {', '.join(architecture)}.")
+    if args.train_decoder_only and args.pretrained_vae_model_name_or_path is None:
+        raise ValueError("--train_decoder_only fine-tunes a trained VAE: give --pretrained_vae_model_name_or_path.")
     return args
 
 
@@ -71,11 +92,24 @@ class VAEWithPosterior(torch.nn.Module):
 
 
 def build_vae(args) -> SmallVAE:
+    """A new SmallVAE from --vae_config and the flags, or the trained one in --pretrained_vae_model_name_or_path
+    (with its encoder frozen under --train_decoder_only)."""
+    if args.pretrained_vae_model_name_or_path is not None:
+        vae, _ = tu.load_frozen_vae(args.pretrained_vae_model_name_or_path)
+        vae.train().requires_grad_(not args.train_decoder_only)
+        vae.post_quant_conv.requires_grad_(True)  # the decoder side: post_quant_conv + decoder
+        vae.decoder.requires_grad_(True)
+        if args.resolution % vae.downsample_factor:
+            raise ValueError(
+                f"--resolution {args.resolution} must be divisible by the VAE's downsampling factor "
+                f"{vae.downsample_factor}."
+            )
+        return vae
     config = {}
     if args.vae_config is not None:
         with open(args.vae_config) as f:
             config = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
-    for key in ("block_out_channels", "layers_per_block", "latent_channels"):
+    for key in ARCHITECTURE_FLAGS:
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     config["sample_size"] = args.resolution
@@ -108,12 +142,12 @@ def measure_scaling_factor(vae: SmallVAE, images: torch.Tensor, batch_size: int 
 
 
 def main(args):
-    start_time = time.time()
     accelerator = tu.make_accelerator(args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
     set_seed(args.seed)  # same initial weights on every process
     resume_path = tu.resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    clock = tu.TrainingClock(resume_path)  # wall time of the whole run, across resumes
 
     # ---- data: held-out images for grids/metrics, the rest for training ----
     dataset = tu.load_train_dataset(args)
@@ -143,7 +177,7 @@ def main(args):
     train_dataloader = accelerator.prepare(train_dataloader)  # shards the batches: its length is per process
     num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     optimizer, lr_scheduler = tu.make_optimizer_and_scheduler(
-        args, vae.parameters(), accelerator, num_update_steps_per_epoch
+        args, [p for p in vae.parameters() if p.requires_grad], accelerator, num_update_steps_per_epoch
     )
     model, optimizer, lr_scheduler = accelerator.prepare(VAEWithPosterior(vae), optimizer, lr_scheduler)
     if accelerator.is_main_process:
@@ -220,7 +254,7 @@ def main(args):
                 progress_bar.set_postfix(loss=f"{logs['loss']:.4f}", samples_per_s=f"{logs['samples_per_s']:.1f}")
                 accelerator.log(logs, step=global_step)
                 if global_step % args.checkpointing_steps == 0:
-                    tu.save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+                    tu.save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit, clock)
                 if global_step % args.validation_steps == 0 and accelerator.is_main_process:
                     validation_grid(global_step)
             if global_step >= args.max_train_steps:
@@ -236,9 +270,12 @@ def main(args):
             ema_vae.copy_to(vae.parameters())
         vae.eval()
         downsample = vae.downsample_factor
-        num_scaling = min(SCALING_FACTOR_IMAGES, len(train_images))
-        scaling_images = torch.stack([transform(image) for image in train_images.select(range(num_scaling))["image"]])
-        vae.register_to_config(scaling_factor=measure_scaling_factor(vae, scaling_images))
+        if not args.train_decoder_only:  # a frozen encoder keeps the latents, hence the scaling factor, unchanged
+            num_scaling = min(SCALING_FACTOR_IMAGES, len(train_images))
+            scaling_images = torch.stack(
+                [transform(image) for image in train_images.select(range(num_scaling))["image"]]
+            )
+            vae.register_to_config(scaling_factor=measure_scaling_factor(vae, scaling_images))
         vae.save_pretrained(os.path.join(args.output_dir, "vae"))
         metrics = evaluate_reconstruction(vae, holdout_images.to(vae.device))
         metrics["scaling_factor"] = vae.config.scaling_factor
@@ -248,14 +285,19 @@ def main(args):
             f"held-out reconstruction ({metrics['num_images']} images): MSE {metrics['mse']:.5f}, "
             f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}; scaling_factor {vae.config.scaling_factor:.4f}"
         )
+        if args.pretrained_vae_model_name_or_path is None:
+            origin = "trained from scratch"
+        else:
+            part = "decoder fine-tuned, encoder frozen" if args.train_decoder_only else "fine-tuned"
+            origin = f"{part} from `{args.pretrained_vae_model_name_or_path}`"
         body = tu.training_card_body(
-            f"A `SmallVAE` (sdscratch) trained from scratch on `{args.dataset_name or args.train_data_dir}`: "
+            f"A `SmallVAE` (sdscratch) {origin} on `{args.dataset_name or args.train_data_dir}`: "
             f"{args.resolution}x{args.resolution} images <-> latents {downsample}x smaller per side, "
             f"`scaling_factor` {vae.config.scaling_factor:.4f} (= 1 / std of training latents).",
             'import sdscratch\nvae = sdscratch.SmallVAE.from_pretrained("<this repo or folder>", subfolder="vae")',
             args,
             global_step,
-            time.time() - start_time,
+            clock.describe(),
             tu.describe_hardware(accelerator),
             metrics,
             os.path.relpath(grid_path, args.output_dir),
