@@ -239,7 +239,7 @@ def test_two_processes_end_with_identical_weights_and_only_rank_0_writes(vae_dir
     # one set of outputs; rank 1 only adds its own RNG state to the checkpoint (accelerate's layout)
     assert sorted(p.name for p in (out / "checkpoint-2").iterdir()) == [
         "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl", "scheduler.bin",
-        "text_encoder", "text_encoder_ema", "unet", "unet_ema",
+        "text_encoder", "text_encoder_ema", "training_time.json", "unet", "unet_ema",
     ]  # fmt: skip
     assert result.stdout.count("Steps: 100%") + result.stderr.count("Steps: 100%") >= 1
     CartoonFacePipeline.from_pretrained(out)
