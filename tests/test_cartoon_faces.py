@@ -97,7 +97,7 @@ def test_template_caption_exact():
         )
 
 
-@pytest.mark.parametrize("style", ["template", "rich"])
+@pytest.mark.parametrize("style", ["template", "rich", "mixed"])
 def test_caption_parse_round_trip(style):
     named = set()
     for s in range(400):
@@ -108,8 +108,17 @@ def test_caption_parse_round_trip(style):
         if style == "template":
             assert set(parsed) >= set(cf.CAPTION_ATTRIBUTES), caption
         named |= {k for k, v in parsed.items() if v != ANY}
-    if style == "rich":  # rich captions name every attribute, with its exact value, somewhere
+    if style != "template":  # rich captions name every attribute, with its exact value, somewhere
         assert named == set(cf.ATTRIBUTES)
+
+
+def test_mixed_captions_are_template_or_rich_by_seed():
+    a = cf.sample_attributes(3)
+    template, rich = cf.make_caption(a, "template"), [cf.make_caption(a, "rich", seed=s) for s in range(60)]
+    mixed = [cf.make_caption(a, "mixed", seed=s) for s in range(60)]
+    kinds = ["template" if m == template else "rich" if m == r else "other" for m, r in zip(mixed, rich)]
+    assert "other" not in kinds and 15 < kinds.count("template") < 45
+    assert mixed == [cf.make_caption(a, "mixed", seed=s) for s in range(60)]  # deterministic
 
 
 def test_rich_captions_vary_and_are_deterministic():

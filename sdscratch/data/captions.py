@@ -45,7 +45,7 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 # The attributes named by the Skiittoo template.
 CAPTION_ATTRIBUTES = ("glasses", "facial_hair", "hair_color", "skin")
 
-CAPTION_STYLES = ("template", "rich")
+CAPTION_STYLES = ("template", "rich", "mixed")
 
 # Parsed value of an attribute that a caption mentions without naming a kind ("with glasses").
 ANY = "any"
@@ -105,12 +105,19 @@ def make_caption(attributes: dict, style: str = "template", seed: Optional[int] 
 
     Args:
         attributes: attribute name -> value, as returned by ``sample_attributes``.
-        style: ``"template"`` (the Skiittoo template, deterministic) or ``"rich"`` (varied, drawn by ``seed``).
-        seed: chooses the rich caption's subset, order and phrasing; ``None`` derives it from the attributes.
+        style: ``"template"`` (the Skiittoo template, deterministic), ``"rich"`` (varied, drawn by ``seed``) or
+            ``"mixed"`` (template or rich with equal odds, drawn by ``seed``: a model trained on it follows both
+            the template prompts and free-form ones).
+        seed: chooses the rich caption's subset, order and phrasing (and the mixed style's pick); ``None``
+            derives it from the attributes.
 
     Returns:
         The caption.
     """
+    if seed is None:
+        seed = "|".join(f"{k}={attributes[k]}" for k in sorted(attributes))
+    if style == "mixed":
+        style = "template" if random.Random(f"sdscratch-mixed-{seed}").random() < 0.5 else "rich"
     if style == "template":
         return TEMPLATE.format(
             glasses="without" if attributes["glasses"] == "none" else "with",
@@ -120,8 +127,6 @@ def make_caption(attributes: dict, style: str = "template", seed: Optional[int] 
         )
     if style != "rich":
         raise ValueError(f"style={style!r} is not one of {CAPTION_STYLES}")
-    if seed is None:
-        seed = "|".join(f"{k}={attributes[k]}" for k in sorted(attributes))
     rng = random.Random(f"sdscratch-caption-{seed}")
     return _rich_caption(attributes, rng)
 

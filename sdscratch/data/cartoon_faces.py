@@ -289,7 +289,7 @@ def cartoon_faces_dataset(
         num_images: number of rows.
         size: image width and height.
         seed: data set seed; row ``i`` is face ``face_seed(seed, start + i)``.
-        caption_style: ``"template"`` (Skiittoo) or ``"rich"``.
+        caption_style: ``"template"`` (Skiittoo), ``"rich"`` or ``"mixed"`` (each face one of the two, by seed).
         start: index of the first face (held-out sets use a far-away ``start``, e.g. ``2**31``).
 
     Returns:
@@ -323,7 +323,7 @@ class CartoonFacesTorchDataset(torch.utils.data.Dataset):
         num_images: length of the data set.
         size: image width and height.
         seed: data set seed, as in ``cartoon_faces_dataset``.
-        caption_style: ``"template"`` or ``"rich"``.
+        caption_style: ``"template"``, ``"rich"`` or ``"mixed"``.
         start: index of the first face.
 
     Items are dicts: ``pixel_values`` ``(3, size, size)`` float in [-1, 1], ``text`` and the attributes.
