@@ -169,7 +169,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=25)
-    parser.add_argument("--caption_style", choices=["template", "rich"], default="template")
+    parser.add_argument("--caption_style", choices=list(EVALUATION_SECTIONS), default="template")
     parser.add_argument("--classifier_path", default=None, help="A classifier folder; default: the shipped one.")
     parser.add_argument("--grid_images", type=int, default=64, help="Generated images shown in grid.png.")
     parser.add_argument(
@@ -223,19 +223,24 @@ def main(argv=None) -> dict:
     print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and grid.png")
     if args.model_card:
         command = "python -m sdscratch.evaluate " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-        card = update_model_card(args.model_path, metrics, command, os.path.join(args.output_dir, "grid.png"))
+        card = update_model_card(
+            args.model_path, metrics, command, os.path.join(args.output_dir, "grid.png"), args.caption_style
+        )
         print(f"wrote the evaluation into {card}")
     return metrics
 
 
-def model_card_section(metrics: dict, command: str) -> str:
-    """The '## Evaluation' section of a model card: every number of `metrics` and the command that made it."""
+def model_card_section(metrics: dict, command: str, caption_style: str = "template") -> str:
+    """The evaluation section of a model card ('## Evaluation' for template prompts, '## Evaluation with free-form
+    prompts' for rich ones): every number of `metrics` and the command that made it."""
     adherence = metrics["adherence"]
     real = metrics.get("adherence_real_images", {})
+    heading, grid = EVALUATION_SECTIONS[caption_style]
+    prompts = "prompts covering every value" if caption_style == "template" else "free-form prompts"
     lines = [
-        EVALUATION_HEADING,
+        heading,
         "",
-        f"{metrics['num_images']} images generated from prompts covering every value, "
+        f"{metrics['num_images']} images generated from {prompts} (caption style `{caption_style}`), "
         f"{metrics.get('num_inference_steps', '?')} steps of `{metrics['scheduler_name']}`, guidance scale "
         f"{metrics.get('guidance_scale', 'default')}; read back by the attribute classifier shipped with "
         "`sdscratch.evaluation` (docs/evaluation.md). Produced by:",
@@ -268,31 +273,39 @@ def model_card_section(metrics: dict, command: str) -> str:
         "",
         f"{metrics['seconds_per_image']:.3f} s per image on this machine.",
         "",
-        f"![evaluation grid](./{EVALUATION_GRID})",
+        f"![evaluation grid](./{grid})",
     ]
     return "\n".join(lines) + "\n"
 
 
-EVALUATION_HEADING = "## Evaluation"
-EVALUATION_GRID = "evaluation_grid.png"
+# caption style -> (card heading, grid file): one section per kind of prompt, each replaced by its own re-run
+EVALUATION_SECTIONS = {
+    "template": ("## Evaluation", "evaluation_grid.png"),
+    "rich": ("## Evaluation with free-form prompts", "evaluation_grid_free_form.png"),
+    "mixed": ("## Evaluation with mixed prompts", "evaluation_grid_mixed.png"),
+}
 
 
-def update_model_card(model_path: str, metrics: dict, command: str, grid_path: str) -> str:
-    """Writes (or replaces) the '## Evaluation' section of `model_path`/README.md and copies the grid beside it.
+def update_model_card(
+    model_path: str, metrics: dict, command: str, grid_path: str, caption_style: str = "template"
+) -> str:
+    """Writes (or replaces) the evaluation section of `model_path`/README.md for `caption_style` and copies the
+    grid beside it; the sections of other caption styles stay.
 
     Both files are written under a temporary name and renamed, so a crash never leaves half a card.
     """
+    heading, grid = EVALUATION_SECTIONS[caption_style]
     card_path = os.path.join(model_path, "README.md")
     text = ""
     if os.path.isfile(card_path):
         with open(card_path) as f:
             text = f.read()
-    start = text.find(EVALUATION_HEADING)
+    start = ("\n" + text + "\n").find("\n" + heading + "\n")  # the whole heading line, not a prefix
     if start >= 0:  # drop the old section (up to the next "## " heading)
-        end = text.find("\n## ", start + len(EVALUATION_HEADING))
+        end = text.find("\n## ", start + len(heading))
         text = text[:start] + (text[end + 1 :] if end >= 0 else "")
-    text = text.rstrip() + "\n\n" + model_card_section(metrics, command)
-    for source, target in ((None, card_path), (grid_path, os.path.join(model_path, EVALUATION_GRID))):
+    text = text.rstrip() + "\n\n" + model_card_section(metrics, command, caption_style)
+    for source, target in ((None, card_path), (grid_path, os.path.join(model_path, grid))):
         tmp = target + ".tmp"
         if source is None:
             with open(tmp, "w") as f:

@@ -321,3 +321,12 @@ def test_evaluate_command_on_a_tiny_pixel_space_digits_pipeline(tmp_path):
     assert "| digit |" in card and "python -m sdscratch.evaluate --model_path" in card
     assert (tmp_path / "pipe" / "evaluation_grid.png").is_file()
     assert not list((tmp_path / "pipe").glob("*.tmp"))
+    # free-form prompts get their own section and grid; re-running either replaces only its own
+    for style in ("rich", "rich", "template"):
+        main(["--model_path", str(tmp_path / "pipe"), "--output_dir", str(out), "--task", "digits",
+              "--num_images", "10", "--num_inference_steps", "1", "--batch_size", "10", "--scheduler", "saved",
+              "--caption_style", style, "--model_card"])  # fmt: skip
+    card = (tmp_path / "pipe" / "README.md").read_text()
+    assert card.count("\n## Evaluation\n") == 1 and card.count("\n## Evaluation with free-form prompts\n") == 1
+    assert "(caption style `rich`)" in card and "(caption style `template`)" in card
+    assert (tmp_path / "pipe" / "evaluation_grid_free_form.png").is_file()
