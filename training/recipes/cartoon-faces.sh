@@ -2,7 +2,7 @@
 # Reproduces the shipped default `cartoon-faces` model (sdscratch/pretrained/cartoon-faces): train the SmallVAE,
 # then the SmallUNet + text encoder on its cached latents, then fine-tune the VAE decoder alone (the encoder, so the
 # latents, stay frozen), export in fp16, evaluate into the model card.
-# About 41 (VAE) + 50 (UNet) + 30 (decoder) + 5 (evaluation) minutes on a 2-core CPU. Run from the repository
+# About 41 (VAE) + 57 (UNet) + 25 (decoder) + 3 (evaluation) minutes on a 2-core CPU. Run from the repository
 # root. Each stage resumes from its last checkpoint when run again after an interruption.
 set -euo pipefail
 OUT=${OUT:-outputs/cartoon-faces}
