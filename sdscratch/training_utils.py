@@ -271,9 +271,8 @@ class TrainingClock:
 
     def __init__(self, resume_path: Optional[str] = None):
         self.start, self.previous_s, self.runs = time.time(), 0.0, 1
-        path = os.path.join(resume_path or "", self.FILE)
-        if resume_path is not None and os.path.isfile(path):
-            with open(path) as f:
+        if resume_path is not None and os.path.isfile(os.path.join(resume_path, self.FILE)):
+            with open(os.path.join(resume_path, self.FILE)) as f:
                 saved = json.load(f)
             self.previous_s, self.runs = float(saved["wall_time_s"]), int(saved["runs"]) + 1
 
@@ -488,16 +487,22 @@ def image_transform(args: argparse.Namespace, process_index: int = 0, channels: 
     )
 
 
-def load_frozen_vae(path: str):
-    """The frozen SmallVAE in `path` or `path/vae` (train_vae.py's output), and that folder; a clear error for
-    anything else."""
+def check_resolution(resolution: int, factor: int) -> None:
+    """`--resolution` must be a multiple of the VAE's downsampling factor (checked before any training)."""
+    if resolution % factor:
+        raise ValueError(f"--resolution {resolution} must be divisible by the VAE's downsampling factor {factor}.")
+
+
+def load_frozen_vae(path: str, flag: str = "--pretrained_vae_model_name_or_path"):
+    """The frozen SmallVAE in `path` or `path/vae` (train_vae.py's output), and that folder; a clear error, naming
+    the command-line `flag` that gave `path`, for anything else."""
     folder = path if os.path.isfile(os.path.join(path, "config.json")) else os.path.join(path, "vae")
     if not os.path.isfile(os.path.join(folder, "config.json")):
-        raise ValueError(f"--pretrained_vae_model_name_or_path {path}: no config.json there or in its vae/ subfolder.")
+        raise ValueError(f"{flag} {path}: no config.json there or in its vae/ subfolder.")
     with open(os.path.join(folder, "config.json")) as f:
         class_name = json.load(f).get("_class_name")
     if class_name != "SmallVAE":
-        raise ValueError(f"--pretrained_vae_model_name_or_path {path} holds a {class_name}, not a SmallVAE.")
+        raise ValueError(f"{flag} {path} holds a {class_name}, not a SmallVAE.")
     return SmallVAE.from_pretrained(folder).requires_grad_(False).eval(), folder
 
 

@@ -23,6 +23,7 @@ import torch
 import sdscratch
 from sdscratch import CartoonFacePipeline, SmallVAE
 from sdscratch.pretrained import PRETRAINED_DIR, PRETRAINED_MODELS
+from sdscratch.training_utils import load_frozen_vae
 
 CARD_FILES = ("README.md",)
 ENCODER_SIDE = ("encoder.", "quant_conv.")  # what makes the latents a UNet was trained on
@@ -83,12 +84,9 @@ def main(argv=None) -> str:
 def same_latents_vae(pipeline_vae: Optional[SmallVAE], vae_path: str) -> SmallVAE:
     """The SmallVAE in `vae_path`/vae, checked to encode exactly as `pipeline_vae` does (same encoder weights, same
     config and scaling_factor): the pipeline's UNet was trained on those latents."""
-    folder = os.path.join(vae_path, "vae")
-    if not os.path.isfile(os.path.join(folder, "config.json")):
-        raise ValueError(f"--vae_path {vae_path!r} has no vae/ folder (expected train_vae.py's output folder).")
     if pipeline_vae is None:
         raise ValueError("--vae_path: the pipeline in --model_path has no VAE (pixel space).")
-    vae = SmallVAE.from_pretrained(folder)
+    vae, _ = load_frozen_vae(vae_path, flag="--vae_path")
 
     def config(model):
         return {k: v for k, v in model.config.items() if not k.startswith("_")}
@@ -113,9 +111,7 @@ def append_vae_training(card_path: str, vae_card_path: str, stage: int = 1) -> N
     """Adds the VAE card's "## Training" and "## Metrics" sections to the pipeline card under "## VAE training", so
     that one card says how every trained part was made (and what the whole training cost). Stage 1 is titled
     "### VAE training", later stages (a decoder fine-tune) "### VAE stage 2 training" and so on."""
-    if not os.path.isfile(vae_card_path):
-        raise ValueError(f"--vae_path: no model card at {vae_card_path} (expected train_vae.py's output folder).")
-    with open(vae_card_path) as f:
+    with open(vae_card_path) as f:  # main() checked that it exists, before any work
         vae_card = f.read()
     sections = vae_card.split("\n## ")
     kept = [s for s in sections[1:] if s.startswith(("Training\n", "Metrics\n"))]

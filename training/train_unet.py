@@ -182,10 +182,7 @@ def main(args):
     if vae is not None:
         vae.to(accelerator.device)
     factor = vae.downsample_factor if vae is not None else 1
-    if args.resolution % factor:
-        raise ValueError(
-            f"--resolution {args.resolution} must be divisible by the VAE's downsampling factor {factor}."
-        )
+    tu.check_resolution(args.resolution, factor)
     scaling_factor = vae.config.scaling_factor if vae is not None else 1.0
     dataset = tu.load_train_dataset(args)
     captions = dataset["text"]

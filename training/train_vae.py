@@ -99,11 +99,7 @@ def build_vae(args) -> SmallVAE:
         vae.train().requires_grad_(not args.train_decoder_only)
         vae.post_quant_conv.requires_grad_(True)  # the decoder side: post_quant_conv + decoder
         vae.decoder.requires_grad_(True)
-        if args.resolution % vae.downsample_factor:
-            raise ValueError(
-                f"--resolution {args.resolution} must be divisible by the VAE's downsampling factor "
-                f"{vae.downsample_factor}."
-            )
+        tu.check_resolution(args.resolution, vae.downsample_factor)
         return vae
     config = {}
     if args.vae_config is not None:
@@ -113,11 +109,9 @@ def build_vae(args) -> SmallVAE:
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     config["sample_size"] = args.resolution
-    factor = 2 ** (len(config.get("block_out_channels", SmallVAE().config.block_out_channels)) - 1)
-    if args.resolution % factor:
-        raise ValueError(
-            f"--resolution {args.resolution} must be divisible by the VAE's downsampling factor {factor}."
-        )
+    tu.check_resolution(
+        args.resolution, 2 ** (len(config.get("block_out_channels", SmallVAE().config.block_out_channels)) - 1)
+    )
     return SmallVAE(**config)
 
 
