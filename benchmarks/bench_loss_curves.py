@@ -1,15 +1,17 @@
 """Equal-steps quality check: SmallUNet vs UNet2DConditionModel trained on the same cached latents.
 
-    python benchmarks/bench_loss_curves.py                       # 200 steps of batch 32, about 3 minutes
+    python benchmarks/bench_loss_curves.py                       # 120 steps of batch 32, about 2.5 minutes
     python benchmarks/bench_loss_curves.py --steps 600 --out docs/loss_curves.png
+    python benchmarks/bench_loss_curves.py --vae sdscratch/pretrained/cartoon-faces/vae --steps 400 \
+        --unet_kwargs '{}' '{"skip_connection": "add"}'      # several SmallUNet designs in one run
 
-Both UNets see exactly the same batches, noise, timesteps and caption embeddings, in the precision each trains
+Every UNet sees exactly the same batches, noise, timesteps and caption embeddings, in the precision each trains
 in best here (bf16 autocast), with AdamW at the same learning rate. Data: built-in cartoon faces (64x64) encoded
 once into 16x16x4 latents by a frozen SmallVAE (a trained one with --vae, else a seeded random one: its latents
 are a fixed smooth function of the image, which is all an equal-footing comparison needs), scaled to unit std.
 Captions become (B, 16, 256) embeddings through a frozen random word-embedding table (a stand-in text encoder
 that both models share). Prints one table (train loss over the last 20% of steps, held-out loss on a fixed
-noised batch) and writes the two curves as a PNG.
+noised batch) and writes the curves as a PNG.
 """
 
 from __future__ import annotations
@@ -59,36 +61,54 @@ def reference_unet():
     return diffusers_reference()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--num_images", type=int, default=1024)
+    parser.add_argument("--num_images", type=int, default=1280, help="The last --num_held_out are held out.")
+    parser.add_argument(
+        "--num_held_out", type=int, default=256, help="Held-out latents: the held-out loss averages this many."
+    )
     parser.add_argument("--learning_rate", type=float, default=3e-4)
     parser.add_argument("--vae", type=str, default=None, help="A trained SmallVAE folder (default: seeded random).")
     parser.add_argument("--out", type=str, default="loss_curves.png")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--unet_kwargs", type=str, default="{}", help="SmallUNet config overrides, JSON.")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--unet_kwargs", type=str, nargs="+", default=["{}"],
+        help="SmallUNet config overrides, JSON; several = several SmallUNets, each trained on the same batches.",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
 
-    latents, text = build_data(args.num_images, args.vae)
-    held_out = slice(args.num_images - 64, args.num_images)  # never trained on
+    designs = [json.loads(kwargs) for kwargs in args.unet_kwargs]  # bad JSON fails before any work
+    if args.num_held_out < 1 or args.num_images < args.num_held_out + args.batch_size:
+        raise ValueError(
+            f"`--num_images` must be at least --num_held_out + --batch_size = {args.num_held_out + args.batch_size} "
+            f"and `--num_held_out` at least 1, got {args.num_images} and {args.num_held_out}."
+        )
+    contenders = {}
+    for kwargs in designs:
+        torch.manual_seed(0)
+        contenders["SmallUNet" + (f" {json.dumps(kwargs)}" if kwargs else "")] = SmallUNet(**kwargs)
+    torch.manual_seed(0)
+    contenders["UNet2DConditionModel"] = reference_unet()
+
+    latents, text = build_data(args.num_images, args.vae)  # seeds itself: the models' draws are unaffected
+    held_out = slice(args.num_images - args.num_held_out, args.num_images)  # never trained on
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     g = torch.Generator().manual_seed(1)
-    eval_noise = torch.randn(64, 4, 16, 16, generator=g)
-    eval_t = torch.randint(0, 1000, (64,), generator=g)
+    eval_noise = torch.randn(args.num_held_out, 4, 16, 16, generator=g)
+    eval_t = torch.randint(0, 1000, (args.num_held_out,), generator=g)
     eval_x = scheduler.add_noise(latents[held_out], eval_noise, eval_t)
 
     torch.manual_seed(0)
-    contenders = {"SmallUNet": SmallUNet(**json.loads(args.unet_kwargs)), "UNet2DConditionModel": reference_unet()}
     optimizers = {k: torch.optim.AdamW(m.parameters(), lr=args.learning_rate) for k, m in contenders.items()}
     curves = {k: [] for k in contenders}
     seconds = dict.fromkeys(contenders, 0.0)
     for _ in range(args.steps):
         # one batch for both: rows, noise, timesteps (forward diffusion x_t = sqrt(a) x_0 + sqrt(1 - a) eps)
-        rows = torch.randint(0, args.num_images - 64, (args.batch_size,), generator=g)
+        rows = torch.randint(0, args.num_images - args.num_held_out, (args.batch_size,), generator=g)
         noise = torch.randn(args.batch_size, 4, 16, 16, generator=g)
         timesteps = torch.randint(0, 1000, (args.batch_size,), generator=g)
         noisy = scheduler.add_noise(latents[rows], noise, timesteps)
@@ -115,7 +135,10 @@ def main() -> None:
         f"{args.steps} steps of batch {args.batch_size}, lr {args.learning_rate}, bf16 autocast, "
         f"{args.threads} threads, load {os.getloadavg()[0]:.1f}"
     )
-    print("| model | params (M) | train loss, last 20% of steps | held-out loss (64 fixed noised latents) | CPU s |")
+    print(
+        f"| model | params (M) | train loss, last 20% of steps | held-out loss ({args.num_held_out} fixed noised latents) "
+        "| CPU s |"
+    )
     print("|---|---|---|---|---|")
     for name, params, tail, held, secs in rows_out:
         print(f"| {name} | {params:.2f} | {tail:.4f} | {held:.4f} | {secs:.0f} |")
@@ -136,13 +159,13 @@ def draw_curves(curves: dict[str, list[float]], path: str, size=(640, 360), wind
     margin = 40
     width, height = size[0] - 2 * margin, size[1] - 2 * margin
     draw.rectangle([margin, margin, margin + width, margin + height], outline="black")
-    for color, (name, curve) in zip(("red", "blue"), smooth.items()):
+    for row, (color, (name, curve)) in enumerate(zip(("red", "blue", "green", "orange", "purple"), smooth.items())):
         points = [
             (margin + width * i / max(1, len(curve) - 1), margin + height * (high - y) / max(high - low, 1e-9))
             for i, y in enumerate(curve)
         ]
         draw.line(points, fill=color, width=2)
-        draw.text((margin + 10, margin + 10 + 14 * (color == "blue")), f"{name}", fill=color)
+        draw.text((margin + 10, margin + 10 + 14 * row), f"{name}", fill=color)
     draw.text((margin, size[1] - margin + 8), f"steps 0..{len(next(iter(curves.values())))}", fill="black")
     draw.text((margin, 8), f"train loss (moving average of {window}): {low:.3f} .. {high:.3f}", fill="black")
     image.save(path)

@@ -1,16 +1,17 @@
 """Sampling speed: CartoonFacePipeline vs a diffusers StableDiffusionPipeline assembled from parts of the same size.
 
-    python benchmarks/bench_pipeline.py                 # both UNet sizes, about 2-3 minutes on a quiet machine
-    python benchmarks/bench_pipeline.py --sizes default
+    python benchmarks/bench_pipeline.py                 # sizes default + trained, about 2 minutes on a quiet machine
+    python benchmarks/bench_pipeline.py --sizes trained     # the 1.5 s target: the shipped model
 
 Task: 8 images of 64x64 from one prompt, 25 DPM-Solver++ steps with classifier-free guidance (one batched UNet
 call of 16 per step), PIL output. Both pipelines share the tokenizer, the text encoder weights, the scheduler
 config and the prompt; the diffusers side gets a UNet2DConditionModel with the same levels, channels, layers,
 cross-attention levels and head width as the SmallUNet, and an AutoencoderKL with the same levels as the
 SmallVAE. Sizes: "default" = SmallUNet() (10M), "shipped" = training/configs/cartoon-faces.json (the UNet that
-train_unet.py trains). Precisions: fp32, and bf16 weights (`pipe.to(torch.bfloat16)`, no autocast). Clocks: wall
+train_unet.py trains), "trained" = the shipped model itself (`sdscratch.pretrained("cartoon-faces")`, its trained
+weights loaded by `from_pretrained`; the diffusers side is built like "shipped"). Precisions: fp32, and bf16 weights (`pipe.to(torch.bfloat16)`, no autocast). Clocks: wall
 time with 2 threads (what a user sees; best of 2) and, for bf16, CPU time of one thread (steady under load).
-Untrained weights: speed does not depend on them; "img diff" is the mean |bf16 - fp32| pixel difference (0-255)
+"default" and "shipped" use untrained weights (speed does not depend on them); "img diff" is the mean |bf16 - fp32| pixel difference (0-255)
 of the same pipeline's images, a closeness check of the bf16 path.
 """
 
@@ -27,11 +28,13 @@ import torch
 from bench_models import diffusers_unet_like, diffusers_vae_like
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
+import sdscratch
 from sdscratch import CartoonFacePipeline, SmallUNet, SmallVAE, build_text_encoder, build_tokenizer
 from sdscratch.data.cartoon_faces import cartoon_faces_dataset
 from sdscratch.pipelines.pipeline_utils import default_scheduler_config
 
 SHIPPED_CONFIG = os.path.join(os.path.dirname(__file__), "..", "training", "configs", "cartoon-faces.json")
+SIZES = ("default", "shipped", "trained")
 PROMPT = "Cartoon face with glasses, without facial hair, black hair and with white skin"
 NUM_IMAGES, STEPS, GUIDANCE = 8, 25, 7.5
 
@@ -50,6 +53,9 @@ def build_pipelines(size: str):
     scheduler = DPMSolverMultistepScheduler.from_config(
         default_scheduler_config(**shipped["scheduler"]), algorithm_type="dpmsolver++"
     )
+    if size == "trained":  # the shipped pipeline, trained weights and all, with the same scheduler
+        trained = CartoonFacePipeline.from_pretrained(sdscratch.pretrained("cartoon-faces"))
+        tokenizer, text_encoder, unet, vae = trained.tokenizer, trained.text_encoder, trained.unet, trained.vae
     ours = CartoonFacePipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
     theirs = StableDiffusionPipeline(
         vae=diffusers_vae_like(vae).eval(),
@@ -94,7 +100,7 @@ def timed(pipe, clock, threads: int, repeats: int) -> tuple[float, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=["default", "shipped"], choices=["default", "shipped"])
+    parser.add_argument("--sizes", nargs="+", default=["default", "trained"], choices=SIZES)
     args = parser.parse_args()
     start, load_start = time.perf_counter(), os.getloadavg()[0]
     rows = []

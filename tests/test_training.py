@@ -330,3 +330,34 @@ def test_latest_ignores_half_written_checkpoints(tmp_path):
     (tmp_path / ".tmp-checkpoint-4").mkdir()  # a crash while saving step 4
     assert tu.resolve_resume_checkpoint(str(tmp_path), "latest") == str(tmp_path / "checkpoint-3")
     assert [s for s, _ in tu.list_checkpoints(str(tmp_path))] == [1, 2, 3]
+
+
+def test_fused_adamw_and_foreach_ema_match_the_plain_updates():
+    """The fast optimizer and EMA paths the scripts use give the plain per-tensor results."""
+    from argparse import Namespace
+
+    from diffusers.training_utils import EMAModel
+
+    args = Namespace(
+        scale_lr=False, max_train_steps=5, num_train_epochs=1, learning_rate=1e-2, adam_beta1=0.9,
+        adam_beta2=0.999, adam_weight_decay=1e-2, adam_epsilon=1e-8, lr_scheduler="constant", lr_warmup_steps=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    fast, plain = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+    plain.load_state_dict(fast.state_dict())
+    optimizer, _ = tu.make_optimizer_and_scheduler(args, fast.parameters(), mock.Mock(num_processes=1), 5)
+    assert optimizer.defaults["fused"]
+    reference = torch.optim.AdamW(plain.parameters(), lr=1e-2, weight_decay=1e-2, foreach=False)
+    ema_fast, ema_plain = tu.make_ema(fast, 0.99), EMAModel(plain.parameters(), 0.99, use_ema_warmup=True, power=2 / 3)
+    x = torch.randn(16, 8)
+    for _ in range(5):
+        for model, opt, ema in ((fast, optimizer, ema_fast), (plain, reference, ema_plain)):
+            model(x).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+            ema.step(model.parameters())
+    for a, b in zip(fast.parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(ema_fast.shadow_params, ema_plain.shadow_params):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert set(optimizer.state_dict()["state"][0]) == set(reference.state_dict()["state"][0])  # resumable either way
