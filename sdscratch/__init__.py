@@ -7,7 +7,10 @@ imported.
 
 __version__ = "0.1.0"
 
-from . import evaluation  # metrics (sdscratch.evaluation.load_classifier, evaluate_reconstruction, ...)
+from . import (
+    _cpu,  # noqa: F401  (first: it times the imports below, see set_cpu_threads)
+    evaluation,  # metrics (sdscratch.evaluation.load_classifier, evaluate_reconstruction, ...)
+)
 from .data import (
     cartoon_faces_dataset,
     generate_cartoon_face,

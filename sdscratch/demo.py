@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from . import _cpu
 from .pretrained import PRETRAINED_MODELS, pretrained
 
 #: The tiny random stand-ins: small enough to build and sample in well under a second on one CPU core.
@@ -208,15 +209,20 @@ def set_cpu_threads() -> int:
 
     Small models gain nothing from threads that compete with other processes: on a 2-core CPU already running
     something, two threads made a SmallUNet step 5x slower than one. So the count is the cores this process may
-    use minus the 1-minute load average, rounded. `OMP_NUM_THREADS` in the environment is respected as given.
+    use minus the cores other processes kept busy while sdscratch was being imported (`/proc/stat`, see
+    `sdscratch._cpu`), rounded; where that cannot be read, minus the 1-minute load average. The load average
+    alone lags by a minute: right after `pip install` it still reads ~1 on an idle machine, which halved the
+    threads of README command 1. `OMP_NUM_THREADS` in the environment is respected as given.
 
     Returns:
         `int`: The number of threads torch now uses.
     """
     if "OMP_NUM_THREADS" not in os.environ:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        threads = max(1, min(cores, round(cores - load)))
+        busy = _cpu.busy_cores_of_other_processes()
+        if busy is None:
+            busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        threads = max(1, min(cores, round(cores - busy)))
         if threads < torch.get_num_threads():
             torch.set_num_threads(threads)
     return torch.get_num_threads()

@@ -192,3 +192,57 @@ def test_architecture_diagram_script(tmp_path, capsys):
     if not is_available("cartoon-faces"):  # the recipe path (what docs/architecture.png shows before weights ship)
         path = module.main(["--output", str(tmp_path / "recipe.png")])
         assert Image.open(path).size == (module.WIDTH, module.HEIGHT)
+
+
+@pytest.fixture
+def _restore_threads(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_busy_cores_of_other_processes_subtracts_this_process(monkeypatch):
+    from sdscratch import _cpu
+
+    monkeypatch.setattr(_cpu, "_allowed_cpus", lambda: {0, 1})
+    since = (100.0, 5.0, 1000, 4000)  # wall, own CPU s, busy ticks, total ticks
+    # 1 s later: both cores busy all the time (200 of 200 ticks), this process used 1 CPU second -> 1 other core
+    monkeypatch.setattr(_cpu, "cpu_snapshot", lambda: (101.0, 6.0, 1200, 4200))
+    assert _cpu.busy_cores_of_other_processes(since) == pytest.approx(1.0)
+    # half the ticks idle and all of the busy ones ours -> nobody else
+    monkeypatch.setattr(_cpu, "cpu_snapshot", lambda: (101.0, 6.0, 1100, 4200))
+    assert _cpu.busy_cores_of_other_processes(since) == pytest.approx(0.0)
+    monkeypatch.setattr(_cpu, "cpu_snapshot", lambda: None)
+    assert _cpu.busy_cores_of_other_processes(since) is None
+    assert _cpu.busy_cores_of_other_processes(None) is None
+
+
+def test_busy_cores_on_this_machine():
+    from sdscratch import _cpu
+
+    busy = _cpu.busy_cores_of_other_processes()
+    if busy is None:
+        pytest.skip("/proc/stat is not readable here")
+    assert 0.0 <= busy <= (os.cpu_count() or 1)
+
+
+@pytest.mark.usefixtures("_restore_threads")
+def test_set_cpu_threads_leaves_the_cores_others_use(monkeypatch):
+    from sdscratch import _cpu
+    from sdscratch.demo import set_cpu_threads
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    torch.set_num_threads(2)
+    monkeypatch.setattr("os.getloadavg", lambda: (1.5, 1.5, 1.5))  # e.g. right after `pip install`
+    monkeypatch.setattr(_cpu, "busy_cores_of_other_processes", lambda: 0.2)
+    assert set_cpu_threads() == 2  # an idle machine keeps both, whatever the (lagging) load average says
+    monkeypatch.setattr(_cpu, "busy_cores_of_other_processes", lambda: 1.6)
+    assert set_cpu_threads() == 1
+    torch.set_num_threads(2)
+    monkeypatch.setattr(_cpu, "busy_cores_of_other_processes", lambda: None)  # no /proc/stat: the load average
+    assert set_cpu_threads() == 1
+    torch.set_num_threads(2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setattr(_cpu, "busy_cores_of_other_processes", lambda: 1.9)
+    assert set_cpu_threads() == 2  # the user's explicit setting wins
