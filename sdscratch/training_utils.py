@@ -172,8 +172,9 @@ def make_optimizer_and_scheduler(args, params, accelerator: Accelerator, num_upd
     if args.max_train_steps is None:
         args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
     args.num_train_epochs = -(-args.max_train_steps // num_update_steps_per_epoch)  # ceil
-    params = list(params)
-    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in FUSED_ADAMW_DTYPES for p in params)
+    params = list(params)  # tensors, or parameter-group dicts ({"params": [...], "lr": ...})
+    tensors = [p for item in params for p in (item["params"] if isinstance(item, dict) else [item])]
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in FUSED_ADAMW_DTYPES for p in tensors)
     optimizer = torch.optim.AdamW(
         params,
         lr=args.learning_rate,
@@ -549,7 +550,9 @@ def training_card_body(
     lines += [f"- Data: `{data}`" + (f" (config `{args.dataset_config_name}`)" if args.dataset_config_name else "")]
     lines += [
         f"- Steps: {steps} at batch size {args.train_batch_size} x {args.gradient_accumulation_steps} accumulation",
-        f"- Resolution: {args.resolution}, learning rate {args.learning_rate} ({args.lr_scheduler}), EMA: {args.use_ema}",
+        f"- Resolution: {args.resolution}, learning rate {args.learning_rate}"
+        + (f" (text encoder {args.text_encoder_lr})" if getattr(args, "text_encoder_lr", None) else "")
+        + f" ({args.lr_scheduler}), EMA: {args.use_ema}",
         f"- Wall time: {wall_time} on {hardware}",
         "",
         "Command:",

@@ -89,6 +89,7 @@ def unet_dir(tmp_path_factory, vae_dir):
     argv += ["--push_to_hub", "--hub_model_id", "someone/tiny-faces", "--hub_token", "hf_fake"]
     argv += ["--lr_warmup_steps", 1, "--lr_scheduler", "linear", "--adam_weight_decay", 0.0, "--max_grad_norm", 0.5]
     argv += ["--learning_rate", 1e-3, "--adam_beta1", 0.8, "--adam_beta2", 0.99, "--adam_epsilon", 1e-7]
+    argv += ["--text_encoder_lr", 4e-3]
     with mock.patch.object(tu, "create_repo") as create_repo, mock.patch.object(tu, "upload_folder") as upload:
         create_repo.return_value.repo_id = "someone/tiny-faces"
         run(train_unet, argv)
@@ -137,6 +138,7 @@ def test_model_card(unet_dir):
     assert "text-to-image" in header and "latent-diffusion" in header
     assert "accelerate launch training/train_unet.py --report_to none" in card  # the exact command
     assert "Steps: 3" in card and "Wall time" in card and "CPU" in card
+    assert "learning rate 0.001 (text encoder 0.004)" in card
     assert "| vae psnr |" in card and "final_train_loss" in card
     assert "![validation grid](./validation/samples-000003.png)" in card
     card = tu.write_model_card(str(unet_dir), "t", "body", "Skiittoo/cartoon-faces", ["x"], "text-to-image")
@@ -361,3 +363,19 @@ def test_fused_adamw_and_foreach_ema_match_the_plain_updates():
     for a, b in zip(ema_fast.shadow_params, ema_plain.shadow_params):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert set(optimizer.state_dict()["state"][0]) == set(reference.state_dict()["state"][0])  # resumable either way
+
+
+def test_text_encoder_lr_gives_the_text_encoder_its_own_parameter_group(unet_dir):
+    state = torch.load(unet_dir / "checkpoint-2" / "optimizer.bin", weights_only=True)
+    unet_group, text_group = state["param_groups"]  # linear decay after 1 warm-up step: both scaled alike
+    assert text_group["initial_lr"] == pytest.approx(4e-3) and unet_group["initial_lr"] == pytest.approx(1e-3)
+    assert text_group["lr"] / unet_group["lr"] == pytest.approx(4.0)
+    assert unet_group["fused"] and len(unet_group["params"]) == len(weights(unet_dir / "unet"))
+
+
+def test_text_encoder_lr_needs_a_trained_text_encoder():
+    base = ["--dataset_name", FACES, "--output_dir", "x"]
+    with pytest.raises(ValueError, match="--pretrained_text_encoder is frozen"):
+        train_unet.parse_args([*base, "--text_encoder_lr", "1e-3", "--pretrained_text_encoder", "some/clip"])
+    with pytest.raises(ValueError, match="--text_encoder_lr must be positive"):
+        train_unet.parse_args([*base, "--text_encoder_lr", "0"])

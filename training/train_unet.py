@@ -77,6 +77,13 @@ def parse_args(argv=None):
         help="Encode the data set once with the frozen VAE (--no-cache_latents: encode every step).",
     )
     group.add_argument("--conditioning_dropout_prob", type=float, default=0.1, help="Caption -> '' (for CFG).")
+    group.add_argument(
+        "--text_encoder_lr",
+        type=float,
+        default=None,
+        help="Peak learning rate of the text encoder trained from scratch (default: --learning_rate). A checkpoint "
+        "resumes only with the same choice (one optimizer parameter group, or two).",
+    )
     group.add_argument("--snr_gamma", type=float, default=None, help="Min-SNR weighting gamma (5.0 recommended).")
     group.add_argument("--noise_offset", type=float, default=0.0, help="Offset noise scale (e.g. 0.05).")
     group.add_argument("--validation_prompts", type=str, nargs="+", default=None, help="Default: 8 training captions.")
@@ -85,6 +92,11 @@ def parse_args(argv=None):
     tu.check_common_args(args)
     if not 0.0 <= args.conditioning_dropout_prob < 1.0:
         raise ValueError(f"--conditioning_dropout_prob must be in [0, 1), got {args.conditioning_dropout_prob}.")
+    if args.text_encoder_lr is not None:
+        if args.pretrained_text_encoder is not None:
+            raise ValueError("--text_encoder_lr needs a text encoder to train; --pretrained_text_encoder is frozen.")
+        if not args.text_encoder_lr > 0:
+            raise ValueError(f"--text_encoder_lr must be positive, got {args.text_encoder_lr}.")
     return args
 
 
@@ -250,7 +262,13 @@ def main(args):
     train_dataloader = accelerator.prepare(train_dataloader)  # shards the batches: its length is per process
     num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     params = [p for model in trained.values() for p in model.parameters()]
-    optimizer, lr_scheduler = tu.make_optimizer_and_scheduler(args, params, accelerator, num_update_steps_per_epoch)
+    groups = params  # one parameter group, unless the text encoder gets its own learning rate
+    if args.text_encoder_lr is not None:
+        groups = [
+            {"params": list(unet.parameters())},
+            {"params": list(text_encoder.parameters()), "lr": args.text_encoder_lr},
+        ]
+    optimizer, lr_scheduler = tu.make_optimizer_and_scheduler(args, groups, accelerator, num_update_steps_per_epoch)
     prepared = accelerator.prepare(*trained.values(), optimizer, lr_scheduler)
     unet_ddp, text_encoder_ddp = prepared[0], (prepared[1] if train_text_encoder else text_encoder)
     optimizer, lr_scheduler = prepared[-2:]
