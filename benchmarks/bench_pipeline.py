@@ -43,19 +43,19 @@ def build_pipelines(size: str):
     """-> (ours, theirs) in float32 with the same text encoder, tokenizer and scheduler."""
     with open(SHIPPED_CONFIG) as f:
         shipped = json.load(f)
-    captions = cartoon_faces_dataset(300)["text"]
-    tokenizer = build_tokenizer(captions, **shipped["tokenizer"])
-    torch.manual_seed(0)
-    text_encoder = build_text_encoder(tokenizer, **shipped["text_encoder"]).eval()
-    unet_kwargs = shipped["unet"] if size == "shipped" else {}
-    unet = SmallUNet(**unet_kwargs, cross_attention_dim=text_encoder.config.hidden_size).eval()
-    vae = SmallVAE().eval()
     scheduler = DPMSolverMultistepScheduler.from_config(
         default_scheduler_config(**shipped["scheduler"]), algorithm_type="dpmsolver++"
     )
     if size == "trained":  # the shipped pipeline, trained weights and all, with the same scheduler
         trained = CartoonFacePipeline.from_pretrained(sdscratch.pretrained("cartoon-faces"))
         tokenizer, text_encoder, unet, vae = trained.tokenizer, trained.text_encoder, trained.unet, trained.vae
+    else:
+        tokenizer = build_tokenizer(cartoon_faces_dataset(300)["text"], **shipped["tokenizer"])
+        torch.manual_seed(0)
+        text_encoder = build_text_encoder(tokenizer, **shipped["text_encoder"]).eval()
+        unet_kwargs = shipped["unet"] if size == "shipped" else {}
+        unet = SmallUNet(**unet_kwargs, cross_attention_dim=text_encoder.config.hidden_size).eval()
+        vae = SmallVAE().eval()
     ours = CartoonFacePipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
     theirs = StableDiffusionPipeline(
         vae=diffusers_vae_like(vae).eval(),

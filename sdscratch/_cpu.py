@@ -18,6 +18,11 @@ def _allowed_cpus() -> Optional[set[int]]:
     return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one, else all)."""
+    return len(_allowed_cpus() or ()) or (os.cpu_count() or 1)
+
+
 def cpu_snapshot() -> Optional[tuple[float, float, int, int]]:
     """`(wall, own CPU seconds, busy ticks, total ticks)` over the cores this process may use; `None` off Linux."""
     allowed = _allowed_cpus()
@@ -58,7 +63,6 @@ def busy_cores_of_other_processes(since=IMPORT_SNAPSHOT) -> Optional[float]:
     if now is None or now[3] <= since[3]:
         return None
     wall = now[0] - since[0]
-    cores = len(_allowed_cpus() or []) or (os.cpu_count() or 1)
-    busy_cores = cores * (now[2] - since[2]) / (now[3] - since[3])
+    busy_cores = usable_cores() * (now[2] - since[2]) / (now[3] - since[3])
     own_cores = (now[1] - since[1]) / wall
     return max(0.0, busy_cores - own_cores)

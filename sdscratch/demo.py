@@ -218,7 +218,7 @@ def set_cpu_threads() -> int:
         `int`: The number of threads torch now uses.
     """
     if "OMP_NUM_THREADS" not in os.environ:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = _cpu.usable_cores()
         busy = _cpu.busy_cores_of_other_processes()
         if busy is None:
             busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0

@@ -156,9 +156,6 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
     )
 
 
-FUSED_ADAMW_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-
-
 def make_optimizer_and_scheduler(args, params, accelerator: Accelerator, num_update_steps_per_epoch: int):
     """AdamW + diffusers' LR schedule (steps counted per process, as diffusers does after `prepare`).
 
@@ -174,7 +171,7 @@ def make_optimizer_and_scheduler(args, params, accelerator: Accelerator, num_upd
     args.num_train_epochs = -(-args.max_train_steps // num_update_steps_per_epoch)  # ceil
     params = list(params)  # tensors, or parameter-group dicts ({"params": [...], "lr": ...})
     tensors = [p for item in params for p in (item["params"] if isinstance(item, dict) else [item])]
-    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in FUSED_ADAMW_DTYPES for p in tensors)
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in tensors)
     optimizer = torch.optim.AdamW(
         params,
         lr=args.learning_rate,
