@@ -79,7 +79,11 @@ def flops_per_sample(fn, batch: int) -> float:
 
 # ---------------------------------------------------------------- models
 def diffusers_unet_like(unet: SmallUNet) -> UNet2DConditionModel:
-    """The same design built from diffusers parts: levels, channels, layers, cross-attention levels, head width."""
+    """The same design built from diffusers parts: levels, channels, layers, cross-attention levels, head width.
+
+    A level with only a light cross-attention (``cross_attention_levels``) has no diffusers equivalent (its
+    ``CrossAttn*Block2D`` carry a full transformer, several times the work): it becomes a plain level, which
+    favours diffusers in the speed comparisons."""
     config = unet.config
     attn = list(config.transformer_levels)
     return UNet2DConditionModel(

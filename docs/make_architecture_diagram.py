@@ -200,9 +200,12 @@ def unet_block(c, unet, x, top):
         right, top, w, 48, ["predicted noise", f"{cfg.sample_size}x{cfg.sample_size}x{cfg.out_channels}"], COLORS["io"]
     )
     for i in range(n):
-        res, ch, attn = cfg.sample_size // 2**i, cfg.block_out_channels[i], cfg.transformer_levels[i]
+        res, ch = cfg.sample_size // 2**i, cfg.block_out_channels[i]
+        cross_only = bool((cfg.get("cross_attention_levels") or [False] * n)[i])
+        attn = cfg.transformer_levels[i] or cross_only
         heads = num_heads_for(ch, cfg.attention_head_dim) if attn else 0
-        layer = f"ResNet + Transformer ({heads} head{'s' * (heads > 1)})" if attn else "ResNet"
+        kind = "cross-attention" if cross_only else "Transformer"
+        layer = f"ResNet + {kind} ({heads} head{'s' * (heads > 1)})" if attn else "ResNet"
         y = top + 80 + i * row
         for side, count, block in (
             (left, cfg.layers_per_block, unet.down_blocks[i]),

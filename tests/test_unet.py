@@ -66,7 +66,7 @@ def test_forward_shape_and_dict_vs_tuple():
     assert out.sample.shape == sample.shape and out.sample.is_contiguous()
     torch.testing.assert_close(out.sample, tup[0], rtol=0, atol=0)
     assert unet.time_cond_proj_dim is None and unet.config.time_cond_proj_dim is None  # pipelines read both
-    class_names = {type(m).__name__ for m in unet.modules()}
+    class_names = {type(m).__name__ for m in make_unet(cross_attention_levels=(True, False)).modules()}
     assert set(SmallUNet._no_split_modules) <= class_names
 
 
@@ -244,6 +244,47 @@ def test_three_levels_and_unconditional():
     assert not any(name.endswith("attn2.to_kv.weight") for name, _ in unet.named_parameters())
 
 
+def test_cross_attention_levels_read_the_text(tmp_path):
+    """A level flagged in cross_attention_levels gets a light CrossAttentionBlock per resnet, which reads the text
+    (the attention mask included), trains, and survives save/load."""
+    from sdscratch.models.unet_blocks import CrossAttentionBlock
+
+    unet = make_unet(cross_attention_levels=(True, False))
+    level0 = [unet.down_blocks[0], unet.up_blocks[-1]]
+    assert all(isinstance(block, CrossAttentionBlock) for level in level0 for block in level.attentions)
+    assert [len(level.attentions) for level in level0] == [1, 2]  # layers_per_block, layers_per_block + 1
+    sample, t, text = make_inputs()
+    # the text reaches the output through the new blocks alone: zeroing their output projection changes it
+    with_blocks = run(unet, sample, t, text)
+    without = copy.deepcopy(unet)
+    for level in (without.down_blocks[0], without.up_blocks[-1]):
+        for block in level.attentions:
+            torch.nn.init.zeros_(block.attn.to_out.weight)
+            torch.nn.init.zeros_(block.attn.to_out.bias)
+    assert not torch.allclose(run(without, sample, t, text), with_blocks)
+    # masked tokens stay hidden from them too
+    mask = torch.ones(BATCH, SEQ, dtype=torch.long)
+    mask[:, 3:] = 0
+    changed = text.clone()
+    changed[:, 3:] = torch.randn(BATCH, SEQ - 3, 24)
+    torch.testing.assert_close(
+        run(unet, sample, t, changed, encoder_attention_mask=mask),
+        run(unet, sample, t, text, encoder_attention_mask=mask),
+    )
+    # trains: every parameter gets a gradient, in fp32 and under bf16 autocast (math attention)
+    unet.train()
+    for autocast in (False, True):
+        unet.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            unet(sample, t, text).sample.float().square().mean().backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in unet.parameters())
+    unet.eval()
+    unet.save_pretrained(tmp_path)
+    loaded = SmallUNet.from_pretrained(tmp_path).eval()
+    assert list(loaded.config.cross_attention_levels) == [True, False]
+    torch.testing.assert_close(run(loaded, sample, t, text), with_blocks)
+
+
 def test_timestep_forms_agree():
     unet = make_unet()
     sample, _, text = make_inputs()
@@ -307,6 +348,9 @@ def test_text_to_unconditional_unet_raises():
         (dict(time_embedding_type="learned"), "time_embedding_type"),
         (dict(block_out_channels=(16, 48), attention_head_dim=32), "attention_head_dim"),
         (dict(time_cond_proj_dim=8), "time_cond_proj_dim"),
+        (dict(cross_attention_levels=(True,)), "cross_attention_levels"),
+        (dict(cross_attention_levels=(False, True)), "already carry a transformer"),
+        (dict(cross_attention_levels=(True, False), cross_attention_dim=None), "cross_attention_dim"),
     ],
 )
 def test_bad_config_raises(kwargs, message):

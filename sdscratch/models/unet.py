@@ -49,6 +49,10 @@ class SmallUNet(ModelMixin, ConfigMixin):
         transformer_levels (`tuple[bool]`, defaults to `(False, True, True)`): Which levels carry a transformer
             block (self-attention + cross-attention + MLP) after each resnet, one flag per level. The mid block
             always carries one.
+        cross_attention_levels (`tuple[bool]`, *optional*): Levels *without* a transformer that still read the
+            text: a light ``CrossAttentionBlock`` (LayerNorm + cross-attention, no self-attention, no MLP) after
+            each resnet, one flag per level. Cheap at the highest resolution, where small details (a mouth, an
+            eye colour) live. `None` (default) = none. Needs ``cross_attention_dim``.
         cross_attention_dim (`int`, *optional*, defaults to 256): Width of ``encoder_hidden_states``. `None`
             makes an unconditional UNet: no cross-attention, and passing text raises ``ValueError``.
         attention_head_dim (`int`, defaults to 64): Channels **per head** (unlike ``UNet2DConditionModel``, where
@@ -68,7 +72,7 @@ class SmallUNet(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
-    _no_split_modules = ["ResnetBlock", "TransformerBlock"]
+    _no_split_modules = ["ResnetBlock", "TransformerBlock", "CrossAttentionBlock"]
     _skip_layerwise_casting_patterns = ["norm"]
 
     @register_to_config
@@ -80,6 +84,7 @@ class SmallUNet(ModelMixin, ConfigMixin):
         block_out_channels: tuple[int, ...] = (64, 128, 192),
         layers_per_block: int = 1,
         transformer_levels: tuple[bool, ...] = (False, True, True),
+        cross_attention_levels: Optional[tuple[bool, ...]] = None,
         cross_attention_dim: Optional[int] = 256,
         attention_head_dim: int = 64,
         skip_connection: str = "concat",
@@ -100,6 +105,20 @@ class SmallUNet(ModelMixin, ConfigMixin):
                 f"`transformer_levels` needs one flag per level of `block_out_channels`={tuple(block_out_channels)}, "
                 f"got {tuple(transformer_levels)}."
             )
+        if cross_attention_levels is not None:
+            if len(cross_attention_levels) != len(block_out_channels):
+                raise ValueError(
+                    "`cross_attention_levels` needs one flag per level of `block_out_channels`="
+                    f"{tuple(block_out_channels)}, got {tuple(cross_attention_levels)}."
+                )
+            both = [i for i, (t, c) in enumerate(zip(transformer_levels, cross_attention_levels)) if t and c]
+            if both:
+                raise ValueError(
+                    f"`cross_attention_levels` flags level(s) {both} that already carry a transformer "
+                    f"(`transformer_levels`={tuple(transformer_levels)}); a level takes one or the other."
+                )
+            if any(cross_attention_levels) and cross_attention_dim is None:
+                raise ValueError("`cross_attention_levels` needs text: `cross_attention_dim` must not be None.")
         if skip_connection not in SKIP_CONNECTIONS:
             raise ValueError(f"`skip_connection` must be one of {SKIP_CONNECTIONS}, got {skip_connection!r}.")
         if time_embedding_type not in TIME_EMBEDDING_TYPES:
@@ -121,8 +140,10 @@ class SmallUNet(ModelMixin, ConfigMixin):
             norm_num_groups=norm_num_groups,
             dropout=dropout,
         )
+        cross_only = list(cross_attention_levels or [False] * len(channels))
         heads = [
-            num_heads_for(c, attention_head_dim) if flag else None for c, flag in zip(channels, transformer_levels)
+            num_heads_for(c, attention_head_dim) if flag or cross else None
+            for c, flag, cross in zip(channels, transformer_levels, cross_only)
         ]
         last = len(channels) - 1
         self.down_blocks = nn.ModuleList(
@@ -130,6 +151,7 @@ class SmallUNet(ModelMixin, ConfigMixin):
                 channels[i],
                 layers_per_block,
                 heads=heads[i],
+                cross_attention_only=cross_only[i],
                 next_channels=channels[i + 1] if i < last else None,
                 **common,
             )
@@ -141,6 +163,7 @@ class SmallUNet(ModelMixin, ConfigMixin):
                 channels[i],
                 layers_per_block + 1,
                 heads=heads[i],
+                cross_attention_only=cross_only[i],
                 up=True,
                 next_channels=channels[i - 1] if i > 0 else None,
                 skip_connection=skip_connection,
