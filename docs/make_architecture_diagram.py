@@ -199,9 +199,9 @@ def unet_block(c, unet, x, top):
     c.box(
         right, top, w, 48, ["predicted noise", f"{cfg.sample_size}x{cfg.sample_size}x{cfg.out_channels}"], COLORS["io"]
     )
+    cross_only_levels = cfg.cross_attention_levels or [False] * n
     for i in range(n):
-        res, ch = cfg.sample_size // 2**i, cfg.block_out_channels[i]
-        cross_only = bool((cfg.get("cross_attention_levels") or [False] * n)[i])
+        res, ch, cross_only = cfg.sample_size // 2**i, cfg.block_out_channels[i], cross_only_levels[i]
         attn = cfg.transformer_levels[i] or cross_only
         heads = num_heads_for(ch, cfg.attention_head_dim) if attn else 0
         kind = "cross-attention" if cross_only else "Transformer"
