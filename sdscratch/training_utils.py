@@ -256,8 +256,8 @@ def check_checkpoints_compatible(
             with open(config_file) as f:
                 saved = _architecture(json.load(f))
             current = _architecture(model.config)
-            # keys on both sides only: transformers saves only non-default values
-            differ = sorted(k for k in set(saved) & set(current) if _json(saved[k]) != _json(current[k]))
+            # keys on both sides only: transformers saves only non-default values (of nested configs too)
+            differ = sorted(k for k in set(saved) & set(current) if _differs(saved[k], current[k]))
             if differ:
                 detail = ", ".join(f"{k}: {saved.get(k)!r} there vs {current.get(k)!r} now" for k in differ[:5])
                 raise ValueError(
@@ -267,6 +267,14 @@ def check_checkpoints_compatible(
 
 def _json(value):
     return json.loads(json.dumps(value))  # tuples -> lists, as in config.json
+
+
+def _differs(saved, current) -> bool:
+    """Whether two config values differ; nested configs (a CLIP's `text_config`) compare on their shared keys."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        current = _architecture(current)
+        return any(_differs(saved[k], current[k]) for k in set(_architecture(saved)) & set(current))
+    return _json(saved) != _json(current)
 
 
 _FIX = "Use another --output_dir, or delete its checkpoint-* folders."

@@ -153,6 +153,28 @@ def test_parse_free_form_prompt():
     }  # fmt: skip
 
 
+def test_attribute_caption_names_one_attribute_and_parses_back():
+    from sdscratch.data import attribute_caption
+
+    for seed in range(200):
+        a = cf.sample_attributes(seed)
+        for name in cf.ATTRIBUTES:
+            caption = attribute_caption(a, name)
+            parsed = cf.parse_caption(caption)
+            assert parsed[name] == a[name], (caption, a)
+            # nothing else, except the companion its phrase needs
+            companion = {"hair_style": {"hair_color"}, "hair_color": {"hair_style"}}.get(name, set())
+            companion |= {"glasses_color"} if name == "glasses" and a["glasses"] == "none" else set()
+            companion |= {"glasses"} if name == "glasses_color" else set()
+            assert set(parsed) <= {name} | companion, (caption, parsed)
+    a = cf.sample_attributes(0)
+    assert attribute_caption({**a, "mouth": "smiling"}, "mouth") == "a cartoon face with a smile"
+    with pytest.raises(ValueError, match="name='hat' is not one of"):
+        attribute_caption(a, "hat")
+    with pytest.raises(ValueError, match="attributes\\['mouth'\\] = 'grin' is not one of"):
+        attribute_caption({**a, "mouth": "grin"}, "mouth")
+
+
 def test_datasets_dataset():
     ds = cf.cartoon_faces_dataset(6, size=32, seed=1, caption_style="rich")
     assert ds.column_names == ["image", "text", *cf.ATTRIBUTES]

@@ -1,6 +1,14 @@
 """Data: procedural cartoon faces, real digits, and one loader for every image-caption source."""
 
-from .captions import ANY, ATTRIBUTES, CAPTION_ATTRIBUTES, attributes_match, make_caption, parse_caption
+from .captions import (
+    ANY,
+    ATTRIBUTES,
+    CAPTION_ATTRIBUTES,
+    attribute_caption,
+    attributes_match,
+    make_caption,
+    parse_caption,
+)
 from .cartoon_faces import (
     CartoonFacesTorchDataset,
     cartoon_faces_dataset,
@@ -18,6 +26,7 @@ __all__ = [
     "ATTRIBUTES",
     "CAPTION_ATTRIBUTES",
     "CartoonFacesTorchDataset",
+    "attribute_caption",
     "attributes_match",
     "build_image_transform",
     "collate_image_caption",

@@ -172,6 +172,43 @@ def _rich_caption(a: dict, rng: random.Random) -> str:
     return f"{subject} {pick(('with', 'with', 'showing'))} {listed}"
 
 
+def attribute_caption(attributes: dict, name: str) -> str:
+    """A free-form caption naming one attribute of a face (``"a cartoon face with blue eyes"``): the prompts of a
+    zero-shot probe, one per value, that differ in that attribute only.
+
+    The hair style's phrase also names the hair colour, and the glasses colour's the kind of glasses, as the rich
+    captions do; ``parse_caption`` reads ``attributes[name]`` back from the result.
+
+    Args:
+        attributes: a face's attributes (all of `ATTRIBUTES`).
+        name: the attribute to name, one of `ATTRIBUTES`.
+
+    Returns:
+        `str`: the caption.
+    """
+    if name not in ATTRIBUTES:
+        raise ValueError(f"name={name!r} is not one of {tuple(ATTRIBUTES)}")
+    check_attributes(attributes)
+    a = attributes
+    if name in ("hair_style", "hair_color"):
+        part = _HAIR_PHRASES[a["hair_style"]][0].format(c=a["hair_color"])
+    elif name in ("glasses", "glasses_color") and a["glasses"] == "none":
+        part = _NO_GLASSES[0]
+    elif name == "glasses":
+        part = _GLASSES_NOUN[a["glasses"]]
+    elif name == "glasses_color":
+        part = f"{a['glasses_color']} {_GLASSES_NOUN[a['glasses']]}"
+    elif name == "facial_hair":
+        part = _FACIAL_HAIR_PHRASES[a["facial_hair"]][0]
+    elif name == "mouth":
+        part = _MOUTH_PHRASES[a["mouth"]][0]
+    elif name == "face_shape":
+        part = f"a{'n' if a['face_shape'] == 'oval' else ''} {a['face_shape']} face"
+    else:  # skin, eye_color
+        part = f"{a[name]} {'skin' if name == 'skin' else 'eyes'}"
+    return f"{_SUBJECTS[0]} with {part}"
+
+
 def _alternation(values) -> str:
     # Longest first so that "whitish-yellow" wins over "yellow".
     return "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))

@@ -1,0 +1,120 @@
+"""training/train_clip.py end to end on a tiny CLIP and a few dozen built-in faces, in process."""
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from safetensors.torch import load_file
+from transformers import CLIPModel
+
+from sdscratch import CartoonFacePipeline, load_text_components
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "training"))
+import train_clip  # noqa: E402
+import train_unet  # noqa: E402
+
+TINY = str(ROOT / "training" / "configs" / "tiny.json")
+FACES = "builtin:cartoon-faces?caption_style=mixed&num_images=40"
+
+
+def run(script, argv):
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    return script.main(script.parse_args([str(a) for a in argv]))
+
+
+def clip_argv(out, steps=4):
+    argv = ["--dataset_name", FACES, "--output_dir", out, "--config", TINY, "--report_to", "none", "--seed", 0]
+    argv += ["--train_batch_size", 8, "--max_train_steps", steps, "--checkpointing_steps", 2, "--validation_steps", 2]
+    argv += ["--vision_patch_size", 16, "--vision_num_hidden_layers", 1, "--vision_head_dim", 16]
+    return argv + ["--num_validation_images", 8, "--random_flip", "--use_ema", "--lr_scheduler", "cosine"]
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clip")
+    run(train_clip, clip_argv(out))
+    return out
+
+
+def test_writes_a_hub_clip_layout_with_metrics_and_a_card(clip_dir):
+    config = json.loads((clip_dir / "config.json").read_text())
+    assert config["model_type"] == "clip" and config["architectures"] == ["CLIPModel"]
+    assert config["text_config"]["hidden_size"] == 32 and config["vision_config"]["image_size"] == 64
+    assert config["vision_config"]["patch_size"] == 16 and config["vision_config"]["num_hidden_layers"] == 1
+    assert (clip_dir / "model.safetensors").is_file() and (clip_dir / "tokenizer.json").is_file()
+    assert sorted(p.name for p in clip_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert (clip_dir / "checkpoint-4" / "clip_ema" / "ema_state.json").is_file()
+    metrics = json.loads((clip_dir / "clip_metrics.json").read_text())
+    assert metrics["num_images"] == 8
+    names = ["image_to_text_top1", "text_to_image_top1", "zero_shot_mouth", "zero_shot_eye_color", "zero_shot_glasses"]
+    assert all(0.0 <= metrics[name] <= 1.0 for name in names)
+    card = (clip_dir / "README.md").read_text()
+    assert "--pretrained_text_encoder" in card and "zero_shot_mouth" in card and "Steps: 4" in card
+    # the saved model is the EMA one and reloads as a plain CLIPModel
+    clip = CLIPModel.from_pretrained(clip_dir)
+    ema = load_file(clip_dir / "checkpoint-4" / "clip_ema" / "model.safetensors")
+    torch.testing.assert_close(clip.state_dict()["text_projection.weight"], ema["text_projection.weight"])
+
+
+def test_its_text_encoder_conditions_a_unet_frozen(clip_dir, tmp_path):
+    tokenizer, text_encoder = load_text_components(clip_dir)
+    assert type(text_encoder).__name__ == "CLIPTextModel" and text_encoder.config.hidden_size == 32
+    out = tmp_path / "unet"
+    argv = ["--dataset_name", FACES, "--output_dir", out, "--unet_config", TINY, "--report_to", "none"]
+    argv += ["--train_batch_size", 8, "--max_train_steps", 2, "--validation_steps", 100]
+    argv += ["--pretrained_text_encoder", clip_dir, "--validation_prompts", "a smiling cartoon face"]
+    run(train_unet, argv)
+    pipe = CartoonFacePipeline.from_pretrained(out)
+    assert len(pipe.tokenizer) == len(tokenizer)
+    for key, value in text_encoder.state_dict().items():  # frozen: the CLIP text tower, unchanged
+        torch.testing.assert_close(pipe.text_encoder.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_resume_matches_an_uninterrupted_run(clip_dir, tmp_path):
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    os.symlink(clip_dir / "checkpoint-2", resumed / "checkpoint-2", target_is_directory=True)
+    run(train_clip, clip_argv(resumed) + ["--resume_from_checkpoint", "latest"])
+    full, again = load_file(clip_dir / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert full.keys() == again.keys()
+    for key in full:
+        torch.testing.assert_close(full[key], again[key], rtol=0, atol=0, msg=key)
+
+
+def test_contrastive_loss_treats_pairs_with_the_same_caption_as_positives():
+    captions = torch.tensor([0, 0, 1, 2])
+    same = (captions[:, None] == captions[None, :]).float()
+    # perfect scores: each image sure of its caption and, equally, of the copies of it
+    loss = train_clip.contrastive_loss(100 * same, captions)
+    # rows 0 and 1 spread half their target on each copy: cross-entropy = entropy of (1/2, 1/2) = log 2
+    assert loss.item() == pytest.approx(2 * math.log(2) / 4, abs=1e-6)
+    # plain CLIP (each copy a negative) would reward telling identical captions apart; here that costs more
+    apart = 100 * torch.eye(4)
+    assert torch.nn.functional.cross_entropy(apart, torch.arange(4)).item() < 1e-6
+    assert train_clip.contrastive_loss(apart, captions).item() > 10 * loss.item()
+    assert train_clip.contrastive_loss(-100 * same, captions).item() > 50
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--vision_patch_size", 7], "--vision_patch_size must divide --resolution 64"),
+        (["--num_validation_images", 1], "--num_validation_images must be >= 2"),
+        (["--train_batch_size", 0], "--train_batch_size must be >= 1"),
+    ],
+)
+def test_bad_flags(tmp_path, extra, message):
+    with pytest.raises(ValueError, match=message):
+        train_clip.parse_args([str(a) for a in clip_argv(tmp_path) + extra])
+
+
+def test_vision_head_dim_must_divide_the_width(tmp_path):
+    with pytest.raises(ValueError, match="--vision_head_dim 24 must divide the ViT width 32"):
+        run(train_clip, clip_argv(tmp_path / "x") + ["--vision_head_dim", 24])
