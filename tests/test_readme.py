@@ -64,8 +64,9 @@ def test_readme_python_blocks_run(tiny_model_folders, tmp_path, monkeypatch):
 
 def check_commands_parse(text: str) -> int:
     """Runs every `training/*.py` and `python -m sdscratch.evaluate` command of a shell text (backslash
-    continuations joined, `${VAR:-default}` expanded to its default, `"${ARRAY[@]}"` to nothing, comments skipped) through its script's own
-    argument parser; an unknown or renamed flag raises SystemExit. Returns how many commands were checked."""
+    continuations joined, `${VAR:-default}` expanded to its default, `"${ARRAY[@]}"` to nothing, comments skipped)
+    through its script's own argument parser; an unknown or renamed flag raises SystemExit. Returns how many
+    commands were checked."""
     text = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", text.replace("\\\n", " "))
     text = re.sub(r'"?\$\{\w+\[@\]\}"?', "", text)  # an optional flag array ("${FLAGS[@]}"): empty by default
     checked = 0

@@ -114,6 +114,13 @@ def contrastive_loss(logits_per_image: torch.Tensor, caption_ids: torch.Tensor) 
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
 
 
+def tokenize(tokenizer, texts: list) -> torch.Tensor:
+    """`(len(texts), model_max_length)` input ids, padded as CartoonFacePipeline pads prompts."""
+    return tokenizer(
+        texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
 @torch.no_grad()
 def embed(model: CLIPModel, input_ids=None, pixel_values=None, batch_size: int = 256) -> torch.Tensor:
     """L2-normalised text (`input_ids`) or image (`pixel_values`) embeddings, in batches."""
@@ -145,15 +152,12 @@ def evaluate_clip(model: CLIPModel, tokenizer, images: torch.Tensor, captions: l
     was_training = model.training
     model.eval()
 
-    def tokenize(texts):
-        return tokenizer(
-            texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids
-
     image_embeds = embed(model, pixel_values=images)
-    text_embeds = embed(model, input_ids=tokenize(captions))
+    text_embeds = embed(model, input_ids=tokenize(tokenizer, captions))
     similarity = image_embeds @ text_embeds.t()
-    same = torch.tensor([[a == b for b in captions] for a in captions])
+    index = {caption: i for i, caption in enumerate(dict.fromkeys(captions))}
+    caption_ids = torch.tensor([index[caption] for caption in captions])
+    same = caption_ids[:, None] == caption_ids[None, :]
     rows = torch.arange(len(captions))
     metrics = {
         "num_images": len(captions),
@@ -172,14 +176,12 @@ def evaluate_clip(model: CLIPModel, tokenizer, images: torch.Tensor, captions: l
                 prompts = [attribute_caption(_with_value(face, name, value), name) for value in candidates]
                 probes[name, index] = candidates, prompts
         unique = sorted({prompt for _, prompts in probes.values() for prompt in prompts})
-        prompt_embeds = dict(zip(unique, embed(model, input_ids=tokenize(unique))))
-        for name in ATTRIBUTES:
-            hits = []
-            for (probe_name, index), (candidates, prompts) in probes.items():
-                if probe_name == name:
-                    scores = torch.stack([prompt_embeds[prompt] for prompt in prompts]) @ image_embeds[index]
-                    hits.append(candidates[scores.argmax().item()] == attributes[index][name])
-            metrics[f"zero_shot_{name}"] = sum(hits) / max(len(hits), 1)
+        prompt_embeds = dict(zip(unique, embed(model, input_ids=tokenize(tokenizer, unique))))
+        hits = {name: [] for name in ATTRIBUTES}
+        for (name, index), (candidates, prompts) in probes.items():
+            scores = torch.stack([prompt_embeds[prompt] for prompt in prompts]) @ image_embeds[index]
+            hits[name].append(candidates[scores.argmax().item()] == attributes[index][name])
+        metrics.update({f"zero_shot_{name}": sum(h) / max(len(h), 1) for name, h in hits.items()})
     model.train(was_training)
     return metrics
 
@@ -201,8 +203,6 @@ def main(args):
     transform = tu.image_transform(args, accelerator.process_index)
     logger.info(f"Decoding {len(dataset)} images...")
     images = torch.stack([transform(image) for image in dataset["image"]])
-    if images.shape[1] != 3:
-        raise ValueError(f"train_clip.py needs RGB images, got {images.shape[1]} channels.")
     holdout_attributes = None
     if all(name in dataset.column_names for name in ATTRIBUTES):  # cartoon faces: zero-shot attribute probes
         rows = dataset.select(range(num_train, len(dataset)))
@@ -214,13 +214,7 @@ def main(args):
     unique_captions = sorted(set(captions))
     row_of = {caption: i for i, caption in enumerate(unique_captions)}
     caption_rows = torch.tensor([row_of[caption] for caption in captions])
-    input_ids = tokenizer(
-        unique_captions,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
+    input_ids = tokenize(tokenizer, unique_captions)  # (U, L): row caption_rows[i] is sample i's caption
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     tu.check_checkpoints_compatible(args.output_dir, {"clip": model}, resume_path)
