@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from sdscratch import CartoonFacePipeline, load_text_components
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
+import export_pretrained  # noqa: E402
 import train_clip  # noqa: E402
 import train_unet  # noqa: E402
 
@@ -75,6 +77,28 @@ def test_its_text_encoder_conditions_a_unet_frozen(clip_dir, tmp_path):
     assert len(pipe.tokenizer) == len(tokenizer)
     for key, value in text_encoder.state_dict().items():  # frozen: the CLIP text tower, unchanged
         torch.testing.assert_close(pipe.text_encoder.state_dict()[key], value, rtol=0, atol=0)
+
+    # exported with the CLIP's card: one card says how every part was made; another CLIP is refused
+    root = tmp_path / "pkg"
+    argv = ["--model_path", str(out), "--output_root", str(root), "--text_encoder_path"]
+    card = (
+        Path(export_pretrained.main(["--name", "cartoon-faces"] + argv + [str(clip_dir)])) / "README.md"
+    ).read_text()
+    section = card.split("\n## Text encoder training\n")[1]
+    assert "### Text encoder training" in section and "### Text encoder metrics" in section
+    assert "zero_shot_mouth" in section and "Steps: 4" in section and "Usage" not in section
+    other = tmp_path / "other-clip"
+    clip = CLIPModel.from_pretrained(clip_dir)
+    with torch.no_grad():
+        clip.text_model.final_layer_norm.bias.add_(0.1)
+    clip.save_pretrained(other)
+    for name in ("README.md", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(clip_dir / name, other / name)
+    with pytest.raises(ValueError, match="--text_encoder_path.*differs from the pipeline's.*final_layer_norm"):
+        export_pretrained.main(["--name", "digits"] + argv + [str(other)])
+    assert not (root / "digits").exists()
+    with pytest.raises(ValueError, match="--text_encoder_path.*no README.md"):
+        export_pretrained.main(["--name", "digits"] + argv + [str(tmp_path)])
 
 
 def test_resume_matches_an_uninterrupted_run(clip_dir, tmp_path):

@@ -2,7 +2,8 @@
 
     python training/export_pretrained.py --model_path outputs/digits --name digits
     python training/export_pretrained.py --model_path outputs/cartoon-faces/pipeline --name cartoon-faces \
-        --vae_path outputs/cartoon-faces/vae outputs/cartoon-faces/vae-decoder
+        --vae_path outputs/cartoon-faces/vae outputs/cartoon-faces/vae-decoder \
+        --text_encoder_path outputs/cartoon-faces/clip
 
 Writes `sdscratch/pretrained/<name>/` (model_index.json, one folder per component, the model card and its
 images). The weights are stored in float16 to stay small; `CartoonFacePipeline.from_pretrained` upcasts them to
@@ -44,6 +45,13 @@ def parse_args(argv=None):
         "vae/ is the one shipped. Its encoder and scaling_factor must be the pipeline's (the UNet learned those "
         "latents), so only a decoder fine-tuned after the UNet can be swapped in.",
     )
+    parser.add_argument(
+        "--text_encoder_path",
+        default=None,
+        help="The train_clip.py output folder whose text encoder the pipeline's UNet was trained on, frozen "
+        "(train_unet.py --pretrained_text_encoder): its card's training section and zero-shot metrics are added to "
+        "the exported card under '## Text encoder training'. Its text encoder and tokenizer must be the pipeline's.",
+    )
     return parser.parse_args(argv)
 
 
@@ -54,7 +62,13 @@ def main(argv=None) -> str:
     for path in args.vae_path or []:
         if not os.path.isfile(os.path.join(path, "README.md")):
             raise ValueError(f"--vae_path {path!r} has no README.md (expected train_vae.py's output folder).")
+    if args.text_encoder_path and not os.path.isfile(os.path.join(args.text_encoder_path, "README.md")):
+        raise ValueError(
+            f"--text_encoder_path {args.text_encoder_path!r} has no README.md (expected train_clip.py's output folder)."
+        )
     pipeline = CartoonFacePipeline.from_pretrained(args.model_path)
+    if args.text_encoder_path:
+        check_same_text_encoder(pipeline, args.text_encoder_path)
     if args.vae_path:
         pipeline.register_modules(vae=same_latents_vae(pipeline.vae, args.vae_path[-1]))
     target = os.path.join(args.output_root, args.name)
@@ -73,6 +87,14 @@ def main(argv=None) -> str:
             shutil.copyfile(os.path.join(validation, name), os.path.join(tmp, "validation", name))
     for stage, path in enumerate(args.vae_path or [], start=1):
         append_vae_training(os.path.join(tmp, "README.md"), os.path.join(path, "README.md"), stage)
+    if args.text_encoder_path:
+        append_training(
+            os.path.join(tmp, "README.md"),
+            os.path.join(args.text_encoder_path, "README.md"),
+            "\n\n## Text encoder training\n\n",
+            "### Text encoder ",
+            "--text_encoder_path",
+        )
     if os.path.isdir(target):
         shutil.rmtree(target)
     os.replace(tmp, target)
@@ -107,25 +129,54 @@ def same_latents_vae(pipeline_vae: Optional[SmallVAE], vae_path: str) -> SmallVA
     return vae
 
 
-def append_vae_training(card_path: str, vae_card_path: str, stage: int = 1) -> None:
-    """Adds the VAE card's "## Training" and "## Metrics" sections to the pipeline card under "## VAE training", so
-    that one card says how every trained part was made (and what the whole training cost). Stage 1 is titled
-    "### VAE training", later stages (a decoder fine-tune) "### VAE stage 2 training" and so on."""
-    with open(vae_card_path) as f:  # main() checked that it exists, before any work
-        vae_card = f.read()
-    sections = vae_card.split("\n## ")
+def check_same_text_encoder(pipeline: CartoonFacePipeline, text_encoder_path: str) -> None:
+    """Raises unless the CLIP in `text_encoder_path` (train_clip.py's output) holds exactly the pipeline's text
+    encoder weights and tokenizer vocabulary: the card must describe the encoder the UNet was trained on."""
+    from sdscratch import load_text_components
+
+    tokenizer, text_encoder = load_text_components(text_encoder_path)
+    if pipeline.text_encoder is None or tokenizer.get_vocab() != pipeline.tokenizer.get_vocab():
+        raise ValueError(
+            f"--text_encoder_path {text_encoder_path!r}: its tokenizer is not the pipeline's (the UNet in "
+            "--model_path was not trained on this text encoder)."
+        )
+    ours, theirs = text_encoder.state_dict(), pipeline.text_encoder.state_dict()
+    changed = [k for k in ours if k not in theirs or not torch.equal(ours[k], theirs[k].to(ours[k]))]
+    if changed:
+        raise ValueError(
+            f"--text_encoder_path {text_encoder_path!r}: its text encoder differs from the pipeline's "
+            f"({len(changed)} tensors, e.g. {changed[0]}); pass the train_clip.py folder given to train_unet.py "
+            "--pretrained_text_encoder."
+        )
+
+
+def append_training(card_path: str, source_card_path: str, title: str, prefix: str, flag: str) -> None:
+    """Adds the "## Training" and "## Metrics" sections of another training run's card (a VAE, a CLIP) to the
+    pipeline card as `title`, then `prefix` + "training" / "metrics" subsections, so that one card says how every
+    trained part was made (and what the whole training cost)."""
+    with open(source_card_path) as f:  # main() checked that it exists, before any work
+        sections = f.read().split("\n## ")
     kept = [s for s in sections[1:] if s.startswith(("Training\n", "Metrics\n"))]
     if not kept:
-        raise ValueError(f"--vae_path: {vae_card_path} has no '## Training' section.")
-    prefix = "### VAE " if stage == 1 else f"### VAE stage {stage} "
+        raise ValueError(f"{flag}: {source_card_path} has no '## Training' section.")
     body = "\n\n".join(prefix + s.strip()[0].lower() + s.strip()[1:] for s in kept)
     card = open(card_path).read() if os.path.isfile(card_path) else ""
-    if stage == 1:  # train_unet.py's copy of the VAE's metrics: the stages below give them, per stage
-        card = re.sub(r"^\| vae [^\n]*\n", "", card, flags=re.MULTILINE)
-    title = "\n\n## VAE training\n\n" if stage == 1 else "\n\n"
     card = card.rstrip() + title + body.replace("\n## ", "\n### ") + "\n"
     with open(card_path, "w") as f:
         f.write(card)
+
+
+def append_vae_training(card_path: str, vae_card_path: str, stage: int = 1) -> None:
+    """`append_training` for the VAE runs, under "## VAE training": stage 1 is titled "### VAE training", later
+    stages (a decoder fine-tune) "### VAE stage 2 training" and so on."""
+    if stage == 1 and os.path.isfile(card_path):  # train_unet.py's copy of the VAE's metrics: the stages give them
+        with open(card_path) as f:
+            card = re.sub(r"^\| vae [^\n]*\n", "", f.read(), flags=re.MULTILINE)
+        with open(card_path, "w") as f:
+            f.write(card)
+    title = "\n\n## VAE training\n\n" if stage == 1 else "\n\n"
+    prefix = "### VAE " if stage == 1 else f"### VAE stage {stage} "
+    append_training(card_path, vae_card_path, title, prefix, "--vae_path")
 
 
 if __name__ == "__main__":
