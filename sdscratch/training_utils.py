@@ -593,8 +593,12 @@ def write_unet_card(
             metrics = {**metrics, **{f"vae {k}": v for k, v in json.load(f).items() if isinstance(v, (int, float))}}
     data = args.dataset_name or args.train_data_dir
     space = "pixel space" if pixel_space else "the latent space of a SmallVAE"
-    text = "a CLIP text encoder trained from scratch" if args.pretrained_text_encoder is None else None
-    text = text or f"the frozen text encoder `{args.pretrained_text_encoder}`"
+    if args.pretrained_text_encoder is None:
+        text = "a CLIP text encoder trained from scratch"
+    elif getattr(args, "train_text_encoder", False):
+        text = f"a text encoder fine-tuned from `{args.pretrained_text_encoder}`"
+    else:
+        text = f"the frozen text encoder `{args.pretrained_text_encoder}`"
     intro = (
         f"A text-to-image `CartoonFacePipeline` (sdscratch, on diffusers) trained from scratch "
         f"on `{data}` at {args.resolution}x{args.resolution}: a `SmallUNet` denoising in {space}, conditioned on {text}; "

@@ -101,6 +101,28 @@ def test_its_text_encoder_conditions_a_unet_frozen(clip_dir, tmp_path):
         export_pretrained.main(["--name", "digits"] + argv + [str(tmp_path)])
 
 
+def test_train_text_encoder_fine_tunes_it_from_the_clip(clip_dir, tmp_path):
+    tokenizer, text_encoder = load_text_components(clip_dir)
+    out = tmp_path / "unet"
+    argv = ["--dataset_name", FACES, "--output_dir", out, "--unet_config", TINY, "--report_to", "none"]
+    argv += ["--train_batch_size", 8, "--max_train_steps", 2, "--validation_steps", 100, "--learning_rate", 1e-2]
+    argv += ["--pretrained_text_encoder", clip_dir, "--train_text_encoder", "--text_encoder_lr", 1e-2]
+    run(train_unet, argv)
+    pipe = CartoonFacePipeline.from_pretrained(out)
+    assert pipe.tokenizer.get_vocab() == tokenizer.get_vocab()  # the CLIP's tokenizer, kept
+    before, after = text_encoder.state_dict(), pipe.text_encoder.state_dict()
+    assert before.keys() == after.keys()
+    moved = [key for key in before if not torch.equal(before[key], after[key])]
+    assert any("final_layer_norm" in key for key in moved) and len(moved) > len(before) // 2  # trained, from CLIP
+    assert max((before[k] - after[k]).abs().max().item() for k in moved) < 0.1  # 2 small steps from its weights
+    assert "fine-tuned from" in (out / "README.md").read_text()
+    # the learning-rate flag is accepted with it, refused for a frozen encoder
+    base = ["--dataset_name", FACES, "--output_dir", "x", "--pretrained_text_encoder", "some/clip"]
+    train_unet.parse_args([*base, "--train_text_encoder", "--text_encoder_lr", "1e-4"])
+    with pytest.raises(ValueError, match="frozen unless --train_text_encoder"):
+        train_unet.parse_args([*base, "--text_encoder_lr", "1e-4"])
+
+
 def test_resume_matches_an_uninterrupted_run(clip_dir, tmp_path):
     resumed = tmp_path / "resumed"
     resumed.mkdir()

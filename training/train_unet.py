@@ -13,7 +13,8 @@ The frozen VAE encodes the whole data set once (--cache_latents, the default; bo
 diffusers DDPMScheduler adds noise, the UNet predicts it (or v) with min-SNR weighting optional, captions are
 dropped with --conditioning_dropout_prob so that classifier-free guidance works. The text encoder is a CLIPTextModel
 trained from scratch with a tokenizer built from the training captions, or a frozen pretrained one
-(--pretrained_text_encoder) whose embeddings are computed once. At the end <output_dir> is a complete
+(--pretrained_text_encoder) whose embeddings are computed once, or a pretrained one fine-tuned with the UNet
+(--pretrained_text_encoder with --train_text_encoder). At the end <output_dir> is a complete
 CartoonFacePipeline folder (EMA weights with --use_ema, DPM-Solver++ scheduler) with a README.md model card.
 """
 
@@ -62,6 +63,12 @@ def parse_args(argv=None):
         default=None,
         help="A frozen CLIP text encoder: Hub id (e.g. openai/clip-vit-base-patch32) or folder; default: train one.",
     )
+    group.add_argument(
+        "--train_text_encoder",
+        action="store_true",
+        help="Fine-tune the --pretrained_text_encoder together with the UNet (its weights are the start) instead of "
+        "keeping it frozen. A text encoder trained from scratch (no --pretrained_text_encoder) is always trained.",
+    )
     group.add_argument("--unet_config", type=str, default=DEFAULT_CONFIG, help="JSON: unet/text_encoder/scheduler.")
     group.add_argument("--block_out_channels", type=int, nargs="+", default=None, help="Overrides the config.")
     group.add_argument("--layers_per_block", type=int, default=None, help="Overrides the config.")
@@ -81,7 +88,7 @@ def parse_args(argv=None):
         "--text_encoder_lr",
         type=float,
         default=None,
-        help="Peak learning rate of the text encoder trained from scratch (default: --learning_rate). A checkpoint "
+        help="Peak learning rate of the trained text encoder (default: --learning_rate). A checkpoint "
         "resumes only with the same choice (one optimizer parameter group, or two).",
     )
     group.add_argument("--snr_gamma", type=float, default=None, help="Min-SNR weighting gamma (5.0 recommended).")
@@ -93,8 +100,11 @@ def parse_args(argv=None):
     if not 0.0 <= args.conditioning_dropout_prob < 1.0:
         raise ValueError(f"--conditioning_dropout_prob must be in [0, 1), got {args.conditioning_dropout_prob}.")
     if args.text_encoder_lr is not None:
-        if args.pretrained_text_encoder is not None:
-            raise ValueError("--text_encoder_lr needs a text encoder to train; --pretrained_text_encoder is frozen.")
+        if args.pretrained_text_encoder is not None and not args.train_text_encoder:
+            raise ValueError(
+                "--text_encoder_lr needs a text encoder to train; --pretrained_text_encoder is frozen unless "
+                "--train_text_encoder is given."
+            )
         if not args.text_encoder_lr > 0:
             raise ValueError(f"--text_encoder_lr must be positive, got {args.text_encoder_lr}.")
     return args
@@ -118,7 +128,8 @@ def load_config(args) -> dict:
 
 
 def build_text_components(args, config, captions):
-    """A tokenizer trained on the captions + a fresh CLIPTextModel (default), or a frozen pretrained pair."""
+    """A tokenizer trained on the captions + a fresh CLIPTextModel (default), or a pretrained pair (its text
+    encoder frozen unless --train_text_encoder)."""
     if args.pretrained_text_encoder is None:
         tokenizer = build_tokenizer(captions, **config["tokenizer"])
         return tokenizer, build_text_encoder(tokenizer, **config["text_encoder"])
@@ -128,7 +139,7 @@ def build_text_components(args, config, captions):
         tokenizer_subfolder="tokenizer" if subfolders else None,
         text_encoder_subfolder="text_encoder" if subfolders else None,
     )
-    return tokenizer, text_encoder.requires_grad_(False)
+    return tokenizer, text_encoder.requires_grad_(args.train_text_encoder)
 
 
 @torch.no_grad()
@@ -208,9 +219,9 @@ def main(args):
     caption_rows = torch.tensor([row_of[caption] for caption in captions])  # (N,)
     empty_row = len(unique_captions) - 1
 
-    # ---- text encoder: trained from scratch (default) or frozen pretrained ----
+    # ---- text encoder: trained from scratch (default), frozen pretrained, or pretrained and fine-tuned ----
     tokenizer, text_encoder = build_text_components(args, config, captions)
-    train_text_encoder = args.pretrained_text_encoder is None
+    train_text_encoder = args.pretrained_text_encoder is None or args.train_text_encoder
     max_length = tokenizer.model_max_length
     tokens = tokenizer(
         unique_captions, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
