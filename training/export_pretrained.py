@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 
 import sdscratch
-from sdscratch import CartoonFacePipeline, SmallVAE
+from sdscratch import CartoonFacePipeline, SmallVAE, load_text_components
 from sdscratch.pretrained import PRETRAINED_DIR, PRETRAINED_MODELS
 from sdscratch.training_utils import load_frozen_vae
 
@@ -132,8 +132,6 @@ def same_latents_vae(pipeline_vae: Optional[SmallVAE], vae_path: str) -> SmallVA
 def check_same_text_encoder(pipeline: CartoonFacePipeline, text_encoder_path: str) -> None:
     """Raises unless the CLIP in `text_encoder_path` (train_clip.py's output) holds exactly the pipeline's text
     encoder weights and tokenizer vocabulary: the card must describe the encoder the UNet was trained on."""
-    from sdscratch import load_text_components
-
     tokenizer, text_encoder = load_text_components(text_encoder_path)
     if pipeline.text_encoder is None or tokenizer.get_vocab() != pipeline.tokenizer.get_vocab():
         raise ValueError(
