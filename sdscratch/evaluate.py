@@ -1,4 +1,5 @@
-"""Evaluate a text-to-image pipeline folder: prompt adherence, Frechet classifier distance, VAE reconstruction.
+"""Evaluate a text-to-image pipeline folder: prompt adherence, Frechet classifier distance, VAE reconstruction,
+and how well the text encoder separates the attribute words.
 
     python -m sdscratch.evaluate --model_path <pipeline folder> --output_dir eval/cartoon-faces \
         --num_images 500 --num_inference_steps 25 --guidance_scale 3 --scheduler dpm++ --seed 0
@@ -27,6 +28,7 @@ from .evaluation.frechet import frechet_distance_from_features
 from .evaluation.grid import captioned_grid
 from .evaluation.reconstruction import reconstruct_images, reconstruction_metrics
 from .evaluation.references import evaluation_face_sets, split_digits_reference
+from .evaluation.text_separation import text_encoder_separation
 
 
 def _real_sets(task: str, num_images: int, seed: int, size: int, prompts_and_targets) -> dict:
@@ -103,6 +105,11 @@ def evaluate_pipeline(
         frechet_distance_from_features(vae_features[:count], reference_features[:count]) if vae is not None else None
     )
 
+    # 5. Does the text encoder tell each attribute's words apart at all (no images needed)?
+    separation = None
+    if getattr(pipeline, "text_encoder", None) is not None and getattr(pipeline, "tokenizer", None) is not None:
+        separation = text_encoder_separation(pipeline.tokenizer, pipeline.text_encoder, task=task, seed=seed)
+
     metrics = {
         "task": task,
         "num_images": len(prompts_and_targets),
@@ -124,6 +131,7 @@ def evaluate_pipeline(
             "feature_dim": int(reference_features.shape[1]),
         },
         "reconstruction": reconstruction,
+        "text_encoder_separation": separation,
         "seconds_per_image": result["seconds_per_image"],
         "total_seconds": time.perf_counter() - start,
     }
@@ -247,13 +255,14 @@ def model_card_section(metrics: dict, command: str, caption_style: str = "templa
         "",
         f"```bash\n{command}\n```",
         "",
-        "| attribute | adherence | classifier on real images |",
-        "|---|---|---|",
+        "| attribute | adherence | classifier on real images | text encoder separation (fresh encoder) |",
+        "|---|---|---|---|",
     ]
+    separation = metrics.get("text_encoder_separation") or {}
     for name, accuracy in adherence["accuracy"].items():
         real_value = real.get(name)
         real_text = "n/a" if real_value is None else f"{100 * real_value:.2f}%"
-        lines.append(f"| {name} | {100 * accuracy:.2f}% | {real_text} |")
+        lines.append(f"| {name} | {100 * accuracy:.2f}% | {real_text} | {_separation_text(separation, name)} |")
     per_value = adherence.get("per_value_accuracy", {})
     if len(per_value) == 1:  # one attribute (digits): show every value
         ((name, values),) = per_value.items()
@@ -276,6 +285,14 @@ def model_card_section(metrics: dict, command: str, caption_style: str = "templa
         f"![evaluation grid](./{grid})",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _separation_text(separation: dict, name: str) -> str:
+    value = separation.get("separation", {}).get(name)
+    if value is None:
+        return "n/a"
+    reference = separation.get("random_init_separation", {}).get(name)
+    return f"{value:.3f}" + ("" if reference is None else f" ({reference:.3f})")
 
 
 # caption style -> (card heading, grid file): one section per kind of prompt, each replaced by its own re-run
@@ -320,7 +337,11 @@ def _print_summary(metrics: dict) -> None:
     print(f"{metrics['num_images']} images, {metrics['seconds_per_image']:.3f} s/image")
     for name, accuracy in metrics["adherence"]["accuracy"].items():
         real = metrics["adherence_real_images"].get(name, float("nan"))
-        print(f"adherence {name:>14}: {100 * accuracy:6.2f}%   (real images {100 * real:6.2f}%)")
+        separation = _separation_text(metrics.get("text_encoder_separation") or {}, name)
+        print(
+            f"adherence {name:>14}: {100 * accuracy:6.2f}%   (real images {100 * real:6.2f}%)   "
+            f"text encoder separation {separation}"
+        )
     fd = metrics["frechet_distance"]
     vae = "n/a" if fd["vae_reconstructions"] is None else f"{fd['vae_reconstructions']:.3f}"
     print(

@@ -279,6 +279,9 @@ def test_evaluate_command_on_a_tiny_pipeline(tmp_path):
     )
     assert saved["reconstruction"]["ms_ssim"] is None and saved["reconstruction"]["psnr"] > 0  # 16x16: 1 scale
     assert saved["scheduler"] == "DPMSolverMultistepScheduler" and saved["image_size"] == 16
+    separation = saved["text_encoder_separation"]
+    assert set(separation["separation"]) == set(separation["random_init_separation"]) == set(ATTRIBUTES)
+    assert all(value > 0 for value in separation["separation"].values())
     from PIL import Image
 
     assert Image.open(out / "grid.png").size[0] == 4 * (128 + 4)
@@ -319,6 +322,8 @@ def test_evaluate_command_on_a_tiny_pixel_space_digits_pipeline(tmp_path):
     card = (tmp_path / "pipe" / "README.md").read_text()
     assert card.count("## Evaluation") == 1 and "## Training" in card and card.startswith("---\nlibrary_name")
     assert "| digit |" in card and "python -m sdscratch.evaluate --model_path" in card
+    assert "text encoder separation (fresh encoder)" in card
+    assert set(metrics["text_encoder_separation"]["separation"]) == {"digit"}
     assert (tmp_path / "pipe" / "evaluation_grid.png").is_file()
     assert not list((tmp_path / "pipe").glob("*.tmp"))
     # free-form prompts get their own section and grid; re-running either replaces only its own

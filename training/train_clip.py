@@ -40,7 +40,7 @@ from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
 
 from sdscratch import build_tokenizer, default_text_encoder_config
 from sdscratch import training_utils as tu
-from sdscratch.data import ATTRIBUTES, attribute_caption
+from sdscratch.data import ATTRIBUTES, attribute_caption, with_attribute_value
 
 logger = get_logger(__name__, log_level="INFO")
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "cartoon-faces.json")
@@ -134,15 +134,6 @@ def embed(model: CLIPModel, input_ids=None, pixel_values=None, batch_size: int =
     return torch.cat(outputs)
 
 
-def _with_value(face: dict, name: str, value: str) -> dict:
-    """`face` with `attributes[name] = value`, kept consistent (glasses and their colour are none together)."""
-    face = {**face, name: value}
-    if name == "glasses":
-        colour = face["glasses_color"] if face["glasses_color"] != "none" else ATTRIBUTES["glasses_color"][1]
-        face["glasses_color"] = "none" if value == "none" else colour
-    return face
-
-
 @torch.no_grad()
 def evaluate_clip(model: CLIPModel, tokenizer, images: torch.Tensor, captions: list, attributes=None) -> dict:
     """Held-out metrics: top-1 retrieval accuracy in both directions among the held-out pairs (a caption shared by
@@ -173,7 +164,7 @@ def evaluate_clip(model: CLIPModel, tokenizer, images: torch.Tensor, captions: l
                 if name == "eye_color" and face["glasses"] == "sunglasses":
                     continue  # hidden
                 candidates = values[1:] if name == "glasses_color" else values
-                prompts = [attribute_caption(_with_value(face, name, value), name) for value in candidates]
+                prompts = [attribute_caption(with_attribute_value(face, name, value), name) for value in candidates]
                 probes[name, index] = candidates, prompts
         unique = sorted({prompt for _, prompts in probes.values() for prompt in prompts})
         prompt_embeds = dict(zip(unique, embed(model, input_ids=tokenize(tokenizer, unique))))

@@ -8,6 +8,7 @@ from .captions import (
     attributes_match,
     make_caption,
     parse_caption,
+    with_attribute_value,
 )
 from .cartoon_faces import (
     CartoonFacesTorchDataset,
@@ -40,5 +41,6 @@ __all__ = [
     "render_face",
     "sample_attributes",
     "with_image_transform",
+    "with_attribute_value",
     "write_imagefolder",
 ]

@@ -209,6 +209,34 @@ def attribute_caption(attributes: dict, name: str) -> str:
     return f"{_SUBJECTS[0]} with {part}"
 
 
+def with_attribute_value(attributes: dict, name: str, value: str) -> dict:
+    """A copy of a face's `attributes` with `attributes[name] = value`, kept consistent: glasses and their colour
+    are "none" together (a face given glasses keeps its colour, or takes the first one).
+
+    Args:
+        attributes: a face's attributes (all of `ATTRIBUTES`).
+        name: the attribute to set, one of `ATTRIBUTES`.
+        value: one of `ATTRIBUTES[name]`.
+
+    Returns:
+        `dict`: the new attributes (the argument is not changed).
+    """
+    if name not in ATTRIBUTES:
+        raise ValueError(f"name={name!r} is not one of {tuple(ATTRIBUTES)}")
+    if value not in ATTRIBUTES[name]:
+        raise ValueError(f"value={value!r} is not one of {list(ATTRIBUTES[name])} (the values of {name!r})")
+    face = {**attributes, name: value}
+    if name == "glasses":
+        colour = face["glasses_color"] if face["glasses_color"] != "none" else ATTRIBUTES["glasses_color"][1]
+        face["glasses_color"] = "none" if value == "none" else colour
+    elif name == "glasses_color":
+        if value == "none":
+            face["glasses"] = "none"
+        elif face["glasses"] == "none":
+            face["glasses"] = ATTRIBUTES["glasses"][1]
+    return face
+
+
 def _alternation(values) -> str:
     # Longest first so that "whitish-yellow" wins over "yellow".
     return "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))

@@ -1,4 +1,5 @@
-"""Quality metrics: VAE reconstruction, prompt adherence and Frechet classifier distance (docs/evaluation.md).
+"""Quality metrics: VAE reconstruction, prompt adherence, Frechet classifier distance and the text encoder's
+separation of attribute words (docs/evaluation.md).
 
 `python -m sdscratch.evaluate` runs them all on a pipeline folder.
 """
@@ -24,6 +25,7 @@ from .reconstruction import (
     ssim,
 )
 from .references import balanced_face_attributes, classifier_labels, evaluation_face_sets
+from .text_separation import text_encoder_separation
 
 __all__ = [
     "AttributeClassifier",
@@ -50,4 +52,5 @@ __all__ = [
     "reconstruct_images",
     "reconstruction_metrics",
     "ssim",
+    "text_encoder_separation",
 ]
