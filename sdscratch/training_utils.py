@@ -147,12 +147,38 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
     project_config = ProjectConfiguration(
         project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
     )
-    return Accelerator(
+    accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
         project_config=project_config,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+    message = idle_cores_message(accelerator)
+    if message is not None and accelerator.is_local_main_process:
+        logger.warning(message)
+    return accelerator
+
+
+def idle_cores_message(accelerator: Accelerator) -> Optional[str]:
+    """A warning when a CPU run leaves cores idle: `accelerate launch` sets `OMP_NUM_THREADS=1` unless it is given,
+    so a single process then trains on one core of many (measured here: 55 instead of 93 samples/s on 2 cores).
+    `None` on accelerators and when every core has a thread."""
+    if accelerator.device.type != "cpu":
+        return None
+    from ._cpu import usable_cores
+
+    cores = usable_cores()
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+    threads = torch.get_num_threads()
+    if threads * processes >= cores:
+        return None
+    per_process = max(1, cores // processes)
+    return (
+        f"torch uses {threads} thread(s) in each of {processes} process(es) on this machine's {cores} cores, so "
+        f"{cores - threads * processes} core(s) stay idle (`accelerate launch` sets OMP_NUM_THREADS=1 unless it "
+        f"is given). For full speed: `export OMP_NUM_THREADS={per_process}` or `accelerate launch "
+        f"--num_cpu_threads_per_process {per_process}`."
     )
 
 

@@ -116,6 +116,11 @@ def test_train_text_encoder_fine_tunes_it_from_the_clip(clip_dir, tmp_path):
     assert any("final_layer_norm" in key for key in moved) and len(moved) > len(before) // 2  # trained, from CLIP
     assert max((before[k] - after[k]).abs().max().item() for k in moved) < 0.1  # 2 small steps from its weights
     assert "fine-tuned from" in (out / "README.md").read_text()
+    # export_pretrained.py --text_encoder_path accepts the CLIP it was fine-tuned from (weights differ by design)
+    exported = export_pretrained.main(["--model_path", str(out), "--name", "cartoon-faces", "--output_root", str(tmp_path),
+                                       "--text_encoder_path", str(clip_dir)])  # fmt: skip
+    assert "## Text encoder training" in (tmp_path / "cartoon-faces" / "README.md").read_text()
+    assert os.path.isdir(exported)
     # the learning-rate flag is accepted with it, refused for a frozen encoder
     base = ["--dataset_name", FACES, "--output_dir", "x", "--pretrained_text_encoder", "some/clip"]
     train_unet.parse_args([*base, "--train_text_encoder", "--text_encoder_lr", "1e-4"])

@@ -140,6 +140,7 @@ def test_model_card(unet_dir):
     assert "Steps: 3" in card and "Wall time" in card and "CPU" in card
     assert "learning rate 0.001 (text encoder 0.004)" in card
     assert "| vae psnr |" in card and "final_train_loss" in card
+    assert "| text encoder separation mouth |" in card  # built-in faces: logged at every validation
     assert "![validation grid](./validation/samples-000003.png)" in card
     card = tu.write_model_card(str(unet_dir), "t", "body", "Skiittoo/cartoon-faces", ["x"], "text-to-image")
     assert card.data.datasets == ["Skiittoo/cartoon-faces"] and card.data.library_name == "diffusers"
@@ -379,3 +380,20 @@ def test_text_encoder_lr_needs_a_trained_text_encoder():
         train_unet.parse_args([*base, "--text_encoder_lr", "1e-3", "--pretrained_text_encoder", "some/clip"])
     with pytest.raises(ValueError, match="--text_encoder_lr must be positive"):
         train_unet.parse_args([*base, "--text_encoder_lr", "0"])
+
+
+def test_idle_cores_are_reported_on_cpu():
+    accelerator = mock.Mock(device=torch.device("cpu"), num_processes=1)
+    with mock.patch.dict(os.environ, {}, clear=False), mock.patch("sdscratch._cpu.usable_cores", return_value=4):
+        os.environ.pop("LOCAL_WORLD_SIZE", None)
+        with mock.patch.object(torch, "get_num_threads", return_value=1):
+            message = tu.idle_cores_message(accelerator)
+        assert "3 core(s) stay idle" in message and "export OMP_NUM_THREADS=4" in message
+        with mock.patch.object(torch, "get_num_threads", return_value=4):
+            assert tu.idle_cores_message(accelerator) is None
+        os.environ["LOCAL_WORLD_SIZE"] = "2"  # two processes of 2 threads fill 4 cores
+        with mock.patch.object(torch, "get_num_threads", return_value=2):
+            assert tu.idle_cores_message(accelerator) is None
+        with mock.patch.object(torch, "get_num_threads", return_value=1):
+            assert "--num_cpu_threads_per_process 2" in tu.idle_cores_message(accelerator)
+    assert tu.idle_cores_message(mock.Mock(device=torch.device("cuda"), num_processes=1)) is None

@@ -48,9 +48,11 @@ def parse_args(argv=None):
     parser.add_argument(
         "--text_encoder_path",
         default=None,
-        help="The train_clip.py output folder whose text encoder the pipeline's UNet was trained on, frozen "
+        help="The train_clip.py output folder whose text encoder the pipeline's UNet was trained on "
         "(train_unet.py --pretrained_text_encoder): its card's training section and zero-shot metrics are added to "
-        "the exported card under '## Text encoder training'. Its text encoder and tokenizer must be the pipeline's.",
+        "the exported card under '## Text encoder training'. Its tokenizer must be the pipeline's, and its text "
+        "encoder too: the same weights when the encoder was frozen, the same architecture when the UNet run "
+        "fine-tuned it (--train_text_encoder, read from the run's card).",
     )
     return parser.parse_args(argv)
 
@@ -68,7 +70,7 @@ def main(argv=None) -> str:
         )
     pipeline = CartoonFacePipeline.from_pretrained(args.model_path)
     if args.text_encoder_path:
-        check_same_text_encoder(pipeline, args.text_encoder_path)
+        check_same_text_encoder(pipeline, args.text_encoder_path, text_encoder_was_fine_tuned(args.model_path))
     if args.vae_path:
         pipeline.register_modules(vae=same_latents_vae(pipeline.vae, args.vae_path[-1]))
     target = os.path.join(args.output_root, args.name)
@@ -129,9 +131,11 @@ def same_latents_vae(pipeline_vae: Optional[SmallVAE], vae_path: str) -> SmallVA
     return vae
 
 
-def check_same_text_encoder(pipeline: CartoonFacePipeline, text_encoder_path: str) -> None:
+def check_same_text_encoder(pipeline: CartoonFacePipeline, text_encoder_path: str, fine_tuned: bool = False) -> None:
     """Raises unless the CLIP in `text_encoder_path` (train_clip.py's output) holds exactly the pipeline's text
-    encoder weights and tokenizer vocabulary: the card must describe the encoder the UNet was trained on."""
+    encoder weights and tokenizer vocabulary: the card must describe the encoder the UNet was trained on. With
+    `fine_tuned` (the UNet run used `--train_text_encoder`), the weights moved by design: the tokenizer must still
+    be the same and the encoder the same architecture (tensor names and shapes)."""
     tokenizer, text_encoder = load_text_components(text_encoder_path)
     if pipeline.text_encoder is None or tokenizer.get_vocab() != pipeline.tokenizer.get_vocab():
         raise ValueError(
@@ -139,13 +143,30 @@ def check_same_text_encoder(pipeline: CartoonFacePipeline, text_encoder_path: st
             "--model_path was not trained on this text encoder)."
         )
     ours, theirs = text_encoder.state_dict(), pipeline.text_encoder.state_dict()
-    changed = [k for k in ours if k not in theirs or not torch.equal(ours[k], theirs[k].to(ours[k]))]
+    if fine_tuned:
+        changed = [k for k in ours if k not in theirs or ours[k].shape != theirs[k].shape]
+        changed += [k for k in theirs if k not in ours]
+        how = "another architecture"
+    else:
+        changed = [k for k in ours if k not in theirs or not torch.equal(ours[k], theirs[k].to(ours[k]))]
+        how = "other weights, and the UNet run did not fine-tune it (--train_text_encoder)"
     if changed:
         raise ValueError(
-            f"--text_encoder_path {text_encoder_path!r}: its text encoder differs from the pipeline's "
+            f"--text_encoder_path {text_encoder_path!r}: its text encoder differs from the pipeline's: {how} "
             f"({len(changed)} tensors, e.g. {changed[0]}); pass the train_clip.py folder given to train_unet.py "
             "--pretrained_text_encoder."
         )
+
+
+def text_encoder_was_fine_tuned(model_path: str) -> bool:
+    """Whether the train_unet.py run in `model_path` fine-tuned its `--pretrained_text_encoder`
+    (`--train_text_encoder`), read from the exact command in its model card."""
+    card_path = os.path.join(model_path, "README.md")
+    if not os.path.isfile(card_path):
+        return False
+    with open(card_path) as f:
+        commands = [line for line in f if line.startswith("accelerate launch training/train_unet.py")]
+    return any("--train_text_encoder" in line.split() for line in commands)
 
 
 def append_training(card_path: str, source_card_path: str, title: str, prefix: str, flag: str) -> None:

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from sdscratch import CartoonFacePipeline, SmallUNet, build_text_encoder, build_tokenizer
 from sdscratch import training_utils as tu
+from sdscratch.evaluation.text_separation import text_encoder_separation
 from sdscratch.pipelines.pipeline_utils import default_scheduler_config
 from sdscratch.text import load_text_components
 
@@ -304,12 +305,27 @@ def main(args):
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler
         )
 
+    # Built-in data: how well the text encoder tells each attribute's words apart, logged at every validation
+    # (docs/evaluation.md, "Text encoder separation"): a word it maps like another one, the UNet cannot follow.
+    separation_task = next(
+        (t for t in ("cartoon-faces", "digits") if args.dataset_name.startswith(f"builtin:{t}")), None
+    )
+    separation = {}
+
     def validation_grid(step):
         for name, ema in emas.items():  # sample with the EMA weights
             ema.store(trained[name].parameters())
             ema.copy_to(trained[name].parameters())
         unet.eval()
         text_encoder.eval()
+        if separation_task is not None:
+            separation.update(
+                text_encoder_separation(
+                    tokenizer, text_encoder, task=separation_task, num_faces=8, random_init_reference=False
+                )["separation"]
+            )
+            accelerator.log({f"text_encoder_separation/{k}": v for k, v in separation.items()}, step=step)
+            logger.info("text encoder separation: " + ", ".join(f"{k} {v:.3f}" for k, v in separation.items()))
         pipeline = make_pipeline()
         pipeline.set_progress_bar_config(disable=True)
         generator = torch.Generator().manual_seed(args.seed)
@@ -419,6 +435,7 @@ def main(args):
         }
         wall_time, hardware = clock.describe(), tu.describe_hardware(accelerator)
         grid_path = validation_grid(global_step)
+        metrics.update({f"text encoder separation {k}": v for k, v in separation.items()})
         for name, ema in emas.items():
             ema.copy_to(trained[name].parameters())
         make_pipeline().save_pretrained(args.output_dir, safe_serialization=True)
