@@ -35,6 +35,7 @@ from diffusers.utils.hub_utils import populate_model_card
 from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
 from PIL import Image
 
+from ._cpu import usable_cores
 from .models.vae import SmallVAE
 
 logger = logging.getLogger(__name__)
@@ -166,8 +167,6 @@ def idle_cores_message(accelerator: Accelerator) -> Optional[str]:
     `None` on accelerators and when every core has a thread."""
     if accelerator.device.type != "cpu":
         return None
-    from ._cpu import usable_cores
-
     cores = usable_cores()
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
     threads = torch.get_num_threads()

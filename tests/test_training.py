@@ -384,7 +384,7 @@ def test_text_encoder_lr_needs_a_trained_text_encoder():
 
 def test_idle_cores_are_reported_on_cpu():
     accelerator = mock.Mock(device=torch.device("cpu"), num_processes=1)
-    with mock.patch.dict(os.environ, {}, clear=False), mock.patch("sdscratch._cpu.usable_cores", return_value=4):
+    with mock.patch.dict(os.environ, {}, clear=False), mock.patch.object(tu, "usable_cores", return_value=4):
         os.environ.pop("LOCAL_WORLD_SIZE", None)
         with mock.patch.object(torch, "get_num_threads", return_value=1):
             message = tu.idle_cores_message(accelerator)
