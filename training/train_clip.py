@@ -40,7 +40,7 @@ from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
 
 from sdscratch import build_tokenizer, default_text_encoder_config
 from sdscratch import training_utils as tu
-from sdscratch.data import ATTRIBUTES, attribute_caption, with_attribute_value
+from sdscratch.data import ATTRIBUTES, attribute_probe
 
 logger = get_logger(__name__, log_level="INFO")
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "cartoon-faces.json")
@@ -157,15 +157,13 @@ def evaluate_clip(model: CLIPModel, tokenizer, images: torch.Tensor, captions: l
     }
     if attributes is not None:
         probes = {}  # (attribute, image index) -> (values, prompts); the prompts repeat a lot: embed each once
-        for name, values in ATTRIBUTES.items():
+        for name in ATTRIBUTES:
             for index, face in enumerate(attributes):
                 if name == "glasses_color" and face["glasses"] == "none":
                     continue  # no frames to colour
                 if name == "eye_color" and face["glasses"] == "sunglasses":
                     continue  # hidden
-                candidates = values[1:] if name == "glasses_color" else values
-                prompts = [attribute_caption(with_attribute_value(face, name, value), name) for value in candidates]
-                probes[name, index] = candidates, prompts
+                probes[name, index] = attribute_probe(face, name)
         unique = sorted({prompt for _, prompts in probes.values() for prompt in prompts})
         prompt_embeds = dict(zip(unique, embed(model, input_ids=tokenize(tokenizer, unique))))
         hits = {name: [] for name in ATTRIBUTES}

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from sdscratch import CartoonFacePipeline, SmallUNet, build_text_encoder, build_tokenizer
 from sdscratch import training_utils as tu
+from sdscratch.evaluation.text_separation import TASKS as SEPARATION_TASKS
 from sdscratch.evaluation.text_separation import text_encoder_separation
 from sdscratch.pipelines.pipeline_utils import default_scheduler_config
 from sdscratch.text import load_text_components
@@ -307,9 +308,7 @@ def main(args):
 
     # Built-in data: how well the text encoder tells each attribute's words apart, logged at every validation
     # (docs/evaluation.md, "Text encoder separation"): a word it maps like another one, the UNet cannot follow.
-    separation_task = next(
-        (t for t in ("cartoon-faces", "digits") if args.dataset_name.startswith(f"builtin:{t}")), None
-    )
+    separation_task = next((t for t in SEPARATION_TASKS if args.dataset_name.startswith(f"builtin:{t}")), None)
     separation = {}
 
     def validation_grid(step):

@@ -237,6 +237,18 @@ def with_attribute_value(attributes: dict, name: str, value: str) -> dict:
     return face
 
 
+def attribute_probe(attributes: dict, name: str) -> tuple[tuple[str, ...], list[str]]:
+    """The values of attribute `name` a face can take and one `attribute_caption` per value, the rest of the face
+    kept (`with_attribute_value`): the prompts of a probe that differ in that attribute only. Glasses colour
+    probes only the colours of existing frames.
+
+    Returns:
+        `tuple`: `(values, captions)`, in the order of `ATTRIBUTES[name]`.
+    """
+    values = ATTRIBUTES[name][1:] if name == "glasses_color" else ATTRIBUTES[name]
+    return values, [attribute_caption(with_attribute_value(attributes, name, value), name) for value in values]
+
+
 def _alternation(values) -> str:
     # Longest first so that "whitish-yellow" wins over "yellow".
     return "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))

@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from ..data.captions import ATTRIBUTES, attribute_caption, with_attribute_value
+from ..data.captions import ATTRIBUTES, attribute_probe
 from ..data.cartoon_faces import sample_attributes
 from ..data.digits import DIGIT_CAPTION_TEMPLATES, digit_caption
 
@@ -34,14 +34,7 @@ def _probe_groups(task: str, num_faces: int, seed: int) -> dict[str, list[list[s
         return {"digit": [[digit_caption(d, style) for d in range(10)] for style in DIGIT_CAPTION_TEMPLATES]}
     rng = random.Random(f"sdscratch-text-separation-{seed}")
     faces = [sample_attributes(rng.randrange(2**62)) for _ in range(num_faces)]
-    groups = {}
-    for name, values in ATTRIBUTES.items():
-        candidates = values[1:] if name == "glasses_color" else values  # colours of existing glasses
-        groups[name] = [
-            [attribute_caption(with_attribute_value(face, name, value), name) for value in candidates]
-            for face in faces
-        ]
-    return groups
+    return {name: [attribute_probe(face, name)[1] for face in faces] for name in ATTRIBUTES}
 
 
 @torch.no_grad()
