@@ -215,6 +215,37 @@ def make_optimizer_and_scheduler(args, params, accelerator: Accelerator, num_upd
     return optimizer, lr_scheduler
 
 
+def delay_param_group(
+    lr_scheduler: torch.optim.lr_scheduler.LambdaLR,
+    group: int,
+    delay_steps: int,
+    warmup_steps: int,
+    num_processes: int = 1,
+) -> None:
+    """Hold one parameter group's learning rate at 0 for `delay_steps` optimizer steps, then raise it linearly to
+    the schedule's value over `warmup_steps` more; the other groups keep the schedule as it is.
+
+    AdamW with a learning rate of 0 leaves the weights exactly as they are (decoupled weight decay is scaled by
+    it too), so the group is frozen without leaving the optimizer: checkpoints, DDP and gradient clipping see the
+    same parameters throughout. Works on every diffusers `get_scheduler` schedule (all are `LambdaLR`); steps are
+    counted as that schedule counts them after `accelerator.prepare` (`num_processes` per optimizer step).
+    """
+    if not isinstance(lr_scheduler, torch.optim.lr_scheduler.LambdaLR):
+        raise TypeError(f"lr_scheduler must be a LambdaLR (what diffusers' get_scheduler returns), got {lr_scheduler}")
+    if delay_steps < 0 or warmup_steps < 0:
+        raise ValueError(f"delay_steps and warmup_steps must be >= 0, got {delay_steps} and {warmup_steps}")
+    start, ramp = delay_steps * num_processes, max(1, warmup_steps * num_processes)
+    schedule = lr_scheduler.lr_lambdas[group]
+
+    def delayed(step: int) -> float:
+        return schedule(step) * min(1.0, max(0.0, (step - start + 1) / ramp)) if step >= start else 0.0
+
+    lr_scheduler.lr_lambdas[group] = delayed
+    param_group = lr_scheduler.optimizer.param_groups[group]
+    param_group["lr"] = param_group["initial_lr"] * delayed(lr_scheduler.last_epoch)
+    lr_scheduler._last_lr = [g["lr"] for g in lr_scheduler.optimizer.param_groups]
+
+
 def make_ema(model: torch.nn.Module, decay: float) -> EMAModel:
     """diffusers' `EMAModel` with warmup (decay grows as `1 - (1 + step) ** -2/3` up to `decay`), which suits the
     few thousand steps of a CPU run better than a fixed 0.9999. `foreach` updates all tensors in one call."""

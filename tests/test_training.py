@@ -382,6 +382,64 @@ def test_text_encoder_lr_needs_a_trained_text_encoder():
         train_unet.parse_args([*base, "--text_encoder_lr", "0"])
 
 
+def test_delay_param_group_holds_one_group_at_zero_then_ramps_it():
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.AdamW([{"params": [a]}, {"params": [b]}], lr=1.0)
+    scheduler = tu.get_scheduler("constant_with_warmup", optimizer=optimizer, num_warmup_steps=2)
+    tu.delay_param_group(scheduler, 1, delay_steps=3, warmup_steps=2)
+    seen = []
+    for _ in range(7):
+        seen.append(scheduler.get_last_lr())
+        optimizer.step()  # no gradients: a no-op, keeps torch's step-order warning quiet
+        scheduler.step()
+    assert [x[0] for x in seen] == pytest.approx([0.0, 0.5, 1, 1, 1, 1, 1])
+    assert [x[1] for x in seen] == pytest.approx([0.0, 0.0, 0.0, 0.5, 1, 1, 1])
+    # steps counted per process after accelerate's prepare: 2 processes, delay 1 optimizer step = 2 scheduler steps
+    optimizer = torch.optim.AdamW([{"params": [a]}, {"params": [b]}], lr=1.0)
+    scheduler = tu.get_scheduler("constant", optimizer=optimizer)
+    tu.delay_param_group(scheduler, 1, delay_steps=1, warmup_steps=0, num_processes=2)
+    lrs = []
+    for _ in range(3):
+        lrs.append(scheduler.get_last_lr()[1])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == [0.0, 0.0, 1.0]
+    with pytest.raises(TypeError, match="LambdaLR"):
+        tu.delay_param_group(torch.optim.lr_scheduler.StepLR(optimizer, 1), 1, 1, 1)
+    with pytest.raises(ValueError, match="delay_steps"):
+        tu.delay_param_group(scheduler, 1, -1, 1)
+
+
+def test_text_encoder_freeze_steps_hold_the_text_encoder_then_release_it_across_a_resume(vae_dir, tmp_path):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    freeze = ["--text_encoder_freeze_steps", 3, "--lr_warmup_steps", 1, "--lr_scheduler", "constant_with_warmup"]
+    argv = unet_resume_argv(vae_dir, full) + [*freeze, "--checkpointing_steps", 1]
+    run(train_unet, argv)
+
+    def text_encoder(step):
+        return weights(full / f"checkpoint-{step}" / "text_encoder", "model.safetensors")
+
+    assert_same_weights(text_encoder(1), text_encoder(3))  # steps 2 and 3 left it exactly as it was
+    assert text_encoder(3).keys() == text_encoder(4).keys()
+    assert any(not torch.equal(text_encoder(3)[k], text_encoder(4)[k]) for k in text_encoder(3))  # released
+    unet1, unet2 = weights(full / "checkpoint-1" / "unet"), weights(full / "checkpoint-2" / "unet")
+    assert any(not torch.equal(unet1[k], unet2[k]) for k in unet1)  # the UNet trained all along
+    resumed.mkdir()  # interrupted inside the frozen phase: the resumed run releases the encoder at the same step
+    os.rename(full / "checkpoint-2", resumed / "checkpoint-2")
+    run(train_unet, unet_resume_argv(vae_dir, resumed) + [*freeze, "--resume_from_checkpoint", "latest"])
+    assert_same_weights(
+        weights(full / "text_encoder", "model.safetensors"), weights(resumed / "text_encoder", "model.safetensors")
+    )
+    assert_same_weights(weights(full / "unet"), weights(resumed / "unet"))
+    with pytest.raises(ValueError, match="--text_encoder_freeze_steps must be >= 0"):
+        train_unet.parse_args(["--dataset_name", FACES, "--output_dir", "x", "--text_encoder_freeze_steps", "-1"])
+    with pytest.raises(ValueError, match="--text_encoder_freeze_steps needs a text encoder to train"):
+        train_unet.parse_args(
+            ["--dataset_name", FACES, "--output_dir", "x", "--text_encoder_freeze_steps", "5"]
+            + ["--pretrained_text_encoder", "some/clip"]
+        )
+
+
 def test_idle_cores_are_reported_on_cpu():
     accelerator = mock.Mock(device=torch.device("cpu"), num_processes=1)
     with mock.patch.dict(os.environ, {}, clear=False), mock.patch.object(tu, "usable_cores", return_value=4):

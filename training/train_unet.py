@@ -93,6 +93,14 @@ def parse_args(argv=None):
         help="Peak learning rate of the trained text encoder (default: --learning_rate). A checkpoint "
         "resumes only with the same choice (one optimizer parameter group, or two).",
     )
+    group.add_argument(
+        "--text_encoder_freeze_steps",
+        type=int,
+        default=0,
+        help="Hold the trained text encoder's learning rate at 0 for this many optimizer steps, then raise it "
+        "linearly to its scheduled value over --lr_warmup_steps: the UNet first learns to read the encoder's "
+        "initial features, which a full-rate start collapses within about 100 steps (docs/evaluation.md).",
+    )
     group.add_argument("--snr_gamma", type=float, default=None, help="Min-SNR weighting gamma (5.0 recommended).")
     group.add_argument("--noise_offset", type=float, default=0.0, help="Offset noise scale (e.g. 0.05).")
     group.add_argument("--validation_prompts", type=str, nargs="+", default=None, help="Default: 8 training captions.")
@@ -101,12 +109,18 @@ def parse_args(argv=None):
     tu.check_common_args(args)
     if not 0.0 <= args.conditioning_dropout_prob < 1.0:
         raise ValueError(f"--conditioning_dropout_prob must be in [0, 1), got {args.conditioning_dropout_prob}.")
-    if args.text_encoder_lr is not None:
-        if args.pretrained_text_encoder is not None and not args.train_text_encoder:
+    for flag, given in (
+        ("--text_encoder_lr", args.text_encoder_lr is not None),
+        ("--text_encoder_freeze_steps", args.text_encoder_freeze_steps != 0),
+    ):
+        if given and args.pretrained_text_encoder is not None and not args.train_text_encoder:
             raise ValueError(
-                "--text_encoder_lr needs a text encoder to train; --pretrained_text_encoder is frozen unless "
+                f"{flag} needs a text encoder to train; --pretrained_text_encoder is frozen unless "
                 "--train_text_encoder is given."
             )
+    if args.text_encoder_freeze_steps < 0:
+        raise ValueError(f"--text_encoder_freeze_steps must be >= 0, got {args.text_encoder_freeze_steps}.")
+    if args.text_encoder_lr is not None:
         if not args.text_encoder_lr > 0:
             raise ValueError(f"--text_encoder_lr must be positive, got {args.text_encoder_lr}.")
     return args
@@ -275,13 +289,17 @@ def main(args):
     train_dataloader = accelerator.prepare(train_dataloader)  # shards the batches: its length is per process
     num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     params = [p for model in trained.values() for p in model.parameters()]
-    groups = params  # one parameter group, unless the text encoder gets its own learning rate
-    if args.text_encoder_lr is not None:
-        groups = [
-            {"params": list(unet.parameters())},
-            {"params": list(text_encoder.parameters()), "lr": args.text_encoder_lr},
-        ]
+    groups = params  # one parameter group, unless the text encoder gets its own learning rate or delay
+    if args.text_encoder_lr is not None or args.text_encoder_freeze_steps:
+        text_group = {"params": list(text_encoder.parameters())}
+        if args.text_encoder_lr is not None:
+            text_group["lr"] = args.text_encoder_lr
+        groups = [{"params": list(unet.parameters())}, text_group]
     optimizer, lr_scheduler = tu.make_optimizer_and_scheduler(args, groups, accelerator, num_update_steps_per_epoch)
+    if args.text_encoder_freeze_steps:
+        tu.delay_param_group(
+            lr_scheduler, 1, args.text_encoder_freeze_steps, args.lr_warmup_steps, accelerator.num_processes
+        )
     prepared = accelerator.prepare(*trained.values(), optimizer, lr_scheduler)
     unet_ddp, text_encoder_ddp = prepared[0], (prepared[1] if train_text_encoder else text_encoder)
     optimizer, lr_scheduler = prepared[-2:]
@@ -410,6 +428,7 @@ def main(args):
                 logs = {
                     "loss": accelerator.gather(loss.detach()).mean().item(),
                     "lr": lr_scheduler.get_last_lr()[0],
+                    **({"text_encoder_lr": lr_scheduler.get_last_lr()[1]} if len(groups) == 2 else {}),
                     "samples_per_s": run_steps * total_batch_size / (time.time() - run_start),
                 }
                 recent_losses = (recent_losses + [logs["loss"]])[-100:]
