@@ -430,7 +430,7 @@ def main(args):
                 logs = {
                     "loss": accelerator.gather(loss.detach()).mean().item(),
                     "lr": lr_scheduler.get_last_lr()[0],
-                    **({"text_encoder_lr": lr_scheduler.get_last_lr()[1]} if len(groups) == 2 else {}),
+                    **({"text_encoder_lr": lr_scheduler.get_last_lr()[1]} if len(optimizer.param_groups) == 2 else {}),
                     "samples_per_s": run_steps * total_batch_size / (time.time() - run_start),
                 }
                 recent_losses = (recent_losses + [logs["loss"]])[-100:]
