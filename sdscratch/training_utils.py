@@ -238,7 +238,7 @@ def delay_param_group(
     schedule = lr_scheduler.lr_lambdas[group]
 
     def delayed(step: int) -> float:
-        return schedule(step) * min(1.0, max(0.0, (step - start + 1) / ramp)) if step >= start else 0.0
+        return 0.0 if step < start else schedule(step) * min(1.0, (step - start + 1) / ramp)
 
     lr_scheduler.lr_lambdas[group] = delayed
     param_group = lr_scheduler.optimizer.param_groups[group]

@@ -122,9 +122,8 @@ def parse_args(argv=None):
             )
     if args.text_encoder_freeze_steps < 0:
         raise ValueError(f"--text_encoder_freeze_steps must be >= 0, got {args.text_encoder_freeze_steps}.")
-    if args.text_encoder_lr is not None:
-        if not args.text_encoder_lr > 0:
-            raise ValueError(f"--text_encoder_lr must be positive, got {args.text_encoder_lr}.")
+    if args.text_encoder_lr is not None and not args.text_encoder_lr > 0:
+        raise ValueError(f"--text_encoder_lr must be positive, got {args.text_encoder_lr}.")
     return args
 
 
@@ -427,12 +426,14 @@ def main(args):
                     ema.step(trained[name].parameters())
                 global_step += 1
                 run_steps += 1
+                last_lr = lr_scheduler.get_last_lr()  # one per parameter group: [unet(+text encoder), text encoder]
                 logs = {
                     "loss": accelerator.gather(loss.detach()).mean().item(),
-                    "lr": lr_scheduler.get_last_lr()[0],
-                    **({"text_encoder_lr": lr_scheduler.get_last_lr()[1]} if len(optimizer.param_groups) == 2 else {}),
+                    "lr": last_lr[0],
                     "samples_per_s": run_steps * total_batch_size / (time.time() - run_start),
                 }
+                if len(last_lr) == 2:
+                    logs["text_encoder_lr"] = last_lr[1]
                 recent_losses = (recent_losses + [logs["loss"]])[-100:]
                 progress_bar.update(1)
                 progress_bar.set_postfix(loss=f"{logs['loss']:.4f}", samples_per_s=f"{logs['samples_per_s']:.1f}")
