@@ -73,6 +73,19 @@ def test_export_writes_fp16_weights_that_load_as_float32(tmp_path):
     np.testing.assert_allclose(a, b, atol=0.02)  # fp16 storage rounding only
 
 
+def test_export_names_the_card_after_the_shipped_model(tmp_path):
+    source = tmp_path / "pipeline"
+    tiny_random_pipeline(seed=0, name="digits").save_pretrained(source)
+    body = "\nA card.\n\n```bash\n# note: a comment\n```\n"
+    (source / "README.md").write_text(
+        "---\nlibrary_name: diffusers\n---\n\n# pipeline: text-to-image from scratch\n" + body
+    )
+    export = load_script("export_pretrained")
+    target = export.main(["--model_path", str(source), "--name", "digits", "--output_root", str(tmp_path / "pkg")])
+    card = (Path(target) / "README.md").read_text()
+    assert card == "---\nlibrary_name: diffusers\n---\n\n# digits: text-to-image from scratch\n" + body
+
+
 def test_export_adds_the_vae_training_section(tmp_path):
     source, vae_run, decoder_run = tmp_path / "trained", tmp_path / "vae-run", tmp_path / "decoder-run"
     tiny_random_pipeline(seed=0).save_pretrained(source)

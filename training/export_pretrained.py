@@ -81,6 +81,8 @@ def main(argv=None) -> str:
     for name in CARD_FILES:
         if os.path.isfile(os.path.join(args.model_path, name)):
             shutil.copyfile(os.path.join(args.model_path, name), os.path.join(tmp, name))
+    if os.path.isfile(os.path.join(tmp, "README.md")):
+        retitle_card(os.path.join(tmp, "README.md"), args.name)
     validation = os.path.join(args.model_path, "validation")
     if os.path.isdir(validation):
         last = sorted(os.listdir(validation))[-1:]  # the final grid only: the card shows it
@@ -103,6 +105,17 @@ def main(argv=None) -> str:
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(target) for f in files)
     print(f"wrote {target} ({size / 1e6:.2f} MB, float16 weights; sdscratch {sdscratch.__version__})")
     return target
+
+
+def retitle_card(card_path: str, name: str) -> None:
+    """Names the card after the shipped model: train_unet.py titles it after its output folder
+    (``# pipeline: text-to-image from scratch`` in the recipe), which means nothing once shipped. Only a title
+    of that form (``# <run>: <what>``) is renamed; any other card keeps its title."""
+    with open(card_path) as f:
+        card = f.read()
+    card = re.sub(r"^# [^\n:]+: ", f"# {name}: ", card, count=1, flags=re.MULTILINE)
+    with open(card_path, "w") as f:
+        f.write(card)
 
 
 def same_latents_vae(pipeline_vae: Optional[SmallVAE], vae_path: str) -> SmallVAE:
