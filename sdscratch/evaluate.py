@@ -4,6 +4,12 @@ and how well the text encoder separates the attribute words.
     python -m sdscratch.evaluate --model_path <pipeline folder> --output_dir eval/cartoon-faces \
         --num_images 500 --num_inference_steps 25 --guidance_scale 3 --scheduler dpm++ --seed 0
     python -m sdscratch.evaluate --model_path <digits pipeline folder> --output_dir eval/digits --task digits
+    python -m sdscratch.evaluate --model_path <train_vae.py output folder> --output_dir eval/vae --num_images 512
+
+A VAE folder alone (a `SmallVAE` or `AutoencoderKL` config in it or in its `vae/` subfolder, as `train_vae.py`
+writes) is evaluated without a UNet: reconstruction error, the adherence of the reconstructions (what a UNet on
+these latents can at best reach) and their Frechet distance, on the same held-out faces as a pipeline's. Its
+`grid.png` shows reconstructions.
 
 Writes `<output_dir>/metrics.json` and `<output_dir>/grid.png` (the first `--grid_images` generated images
 with their prompts; the attributes the classifier read differently are written in red). See
@@ -93,9 +99,7 @@ def evaluate_pipeline(
     vae = getattr(pipeline, "vae", None)
     reconstruction, vae_adherence, vae_features = None, None, None
     if vae is not None:
-        reconstructions = reconstruct_images(vae, real["perfect"], batch_size=batch_size)
-        reconstruction = reconstruction_metrics(reconstructions, real["perfect"])
-        vae_adherence, vae_features = measure_adherence(classifier, reconstructions, real["perfect_targets"])
+        reconstruction, vae_adherence, vae_features, _ = _round_trip(vae, classifier, real, batch_size)
 
     # 4. Frechet classifier distances, all against the same reference set and with the same number of images.
     count = min(len(result["features"]), len(perfect_features), len(reference_features))
@@ -144,6 +148,90 @@ def evaluate_pipeline(
     return metrics, outputs
 
 
+def _round_trip(vae, classifier: AttributeClassifier, real: dict, batch_size: int):
+    """Encode + decode the "perfect" images: (reconstruction metrics, adherence, classifier features, images)."""
+    reconstructions = reconstruct_images(vae, real["perfect"], batch_size=batch_size)
+    adherence, features = measure_adherence(classifier, reconstructions, real["perfect_targets"])
+    return reconstruction_metrics(reconstructions, real["perfect"]), adherence, features, reconstructions
+
+
+def evaluate_vae(
+    vae,
+    task: str = "cartoon-faces",
+    classifier: Optional[AttributeClassifier] = None,
+    num_images: int = 500,
+    seed: int = 0,
+    batch_size: int = 25,
+    caption_style: str = "template",
+) -> tuple[dict, dict]:
+    """The VAE's share of `evaluate_pipeline`, without a UNet: how well a VAE keeps what the prompts name.
+
+    The held-out images are those `evaluate_pipeline` uses as its "perfect model" for the same `num_images`,
+    `seed` and `caption_style` (the generator's own faces for the evaluation prompts), so the numbers are the
+    ones a pipeline's `adherence_vae_reconstructions`, `reconstruction` and FD `vae_reconstructions` would show.
+
+    Args:
+        vae: An `AutoencoderKL`-compatible model (`SmallVAE`, diffusers' `AutoencoderKL`).
+        task, classifier, num_images, seed, batch_size, caption_style: As `evaluate_pipeline`.
+
+    Returns:
+        `(metrics, outputs)`: metrics as `evaluate_pipeline`'s (no generated-image keys), and `outputs` with the
+        reconstructions as `images` (float `(N, H, W, C)` in [0, 1]), `prompts`, `targets` and `predictions`.
+    """
+    classifier = classifier if classifier is not None else load_classifier(task)
+    start = time.perf_counter()
+    prompts_and_targets = build_adherence_prompts(num_images, task=task, caption_style=caption_style, seed=seed)
+    size = int(vae.config.sample_size)
+    real = _real_sets(task, num_images, seed, size, prompts_and_targets)
+    perfect_adherence, perfect_features = measure_adherence(classifier, real["perfect"], real["perfect_targets"])
+    _, reference_features = classifier.classify(real["reference"])
+    reconstruction, adherence, features, images = _round_trip(vae, classifier, real, batch_size)
+    count = min(len(features), len(perfect_features), len(reference_features))
+    metrics = {
+        "task": task,
+        "num_images": len(prompts_and_targets),
+        "seed": seed,
+        "caption_style": caption_style,
+        "image_size": size,
+        "adherence_real_images": perfect_adherence["accuracy"],
+        "adherence_vae_reconstructions": adherence["accuracy"],
+        "adherence_vae_reconstructions_per_value": adherence["per_value_accuracy"],
+        "frechet_distance": {
+            "vae_reconstructions": frechet_distance_from_features(features[:count], reference_features[:count]),
+            "real_floor": frechet_distance_from_features(perfect_features[:count], reference_features[:count]),
+            "num_images": count,
+            "feature_dim": int(reference_features.shape[1]),
+        },
+        "reconstruction": reconstruction,
+        "total_seconds": time.perf_counter() - start,
+    }
+    predictions, _ = classifier.classify(images)
+    outputs = {
+        "images": ((images.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy(),
+        "prompts": [prompt for prompt, _ in prompts_and_targets],
+        "targets": real["perfect_targets"],
+        "predictions": classifier.decode_predictions(predictions),
+    }
+    return metrics, outputs
+
+
+def load_vae_folder(path: str):
+    """The VAE in `path` or `path/vae` (`train_vae.py`'s output), or `None` when `path` holds no VAE config."""
+    from diffusers import AutoencoderKL
+
+    from .models.vae import SmallVAE
+
+    for folder in (path, os.path.join(path, "vae")):
+        config_path = os.path.join(folder, "config.json")
+        if os.path.isfile(config_path):
+            with open(config_path) as f:
+                class_name = json.load(f).get("_class_name")
+            classes = {"SmallVAE": SmallVAE, "AutoencoderKL": AutoencoderKL}
+            if class_name in classes:
+                return classes[class_name].from_pretrained(folder).eval()
+    return None
+
+
 def _json_safe(value):
     """Strict JSON: non-finite floats (an infinite PSNR) become `None`."""
     if isinstance(value, dict):
@@ -166,7 +254,12 @@ def _misses(target: dict, prediction: dict) -> Optional[str]:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_path", required=True, help="A pipeline folder (model_index.json + components).")
+    parser.add_argument(
+        "--model_path",
+        required=True,
+        help="A pipeline folder (model_index.json + components), or a VAE folder to evaluate alone (train_vae.py's "
+        "output): reconstructions only, no UNet.",
+    )
     parser.add_argument("--output_dir", required=True, help="Where metrics.json and grid.png are written.")
     parser.add_argument("--task", choices=["cartoon-faces", "digits"], default="cartoon-faces")
     parser.add_argument("--num_images", type=int, default=500)
@@ -195,6 +288,16 @@ def main(argv=None) -> dict:
     from sdscratch.pipelines.pipeline_cartoon_face import CartoonFacePipeline
     from sdscratch.schedulers.registry import get_scheduler
 
+    if not os.path.isfile(os.path.join(args.model_path, "model_index.json")):
+        vae = load_vae_folder(args.model_path)
+        if vae is None:
+            raise ValueError(
+                f"--model_path {args.model_path!r} is neither a pipeline folder (model_index.json) nor a VAE folder "
+                "(a SmallVAE or AutoencoderKL config.json in it or in its vae/ subfolder)."
+            )
+        if args.model_card:
+            raise ValueError("--model_card writes a pipeline's card; drop it to evaluate a VAE folder alone.")
+        return _evaluate_vae_command(args, vae)
     pipeline = CartoonFacePipeline.from_pretrained(args.model_path)
     if args.scheduler != "saved":
         pipeline.scheduler = get_scheduler(args.scheduler, pipeline.scheduler.config)
@@ -217,16 +320,7 @@ def main(argv=None) -> dict:
         with open(classifier_metrics) as f:
             metrics["classifier_held_out_accuracy"] = json.load(f)["held_out_accuracy"]
 
-    os.makedirs(args.output_dir, exist_ok=True)
-    count = min(args.grid_images, len(outputs["prompts"]))
-    highlights = [_misses(t, p) for t, p in zip(outputs["targets"][:count], outputs["predictions"][:count])]
-    grid = captioned_grid(
-        outputs["images"][:count], outputs["prompts"][:count], columns=min(8, count), highlights=highlights
-    )
-    grid.save(os.path.join(args.output_dir, "grid.png"))
-    metrics["grid"] = "grid.png"
-    with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
-        json.dump(_json_safe(metrics), f, indent=2, allow_nan=False)
+    _write_outputs(args, metrics, outputs)
     _print_summary(metrics)
     print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and grid.png")
     if args.model_card:
@@ -331,6 +425,42 @@ def update_model_card(
             shutil.copyfile(source, tmp)
         os.replace(tmp, target)
     return card_path
+
+
+def _write_outputs(args, metrics: dict, outputs: dict) -> None:
+    """grid.png (the first `--grid_images` images, misread attributes in red) and metrics.json in --output_dir."""
+    os.makedirs(args.output_dir, exist_ok=True)
+    count = min(args.grid_images, len(outputs["prompts"]))
+    highlights = [_misses(t, p) for t, p in zip(outputs["targets"][:count], outputs["predictions"][:count])]
+    grid = captioned_grid(
+        outputs["images"][:count], outputs["prompts"][:count], columns=min(8, count), highlights=highlights
+    )
+    grid.save(os.path.join(args.output_dir, "grid.png"))
+    metrics["grid"] = "grid.png"
+    with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
+        json.dump(_json_safe(metrics), f, indent=2, allow_nan=False)
+
+
+def _evaluate_vae_command(args, vae) -> dict:
+    classifier = load_classifier(args.classifier_path or pretrained_classifier_path(args.task))
+    metrics, outputs = evaluate_vae(
+        vae, args.task, classifier, args.num_images, args.seed, args.batch_size, args.caption_style
+    )
+    metrics = {"model_path": os.path.abspath(args.model_path), "model_type": type(vae).__name__, **metrics}
+    _write_outputs(args, metrics, outputs)
+    for name, accuracy in metrics["adherence_vae_reconstructions"].items():
+        real = metrics["adherence_real_images"].get(name, float("nan"))
+        print(f"reconstructions' adherence {name:>14}: {100 * accuracy:6.2f}%   (real images {100 * real:6.2f}%)")
+    fd, r = metrics["frechet_distance"], metrics["reconstruction"]
+    print(
+        f"Frechet classifier distance: VAE reconstructions {fd['vae_reconstructions']:.3f}, real floor {fd['real_floor']:.3f}"
+    )
+    ms = "n/a" if r["ms_ssim"] is None else f"{r['ms_ssim']:.4f}"
+    print(
+        f"VAE reconstruction: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}, MS-SSIM {ms} ({r['ms_ssim_scales']} scales)"
+    )
+    print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and grid.png (reconstructions)")
+    return metrics
 
 
 def _print_summary(metrics: dict) -> None:

@@ -286,6 +286,26 @@ def test_evaluate_command_on_a_tiny_pipeline(tmp_path):
 
     assert Image.open(out / "grid.png").size[0] == 4 * (128 + 4)
 
+    # the VAE alone (train_vae.py's layout: <run>/vae/config.json): the same VAE numbers, with no UNet
+    vae.save_pretrained(tmp_path / "vae-run" / "vae")
+    vae_out = tmp_path / "eval-vae"
+    args = ["--model_path", str(tmp_path / "vae-run"), "--output_dir", str(vae_out), "--num_images", "6",
+            "--batch_size", "4", "--grid_images", "4"]  # fmt: skip
+    alone = main(args)
+    with open(vae_out / "metrics.json") as f:
+        assert json.load(f)["reconstruction"] == alone["reconstruction"]
+    assert alone["model_type"] == "SmallVAE" and "adherence" not in alone
+    assert alone["adherence_vae_reconstructions"] == saved["adherence_vae_reconstructions"]
+    assert alone["reconstruction"] == pytest.approx(saved["reconstruction"])
+    for key in ("vae_reconstructions", "real_floor"):
+        assert alone["frechet_distance"][key] == pytest.approx(fd[key])
+    assert Image.open(vae_out / "grid.png").size[0] == 4 * (128 + 4)
+    with pytest.raises(ValueError, match="--model_card"):
+        main(args + ["--model_card"])
+    with pytest.raises(ValueError, match="--model_path .* neither a pipeline folder"):
+        main(["--model_path", str(tmp_path / "eval"), "--output_dir", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
+
 
 def test_evaluate_command_on_a_tiny_pixel_space_digits_pipeline(tmp_path):
     from sdscratch import CartoonFacePipeline, SmallUNet
