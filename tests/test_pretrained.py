@@ -84,6 +84,10 @@ def test_export_names_the_card_after_the_shipped_model(tmp_path):
     target = export.main(["--model_path", str(source), "--name", "digits", "--output_root", str(tmp_path / "pkg")])
     card = (Path(target) / "README.md").read_text()
     assert card == "---\nlibrary_name: diffusers\n---\n\n# digits: text-to-image from scratch\n" + body
+    # a card titled otherwise keeps its title, and a "# x: y" comment further down stays as it is
+    (source / "README.md").write_text("# My model\n" + body)
+    target = export.main(["--model_path", str(source), "--name", "digits", "--output_root", str(tmp_path / "pkg")])
+    assert (Path(target) / "README.md").read_text() == "# My model\n" + body
 
 
 def test_export_adds_the_vae_training_section(tmp_path):

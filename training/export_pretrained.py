@@ -112,10 +112,12 @@ def retitle_card(card_path: str, name: str) -> None:
     (``# pipeline: text-to-image from scratch`` in the recipe), which means nothing once shipped. Only a title
     of that form (``# <run>: <what>``) is renamed; any other card keeps its title."""
     with open(card_path) as f:
-        card = f.read()
-    card = re.sub(r"^# [^\n:]+: ", f"# {name}: ", card, count=1, flags=re.MULTILINE)
+        lines = f.read().split("\n")
+    title = next((i for i, line in enumerate(lines) if line.startswith("# ")), None)
+    if title is not None:
+        lines[title] = re.sub(r"^# [^:]+: ", f"# {name}: ", lines[title])
     with open(card_path, "w") as f:
-        f.write(card)
+        f.write("\n".join(lines))
 
 
 def same_latents_vae(pipeline_vae: Optional[SmallVAE], vae_path: str) -> SmallVAE:
