@@ -282,6 +282,37 @@ def test_a_vae_folder_that_is_not_a_small_vae(unet_dir, tmp_path):
                          "--pretrained_vae_model_name_or_path", tmp_path])  # fmt: skip
 
 
+def test_random_crops_are_windows_of_each_image():
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    torch.manual_seed(0)
+    crops = train_vae.random_crops(images, 4)
+    assert crops.shape == (2, 3, 4, 4)
+    for image, crop in zip(images, crops):
+        windows = image.unfold(1, 4, 1).unfold(2, 4, 1)  # (3, 5, 5, 4, 4): every 4x4 window
+        assert any(torch.equal(windows[:, i, j], crop) for i in range(5) for j in range(5))
+    torch.manual_seed(0)
+    assert torch.equal(train_vae.random_crops(images, 4), crops)  # the global RNG, which checkpoints save
+
+
+def test_train_vae_on_crops_validates_at_full_resolution(tmp_path, monkeypatch):
+    calls, crop = [], train_vae.random_crops
+    monkeypatch.setattr(
+        train_vae, "random_crops", lambda images, size: calls.append((tuple(images.shape), size)) or crop(images, size)
+    )
+    out = tmp_path / "crops"
+    run(train_vae, [*COMMON, "--dataset_name", FACES, "--output_dir", out, "--max_train_steps", 2, "--crop_size", 32,
+                    *TINY_VAE])  # fmt: skip
+    assert calls == [((8, 3, 64, 64), 32)] * 2
+    assert SmallVAE.from_pretrained(out / "vae").config.sample_size == 64
+    assert (out / "reconstruction_metrics.json").is_file()
+    with pytest.raises(ValueError, match="--crop_size 30 must be divisible by the VAE's downsampling factor 4"):
+        run(
+            train_vae, [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path / "x", "--crop_size", 30, *TINY_VAE]
+        )
+    with pytest.raises(ValueError, match=r"--crop_size must be in \[1, --resolution=64\], got 65"):
+        train_vae.parse_args(["--dataset_name", FACES, "--crop_size", "65"])
+
+
 def test_decoder_only_fine_tuning_keeps_the_encoder_and_the_scaling_factor(vae_dir, tmp_path):
     out = tmp_path / "decoder"
     run(train_vae, [*COMMON, "--dataset_name", FACES, "--output_dir", out, "--max_train_steps", 2,

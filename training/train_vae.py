@@ -67,12 +67,22 @@ def parse_args(argv=None):
     group.add_argument("--reconstruction_loss", type=str, default="l1+mse", choices=["l1", "mse", "l1+mse"])
     group.add_argument("--kl_weight", type=float, default=1e-6, help="Weight of KL per pixel (LDM's scale).")
     group.add_argument("--num_validation_images", type=int, default=16, help="Held out: grids and metrics.")
+    group.add_argument(
+        "--crop_size",
+        type=int,
+        default=None,
+        help="Train on one random crop_size x crop_size window of each --resolution image (the VAE is fully "
+        "convolutional; Stable Diffusion's VAE was trained on 256x256 crops): about (resolution / crop_size)^2 "
+        "cheaper steps. Validation, metrics and scaling_factor stay at --resolution.",
+    )
     args = parser.parse_args(argv)
     args.command = "accelerate launch training/train_vae.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     tu.check_common_args(args)
     architecture = [f"--{k}" for k in ARCHITECTURE_FLAGS + ("vae_config",) if getattr(args, k) is not None]
     if args.pretrained_vae_model_name_or_path is not None and architecture:
         raise ValueError(f"--pretrained_vae_model_name_or_path sets the architecture; drop {', '.join(architecture)}.")
+    if args.crop_size is not None and not 0 < args.crop_size <= args.resolution:
+        raise ValueError(f"--crop_size must be in [1, --resolution={args.resolution}], got {args.crop_size}.")
     if args.train_decoder_only and args.pretrained_vae_model_name_or_path is None:
         raise ValueError("--train_decoder_only fine-tunes a trained VAE: give --pretrained_vae_model_name_or_path.")
     return args
@@ -113,6 +123,15 @@ def build_vae(args) -> SmallVAE:
         args.resolution, 2 ** (len(config.get("block_out_channels", SmallVAE().config.block_out_channels)) - 1)
     )
     return SmallVAE(**config)
+
+
+def random_crops(images: torch.Tensor, size: int) -> torch.Tensor:
+    """One random `size` x `size` window of every image `(B, C, H, W)` -> `(B, C, size, size)`. Offsets come from
+    torch's global RNG, which checkpoints save, so a resumed run crops as the uninterrupted one would."""
+    batch, _, height, width = images.shape
+    top = torch.randint(0, height - size + 1, (batch,)).tolist()
+    left = torch.randint(0, width - size + 1, (batch,)).tolist()
+    return torch.stack([image[:, y : y + size, x : x + size] for image, y, x in zip(images, top, left)])
 
 
 def reconstruction_loss(reconstruction, target, kind: str):
@@ -163,6 +182,10 @@ def main(args):
 
     # ---- model, EMA, optimizer ----
     vae = build_vae(args)
+    if args.crop_size is not None and args.crop_size % vae.downsample_factor:
+        raise ValueError(
+            f"--crop_size {args.crop_size} must be divisible by the VAE's downsampling factor {vae.downsample_factor}."
+        )
     if args.gradient_checkpointing:
         vae.enable_gradient_checkpointing()
     tu.check_checkpoints_compatible(args.output_dir, {"vae": vae}, resume_path)
@@ -219,6 +242,8 @@ def main(args):
                 if args.random_flip:
                     flip = torch.rand(pixel_values.shape[0], device=pixel_values.device) < 0.5
                     pixel_values = torch.where(flip[:, None, None, None], pixel_values.flip(-1), pixel_values)
+                if args.crop_size is not None and args.crop_size < pixel_values.shape[-1]:
+                    pixel_values = random_crops(pixel_values, args.crop_size)
                 # encode, sample z ~ q(z|x), decode
                 reconstruction, kl = model(pixel_values)
                 rec_loss = reconstruction_loss(reconstruction, pixel_values, args.reconstruction_loss)
