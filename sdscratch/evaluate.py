@@ -28,7 +28,13 @@ import sys
 import time
 from typing import Optional
 
-from .evaluation.adherence import build_adherence_prompts, evaluate_adherence, measure_adherence, target_matches
+from .evaluation.adherence import (
+    adherence_from_predictions,
+    build_adherence_prompts,
+    evaluate_adherence,
+    measure_adherence,
+    target_matches,
+)
 from .evaluation.classifier import AttributeClassifier, load_classifier, pretrained_classifier_path
 from .evaluation.frechet import frechet_distance_from_features
 from .evaluation.grid import captioned_grid
@@ -52,6 +58,18 @@ def _real_sets(task: str, num_images: int, seed: int, size: int, prompts_and_tar
         "perfect": perfect,
         "perfect_targets": [{"digit": str(int(label))} for label in perfect_labels],
     }
+
+
+def _classified_real_sets(
+    classifier: AttributeClassifier, task: str, num_images: int, seed: int, size: int, prompts_and_targets
+) -> dict:
+    """`_real_sets` read by the classifier: adds `perfect_adherence`, `perfect_features`, `reference_features`."""
+    real = _real_sets(task, num_images, seed, size, prompts_and_targets)
+    real["perfect_adherence"], real["perfect_features"] = measure_adherence(
+        classifier, real["perfect"], real["perfect_targets"]
+    )
+    _, real["reference_features"] = classifier.classify(real["reference"])
+    return real
 
 
 def evaluate_pipeline(
@@ -91,15 +109,15 @@ def evaluate_pipeline(
     size = result["images"].shape[1]
 
     # 2. Real images: the Frechet reference, and the "perfect model" (what the data itself scores).
-    real = _real_sets(task, num_images, seed, size, prompts_and_targets)
-    perfect_adherence, perfect_features = measure_adherence(classifier, real["perfect"], real["perfect_targets"])
-    _, reference_features = classifier.classify(real["reference"])
+    real = _classified_real_sets(classifier, task, num_images, seed, size, prompts_and_targets)
+    perfect_adherence, perfect_features = real["perfect_adherence"], real["perfect_features"]
+    reference_features = real["reference_features"]
 
     # 3. VAE round trip of the perfect images: reconstruction error and its own adherence / distance.
     vae = getattr(pipeline, "vae", None)
     reconstruction, vae_adherence, vae_features = None, None, None
     if vae is not None:
-        reconstruction, vae_adherence, vae_features, _ = _round_trip(vae, classifier, real, batch_size)
+        reconstruction, vae_adherence, vae_features, _, _ = _round_trip(vae, classifier, real, batch_size)
 
     # 4. Frechet classifier distances, all against the same reference set and with the same number of images.
     count = min(len(result["features"]), len(perfect_features), len(reference_features))
@@ -149,10 +167,13 @@ def evaluate_pipeline(
 
 
 def _round_trip(vae, classifier: AttributeClassifier, real: dict, batch_size: int):
-    """Encode + decode the "perfect" images: (reconstruction metrics, adherence, classifier features, images)."""
+    """Encode + decode the "perfect" images, classified once: (reconstruction metrics, adherence, classifier
+    features, reconstructions, decoded predictions)."""
     reconstructions = reconstruct_images(vae, real["perfect"], batch_size=batch_size)
-    adherence, features = measure_adherence(classifier, reconstructions, real["perfect_targets"])
-    return reconstruction_metrics(reconstructions, real["perfect"]), adherence, features, reconstructions
+    predictions, features = classifier.classify(reconstructions)
+    predictions = classifier.decode_predictions(predictions)
+    adherence = adherence_from_predictions(predictions, real["perfect_targets"])
+    return reconstruction_metrics(reconstructions, real["perfect"]), adherence, features, reconstructions, predictions
 
 
 def evaluate_vae(
@@ -182,10 +203,9 @@ def evaluate_vae(
     start = time.perf_counter()
     prompts_and_targets = build_adherence_prompts(num_images, task=task, caption_style=caption_style, seed=seed)
     size = int(vae.config.sample_size)
-    real = _real_sets(task, num_images, seed, size, prompts_and_targets)
-    perfect_adherence, perfect_features = measure_adherence(classifier, real["perfect"], real["perfect_targets"])
-    _, reference_features = classifier.classify(real["reference"])
-    reconstruction, adherence, features, images = _round_trip(vae, classifier, real, batch_size)
+    real = _classified_real_sets(classifier, task, num_images, seed, size, prompts_and_targets)
+    perfect_features, reference_features = real["perfect_features"], real["reference_features"]
+    reconstruction, adherence, features, images, predictions = _round_trip(vae, classifier, real, batch_size)
     count = min(len(features), len(perfect_features), len(reference_features))
     metrics = {
         "task": task,
@@ -193,7 +213,7 @@ def evaluate_vae(
         "seed": seed,
         "caption_style": caption_style,
         "image_size": size,
-        "adherence_real_images": perfect_adherence["accuracy"],
+        "adherence_real_images": real["perfect_adherence"]["accuracy"],
         "adherence_vae_reconstructions": adherence["accuracy"],
         "adherence_vae_reconstructions_per_value": adherence["per_value_accuracy"],
         "frechet_distance": {
@@ -205,12 +225,11 @@ def evaluate_vae(
         "reconstruction": reconstruction,
         "total_seconds": time.perf_counter() - start,
     }
-    predictions, _ = classifier.classify(images)
     outputs = {
         "images": ((images.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy(),
         "prompts": [prompt for prompt, _ in prompts_and_targets],
         "targets": real["perfect_targets"],
-        "predictions": classifier.decode_predictions(predictions),
+        "predictions": predictions,
     }
     return metrics, outputs
 
