@@ -59,7 +59,10 @@ def build_tokenizer(
     The vocabulary is `[256 byte symbols] + [256 byte symbols + "</w>"] + [one token per learned merge] +
     ["<|startoftext|>", "<|endoftext|>"]`, so `bos_token_id == len(tokenizer) - 2` and
     `eos_token_id == pad_token_id == unk_token_id == len(tokenizer) - 1` (as in CLIP, padding uses `<|endoftext|>`).
-    Training is deterministic: the same captions give the same ids.
+    The ids of the byte symbols are fixed; the merges are learned by the `tokenizers` library, which breaks ties
+    between equally frequent pairs in an order that can change from call to call (its hash maps), so two builds on
+    few or repetitive captions can differ. Save the tokenizer with the text encoder it trains (the training
+    scripts write it into the pipeline and into every checkpoint, and a resumed run uses the checkpoint's).
 
     Args:
         captions (`Iterable[str]`):
@@ -110,7 +113,7 @@ def build_tokenizer(
     trainer_tokenizer.train_from_iterator(captions, trainer)
 
     # Rebuild the vocabulary in CLIP's order (the trainer orders the "</w>" symbols arbitrarily) so that ids are
-    # deterministic and every byte exists both inside and at the end of a word.
+    # fixed and every byte exists both inside and at the end of a word.
     merges = json.loads(trainer_tokenizer.to_str())["model"]["merges"][: vocab_size - num_fixed]
     merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ")) for merge in merges]
     tokens = base + [symbol + END_OF_WORD_SUFFIX for symbol in base]

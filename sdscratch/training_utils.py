@@ -368,11 +368,13 @@ def save_checkpoint(
     step: int,
     total_limit: Optional[int],
     clock: Optional[TrainingClock] = None,
+    tokenizer=None,
 ) -> str:
     """`accelerator.save_state` into `.tmp-checkpoint-<step>`, then rename it to `checkpoint-<step>`.
 
     Every process writes its own RNG state into the folder, so all of them call this; only the main process
-    prunes and renames, after everyone is done. `clock`'s total wall time so far is stored with the state.
+    prunes and renames, after everyone is done. `clock`'s total wall time so far is stored with the state, and a
+    `tokenizer` trained by the run in `tokenizer/` (a resumed run must use that one: `build_or_resume_tokenizer`).
     """
     final_path = os.path.join(output_dir, f"checkpoint-{step}")
     tmp_path = os.path.join(output_dir, f".tmp-checkpoint-{step}")
@@ -389,11 +391,34 @@ def save_checkpoint(
     if accelerator.is_main_process:
         if clock is not None:
             clock.save(tmp_path)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(os.path.join(tmp_path, "tokenizer"))
         shutil.rmtree(final_path, ignore_errors=True)
         os.replace(tmp_path, final_path)
         logger.info(f"Saved state to {final_path}")
     accelerator.wait_for_everyone()
     return final_path
+
+
+def build_or_resume_tokenizer(captions: list[str], resume_path: Optional[str], **tokenizer_config):
+    """`build_tokenizer(captions, **tokenizer_config)` for a new run; for a resumed one, the checkpoint's own
+    tokenizer (`save_checkpoint(..., tokenizer=...)`). Rebuilding it is not safe: BPE training breaks ties between
+    equally frequent pairs in an order that can change from call to call (the tokenizers library's hash maps), and
+    a text encoder whose token ids changed under it would go on training on scrambled words."""
+    from transformers import CLIPTokenizer
+
+    from .text import build_tokenizer
+
+    if resume_path is not None:
+        folder = os.path.join(resume_path, "tokenizer")
+        if os.path.isdir(folder):
+            return CLIPTokenizer.from_pretrained(folder)
+        logger.warning(
+            f"{resume_path} holds no tokenizer/ (a checkpoint of an older sdscratch): rebuilding it from the "
+            "captions, which can give other token ids than the run started with when the captions have pairs of "
+            "equal frequency."
+        )
+    return build_tokenizer(captions, **tokenizer_config)
 
 
 def _save_ema(ema: EMAModel, model: torch.nn.Module, path: str) -> None:
@@ -678,3 +703,29 @@ def write_unet_card(
     ]
     title = f"{os.path.basename(os.path.normpath(args.output_dir))}: text-to-image from scratch"
     return write_model_card(args.output_dir, title, body, args.dataset_name, tags, pipeline_tag="text-to-image")
+
+
+def caption_table(caption_lists: list[list[str]]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Each image's captions as rows of one table of unique captions ("" last: the unconditional caption of CFG).
+
+    Returns `(unique_captions, caption_rows, caption_counts)`: `caption_rows` `(N, K)` holds image i's
+    `caption_counts[i]` rows first, padded with its first row up to K, the most captions of an image."""
+    unique_captions = sorted({caption for captions in caption_lists for caption in captions} - {""}) + [""]
+    row_of = {caption: i for i, caption in enumerate(unique_captions)}
+    counts = torch.tensor([len(captions) for captions in caption_lists], dtype=torch.long)
+    if (counts < 1).any():
+        raise ValueError(f"image {int((counts < 1).nonzero()[0])} has no caption")
+    width = int(counts.max()) if len(caption_lists) else 1
+    rows = [
+        [row_of[c] for c in captions] + [row_of[captions[0]]] * (width - len(captions)) for captions in caption_lists
+    ]
+    return unique_captions, torch.tensor(rows, dtype=torch.long).reshape(len(caption_lists), width), counts
+
+
+def draw_caption_rows(caption_rows: torch.Tensor, caption_counts: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The caption row of each image in `index` (B,): with one caption per image, that one (no random draw, so
+    runs on single-caption data keep their random stream); else one of the image's captions, uniformly, drawn
+    from torch's global RNG (checkpointed: a resumed run draws what the uninterrupted one would)."""
+    if caption_rows.shape[1] == 1:
+        return caption_rows[index, 0]
+    return caption_rows[index, (torch.rand(index.shape[0]) * caption_counts[index]).long()]

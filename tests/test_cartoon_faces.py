@@ -188,6 +188,22 @@ def test_datasets_dataset():
     assert ds["hair_color"] != other["hair_color"] or ds["skin"] != other["skin"]
 
 
+def test_several_captions_per_face():
+    one = cf.cartoon_faces_dataset(6, size=16, seed=1, caption_style="mixed")
+    ds = cf.cartoon_faces_dataset(6, size=16, seed=1, caption_style="mixed", captions_per_image=5)
+    assert ds.column_names == ["image", "text", *cf.ATTRIBUTES, "all_captions"] and ds["text"] == one["text"]
+    assert "all_captions" not in one.column_names  # one caption per face: the data set as before
+    for row in ds:
+        captions, attributes = row["all_captions"], {k: row[k] for k in cf.ATTRIBUTES}
+        assert len(captions) == 5 and captions[0] == row["text"]
+        for caption in captions:  # every caption describes this face
+            assert all(cf.attributes_match(attributes, cf.parse_caption(caption)).values()), caption
+    assert len({c for row in ds["all_captions"] for c in row}) > 20  # further draws, not copies
+    assert cf.face_captions(ds[0], "template", 3, captions_per_image=2) == [cf.make_caption(ds[0])] * 2
+    with pytest.raises(ValueError, match="captions_per_image must be >= 1, got 0"):
+        cf.cartoon_faces_dataset(2, captions_per_image=0)
+
+
 def test_torch_dataset():
     ds = cf.CartoonFacesTorchDataset(3, size=32, seed=1)
     item = ds[1]

@@ -129,6 +129,23 @@ def test_custom_columns_and_missing_columns(tmp_path):
         load_image_caption_dataset(train_data_dir=str(tmp_path / "custom"))
 
 
+def test_a_caption_column_of_lists_keeps_every_caption(tmp_path):
+    # COCO-style rows with several captions each: `text` is the first, `all_captions` all of them
+    ds = datasets.Dataset.from_dict({"image": _images(2), "caption": [["a red cat", "a cat"], ["a dog"]]})
+    out = load_image_caption_dataset(train_data_dir=_saved(ds, tmp_path / "ok"))
+    assert out["text"] == ["a red cat", "a dog"] and out["all_captions"] == [["a red cat", "a cat"], ["a dog"]]
+    bad = datasets.Dataset.from_dict({"image": _images(2), "caption": [["a cat"], []]})
+    with pytest.raises(ValueError, match="caption column 'caption', row 1: expected a non-empty list"):
+        load_image_caption_dataset(train_data_dir=_saved(bad, tmp_path / "bad"))
+    faces = load_image_caption_dataset("builtin:cartoon-faces?num_images=3&size=16&captions_per_image=2")
+    assert [c[0] for c in faces["all_captions"]] == faces["text"] and len(faces["all_captions"][2]) == 2
+
+
+def _saved(dataset, folder):
+    dataset.cast_column("image", datasets.Image()).save_to_disk(str(folder))
+    return str(folder)
+
+
 def test_unreadable_image_names_the_file(tmp_path):
     cf.write_imagefolder(str(tmp_path), 3, size=16)
     (tmp_path / "000001.png").write_bytes(b"not a png")

@@ -6,7 +6,9 @@ cores.
 """
 
 import json
+import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
+from transformers import CLIPTokenizer
 
 import sdscratch
 from sdscratch import CartoonFacePipeline, SmallVAE
@@ -146,8 +149,8 @@ def test_model_card(unet_dir):
     assert card.data.datasets == ["Skiittoo/cartoon-faces"] and card.data.library_name == "diffusers"
 
 
-def unet_resume_argv(vae_dir, out):
-    argv = [*COMMON, "--dataset_name", "builtin:cartoon-faces?num_images=24", "--output_dir", out]
+def unet_resume_argv(vae_dir, out, dataset="builtin:cartoon-faces?num_images=24"):
+    argv = [*COMMON, "--dataset_name", dataset, "--output_dir", out]
     argv += ["--pretrained_vae_model_name_or_path", vae_dir / "vae", "--unet_config", TINY_UNET]
     argv += ["--max_train_steps", 5, "--checkpointing_steps", 2, "--use_ema", "--random_flip", "--snr_gamma", 5]
     argv += ["--noise_offset", 0.05, "--prediction_type", "v_prediction", "--lr_scheduler", "cosine"]
@@ -155,14 +158,17 @@ def unet_resume_argv(vae_dir, out):
     return argv + ["--validation_prompts", "Cartoon face"]
 
 
-def test_resume_matches_an_uninterrupted_run(vae_dir, tmp_path):
+@pytest.mark.parametrize("captions_per_image", [1, 3])
+def test_resume_matches_an_uninterrupted_run(vae_dir, tmp_path, captions_per_image, caplog):
+    caplog.set_level(logging.INFO)
     # 24 images, batch 8: 3 steps per epoch, so resuming at step 2 resumes mid-epoch and crosses into epoch 2
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    run(train_unet, unet_resume_argv(vae_dir, full))
-    # "interrupted at step 2": only checkpoint-2 survives
+    dataset = f"builtin:cartoon-faces?num_images=24&caption_style=rich&captions_per_image={captions_per_image}"
+    run(train_unet, unet_resume_argv(vae_dir, full, dataset))
+    # "interrupted at step 2": only checkpoint-2 survives (with 3 captions per face, the draws must resume too)
     resumed.mkdir()
     os.rename(full / "checkpoint-2", resumed / "checkpoint-2")
-    run(train_unet, unet_resume_argv(vae_dir, resumed) + ["--resume_from_checkpoint", "latest"])
+    run(train_unet, unet_resume_argv(vae_dir, resumed, dataset) + ["--resume_from_checkpoint", "latest"])
     for folder, name in (("unet", None), ("text_encoder", "model.safetensors"), ("checkpoint-4/unet_ema", None)):
         kwargs = {"name": name} if name else {}
         assert_same_weights(weights(full / folder, **kwargs), weights(resumed / folder, **kwargs))
@@ -173,6 +179,28 @@ def test_resume_matches_an_uninterrupted_run(vae_dir, tmp_path):
     assert json.loads((resumed / "checkpoint-4" / "training_time.json").read_text())["runs"] == 2
     assert "min over 2 runs (resumed from checkpoints)" in (resumed / "README.md").read_text()
     assert "runs (resumed" not in (full / "README.md").read_text()
+    # the resumed run used the checkpoint's tokenizer: a rebuilt one can number the merges differently
+    saved = CLIPTokenizer.from_pretrained(resumed / "checkpoint-2" / "tokenizer")
+    assert saved.get_vocab() == CLIPTokenizer.from_pretrained(resumed / "tokenizer").get_vocab()
+    if captions_per_image > 1:  # every caption of a face is in the table the steps draw from
+        assert re.search(r"24 images \(3 captions each at most\), (\d+) distinct", caplog.text)
+        assert int(re.search(r"(\d+) distinct captions", caplog.text).group(1)) > 24
+
+
+def test_caption_table_and_draws():
+    unique, rows, counts = tu.caption_table([["b", "a"], ["c"], ["a", "", "d"]])
+    assert unique == ["a", "b", "c", "d", ""]  # "" last: the unconditional caption
+    assert rows.tolist() == [[1, 0, 1], [2, 2, 2], [0, 4, 3]] and counts.tolist() == [2, 1, 3]
+    torch.manual_seed(0)
+    drawn = tu.draw_caption_rows(rows, counts, torch.tensor([0, 1, 2] * 300)).view(300, 3)
+    assert [set(drawn[:, i].tolist()) for i in range(3)] == [{0, 1}, {2}, {0, 3, 4}]  # never the padding
+    assert (drawn[:, 2] == 3).float().mean() == pytest.approx(1 / 3, abs=0.08)  # uniform
+    _, single, ones = tu.caption_table([["x"], ["y"]])
+    state = torch.get_rng_state()  # one caption per image: no draw, so such runs keep their random stream
+    assert tu.draw_caption_rows(single, ones, torch.tensor([1, 0])).tolist() == [1, 0]
+    assert torch.equal(state, torch.get_rng_state())
+    with pytest.raises(ValueError, match="image 1 has no caption"):
+        tu.caption_table([["x"], []])
 
 
 def test_pixel_space_digits_with_a_frozen_pretrained_text_encoder(unet_dir, tmp_path):
@@ -242,7 +270,7 @@ def test_two_processes_end_with_identical_weights_and_only_rank_0_writes(vae_dir
     # one set of outputs; rank 1 only adds its own RNG state to the checkpoint (accelerate's layout)
     assert sorted(p.name for p in (out / "checkpoint-2").iterdir()) == [
         "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl", "scheduler.bin",
-        "text_encoder", "text_encoder_ema", "training_time.json", "unet", "unet_ema",
+        "text_encoder", "text_encoder_ema", "tokenizer", "training_time.json", "unet", "unet_ema",
     ]  # fmt: skip
     assert result.stdout.count("Steps: 100%") + result.stderr.count("Steps: 100%") >= 1
     CartoonFacePipeline.from_pretrained(out)

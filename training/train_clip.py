@@ -38,9 +38,9 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
 
-from sdscratch import build_tokenizer, default_text_encoder_config
+from sdscratch import default_text_encoder_config
 from sdscratch import training_utils as tu
-from sdscratch.data import ATTRIBUTES, attribute_probe
+from sdscratch.data import ALL_CAPTIONS, ATTRIBUTES, attribute_probe
 
 logger = get_logger(__name__, log_level="INFO")
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "cartoon-faces.json")
@@ -198,12 +198,13 @@ def main(args):
         holdout_attributes = [{name: rows[name][i] for name in ATTRIBUTES} for i in range(num_holdout)]
 
     # ---- tokenizer (as train_unet.py builds it: on every caption), CLIP, caption ids for the loss ----
-    tokenizer = build_tokenizer(captions, **config["tokenizer"])
+    # several captions per image (an `all_captions` column): one is drawn each time the image is used
+    caption_lists = dataset[ALL_CAPTIONS] if ALL_CAPTIONS in dataset.column_names else [[c] for c in captions]
+    captions_seen = [caption for image_captions in caption_lists for caption in image_captions]
+    tokenizer = tu.build_or_resume_tokenizer(captions_seen, resume_path, **config["tokenizer"])
     model = build_clip(args, config, tokenizer)
-    unique_captions = sorted(set(captions))
-    row_of = {caption: i for i, caption in enumerate(unique_captions)}
-    caption_rows = torch.tensor([row_of[caption] for caption in captions])
-    input_ids = tokenize(tokenizer, unique_captions)  # (U, L): row caption_rows[i] is sample i's caption
+    unique_captions, caption_rows, caption_counts = tu.caption_table(caption_lists)
+    input_ids = tokenize(tokenizer, unique_captions)  # (U, L): sample i's captions are rows caption_rows[i]
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     tu.check_checkpoints_compatible(args.output_dir, {"clip": model}, resume_path)
@@ -236,7 +237,8 @@ def main(args):
 
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info(
-        f"{num_train} training pairs ({len(set(captions[:num_train]))} distinct captions), {num_holdout} held out; "
+        f"{num_train} training images ({len({c for cs in caption_lists[:num_train] for c in cs})} distinct captions), "
+        f"{num_holdout} held out; "
         f"{args.max_train_steps} steps of {total_batch_size}; vocabulary {len(tokenizer)}"
     )
     holdout = (images[num_train:], captions[num_train:], holdout_attributes)
@@ -269,7 +271,7 @@ def main(args):
                 if args.random_flip:  # here, so that the RNG state saved in checkpoints covers it
                     flip = torch.rand(pixel_values.shape[0], device=pixel_values.device) < 0.5
                     pixel_values = torch.where(flip[:, None, None, None], pixel_values.flip(-1), pixel_values)
-                rows = caption_rows[indices]
+                rows = tu.draw_caption_rows(caption_rows, caption_counts, indices)
                 outputs = model_ddp(input_ids=input_ids[rows].to(accelerator.device), pixel_values=pixel_values)
                 loss = contrastive_loss(outputs.logits_per_image, rows.to(accelerator.device))
                 accelerator.backward(loss)
@@ -296,7 +298,9 @@ def main(args):
                 progress_bar.set_postfix(loss=f"{logs['loss']:.4f}", samples_per_s=f"{logs['samples_per_s']:.1f}")
                 accelerator.log(logs, step=global_step)
                 if global_step % args.checkpointing_steps == 0:
-                    tu.save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit, clock)
+                    tu.save_checkpoint(
+                        accelerator, args.output_dir, global_step, args.checkpoints_total_limit, clock, tokenizer
+                    )
                 if global_step % args.validation_steps == 0 and accelerator.is_main_process:
                     validate(global_step)
             if global_step >= args.max_train_steps:

@@ -36,8 +36,9 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.training_utils import compute_snr
 from tqdm.auto import tqdm
 
-from sdscratch import CartoonFacePipeline, SmallUNet, build_text_encoder, build_tokenizer
+from sdscratch import CartoonFacePipeline, SmallUNet, build_text_encoder
 from sdscratch import training_utils as tu
+from sdscratch.data import ALL_CAPTIONS
 from sdscratch.evaluation.text_separation import TASKS as SEPARATION_TASKS
 from sdscratch.evaluation.text_separation import text_encoder_separation
 from sdscratch.pipelines.pipeline_utils import default_scheduler_config
@@ -145,11 +146,11 @@ def load_config(args) -> dict:
     return config
 
 
-def build_text_components(args, config, captions):
-    """A tokenizer trained on the captions + a fresh CLIPTextModel (default), or a pretrained pair (its text
-    encoder frozen unless --train_text_encoder)."""
+def build_text_components(args, config, captions, resume_path=None):
+    """A tokenizer trained on the captions (or the resumed checkpoint's) + a fresh CLIPTextModel (default), or a
+    pretrained pair (its text encoder frozen unless --train_text_encoder)."""
     if args.pretrained_text_encoder is None:
-        tokenizer = build_tokenizer(captions, **config["tokenizer"])
+        tokenizer = tu.build_or_resume_tokenizer(captions, resume_path, **config["tokenizer"])
         return tokenizer, build_text_encoder(tokenizer, **config["text_encoder"])
     subfolders = os.path.isdir(os.path.join(args.pretrained_text_encoder, "text_encoder"))  # a pipeline folder
     tokenizer, text_encoder = load_text_components(
@@ -226,19 +227,19 @@ def main(args):
     tu.check_resolution(args.resolution, factor)
     scaling_factor = vae.config.scaling_factor if vae is not None else 1.0
     dataset = tu.load_train_dataset(args)
-    captions = dataset["text"]
+    # several captions per image (an `all_captions` column): one is drawn each time the image is used
+    multi = ALL_CAPTIONS in dataset.column_names
+    caption_lists = dataset[ALL_CAPTIONS] if multi else [[caption] for caption in dataset["text"]]
+    captions = [caption for image_captions in caption_lists for caption in image_captions]
     # image channels: the VAE's, or in pixel space the UNet config's (e.g. 1 for grayscale digits)
     image_channels = vae.config.in_channels if vae is not None else config["unet"].get("in_channels", 3)
     transform = tu.image_transform(args, accelerator.process_index, channels=image_channels)
 
-    # captions -> rows of a table of unique captions ("" last = the unconditional caption for CFG)
-    unique_captions = sorted(set(captions) - {""}) + [""]
-    row_of = {caption: i for i, caption in enumerate(unique_captions)}
-    caption_rows = torch.tensor([row_of[caption] for caption in captions])  # (N,)
+    unique_captions, caption_rows, caption_counts = tu.caption_table(caption_lists)
     empty_row = len(unique_captions) - 1
 
     # ---- text encoder: trained from scratch (default), frozen pretrained, or pretrained and fine-tuned ----
-    tokenizer, text_encoder = build_text_components(args, config, captions)
+    tokenizer, text_encoder = build_text_components(args, config, captions, resume_path)
     train_text_encoder = args.pretrained_text_encoder is None or args.train_text_encoder
     max_length = tokenizer.model_max_length
     tokens = tokenizer(
@@ -357,7 +358,9 @@ def main(args):
 
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info(
-        f"{len(dataset)} images, {len(unique_captions) - 1} distinct captions; {args.max_train_steps} steps of {total_batch_size}"
+        f"{len(dataset)} images ({caption_rows.shape[1]} captions each at most), {len(unique_captions) - 1} distinct "
+        f"captions; "
+        f"{args.max_train_steps} steps of {total_batch_size}"
     )
     progress_bar = tqdm(
         range(args.max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
@@ -386,7 +389,7 @@ def main(args):
                 latents = latents.to(accelerator.device) * scaling_factor  # (B, C, h, w)
 
                 # 2. captions, dropped to "" with probability p so that the model also learns p(x) (for CFG)
-                rows = caption_rows[index.cpu()]
+                rows = tu.draw_caption_rows(caption_rows, caption_counts, index)
                 rows = torch.where(torch.rand(bsz) < args.conditioning_dropout_prob, empty_row, rows)
                 if train_text_encoder:
                     encoder_hidden_states = text_encoder_ddp(caption_input_ids[rows].to(accelerator.device))[
@@ -440,7 +443,14 @@ def main(args):
                 progress_bar.set_postfix(loss=f"{logs['loss']:.4f}", samples_per_s=f"{logs['samples_per_s']:.1f}")
                 accelerator.log(logs, step=global_step)
                 if global_step % args.checkpointing_steps == 0:
-                    tu.save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit, clock)
+                    tu.save_checkpoint(
+                        accelerator,
+                        args.output_dir,
+                        global_step,
+                        args.checkpoints_total_limit,
+                        clock,
+                        tokenizer=tokenizer if args.pretrained_text_encoder is None else None,
+                    )
                 if global_step % args.validation_steps == 0 and accelerator.is_main_process:
                     validation_grid(global_step)
             if global_step >= args.max_train_steps:

@@ -1,6 +1,7 @@
 """Data: procedural cartoon faces, real digits, and one loader for every image-caption source."""
 
 from .captions import (
+    ALL_CAPTIONS,
     ANY,
     ATTRIBUTES,
     CAPTION_ATTRIBUTES,
@@ -14,6 +15,7 @@ from .captions import (
 from .cartoon_faces import (
     CartoonFacesTorchDataset,
     cartoon_faces_dataset,
+    face_captions,
     generate_cartoon_face,
     generate_face,
     render_face,
@@ -24,6 +26,7 @@ from .digits import load_digits_dataset
 from .loading import build_image_transform, collate_image_caption, load_image_caption_dataset, with_image_transform
 
 __all__ = [
+    "ALL_CAPTIONS",
     "ANY",
     "ATTRIBUTES",
     "CAPTION_ATTRIBUTES",
@@ -34,6 +37,7 @@ __all__ = [
     "build_image_transform",
     "collate_image_caption",
     "cartoon_faces_dataset",
+    "face_captions",
     "generate_cartoon_face",
     "generate_face",
     "load_digits_dataset",

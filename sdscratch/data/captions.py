@@ -47,6 +47,10 @@ CAPTION_ATTRIBUTES = ("glasses", "facial_hair", "hair_color", "skin")
 
 CAPTION_STYLES = ("template", "rich", "mixed")
 
+# The column of a data set row's several captions (a list), of which training draws one each time the image is
+# used (diffusers' train_text_to_image.py draws from a caption column of lists the same way).
+ALL_CAPTIONS = "all_captions"
+
 # Parsed value of an attribute that a caption mentions without naming a kind ("with glasses").
 ANY = "any"
 
@@ -100,7 +104,7 @@ def check_attributes(attributes: dict) -> None:
         raise ValueError("glasses_color must be 'none' exactly when glasses is 'none'")
 
 
-def make_caption(attributes: dict, style: str = "template", seed: Optional[int] = None) -> str:
+def make_caption(attributes: dict, style: str = "template", seed: Optional[int | str] = None) -> str:
     """Describe a face in words.
 
     Args:

@@ -24,6 +24,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from .captions import (
+    ALL_CAPTIONS,
     ANY,
     ATTRIBUTES,
     CAPTION_ATTRIBUTES,
@@ -36,7 +37,7 @@ from .captions import (
 
 __all__ = [
     "ANY", "ATTRIBUTES", "CAPTION_ATTRIBUTES", "CAPTION_STYLES", "CartoonFacesTorchDataset", "attributes_match",
-    "cartoon_faces_dataset", "face_seed", "generate_face", "make_caption", "parse_caption", "render_face",
+    "cartoon_faces_dataset", "face_captions", "face_seed", "generate_face", "make_caption", "parse_caption", "render_face",
     "sample_attributes", "write_imagefolder",
 ]  # fmt: skip
 
@@ -269,19 +270,36 @@ def face_seed(seed: int, index: int) -> int:
     return (int(seed) << 32) + int(index)
 
 
-def _face_rows(num_images: int, size: int, seed: int, caption_style: str, start: int):
+def face_captions(attributes: dict, caption_style: str, face: int, captions_per_image: int = 1) -> list[str]:
+    """The captions of built-in face number `face` (its `face_seed`): the first is the data set's ``text``, the
+    others are further draws of the same style (another subset, order and phrasing of the rich style; another
+    pick of the mixed style), for ``captions_per_image`` > 1."""
+    if captions_per_image < 1:
+        raise ValueError(f"captions_per_image must be >= 1, got {captions_per_image}")
+    seeds = [face] + [f"{face}-{k}" for k in range(1, captions_per_image)]
+    return [make_caption(attributes, caption_style, seed=s) for s in seeds]
+
+
+def _face_rows(num_images: int, size: int, seed: int, caption_style: str, start: int, captions_per_image: int = 1):
     if caption_style not in CAPTION_STYLES:
         raise ValueError(f"caption_style={caption_style!r} is not one of {CAPTION_STYLES}")
     if num_images < 0:
         raise ValueError(f"num_images must be >= 0, got {num_images}")
+    if captions_per_image < 1:
+        raise ValueError(f"captions_per_image must be >= 1, got {captions_per_image}")
     for index in range(start, start + num_images):
         s = face_seed(seed, index)
         image, attributes = generate_face(s, size=size)
-        yield image, make_caption(attributes, caption_style, seed=s), attributes
+        yield image, face_captions(attributes, caption_style, s, captions_per_image), attributes
 
 
 def cartoon_faces_dataset(
-    num_images: int, size: int = 64, seed: int = 0, caption_style: str = "template", start: int = 0
+    num_images: int,
+    size: int = 64,
+    seed: int = 0,
+    caption_style: str = "template",
+    start: int = 0,
+    captions_per_image: int = 1,
 ):
     """A ``datasets.Dataset`` of generated faces.
 
@@ -291,29 +309,35 @@ def cartoon_faces_dataset(
         seed: data set seed; row ``i`` is face ``face_seed(seed, start + i)``.
         caption_style: ``"template"`` (Skiittoo), ``"rich"`` or ``"mixed"`` (each face one of the two, by seed).
         start: index of the first face (held-out sets use a far-away ``start``, e.g. ``2**31``).
+        captions_per_image: with more than 1, a column ``all_captions`` holds that many captions of each face
+            (`face_captions`; the first is ``text``), of which the training scripts draw one each time the image
+            is used, as diffusers' ``train_text_to_image.py`` does with a caption column of lists.
 
     Returns:
-        ``datasets.Dataset`` with columns ``image`` (PIL RGB), ``text`` and one string column per attribute.
+        ``datasets.Dataset`` with columns ``image`` (PIL RGB), ``text``, one string column per attribute and, for
+        ``captions_per_image`` > 1, ``all_captions``.
     """
     import datasets
 
     columns = {"image": [], "text": [], **{name: [] for name in ATTRIBUTES}}
-    for image, text, attributes in _face_rows(num_images, size, seed, caption_style, start):
+    all_captions = []
+    for image, captions, attributes in _face_rows(num_images, size, seed, caption_style, start, captions_per_image):
         # Encode here with fast PNG settings: 2x faster than letting datasets encode the PIL image.
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", compress_level=1)
         columns["image"].append({"bytes": buffer.getvalue(), "path": None})
-        columns["text"].append(text)
+        columns["text"].append(captions[0])
+        all_captions.append(captions)
         for name, value in attributes.items():
             columns[name].append(value)
-    features = datasets.Features(
-        {
-            "image": datasets.Image(),
-            "text": datasets.Value("string"),
-            **{n: datasets.Value("string") for n in ATTRIBUTES},
-        }
-    )
-    return datasets.Dataset.from_dict(columns, features=features)
+    features = {
+        "image": datasets.Image(),
+        "text": datasets.Value("string"),
+        **{n: datasets.Value("string") for n in ATTRIBUTES},
+    }
+    if captions_per_image > 1:
+        columns[ALL_CAPTIONS], features[ALL_CAPTIONS] = all_captions, datasets.List(datasets.Value("string"))
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
 
 
 class CartoonFacesTorchDataset(torch.utils.data.Dataset):
@@ -366,7 +390,7 @@ def write_imagefolder(
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "metadata.jsonl"), "w") as f:
         rows = _face_rows(num_images, size, seed, caption_style, start)
-        for index, (image, text, attributes) in enumerate(rows, start=start):
+        for index, (image, (text,), attributes) in enumerate(rows, start=start):
             file_name = f"{index:06d}.png"
             image.save(os.path.join(output_dir, file_name))
             f.write(json.dumps({"file_name": file_name, "text": text, "attributes": attributes}) + "\n")

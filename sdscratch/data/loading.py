@@ -23,13 +23,14 @@ import torch
 from PIL import Image
 
 from .caption_builders import celeba_caption, find_celeba_attributes, label_caption_builder
+from .captions import ALL_CAPTIONS
 
 TEXT_COLUMNS = ("text", "caption", "captions", "prompt", "sentence")
 IMAGE_COLUMNS = ("image", "img", "picture")
 BUILTIN_PREFIX = "builtin:"
 # builtin name -> (loader options and their types)
 BUILTIN_OPTIONS = {
-    "cartoon-faces": {"num_images": int, "size": int, "seed": int, "caption_style": str},
+    "cartoon-faces": {"num_images": int, "size": int, "seed": int, "caption_style": str, "captions_per_image": int},
     "digits": {"size": int, "caption_style": str, "test_fraction": float},
 }
 HELD_OUT_START = 2**31  # built-in faces of the test split start here: never shared with the train split
@@ -116,7 +117,7 @@ def _caption_builder(dataset, caption_column: Optional[str]) -> Callable[[dict, 
         if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
             return lambda row, index, name=name: row[name]
         if isinstance(feature, (datasets.List, datasets.Sequence, list)):  # several captions: the first
-            return lambda row, index, name=name: row[name][0]
+            return lambda row, index, name=name: _caption_list(row[name], index, name)[0]
         raise ValueError(f"caption column {name!r} has type {feature}, neither text nor a class label")
     celeba = find_celeba_attributes(features)
     if celeba is not None:
@@ -127,6 +128,25 @@ def _caption_builder(dataset, caption_column: Optional[str]) -> Callable[[dict, 
         f"no caption source found in columns {columns}: expected one of {TEXT_COLUMNS}, CelebA attribute columns "
         "or a 'label' column; pass caption_column"
     )
+
+
+def _caption_list(captions, index: int, name: str) -> list[str]:
+    if isinstance(captions, str) or not len(captions) or not all(isinstance(c, str) for c in captions):
+        raise ValueError(
+            f"caption column {name!r}, row {index}: expected a non-empty list of strings, got {captions!r}"
+        )
+    return list(captions)
+
+
+def _caption_list_column(dataset, caption_column: Optional[str]) -> Optional[str]:
+    """The caption column when it holds several captions per row (a list), else ``None``."""
+    import datasets
+
+    candidates = [caption_column] if caption_column else [c for c in TEXT_COLUMNS if c in dataset.column_names]
+    for name in candidates[:1]:
+        if isinstance(dataset.features[name], (datasets.List, datasets.Sequence, list)):
+            return name
+    return None
 
 
 def to_rgb(image: Image.Image, background=(255, 255, 255)) -> Image.Image:
@@ -193,7 +213,10 @@ def load_image_caption_dataset(
         seed: the shuffle seed of ``max_samples``.
 
     Returns:
-        ``datasets.Dataset`` with columns ``image`` (PIL RGB) and ``text``, plus the source's other columns.
+        ``datasets.Dataset`` with columns ``image`` (PIL RGB) and ``text``, plus the source's other columns. A
+        caption column of lists (several captions per image, e.g. COCO's five) gives ``text`` = the first and
+        ``all_captions`` = all of them, of which the training scripts draw one each time the image is used (the
+        built-in faces' ``captions_per_image`` option does the same).
     """
     import datasets
 
@@ -204,17 +227,22 @@ def load_image_caption_dataset(
     dataset = _select(dataset, max_samples, seed)
     image_name = _find_image_column(dataset, image_column)
     caption = _caption_builder(dataset, caption_column)
+    caption_list = _caption_list_column(dataset, caption_column)
 
     dataset = dataset.cast_column(image_name, datasets.Image(decode=False))
     features = dataset.features.copy()
     features.pop(image_name)
     features["image"], features["text"] = datasets.Image(), datasets.Value("string")
+    if caption_list is not None:
+        features[ALL_CAPTIONS] = datasets.List(datasets.Value("string"))
     remove = [image_name] if image_name != "image" else []
 
     def convert(batch: dict, indices: list) -> dict:
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         batch["image"] = [_open_image(row[image_name], i, image_name) for row, i in zip(rows, indices)]
         batch["text"] = [caption(row, i) for row, i in zip(rows, indices)]
+        if caption_list is not None:  # every caption: training draws one per use (diffusers: random.choice)
+            batch[ALL_CAPTIONS] = [_caption_list(row[caption_list], i, caption_list) for row, i in zip(rows, indices)]
         return batch
 
     dataset = dataset.map(convert, batched=True, with_indices=True, features=features, remove_columns=remove)
