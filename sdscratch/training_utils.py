@@ -705,6 +705,16 @@ def write_unet_card(
     return write_model_card(args.output_dir, title, body, args.dataset_name, tags, pipeline_tag="text-to-image")
 
 
+def image_caption_lists(dataset) -> list[list[str]]:
+    """Every image's captions: a data set's `all_captions` column when it has several per image
+    (`load_image_caption_dataset`, the built-in faces' `captions_per_image`), else `[text]` per image."""
+    from .data import ALL_CAPTIONS
+
+    if ALL_CAPTIONS in dataset.column_names:
+        return dataset[ALL_CAPTIONS]
+    return [[caption] for caption in dataset["text"]]
+
+
 def caption_table(caption_lists: list[list[str]]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """Each image's captions as rows of one table of unique captions ("" last: the unconditional caption of CFG).
 

@@ -40,7 +40,7 @@ from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
 
 from sdscratch import default_text_encoder_config
 from sdscratch import training_utils as tu
-from sdscratch.data import ALL_CAPTIONS, ATTRIBUTES, attribute_probe
+from sdscratch.data import ATTRIBUTES, attribute_probe
 
 logger = get_logger(__name__, log_level="INFO")
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "cartoon-faces.json")
@@ -198,8 +198,7 @@ def main(args):
         holdout_attributes = [{name: rows[name][i] for name in ATTRIBUTES} for i in range(num_holdout)]
 
     # ---- tokenizer (as train_unet.py builds it: on every caption), CLIP, caption ids for the loss ----
-    # several captions per image (an `all_captions` column): one is drawn each time the image is used
-    caption_lists = dataset[ALL_CAPTIONS] if ALL_CAPTIONS in dataset.column_names else [[c] for c in captions]
+    caption_lists = tu.image_caption_lists(dataset)  # several per image: one is drawn each time the image is used
     captions_seen = [caption for image_captions in caption_lists for caption in image_captions]
     tokenizer = tu.build_or_resume_tokenizer(captions_seen, resume_path, **config["tokenizer"])
     model = build_clip(args, config, tokenizer)

@@ -38,7 +38,6 @@ from tqdm.auto import tqdm
 
 from sdscratch import CartoonFacePipeline, SmallUNet, build_text_encoder
 from sdscratch import training_utils as tu
-from sdscratch.data import ALL_CAPTIONS
 from sdscratch.evaluation.text_separation import TASKS as SEPARATION_TASKS
 from sdscratch.evaluation.text_separation import text_encoder_separation
 from sdscratch.pipelines.pipeline_utils import default_scheduler_config
@@ -227,9 +226,7 @@ def main(args):
     tu.check_resolution(args.resolution, factor)
     scaling_factor = vae.config.scaling_factor if vae is not None else 1.0
     dataset = tu.load_train_dataset(args)
-    # several captions per image (an `all_captions` column): one is drawn each time the image is used
-    multi = ALL_CAPTIONS in dataset.column_names
-    caption_lists = dataset[ALL_CAPTIONS] if multi else [[caption] for caption in dataset["text"]]
+    caption_lists = tu.image_caption_lists(dataset)  # several per image: one is drawn each time the image is used
     captions = [caption for image_captions in caption_lists for caption in image_captions]
     # image channels: the VAE's, or in pixel space the UNet config's (e.g. 1 for grayscale digits)
     image_channels = vae.config.in_channels if vae is not None else config["unet"].get("in_channels", 3)
