@@ -19,14 +19,12 @@ module passes `vocab=` / `merges=` objects and [`load_text_components`] checks t
 
 from __future__ import annotations
 
-import json
 import os
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, pre_tokenizers, trainers
-from tokenizers.models import BPE
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 BOS_TOKEN = "<|startoftext|>"
@@ -47,6 +45,48 @@ def _byte_symbols() -> list[str]:
     return [chr(code) for code in codes]
 
 
+def _learn_merges(word_counts: dict[str, int], num_merges: int, min_frequency: int) -> list[tuple[str, str]]:
+    """Byte-pair-encoding merges (Sennrich et al. 2016) of pre-tokenized words, each word ending in a `</w>`
+    symbol: repeatedly the most frequent adjacent pair of symbols, counted over the words' frequencies, ties broken
+    by the pair's strings (so the same words always give the same merges, unlike the `tokenizers` trainer, whose
+    hash maps break ties differently from run to run). Stops after `num_merges` merges or when no pair occurs
+    `min_frequency` times."""
+    vocabulary = sorted(word_counts)
+    words = [list(word[:-1]) + [word[-1] + END_OF_WORD_SUFFIX] for word in vocabulary]  # symbols of each word
+    frequency = [word_counts[word] for word in vocabulary]
+    pair_counts: Counter[tuple[str, str]] = Counter()
+    words_with: defaultdict[tuple[str, str], set[int]] = defaultdict(set)  # may hold stale ids: harmless
+    for i, symbols in enumerate(words):
+        for pair in zip(symbols, symbols[1:]):
+            pair_counts[pair] += frequency[i]
+            words_with[pair].add(i)
+    merges: list[tuple[str, str]] = []
+    while len(merges) < num_merges and pair_counts:
+        best = min(pair_counts, key=lambda pair: (-pair_counts[pair], pair))
+        if pair_counts[best] < min_frequency:
+            break
+        merges.append(best)
+        for i in sorted(words_with.pop(best)):
+            symbols, merged, j = words[i], [], 0
+            while j < len(symbols):
+                if j + 1 < len(symbols) and (symbols[j], symbols[j + 1]) == best:
+                    merged.append(symbols[j] + symbols[j + 1])
+                    j += 2
+                else:
+                    merged.append(symbols[j])
+                    j += 1
+            for pair in zip(symbols, symbols[1:]):  # the word's pairs before the merge, out...
+                pair_counts[pair] -= frequency[i]
+                if pair_counts[pair] <= 0:
+                    del pair_counts[pair]
+            for pair in zip(merged, merged[1:]):  # ...and after it, in
+                pair_counts[pair] += frequency[i]
+                words_with[pair].add(i)
+            words[i] = merged
+        pair_counts.pop(best, None)
+    return merges
+
+
 def build_tokenizer(
     captions: Iterable[str],
     model_max_length: int = 32,
@@ -59,10 +99,9 @@ def build_tokenizer(
     The vocabulary is `[256 byte symbols] + [256 byte symbols + "</w>"] + [one token per learned merge] +
     ["<|startoftext|>", "<|endoftext|>"]`, so `bos_token_id == len(tokenizer) - 2` and
     `eos_token_id == pad_token_id == unk_token_id == len(tokenizer) - 1` (as in CLIP, padding uses `<|endoftext|>`).
-    The ids of the byte symbols are fixed; the merges are learned by the `tokenizers` library, which breaks ties
-    between equally frequent pairs in an order that can change from call to call (its hash maps), so two builds on
-    few or repetitive captions can differ. Save the tokenizer with the text encoder it trains (the training
-    scripts write it into the pipeline and into every checkpoint, and a resumed run uses the checkpoint's).
+    Training is deterministic: the same captions give the same ids (ties between equally frequent pairs are broken
+    by the pairs' strings; the `tokenizers` library's trainer, used before 2026-11-23, broke them differently from
+    call to call). The training scripts still keep the tokenizer in every checkpoint, and a resumed run uses it.
 
     Args:
         captions (`Iterable[str]`):
@@ -97,25 +136,15 @@ def build_tokenizer(
     if min_frequency < 1:
         raise ValueError(f"`min_frequency` must be at least 1, got {min_frequency}.")
 
-    # Train merges with exactly CLIP's normalizer and pre-tokenizer, borrowed from an empty CLIPTokenizer.
+    # Words exactly as CLIP's normalizer and pre-tokenizer (borrowed from an empty CLIPTokenizer) cut them.
     clip_pipeline = CLIPTokenizer().backend_tokenizer
-    trainer_tokenizer = Tokenizer(BPE(continuing_subword_prefix="", end_of_word_suffix=END_OF_WORD_SUFFIX))
-    trainer_tokenizer.normalizer = clip_pipeline.normalizer
-    trainer_tokenizer.pre_tokenizer = clip_pipeline.pre_tokenizer
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=[],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix=END_OF_WORD_SUFFIX,
-        show_progress=False,
-    )
-    trainer_tokenizer.train_from_iterator(captions, trainer)
+    word_counts: Counter[str] = Counter()
+    for caption in captions:
+        normalized = clip_pipeline.normalizer.normalize_str(caption)
+        word_counts.update(word for word, _ in clip_pipeline.pre_tokenizer.pre_tokenize_str(normalized))
+    merges = _learn_merges(word_counts, vocab_size - num_fixed, min_frequency)
 
-    # Rebuild the vocabulary in CLIP's order (the trainer orders the "</w>" symbols arbitrarily) so that ids are
-    # fixed and every byte exists both inside and at the end of a word.
-    merges = json.loads(trainer_tokenizer.to_str())["model"]["merges"][: vocab_size - num_fixed]
-    merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ")) for merge in merges]
+    # The vocabulary in CLIP's order: every byte both inside and at the end of a word, then the merges.
     tokens = base + [symbol + END_OF_WORD_SUFFIX for symbol in base]
     tokens += ["".join(pair) for pair in merges] + [BOS_TOKEN, EOS_TOKEN]
     # Two merges can spell the same token ("a"+"bc", "ab"+"c"): keep its first id.

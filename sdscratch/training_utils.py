@@ -402,22 +402,24 @@ def save_checkpoint(
 
 def build_or_resume_tokenizer(captions: list[str], resume_path: Optional[str], **tokenizer_config):
     """`build_tokenizer(captions, **tokenizer_config)` for a new run; for a resumed one, the checkpoint's own
-    tokenizer (`save_checkpoint(..., tokenizer=...)`). Rebuilding it is not safe: BPE training breaks ties between
-    equally frequent pairs in an order that can change from call to call (the tokenizers library's hash maps), and
-    a text encoder whose token ids changed under it would go on training on scrambled words."""
+    tokenizer (`save_checkpoint(..., tokenizer=...)`), so that the text encoder keeps the ids it learned.
+
+    Raises `ValueError` for a checkpoint without `tokenizer/` (written before 2026-11-23): its run built the
+    tokenizer with the `tokenizers` library's trainer, whose ids today's `build_tokenizer` does not reproduce, and a
+    text encoder resumed on other ids would train on scrambled words."""
     from transformers import CLIPTokenizer
 
     from .text import build_tokenizer
 
     if resume_path is not None:
         folder = os.path.join(resume_path, "tokenizer")
-        if os.path.isdir(folder):
-            return CLIPTokenizer.from_pretrained(folder)
-        logger.warning(
-            f"{resume_path} holds no tokenizer/ (a checkpoint of an older sdscratch): rebuilding it from the "
-            "captions, which can give other token ids than the run started with when the captions have pairs of "
-            "equal frequency."
-        )
+        if not os.path.isdir(folder):
+            raise ValueError(
+                f"{resume_path} holds no tokenizer/ (a checkpoint of sdscratch before 2026-11-23), and the tokenizer "
+                "cannot be rebuilt with the ids that run's text encoder learned. Copy the run's tokenizer into "
+                f"{folder} (e.g. the tokenizer/ of a pipeline folder the same run wrote), or start a new run."
+            )
+        return CLIPTokenizer.from_pretrained(folder)
     return build_tokenizer(captions, **tokenizer_config)
 
 

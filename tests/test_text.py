@@ -7,9 +7,11 @@ import torch
 from diffusers import DiffusionPipeline
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPTextModel, CLIPTokenizer
 
+from sdscratch.data import cartoon_faces_dataset
 from sdscratch.text import (
     BOS_TOKEN,
     EOS_TOKEN,
+    _learn_merges,
     build_text_encoder,
     build_tokenizer,
     default_text_encoder_config,
@@ -81,6 +83,21 @@ def test_unknown_words_never_crash_or_leave_the_vocabulary(tokenizer):
     # Empty prompt: bos, eos, then padding (what classifier-free guidance encodes as "unconditional").
     assert enc.input_ids[1, :2].tolist() == [tokenizer.bos_token_id, tokenizer.eos_token_id]
     assert enc.attention_mask[1].sum() == 2
+
+
+def test_merges_are_classic_bpe_with_ties_broken_by_the_pairs():
+    words = {"low": 5, "lower": 2, "newest": 6, "widest": 3}  # Sennrich et al.'s example
+    # "es" and "st</w>" both occur 9 times: the smaller pair first; then "lo" (7) before the 6-times pairs
+    merges = _learn_merges(words, 5, min_frequency=2)
+    assert merges == [("e", "s"), ("es", "t</w>"), ("l", "o"), ("e", "w"), ("ew", "est</w>")]
+    assert _learn_merges(words, 10, min_frequency=7) == merges[:3]  # nothing else occurs 7 times
+
+
+def test_build_is_deterministic_where_the_tokenizers_trainer_was_not():
+    # 24 rich captions: the tokenizers library's BPE trainer gave 2 vocabularies in 8 builds (2026-11-23)
+    captions = cartoon_faces_dataset(24, size=16, caption_style="rich")["text"]
+    first = build_tokenizer(captions, vocab_size=600).get_vocab()
+    assert all(build_tokenizer(captions, vocab_size=600).get_vocab() == first for _ in range(5))
 
 
 def test_build_is_deterministic_and_respects_vocab_size(tokenizer):

@@ -187,6 +187,18 @@ def test_resume_matches_an_uninterrupted_run(vae_dir, tmp_path, captions_per_ima
         assert int(re.search(r"(\d+) distinct captions", caplog.text).group(1)) > 24
 
 
+def test_a_resumed_run_takes_the_checkpoints_tokenizer(tmp_path):
+    captions = ["a red cat", "a blue dog", "a red dog"]
+    built = tu.build_or_resume_tokenizer(captions, None, vocab_size=600)
+    checkpoint = tmp_path / "checkpoint-7"
+    built.save_pretrained(checkpoint / "tokenizer")
+    other = tu.build_or_resume_tokenizer(["zebra stripes"], str(checkpoint), vocab_size=600)
+    assert other.get_vocab() == built.get_vocab()  # the checkpoint's, whatever the captions say now
+    (tmp_path / "checkpoint-9").mkdir()  # an older sdscratch's checkpoint: no tokenizer/
+    with pytest.raises(ValueError, match="holds no tokenizer/.*Copy the run's tokenizer"):
+        tu.build_or_resume_tokenizer(captions, str(tmp_path / "checkpoint-9"), vocab_size=600)
+
+
 def test_caption_table_and_draws():
     unique, rows, counts = tu.caption_table([["b", "a"], ["c"], ["a", "", "d"]])
     assert unique == ["a", "b", "c", "d", ""]  # "" last: the unconditional caption
