@@ -187,6 +187,17 @@ def test_resume_matches_an_uninterrupted_run(vae_dir, tmp_path, captions_per_ima
         assert int(re.search(r"(\d+) distinct captions", caplog.text).group(1)) > 24
 
 
+def test_text_encoder_warmup_steps_set_the_ramp_after_the_freeze(vae_dir, tmp_path):
+    argv = unet_resume_argv(vae_dir, tmp_path / "ramp") + ["--text_encoder_freeze_steps", 1]
+    run(train_unet, argv + ["--text_encoder_warmup_steps", 4])
+    unet_group, text_group = torch.load(tmp_path / "ramp" / "checkpoint-2" / "optimizer.bin", weights_only=True)[
+        "param_groups"
+    ]
+    assert text_group["lr"] / unet_group["lr"] == pytest.approx(0.5)  # step 2: 1 step frozen, then 2/4 of the ramp
+    with pytest.raises(ValueError, match="--text_encoder_warmup_steps must be >= 0 and comes with"):
+        train_unet.parse_args(["--dataset_name", FACES, "--output_dir", "x", "--text_encoder_warmup_steps", "9"])
+
+
 def test_a_resumed_run_takes_the_checkpoints_tokenizer(tmp_path):
     captions = ["a red cat", "a blue dog", "a red dog"]
     built = tu.build_or_resume_tokenizer(captions, None, vocab_size=600)

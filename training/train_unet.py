@@ -104,6 +104,13 @@ def parse_args(argv=None):
         "docs/evaluation.md). Like --text_encoder_lr, it gives the text encoder "
         "its own optimizer parameter group: a checkpoint resumes only with the same choice.",
     )
+    group.add_argument(
+        "--text_encoder_warmup_steps",
+        type=int,
+        default=None,
+        help="With --text_encoder_freeze_steps: raise the text encoder's learning rate from 0 to its scheduled "
+        "value over this many steps after the freeze (default: --lr_warmup_steps).",
+    )
     group.add_argument("--snr_gamma", type=float, default=None, help="Min-SNR weighting gamma (5.0 recommended).")
     group.add_argument("--noise_offset", type=float, default=0.0, help="Offset noise scale (e.g. 0.05).")
     group.add_argument("--validation_prompts", type=str, nargs="+", default=None, help="Default: 8 training captions.")
@@ -123,6 +130,13 @@ def parse_args(argv=None):
             )
     if args.text_encoder_freeze_steps < 0:
         raise ValueError(f"--text_encoder_freeze_steps must be >= 0, got {args.text_encoder_freeze_steps}.")
+    if args.text_encoder_warmup_steps is not None and (
+        args.text_encoder_warmup_steps < 0 or not args.text_encoder_freeze_steps
+    ):
+        raise ValueError(
+            f"--text_encoder_warmup_steps must be >= 0 and comes with --text_encoder_freeze_steps, got "
+            f"{args.text_encoder_warmup_steps} with --text_encoder_freeze_steps {args.text_encoder_freeze_steps}."
+        )
     if args.text_encoder_lr is not None and not args.text_encoder_lr > 0:
         raise ValueError(f"--text_encoder_lr must be positive, got {args.text_encoder_lr}.")
     return args
@@ -298,7 +312,11 @@ def main(args):
     optimizer, lr_scheduler = tu.make_optimizer_and_scheduler(args, groups, accelerator, num_update_steps_per_epoch)
     if args.text_encoder_freeze_steps:
         tu.delay_param_group(
-            lr_scheduler, 1, args.text_encoder_freeze_steps, args.lr_warmup_steps, accelerator.num_processes
+            lr_scheduler,
+            1,
+            args.text_encoder_freeze_steps,
+            args.lr_warmup_steps if args.text_encoder_warmup_steps is None else args.text_encoder_warmup_steps,
+            accelerator.num_processes,
         )
     prepared = accelerator.prepare(*trained.values(), optimizer, lr_scheduler)
     unet_ddp, text_encoder_ddp = prepared[0], (prepared[1] if train_text_encoder else text_encoder)
