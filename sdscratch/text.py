@@ -19,6 +19,7 @@ module passes `vocab=` / `merges=` objects and [`load_text_components`] checks t
 
 from __future__ import annotations
 
+import heapq
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -60,12 +61,18 @@ def _learn_merges(word_counts: dict[str, int], num_merges: int, min_frequency: i
         for pair in zip(symbols, symbols[1:]):
             pair_counts[pair] += frequency[i]
             words_with[pair].add(i)
+    # a heap of (-count, pair), stale entries skipped when popped: the most frequent pair, then the smallest
+    heap = [(-count, pair) for pair, count in pair_counts.items()]
+    heapq.heapify(heap)
     merges: list[tuple[str, str]] = []
-    while len(merges) < num_merges and pair_counts:
-        best = min(pair_counts, key=lambda pair: (-pair_counts[pair], pair))
-        if pair_counts[best] < min_frequency:
+    while len(merges) < num_merges and heap:
+        negative_count, best = heapq.heappop(heap)
+        if pair_counts.get(best) != -negative_count:
+            continue  # stale: the pair's count changed since
+        if -negative_count < min_frequency:
             break
         merges.append(best)
+        changed = set()
         for i in sorted(words_with.pop(best)):
             symbols, merged, j = words[i], [], 0
             while j < len(symbols):
@@ -77,13 +84,18 @@ def _learn_merges(word_counts: dict[str, int], num_merges: int, min_frequency: i
                     j += 1
             for pair in zip(symbols, symbols[1:]):  # the word's pairs before the merge, out...
                 pair_counts[pair] -= frequency[i]
-                if pair_counts[pair] <= 0:
-                    del pair_counts[pair]
+                changed.add(pair)
             for pair in zip(merged, merged[1:]):  # ...and after it, in
                 pair_counts[pair] += frequency[i]
                 words_with[pair].add(i)
+                changed.add(pair)
             words[i] = merged
         pair_counts.pop(best, None)
+        for pair in sorted(changed - {best}):
+            if pair_counts[pair] > 0:
+                heapq.heappush(heap, (-pair_counts[pair], pair))
+            else:
+                del pair_counts[pair]
     return merges
 
 
