@@ -142,11 +142,9 @@ def _caption_list_column(dataset, caption_column: Optional[str]) -> Optional[str
     """The caption column when it holds several captions per row (a list), else ``None``."""
     import datasets
 
-    candidates = [caption_column] if caption_column else [c for c in TEXT_COLUMNS if c in dataset.column_names]
-    for name in candidates[:1]:
-        if isinstance(dataset.features[name], (datasets.List, datasets.Sequence, list)):
-            return name
-    return None
+    name = caption_column or next((c for c in TEXT_COLUMNS if c in dataset.column_names), None)
+    is_list = name is not None and isinstance(dataset.features[name], (datasets.List, datasets.Sequence, list))
+    return name if is_list else None
 
 
 def to_rgb(image: Image.Image, background=(255, 255, 255)) -> Image.Image:
