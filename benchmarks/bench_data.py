@@ -3,6 +3,7 @@
 python benchmarks/bench_data.py
 """
 
+import argparse
 import os
 import time
 
@@ -24,7 +25,9 @@ def _best_of(fn, repeats: int = 3) -> float:
     return min(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    # no options; --help describes the run, and a mistyped flag stops before minutes of measuring
+    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args(argv)
     torch.set_num_threads(1)
     rows = []
     for size, n in ((64, 1000), (128, 300), (256, 100)):

@@ -100,7 +100,7 @@ def parse_args(argv=None):
         help="Hold the trained text encoder's learning rate at 0 for this many optimizer steps, then raise it "
         "linearly to its scheduled value over --lr_warmup_steps, so the UNet first learns to read the fresh "
         "encoder's features (measured on cartoon faces: 1,000 steps delayed, not prevented, the collapse of the "
-        "words the UNet does not use, and lifted glasses colour to 96-98%; the shipped recipe uses 1000; "
+        "words the UNet does not use, and lifted glasses colour to 96-98%%; the shipped recipe uses 1000; "
         "docs/evaluation.md). Like --text_encoder_lr, it gives the text encoder "
         "its own optimizer parameter group: a checkpoint resumes only with the same choice.",
     )
@@ -109,7 +109,8 @@ def parse_args(argv=None):
         type=int,
         default=None,
         help="With --text_encoder_freeze_steps: raise the text encoder's learning rate from 0 to its scheduled "
-        "value over this many steps after the freeze (default: --lr_warmup_steps).",
+        "value over this many steps after the freeze (default: --lr_warmup_steps; measured on cartoon faces: 3000 "
+        "kept the rare words apart and lifted free-form eye colour from 54%% to 83%%; the shipped recipe uses 3000).",
     )
     group.add_argument("--snr_gamma", type=float, default=None, help="Min-SNR weighting gamma (5.0 recommended).")
     group.add_argument("--noise_offset", type=float, default=0.0, help="Offset noise scale (e.g. 0.05).")
