@@ -316,6 +316,7 @@ BAD_INPUTS = {
     "text_batch": (lambda s, t, c: (s, t, torch.randn(1, SEQ, 24), None), "batch size 1"),
     "missing_text": (lambda s, t, c: (s, t, None, None), "required"),
     "timestep_len": (lambda s, t, c: (s, torch.tensor([1, 2, 3]), c, None), "`timestep`"),
+    "timestep_list_len": (lambda s, t, c: (s, [1, 2, 3], c, None), "a list of 3"),
     "mask_shape": (lambda s, t, c: (s, t, c, torch.ones(2, SEQ + 1)), "`encoder_attention_mask`"),
 }
 
@@ -351,11 +352,93 @@ def test_text_to_unconditional_unet_raises():
         (dict(cross_attention_levels=(True,)), "cross_attention_levels"),
         (dict(cross_attention_levels=(False, True)), "already carry a transformer"),
         (dict(cross_attention_levels=(True, False), cross_attention_dim=None), "cross_attention_dim"),
+        (dict(block_out_channels=(20, 32)), "norm_num_groups`=8 .* 20 channels"),  # diffusers raises too
+        (dict(block_out_channels=(48, 96), norm_num_groups=32), "norm_num_groups`=32 .* 48 channels"),
+        (dict(norm_num_groups=0), "norm_num_groups"),
+        (dict(block_out_channels=(), transformer_levels=()), "block_out_channels"),
+        (dict(attention_head_dim=0), "attention_head_dim"),
+        (dict(attention_head_dim=(16,)), "one positive int per level"),
+        (dict(layers_per_block=0), "layers_per_block"),
+        (dict(layers_per_block=(1, 2, 1)), "layers_per_block"),
     ],
 )
 def test_bad_config_raises(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SmallUNet(**{**TINY, **kwargs})
+
+
+def test_per_level_layers_and_head_dims_as_diffusers():
+    """`layers_per_block` and `attention_head_dim` take one value per level, as UNet2DConditionModel's do."""
+    unet = make_unet(layers_per_block=(1, 2), attention_head_dim=(16, 8))
+    assert [len(block.resnets) for block in unet.down_blocks] == [1, 2]
+    assert [len(block.resnets) for block in unet.up_blocks] == [3, 2]  # level 1 first, one more each
+    assert unet.down_blocks[1].attentions[0].attn1.heads == 4  # 32 channels / 8
+    assert unet.mid_block.attention.attn1.heads == 4  # the last level's head width, as diffusers
+    sample, t, text = make_inputs()
+    assert run(unet, sample, t, text).shape == sample.shape
+    # the same numbers for every level give the int config's model
+    same, plain = make_unet(layers_per_block=(1, 1), attention_head_dim=(16, 16)), make_unet()
+    torch.testing.assert_close(run(same, sample, t, text), run(plain, sample, t, text), rtol=0, atol=0)
+
+
+def test_unet2dcondition_keyword_arguments():
+    """diffusers pipelines call `unet(sample, t, encoder_hidden_states=..., timestep_cond=None,
+    cross_attention_kwargs=None, added_cond_kwargs=None, return_dict=False)`: None (or empty dicts) are
+    accepted, anything SmallUNet cannot use raises naming the argument, before any computation."""
+    unet = make_unet()
+    sample, t, text = make_inputs()
+    none_given = unet(
+        sample,
+        t,
+        encoder_hidden_states=text,
+        class_labels=None,
+        timestep_cond=None,
+        attention_mask=None,
+        cross_attention_kwargs={},
+        added_cond_kwargs={},
+        down_block_additional_residuals=None,
+        mid_block_additional_residual=None,
+        down_intrablock_additional_residuals=None,
+        encoder_attention_mask=None,
+        return_dict=False,
+    )[0]
+    torch.testing.assert_close(none_given, unet(sample, t, text).sample, rtol=0, atol=0)
+    for name, value in [
+        ("class_labels", torch.tensor([0, 1])),
+        ("timestep_cond", torch.randn(2, 8)),
+        ("attention_mask", torch.ones(2, SEQ)),
+        ("cross_attention_kwargs", {"scale": 0.5}),
+        ("added_cond_kwargs", {"image_embeds": torch.randn(2, 8)}),
+        ("down_block_additional_residuals", (torch.randn(2, 16, 8, 8),)),
+        ("mid_block_additional_residual", torch.randn(2, 32, 4, 4)),
+        ("down_intrablock_additional_residuals", (torch.randn(2, 16, 8, 8),)),
+    ]:
+        with pytest.raises(ValueError, match=f"`{name}`"):
+            unet(sample, t, text, **{name: value})
+
+
+def test_fourier_frequencies_stay_float32_under_torch_dtype(tmp_path):
+    """from_pretrained(torch_dtype=bf16) keeps the Fourier frequencies in float32, as `.to(torch.bfloat16)` does:
+    the bf16-loaded model gives the `.to(bf16)` model's output exactly."""
+    unet = make_unet(time_embedding_type="fourier")
+    unet.save_pretrained(tmp_path)
+    loaded = SmallUNet.from_pretrained(tmp_path, torch_dtype=torch.bfloat16).eval()
+    assert (
+        SmallUNet.from_pretrained(tmp_path, dtype=torch.bfloat16).time_embedding.fourier_weight.dtype == torch.float32
+    )
+    weight = loaded.time_embedding.fourier_weight
+    assert weight.dtype == torch.float32
+    torch.testing.assert_close(weight, unet.time_embedding.fourier_weight, rtol=0, atol=0)
+    assert loaded.conv_in.weight.dtype == torch.bfloat16
+    sample, _, text = make_inputs()
+    sigma = torch.tensor([0.5, 0.01])
+    cast = copy.deepcopy(unet).to(torch.bfloat16)
+    torch.testing.assert_close(
+        run(loaded, sample.bfloat16(), sigma, text.bfloat16()),
+        run(cast, sample.bfloat16(), sigma, text.bfloat16()),
+        rtol=0,
+        atol=0,
+    )
 
 
 SCHEDULERS = sorted(cls.__name__ for cls in DDPMScheduler().compatibles)

@@ -226,7 +226,17 @@ def test_bad_input_raises(call, error, words):
 
 
 @pytest.mark.parametrize(
-    "kwargs, name", [({"sample_size": 17}, "sample_size"), ({"scaling_factor": 0.0}, "scaling_factor")]
+    "kwargs, name",
+    [
+        ({"sample_size": 17}, "sample_size"),
+        ({"sample_size": (16, 16)}, "sample_size"),
+        ({"scaling_factor": 0.0}, "scaling_factor"),
+        ({"scaling_factor": None}, "scaling_factor"),
+        ({"layers_per_block": 0}, "layers_per_block"),
+        ({"norm_num_groups": 0}, "norm_num_groups"),
+        ({"block_out_channels": (8, 10)}, "norm_num_groups`=4 .* 10 channels"),
+        ({"block_out_channels": (8, 16), "norm_num_groups": 3}, "norm_num_groups`=3 .* 8 channels"),
+    ],
 )
 def test_bad_config_raises(kwargs, name):
     with pytest.raises(ValueError, match=name):

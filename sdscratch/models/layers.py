@@ -14,11 +14,22 @@ from torch import nn
 
 
 def group_norm(num_channels: int, num_groups: int, eps: float = 1e-6) -> nn.GroupNorm:
-    """GroupNorm with ``num_groups`` reduced to a divisor of ``num_channels`` (tiny test configs)."""
-    groups = min(num_groups, num_channels)
-    while num_channels % groups != 0:
-        groups -= 1
-    return nn.GroupNorm(groups, num_channels, eps=eps, affine=True)
+    """GroupNorm over ``num_channels`` in ``num_groups`` groups (the models' ``norm_num_groups``).
+
+    A feature map narrower than ``num_groups`` (tiny test configs, e.g. 8 or 16 channels under the default 32)
+    normalises each channel on its own (``num_channels`` groups). Otherwise ``num_groups`` must divide
+    ``num_channels``, else ``ValueError``, as in diffusers' models: never another grouping than the config says.
+    """
+    if not isinstance(num_groups, int) or isinstance(num_groups, bool) or num_groups < 1:
+        raise ValueError(f"`norm_num_groups` must be a positive int, got {num_groups!r}.")
+    if num_channels < num_groups:
+        num_groups = num_channels
+    elif num_channels % num_groups:
+        raise ValueError(
+            f"`norm_num_groups`={num_groups} must divide the channels of every normalised feature map at least as "
+            f"wide, got one of {num_channels} channels: choose `block_out_channels` and `norm_num_groups` to fit."
+        )
+    return nn.GroupNorm(num_groups, num_channels, eps=eps, affine=True)
 
 
 class ResnetBlock(nn.Module):

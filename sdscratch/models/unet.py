@@ -18,7 +18,7 @@ connections need no projections. Speed choices are explained in ``unet_blocks.py
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,8 @@ class SmallUNet(ModelMixin, ConfigMixin):
         out_channels (`int`, defaults to 4): Channels of the output.
         block_out_channels (`tuple[int]`, defaults to `(64, 128, 192)`): Channels per resolution level.
             The spatial size must be divisible by ``2 ** (len(block_out_channels) - 1)``.
-        layers_per_block (`int`, defaults to 1): Resnet layers per down level (the up levels have one more).
+        layers_per_block (`int` or `tuple[int]`, defaults to 1): Resnet layers per down level (the up levels have
+            one more); one number for every level, or one per level as in ``UNet2DConditionModel``.
         transformer_levels (`tuple[bool]`, defaults to `(False, True, True)`): Which levels carry a transformer
             block (self-attention + cross-attention + MLP) after each resnet, one flag per level. The mid block
             always carries one.
@@ -57,7 +58,8 @@ class SmallUNet(ModelMixin, ConfigMixin):
             makes an unconditional UNet: no cross-attention, and passing text raises ``ValueError``.
         attention_head_dim (`int`, defaults to 64): Channels **per head** (unlike ``UNet2DConditionModel``, where
             ``attention_head_dim=8`` actually means 8 heads). A level with C channels gets ``C // attention_head_dim``
-            heads, or one head of width C if C is smaller; it must otherwise divide C.
+            heads, or one head of width C if C is smaller; it must otherwise divide C. One number for every level,
+            or one per level (the mid block takes the last), as in ``UNet2DConditionModel``.
         skip_connection (`str`, defaults to `"concat"`): How the up path merges skips: ``"concat"`` (channel
             concatenation, as diffusers) or ``"add"`` (sum; fewer parameters and FLOPs).
         time_embedding_type (`str`, defaults to `"positional"`): ``"positional"`` (sinusoidal, for discrete
@@ -66,7 +68,9 @@ class SmallUNet(ModelMixin, ConfigMixin):
         flip_sin_to_cos (`bool`, defaults to `True`), freq_shift (`float`, defaults to 0.0): Sinusoidal embedding
             options, as diffusers.
         dropout (`float`, defaults to 0.0): Dropout inside the resnets.
-        norm_num_groups (`int`, defaults to 32): GroupNorm groups (reduced to a divisor for narrow tiny configs).
+        norm_num_groups (`int`, defaults to 32): GroupNorm groups; must divide every normalised width at least as
+            large (each level's channels, and twice them where ``"concat"`` skips are merged), else ``ValueError``
+            as in diffusers; a narrower one (tiny configs) normalises each channel on its own.
         time_cond_proj_dim (`None`): Always None; in the config because diffusers pipelines read
             ``unet.config.time_cond_proj_dim`` (the LCM guidance embedding, which SmallUNet does not have).
     """
@@ -82,11 +86,11 @@ class SmallUNet(ModelMixin, ConfigMixin):
         in_channels: int = 4,
         out_channels: int = 4,
         block_out_channels: tuple[int, ...] = (64, 128, 192),
-        layers_per_block: int = 1,
+        layers_per_block: Union[int, tuple[int, ...]] = 1,
         transformer_levels: tuple[bool, ...] = (False, True, True),
         cross_attention_levels: Optional[tuple[bool, ...]] = None,
         cross_attention_dim: Optional[int] = 256,
-        attention_head_dim: int = 64,
+        attention_head_dim: Union[int, tuple[int, ...]] = 64,
         skip_connection: str = "concat",
         time_embedding_type: str = "positional",
         flip_sin_to_cos: bool = True,
@@ -100,6 +104,14 @@ class SmallUNet(ModelMixin, ConfigMixin):
             raise ValueError(
                 f"`time_cond_proj_dim` must be None (SmallUNet has no guidance embedding), got {time_cond_proj_dim}."
             )
+        if len(block_out_channels) < 1 or any(not isinstance(c, int) or c < 1 for c in block_out_channels):
+            raise ValueError(
+                f"`block_out_channels` must be one or more positive channel counts, got {tuple(block_out_channels)}."
+            )
+        layers = _per_level(layers_per_block, "layers_per_block", len(block_out_channels))
+        head_dims = _per_level(attention_head_dim, "attention_head_dim", len(block_out_channels))
+        if not isinstance(norm_num_groups, int) or norm_num_groups < 1:
+            raise ValueError(f"`norm_num_groups` must be a positive int, got {norm_num_groups!r}.")
         if len(transformer_levels) != len(block_out_channels):
             raise ValueError(
                 f"`transformer_levels` needs one flag per level of `block_out_channels`={tuple(block_out_channels)}, "
@@ -142,14 +154,14 @@ class SmallUNet(ModelMixin, ConfigMixin):
         )
         cross_only = list(cross_attention_levels or [False] * len(channels))
         heads = [
-            num_heads_for(c, attention_head_dim) if flag or cross else None
-            for c, flag, cross in zip(channels, transformer_levels, cross_only)
+            num_heads_for(c, head_dim) if flag or cross else None
+            for c, head_dim, flag, cross in zip(channels, head_dims, transformer_levels, cross_only)
         ]
         last = len(channels) - 1
         self.down_blocks = nn.ModuleList(
             UNetLevel(
                 channels[i],
-                layers_per_block,
+                layers[i],
                 heads=heads[i],
                 cross_attention_only=cross_only[i],
                 next_channels=channels[i + 1] if i < last else None,
@@ -157,11 +169,11 @@ class SmallUNet(ModelMixin, ConfigMixin):
             )
             for i in range(len(channels))
         )
-        self.mid_block = MidBlock(channels[-1], heads=num_heads_for(channels[-1], attention_head_dim), **common)
+        self.mid_block = MidBlock(channels[-1], heads=num_heads_for(channels[-1], head_dims[-1]), **common)
         self.up_blocks = nn.ModuleList(
             UNetLevel(
                 channels[i],
-                layers_per_block + 1,
+                layers[i] + 1,
                 heads=heads[i],
                 cross_attention_only=cross_only[i],
                 up=True,
@@ -173,6 +185,27 @@ class SmallUNet(ModelMixin, ConfigMixin):
         )
         self.conv_norm_out = group_norm(channels[0], norm_num_groups, eps=1e-5)
         self.conv_out = nn.Conv2d(channels[0], out_channels, kernel_size=3, padding=1)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> SmallUNet:
+        """`ModelMixin.from_pretrained`, except that a `dtype` (or `torch_dtype`) other than float32 is applied after
+        loading, with `.to(dtype)`: that keeps the Fourier frequencies (`time_embedding_type="fourier"`) in float32,
+        as `TimestepEmbedding._apply` does for every cast, where diffusers' loader would round them (to bf16 they
+        shift the phase of every time feature). The weights come out as a direct load gives them.
+        (`_keep_in_fp32_modules` would do it too, but makes diffusers warn on every `pipe.to(dtype)` and refuse
+        `low_cpu_mem_usage=False`.)"""
+        key = "dtype" if kwargs.get("dtype") is not None else "torch_dtype"  # diffusers 0.42: `dtype` replaces it
+        torch_dtype = kwargs.get(key)
+        plain_load = (
+            not isinstance(torch_dtype, torch.dtype)
+            or torch_dtype == torch.float32
+            or not torch_dtype.is_floating_point
+            or kwargs.get("quantization_config") is not None
+        )
+        if plain_load:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        model = super().from_pretrained(pretrained_model_name_or_path, **{**kwargs, key: torch.float32})
+        return model.to(torch_dtype)
 
     @property
     def downsample_factor(self) -> int:
@@ -203,10 +236,13 @@ class SmallUNet(ModelMixin, ConfigMixin):
                 f"`sample` spatial size {height}x{width} must be divisible by {factor} "
                 f"(2 ** (len(block_out_channels) - 1) with block_out_channels={tuple(config.block_out_channels)})."
             )
-        if torch.is_tensor(timestep) and timestep.numel() not in (1, batch):
-            raise ValueError(
-                f"`timestep` must be a scalar or hold one value per sample ({batch}), got shape {tuple(timestep.shape)}."
-            )
+        num_timesteps, shape = 1, None
+        if torch.is_tensor(timestep):
+            num_timesteps, shape = timestep.numel(), f"shape {tuple(timestep.shape)}"
+        elif isinstance(timestep, (list, tuple)):
+            num_timesteps, shape = len(timestep), f"a {type(timestep).__name__} of {len(timestep)}"
+        if num_timesteps not in (1, batch):
+            raise ValueError(f"`timestep` must be a scalar or hold one value per sample ({batch}), got {shape}.")
         if config.cross_attention_dim is None:
             if encoder_hidden_states is not None or encoder_attention_mask is not None:
                 raise ValueError(
@@ -243,6 +279,14 @@ class SmallUNet(ModelMixin, ConfigMixin):
         sample: torch.Tensor,
         timestep: Union[torch.Tensor, float, int],
         encoder_hidden_states: Optional[torch.Tensor] = None,
+        class_labels: Optional[torch.Tensor] = None,
+        timestep_cond: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        cross_attention_kwargs: Optional[dict[str, Any]] = None,
+        added_cond_kwargs: Optional[dict[str, torch.Tensor]] = None,
+        down_block_additional_residuals: Optional[tuple[torch.Tensor, ...]] = None,
+        mid_block_additional_residual: Optional[torch.Tensor] = None,
+        down_intrablock_additional_residuals: Optional[tuple[torch.Tensor, ...]] = None,
         encoder_attention_mask: Optional[torch.Tensor] = None,
         return_dict: bool = True,
     ) -> Union[UNet2DConditionOutput, tuple]:
@@ -254,6 +298,13 @@ class SmallUNet(ModelMixin, ConfigMixin):
                 integer or float (discrete timesteps, Euler-type fractional ones, or continuous t / sigma).
             encoder_hidden_states (`torch.Tensor`, *optional*): Text embeddings ``(batch, seq_len,
                 cross_attention_dim)``; required if conditional, forbidden if unconditional.
+            class_labels, timestep_cond, attention_mask, cross_attention_kwargs, added_cond_kwargs,
+            down_block_additional_residuals, mid_block_additional_residual, down_intrablock_additional_residuals:
+                ``UNet2DConditionModel``'s arguments, in its order, so that diffusers pipelines can call this UNet
+                (they pass them, mostly as `None`). SmallUNet has no class or guidance embedding, no attention
+                processors (LoRA scale, IP-Adapter) and no ControlNet / T2I-Adapter inputs: each must be `None`
+                (the two dicts may also be empty), else ``ValueError``. Mask the text with
+                ``encoder_attention_mask``.
             encoder_attention_mask (`torch.Tensor`, *optional*): ``(batch, seq_len)``, 1 = keep, 0 = discard.
             return_dict (`bool`, defaults to `True`): Return a ``UNet2DConditionOutput`` instead of a tuple.
 
@@ -261,6 +312,22 @@ class SmallUNet(ModelMixin, ConfigMixin):
             `UNet2DConditionOutput` or `tuple`: ``sample`` of shape ``(batch, out_channels, height, width)``.
         """
         # 1. Check inputs
+        unsupported = {
+            "class_labels": class_labels,
+            "timestep_cond": timestep_cond,
+            "attention_mask": attention_mask,
+            "cross_attention_kwargs": cross_attention_kwargs or None,
+            "added_cond_kwargs": added_cond_kwargs or None,
+            "down_block_additional_residuals": down_block_additional_residuals,
+            "mid_block_additional_residual": mid_block_additional_residual,
+            "down_intrablock_additional_residuals": down_intrablock_additional_residuals,
+        }
+        given = [name for name, value in unsupported.items() if value is not None]
+        if given:
+            raise ValueError(
+                f"SmallUNet does not take {', '.join(f'`{name}`' for name in given)} (no class or guidance embedding, "
+                "attention processors or ControlNet inputs); pass None. Text masks go in `encoder_attention_mask`."
+            )
         self.check_inputs(sample, timestep, encoder_hidden_states, encoder_attention_mask)
         batch = sample.shape[0]
 
@@ -295,6 +362,21 @@ class SmallUNet(ModelMixin, ConfigMixin):
         if not return_dict:
             return (out,)
         return UNet2DConditionOutput(sample=out)
+
+
+def _per_level(value, name: str, num_levels: int) -> list[int]:
+    """An int for every level, or one per level (a list or tuple, as ``UNet2DConditionModel`` takes) -> a list."""
+    values = [value] * num_levels if isinstance(value, int) and not isinstance(value, bool) else value
+    if (
+        not isinstance(values, (list, tuple))
+        or len(values) != num_levels
+        or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values)
+    ):
+        raise ValueError(
+            f"`{name}` must be a positive int or one positive int per level of `block_out_channels` "
+            f"({num_levels} levels), got {value!r}."
+        )
+    return list(values)
 
 
 def _shape(tensor: Optional[torch.Tensor]):

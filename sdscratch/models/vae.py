@@ -150,7 +150,8 @@ class SmallVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
             `2 ** (len(block_out_channels) - 1)` (4 by default: 64x64 images -> 16x16 latents).
         layers_per_block (`int`, defaults to 1): ResnetBlocks per encoder level (the decoder has one more).
         latent_channels (`int`, defaults to 4): Channels of the latent.
-        norm_num_groups (`int`, defaults to 32): GroupNorm groups (reduced to a divisor of narrow layers).
+        norm_num_groups (`int`, defaults to 32): GroupNorm groups; must divide every width at least as large, else
+            ``ValueError`` as in diffusers; a narrower layer (tiny configs) normalises each channel on its own.
         sample_size (`int`, defaults to 64): Image size the model is trained for; must be divisible by the factor.
         scaling_factor (`float`, defaults to 1.0): Latents are multiplied by it before the diffusion model and
             divided by it before decoding. Training sets it to `1 / std(latents)` (see the latent diffusion paper,
@@ -180,6 +181,11 @@ class SmallVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         super().__init__()
         if len(block_out_channels) < 1:
             raise ValueError(f"`block_out_channels` must name at least one width, got {block_out_channels!r}.")
+        for key, value in (("layers_per_block", layers_per_block), ("sample_size", sample_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{key}` must be a positive int, got {value!r}.")
+        if not isinstance(scaling_factor, (int, float)) or isinstance(scaling_factor, bool):
+            raise ValueError(f"`scaling_factor` must be a positive number, got {scaling_factor!r}.")
         if sample_size % self.downsample_factor != 0:
             raise ValueError(
                 f"`sample_size` must be divisible by the downsampling factor {self.downsample_factor} "
