@@ -38,6 +38,13 @@ def test_shipped_models_load_offline_in_float32(name):
         pytest.skip(f"{name} is not shipped in this checkout")
     pipe = CartoonFacePipeline.from_pretrained(sdscratch.pretrained(name))
     assert pipe.unet.dtype == torch.float32
+    # each part alone, with its library's defaults, as a diffusers user assembling a pipeline loads it: float32
+    # (transformers 5 loads the dtype a config names; the files are float16)
+    from transformers import CLIPTextModel
+
+    text_encoder = CLIPTextModel.from_pretrained(Path(sdscratch.pretrained(name)) / "text_encoder")
+    assert text_encoder.dtype == torch.float32
+    torch.testing.assert_close(text_encoder.state_dict(), pipe.text_encoder.state_dict(), rtol=0, atol=0)
     card = (Path(sdscratch.pretrained(name)) / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: diffusers") and "## Evaluation" in card
 
@@ -64,6 +71,11 @@ def test_export_writes_fp16_weights_that_load_as_float32(tmp_path):
 
     loaded = CartoonFacePipeline.from_pretrained(target)
     assert loaded.unet.dtype == torch.float32 and loaded.text_encoder.dtype == torch.float32
+    with safe_open(target / "text_encoder" / "model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()} <= {torch.float16}
+    from transformers import CLIPTextModel
+
+    assert CLIPTextModel.from_pretrained(target / "text_encoder").dtype == torch.float32  # storage fp16, compute fp32
     loaded.set_progress_bar_config(disable=True)
     pipe.set_progress_bar_config(disable=True)
     kwargs = {"num_inference_steps": 2, "output_type": "np", "generator": torch.Generator().manual_seed(0)}

@@ -14,6 +14,7 @@ card's numbers are those of the stored fp16 weights.
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -57,6 +58,24 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def compute_in_float32(config_path: str) -> None:
+    """Mark a transformers model stored in float16 as computing in float32 (`"dtype": "float32"` in its config).
+
+    transformers 5 loads a model in the dtype its config names, so `CLIPTextModel.from_pretrained` would give
+    float16 (no fast path on most CPUs) while diffusers loads the UNet and VAE in float32: a pipeline assembled
+    from the parts (e.g. `StableDiffusionPipeline`) then fails on mixed dtypes. The weights stay float16 on disk.
+    """
+    if not os.path.isfile(config_path):
+        return
+    with open(config_path) as f:
+        config = json.load(f)
+    config["dtype"] = "float32"
+    with open(config_path + ".tmp", "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(config_path + ".tmp", config_path)
+
+
 def main(argv=None) -> str:
     args = parse_args(argv)
     if not os.path.isfile(os.path.join(args.model_path, "model_index.json")):
@@ -77,6 +96,7 @@ def main(argv=None) -> str:
     tmp = target + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     pipeline.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
+    compute_in_float32(os.path.join(tmp, "text_encoder", "config.json"))
     # the model card and the images it shows (validation grids), relative paths kept
     for name in CARD_FILES:
         if os.path.isfile(os.path.join(args.model_path, name)):
