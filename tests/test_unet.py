@@ -417,12 +417,16 @@ def test_unet2dcondition_keyword_arguments():
             unet(sample, t, text, **{name: value})
 
 
-def test_fourier_frequencies_stay_float32_under_torch_dtype(tmp_path):
+def test_fourier_frequencies_stay_float32_under_torch_dtype(tmp_path, monkeypatch):
     """from_pretrained(torch_dtype=bf16) keeps the Fourier frequencies in float32, as `.to(torch.bfloat16)` does:
     the bf16-loaded model gives the `.to(bf16)` model's output exactly."""
+    from diffusers import ModelMixin
+
     unet = make_unet(time_embedding_type="fourier")
     unet.save_pretrained(tmp_path)
-    loaded = SmallUNet.from_pretrained(tmp_path, torch_dtype=torch.bfloat16).eval()
+    with monkeypatch.context() as patch:  # diffusers' ModelMixin.to warns on every dtype cast: not while loading
+        patch.setattr(ModelMixin, "to", lambda *args, **kwargs: pytest.fail("ModelMixin.to called"))
+        loaded = SmallUNet.from_pretrained(tmp_path, torch_dtype=torch.bfloat16).eval()
     assert (
         SmallUNet.from_pretrained(tmp_path, dtype=torch.bfloat16).time_embedding.fourier_weight.dtype == torch.float32
     )

@@ -205,7 +205,8 @@ class SmallUNet(ModelMixin, ConfigMixin):
         if plain_load:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         model = super().from_pretrained(pretrained_model_name_or_path, **{**kwargs, key: torch.float32})
-        return model.to(torch_dtype)
+        # nn.Module.to: ModelMixin.to (diffusers 0.42) warns about fp32 modules on every dtype cast, even with none
+        return nn.Module.to(model, torch_dtype)
 
     @property
     def downsample_factor(self) -> int:
