@@ -10,7 +10,7 @@ are learned from our captions. Consequences:
 - its vocabulary starts with the 256 byte symbols and their 256 `</w>` forms, so *every* string tokenizes (an
   unknown word falls back to sub-words or bytes; no id is ever out of range and nothing crashes);
 - it saves as `tokenizer_class: "CLIPTokenizer"` and a pipeline records it in `model_index.json` as
-  `["transformers", "CLIPTokenizer"]`, so `DiffusionPipeline.from_pretrained` restores the same class.
+  `["transformers", "CLIPTokenizer"]`, so `CartoonFacePipeline.from_pretrained` restores the same class.
 
 In transformers 5, `CLIPTokenizerFast` *is* `CLIPTokenizer` (an alias), and a `PreTrainedTokenizerFast` reloads as
 `TokenizersBackend`; `CLIPTokenizer(vocab_file=..., merges_file=...)` silently builds a 3-token vocabulary, so this

@@ -8,7 +8,13 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from diffusers import DDPMScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler, StableDiffusionPipeline
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    StableDiffusionPipeline,
+)
 
 from sdscratch import CartoonFacePipeline, SmallUNet, SmallVAE
 from sdscratch.pipelines.pipeline_utils import default_scheduler_config, make_scheduler, slerp
@@ -417,6 +423,39 @@ BAD_INPUTS = [
     ("latents", {"latents": torch.zeros(1, 4, 4, 4)}, ValueError),
     ("generator", {"generator": [torch.Generator()] * 2}, ValueError),
     ("callback_on_step_end_tensor_inputs", {"callback_on_step_end_tensor_inputs": ["noise_pred"]}, ValueError),
+    # negative prompts are counted against the batch however it is given
+    ("negative_prompt", {"prompt": None, "negative_prompt": ["a", "b"]}, ValueError),
+    (
+        "negative_prompt",
+        {"prompt": None, "prompt_embeds": torch.zeros(1, 12, 16), "negative_prompt": ["a", "b"]},
+        ValueError,
+    ),  # fmt: skip
+    # one mask, or one per prompt, as for `image`
+    ("mask_image", {"image": _face(), "mask_image": [PIL.Image.new("L", (16, 16))] * 2}, ValueError),
+    (
+        "mask_image",
+        {"prompt": ["a", "b"], "image": _face(), "mask_image": [PIL.Image.new("L", (16, 16))] * 3},
+        ValueError,
+    ),  # fmt: skip
+    ("mask_image", {"image": _face(), "mask_image": np.zeros((1, 16, 16, 3))}, ValueError),  # one channel only
+    # `image` formats: a shape that is no image, a numpy image of the wrong channel count, mixed lists
+    ("image", {"image": np.zeros((16, 16, 4), dtype=np.float32)}, ValueError),
+    ("image", {"image": np.zeros((1, 1, 16, 16, 3))}, ValueError),
+    ("image", {"image": [_face(), np.zeros((16, 16, 3))]}, TypeError),
+    ("image", {"image": [np.zeros((16, 16, 3)), np.zeros((8, 8, 3))]}, ValueError),
+    ("image", {"image": PIL.Image.new("RGB", (2, 2))}, ValueError),  # smaller than the VAE x UNet factor 4
+    # custom timesteps: non-empty, integers, strictly descending, within the training schedule
+    ("timesteps", {"timesteps": []}, ValueError),
+    ("timesteps", {"timesteps": [10, 500, 999]}, ValueError),
+    ("timesteps", {"timesteps": [999, 999, 10]}, ValueError),
+    ("timesteps", {"timesteps": [1000, 10]}, ValueError),
+    ("timesteps", {"timesteps": [999.5, 10]}, ValueError),
+    # img2img that would run no step at all (int(4 * 0.1) == 0)
+    ("strength", {"image": _face(), "strength": 0.1, "num_inference_steps": 4}, ValueError),
+    ("strength", {"image": _face(), "strength": 0.2, "timesteps": [999, 500, 10]}, ValueError),
+    ("strength", {"image": _face(), "strength": "0.5"}, ValueError),
+    ("guidance_scale", {"guidance_scale": None}, TypeError),
+    ("guidance_scale", {"guidance_scale": "7"}, TypeError),
 ]
 
 
@@ -433,3 +472,155 @@ def test_prompt_without_text_encoder_raises():
     pipe = tiny_pipeline(conditional=False)
     with pytest.raises(ValueError, match="prompt"):
         pipe(PROMPT, num_inference_steps=STEPS)
+
+
+def test_custom_timesteps_on_a_scheduler_without_them_raise_before_the_text_encoder(tokenizer):
+    pipe = tiny_pipeline(tokenizer, scheduler=make_scheduler(DDIMScheduler))
+    for model in (pipe.unet, pipe.vae.encoder, pipe.vae.decoder, pipe.text_encoder):
+        model.register_forward_pre_hook(lambda *args: pytest.fail("a model ran before the inputs were checked"))
+    with pytest.raises(ValueError, match="`timesteps`: DDIMScheduler"):
+        pipe(PROMPT, timesteps=[999, 500, 10])
+
+
+def test_encode_prompt_checks_negative_prompt_batch_before_encoding(pipe):
+    pipe.text_encoder.register_forward_pre_hook(lambda *args: pytest.fail("the text encoder ran"))
+    cpu = torch.device("cpu")
+    with pytest.raises(ValueError, match="`negative_prompt`.*has batch size 2, but `prompt`.*has batch size 1"):
+        pipe.encode_prompt(None, cpu, 1, True, negative_prompt=["a", "b"], prompt_embeds=torch.zeros(1, 12, 16))
+    with pytest.raises(ValueError, match="has batch size 2, but `prompt`.*has batch size 1"):
+        pipe.encode_prompt([PROMPT], cpu, 1, True, negative_prompt=["a", "b"])
+    with pytest.raises(TypeError, match="negative_prompt"):
+        pipe.encode_prompt([PROMPT], cpu, 1, True, negative_prompt="a")
+
+
+# ---------------------------------------------------------------- review fixes: image formats, guidance, steps
+
+_RGB = np.random.RandomState(1).rand(16, 32, 3).astype(np.float32)  # (H, W, C): not square, to catch H/W swaps
+_RGB_PIL = PIL.Image.fromarray((_RGB * 255).round().astype(np.uint8))
+IMAGE_FORMATS = {
+    "pil": _RGB_PIL,
+    "pil_list": [_RGB_PIL],
+    "np_hwc": _RGB,
+    "np_bhwc": _RGB[None],
+    "np_hwc_list": [_RGB],
+    "pt_chw": torch.from_numpy(_RGB).permute(2, 0, 1),
+    "pt_bchw": torch.from_numpy(_RGB).permute(2, 0, 1)[None],
+    "pt_chw_list": [torch.from_numpy(_RGB).permute(2, 0, 1)],
+}
+
+
+@pytest.mark.parametrize("kind", list(IMAGE_FORMATS))
+def test_img2img_default_size_from_every_image_format(pipe, kind):
+    image = IMAGE_FORMATS[kind]
+    default = run(pipe, image=image, strength=0.5)
+    assert default.shape == (1, 16, 32, 3)
+    np.testing.assert_array_equal(default, run(pipe, image=image, strength=0.5, height=16, width=32))
+
+
+def test_img2img_batch_of_image_lists_takes_their_size(pipe):
+    images = run(pipe, [PROMPT, "orange hair"], image=[_RGB_PIL, _RGB_PIL.rotate(180)], strength=0.5,
+                 generator=[gen(0), gen(1)])  # fmt: skip
+    assert images.shape == (2, 16, 32, 3)
+
+
+def test_img2img_grayscale_default_size_from_2d_and_channel_last_inputs(tokenizer):
+    pipe = tiny_pipeline(tokenizer, pixel_space=True, channels=1)
+    gray = _RGB[..., 0]  # (16, 32)
+    expected = run(pipe, "8", image=gray, strength=0.5, height=16, width=32)
+    assert expected.shape == (1, 16, 32, 1)
+    for image in (gray, gray[..., None], gray[None, ..., None], torch.from_numpy(gray)[None], [gray[..., None]]):
+        np.testing.assert_array_equal(run(pipe, "8", image=image, strength=0.5), expected)
+
+
+def test_img2img_default_size_rounds_down_to_the_models_multiple(pipe):
+    image = _RGB_PIL.resize((22, 18))  # W 22, H 18: multiples of the VAE's 2, not of VAE x UNet = 4
+    rounded = run(pipe, image=image, strength=0.5)
+    assert rounded.shape == (1, 16, 20, 3)
+    np.testing.assert_array_equal(rounded, run(pipe, image=image, strength=0.5, height=16, width=20))
+    assert run(pipe, image=image, strength=0.5, height=24).shape == (1, 24, 20, 3)  # only the missing side
+
+
+def test_numpy_masks_in_every_documented_layout(tokenizer):
+    pipe = tiny_pipeline(tokenizer, pixel_space=True)
+    image = np.random.RandomState(0).rand(1, 16, 16, 3).astype(np.float32)
+    mask = np.zeros((16, 16), dtype=np.float32)
+    mask[4:12, 4:12] = 1.0
+    reference = run(pipe, image=image, mask_image=PIL.Image.fromarray((mask * 255).astype(np.uint8)), strength=1.0)
+    for layout in (mask[None, :, :, None], mask[None], mask[:, :, None], mask):  # (B,H,W,1) (B,H,W) (H,W,1) (H,W)
+        np.testing.assert_array_equal(run(pipe, image=image, mask_image=layout, strength=1.0), reference)
+
+
+def test_one_mask_per_prompt(tokenizer):
+    pipe = tiny_pipeline(tokenizer, pixel_space=True)
+    image = np.random.RandomState(0).rand(1, 16, 16, 3).astype(np.float32)
+    masks = np.zeros((2, 16, 16, 1), dtype=np.float32)
+    masks[0, :8], masks[1, 8:] = 1.0, 1.0  # top half, bottom half
+    prompts, generators = [PROMPT, "orange hair"], [gen(0), gen(1)]
+    out = run(pipe, prompts, image=image, mask_image=masks, strength=1.0, generator=generators)
+    np.testing.assert_allclose(out[0, 8:], image[0, 8:], atol=1e-5)  # each image keeps its own unmasked half
+    np.testing.assert_allclose(out[1, :8], image[0, :8], atol=1e-5)
+
+
+def test_callback_can_change_guidance_scale(pipe):
+    batch_sizes = []
+    pipe.unet.register_forward_pre_hook(lambda module, args: batch_sizes.append(args[0].shape[0]))
+
+    def set_guidance(value):
+        def callback(pipeline, step, timestep, callback_kwargs):
+            pipeline._guidance_scale = value
+            return {}
+
+        return callback
+
+    plain = run(pipe, guidance_scale=7.5)
+    changed = run(pipe, guidance_scale=7.5, callback_on_step_end=set_guidance(2.0))
+    assert not np.allclose(changed, plain)  # step 1 used w = 2.0
+    batch_sizes.clear()
+    cut_off = run(pipe, guidance_scale=7.5, callback_on_step_end=set_guidance(1.0))
+    assert batch_sizes == [2, 1] and np.isfinite(cut_off).all()  # guidance switched off after step 0
+
+
+def test_interrupt_skips_the_remaining_steps(pipe):
+    calls = []
+    pipe.unet.register_forward_pre_hook(lambda module, args: calls.append(1))
+
+    def interrupt(pipeline, step, timestep, callback_kwargs):
+        pipeline._interrupt = True
+        return {}
+
+    images = run(pipe, num_inference_steps=4, callback_on_step_end=interrupt)
+    assert len(calls) == 1 and pipe.interrupt is True and np.isfinite(images).all()
+    calls.clear()
+    run(pipe, num_inference_steps=4)  # reset at the start of every call
+    assert len(calls) == 4 and pipe.interrupt is False
+
+
+def test_promptless_interpolation_runs_without_guidance(pipe):
+    batch_sizes = []
+    pipe.unet.register_forward_pre_hook(lambda module, args: batch_sizes.append(args[0].shape[0]))
+    frames = pipe.interpolate(seed_a=0, seed_b=1, num_images=3, num_inference_steps=STEPS, output_type="np").images
+    assert frames.shape == (3, 16, 16, 3) and batch_sizes == [3] * STEPS
+    batch_sizes.clear()
+    pipe.interpolate(PROMPT, seed_a=0, seed_b=1, num_images=3, num_inference_steps=STEPS)
+    assert batch_sizes == [6] * STEPS  # with a prompt: guided, [uncond, cond] in one batch
+    with pytest.raises(TypeError, match="guidance_scale"):
+        pipe.interpolate(PROMPT, num_images=3, guidance_scale=None)
+
+
+def test_strength_accepts_numpy_and_0d_tensor_scalars(pipe):
+    image = _face()
+    reference = run(pipe, image=image, strength=0.5, num_inference_steps=4)
+    for strength in (np.float32(0.5), np.float64(0.5), torch.tensor(0.5), torch.tensor(0.5, dtype=torch.float64)):
+        np.testing.assert_array_equal(run(pipe, image=image, strength=strength, num_inference_steps=4), reference)
+    np.testing.assert_array_equal(run(pipe, image=image, strength=np.float32(0)), run(pipe, image=image, strength=0))
+
+
+def test_long_prompt_truncation_warns(pipe, caplog):
+    long_prompt = " ".join(["glasses"] * 30)
+    with caplog.at_level("WARNING"):
+        run(pipe, long_prompt)
+    assert "truncated because CLIP can only handle sequences up to 12 tokens" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        run(pipe, PROMPT)
+    assert "truncated" not in caplog.text

@@ -37,12 +37,15 @@ from diffusers import (
 )
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
+from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, PreTrainedTokenizerBase
 
 from ..models.unet import SmallUNet
 from ..models.vae import SmallVAE
-from .pipeline_utils import check_image_type, check_inputs, retrieve_latents, retrieve_timesteps, slerp
+from .pipeline_utils import check_inputs, image_layout, is_real_number, retrieve_latents, retrieve_timesteps, slerp
+
+logger = logging.get_logger(__name__)
 
 
 class CartoonFacePipeline(DiffusionPipeline):
@@ -64,7 +67,12 @@ class CartoonFacePipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> CartoonFacePipeline:
-        """`DiffusionPipeline.from_pretrained`, computing in float32 unless `torch_dtype` says otherwise.
+        """Loads a saved `CartoonFacePipeline` (as `DiffusionPipeline.from_pretrained` does for diffusers' own
+        pipelines), computing in float32 unless `torch_dtype` says otherwise.
+
+        Call it on this class: `CartoonFacePipeline.from_pretrained(folder)`. `DiffusionPipeline.from_pretrained`
+        cannot load the folder, because diffusers looks the `_class_name` of `model_index.json` up in the diffusers
+        module, where this class is not.
 
         Half-precision files are storage (the shipped models are fp16 to stay small): they are upcast on load,
         because most CPUs have no fast float16 path (about 1 GFLOP/s here). Pass `torch_dtype=torch.bfloat16`
@@ -127,6 +135,10 @@ class CartoonFacePipeline(DiffusionPipeline):
     def num_timesteps(self) -> int:
         return self._num_timesteps
 
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
     def encode_prompt(
         self,
         prompt: str | list[str] | None,
@@ -152,9 +164,29 @@ class CartoonFacePipeline(DiffusionPipeline):
             `tuple[torch.Tensor, torch.Tensor | None]`: `prompt_embeds` and `negative_prompt_embeds`, each
             `(batch * num_images_per_prompt, seq_len, hidden)`; the second is `None` without guidance.
         """
+        if prompt_embeds is not None:
+            batch_size = prompt_embeds.shape[0]
+        elif isinstance(prompt, (str, list)):
+            batch_size = 1 if isinstance(prompt, str) else len(prompt)
+        else:
+            raise ValueError(
+                f"Pass `prompt` (a string or a list of strings) or `prompt_embeds`, got prompt={prompt!r}."
+            )
+        if do_classifier_free_guidance and negative_prompt_embeds is None and negative_prompt is not None:
+            # checked before any text is encoded, as diffusers' `encode_prompt`
+            if prompt is not None and type(prompt) is not type(negative_prompt):
+                raise TypeError(
+                    f"`negative_prompt` should be the same type to `prompt`, but got {type(negative_prompt)} != "
+                    f"{type(prompt)}."
+                )
+            if isinstance(negative_prompt, list) and len(negative_prompt) != batch_size:
+                raise ValueError(
+                    f"`negative_prompt`: {negative_prompt} has batch size {len(negative_prompt)}, but `prompt`: "
+                    f"{prompt if prompt_embeds is None else 'prompt_embeds'} has batch size {batch_size}. Please make "
+                    "sure that passed `negative_prompt` matches the batch size of `prompt`."
+                )
         if prompt_embeds is None:
             prompt_embeds = self._encode_text(prompt, device)
-        batch_size = prompt_embeds.shape[0]
         if do_classifier_free_guidance and negative_prompt_embeds is None:
             if negative_prompt is None:
                 negative_prompt = [""] * batch_size
@@ -171,7 +203,10 @@ class CartoonFacePipeline(DiffusionPipeline):
         return prompt_embeds, negative_prompt_embeds
 
     def _encode_text(self, text: str | list[str], device: torch.device) -> torch.Tensor:
-        """Tokenizes (padded to `model_max_length`, as the model was trained) and encodes -> `(B, L, D)`."""
+        """Tokenizes (padded to `model_max_length`, as the model was trained) and encodes -> `(B, L, D)`.
+
+        Text beyond `model_max_length` tokens is truncated, with a warning (as `StableDiffusionPipeline`).
+        """
         text_inputs = self.tokenizer(
             text,
             padding="max_length",
@@ -179,6 +214,14 @@ class CartoonFacePipeline(DiffusionPipeline):
             truncation=True,
             return_tensors="pt",
         )
+        text_input_ids = text_inputs.input_ids
+        untruncated_ids = self.tokenizer(text, padding="longest", return_tensors="pt").input_ids
+        if untruncated_ids.shape[-1] >= text_input_ids.shape[-1] and not torch.equal(text_input_ids, untruncated_ids):
+            removed_text = self.tokenizer.batch_decode(untruncated_ids[:, self.tokenizer.model_max_length - 1 : -1])
+            logger.warning(
+                "The following part of your input was truncated because CLIP can only handle sequences up to"
+                f" {self.tokenizer.model_max_length} tokens: {removed_text}"
+            )
         # As Stable Diffusion: CLIP's causal mask + EOS pooling make the attention mask unnecessary, and the UNet
         # was trained attending over the padded sequence, so no mask goes to either.
         attention_mask = None
@@ -236,11 +279,28 @@ class CartoonFacePipeline(DiffusionPipeline):
             latents = self.scheduler.add_noise(image_latents, noise, timestep)
         return latents, noise
 
-    def _default_height_width(self, height: int | None, width: int | None, image=None) -> tuple[int, int]:
-        """The size of `image` (rounded down to the VAE factor), else `unet.config.sample_size * vae_scale_factor`."""
+    def _default_height_width(
+        self, height: int | None, width: int | None, image: PipelineImageInput | None = None
+    ) -> tuple[int, int]:
+        """Output size: `height` / `width` if given, else the size of `image`, else the UNet's sample size.
+
+        The size of `image` is read as `VaeImageProcessor.preprocess` reads it (lists, `(H, W, C)` / `(H, W)` numpy
+        arrays, `(C, H, W)` tensors, ...: see `image_layout`) and rounded down to a multiple of the VAE factor x the
+        UNet factor (preprocessing resizes the image to it). Without an image:
+        `unet.config.sample_size * vae_scale_factor`.
+        """
         if image is not None and (height is None or width is None):
-            check_image_type(image, "image")
-            height, width = self.image_processor.get_default_height_width(image, height, width)
+            grayscale = self.image_processor.config.do_convert_grayscale
+            _, _, image_height, image_width = image_layout(image, "image", grayscale)
+            factor = self.vae_scale_factor * self.unet_scale_factor
+            if (height is None and image_height < factor) or (width is None and image_width < factor):
+                raise ValueError(
+                    f"`image` is {image_height}x{image_width} (H x W) pixels, smaller than the multiple of {factor} "
+                    f"(VAE factor {self.vae_scale_factor} x UNet factor {self.unet_scale_factor}) the output size "
+                    "must be; pass `height` and `width` (the image is resized to them) or a larger image."
+                )
+            height = image_height - image_height % factor if height is None else height
+            width = image_width - image_width % factor if width is None else width
         sample_size = self.unet.config.sample_size
         sample_size = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
         return height or sample_size[0] * self.vae_scale_factor, width or sample_size[1] * self.vae_scale_factor
@@ -288,7 +348,8 @@ class CartoonFacePipeline(DiffusionPipeline):
             height, width (`int`, *optional*): Output size in pixels; default: the size of `image`, else
                 `unet.config.sample_size * vae_scale_factor`. Must be divisible by the VAE's and the UNet's factor.
             num_inference_steps (`int`, defaults to 25): Denoising steps (before `strength` is applied).
-            timesteps (`list[int]`, *optional*): Custom descending timesteps, for schedulers that take them.
+            timesteps (`list[int]`, *optional*): Custom timesteps, strictly descending, for schedulers that take
+                them (`set_timesteps(timesteps=...)`); overrides `num_inference_steps`.
             guidance_scale (`float`, defaults to 7.5): Classifier-free guidance weight; <= 1 disables guidance
                 (one UNet batch instead of two).
             negative_prompt (`str` or `list[str]`, *optional*): What to guide away from (default `""`).
@@ -303,10 +364,15 @@ class CartoonFacePipeline(DiffusionPipeline):
                 called after every step; returned `latents` / embeddings replace the current ones.
             callback_on_step_end_tensor_inputs (`list[str]`): Tensors put in `callback_kwargs`; a subset of
                 `_callback_tensor_inputs`.
-            image (`PipelineImageInput`, *optional*): Starting image(s) for img2img / inpainting (a sketch works).
+            image (`PipelineImageInput`, *optional*): Starting image(s) for img2img / inpainting (a sketch works):
+                one image or one per prompt, as PIL image(s), numpy `(B, H, W, C)` / `(H, W, C)` / `(H, W)` or
+                tensors `(B, C, H, W)` / `(C, H, W)`, or a list of them. Its size, rounded down to a multiple of the
+                VAE x UNet factor, is the default `height` / `width`.
             strength (`float`, defaults to 0.8): How much of `image` to repaint, in [0, 1]: 0 returns the image
-                (through the VAE), 1 starts from pure noise. Use 1.0 for diffusers-style inpainting.
-            mask_image (`PipelineImageInput`, *optional*): White = repaint, black = keep; same size as `image`.
+                (through the VAE), 1 starts from pure noise. Use 1.0 for diffusers-style inpainting. Runs
+                `int(num_inference_steps * strength)` steps, which must be >= 1 unless `strength` is 0.
+            mask_image (`PipelineImageInput`, *optional*): White = repaint, black = keep; same size as `image`, one
+                mask or one per prompt. numpy masks may be `(B, H, W, 1)`, `(B, H, W)`, `(H, W, 1)` or `(H, W)`.
 
         Returns:
             [`ImagePipelineOutput`] or `tuple`: the images (list of PIL images, `(B, H, W, C)` array, or
@@ -315,7 +381,7 @@ class CartoonFacePipeline(DiffusionPipeline):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
 
-        # 0. Default height and width: the image's size, else the UNet's sample size
+        # 0. Default height and width: the image's size (rounded down to what the models need), else the UNet's
         height, width = self._default_height_width(height, width, image)
 
         # 1. Check inputs (everything, before any model runs)
@@ -324,10 +390,12 @@ class CartoonFacePipeline(DiffusionPipeline):
             num_images_per_prompt, generator, latents, prompt_embeds, negative_prompt_embeds, output_type,
             callback_on_step_end_tensor_inputs, image, strength, mask_image,
         )  # fmt: skip
+        strength = float(strength)  # a real number in [0, 1] (numpy scalars and 0-d tensors included)
         # unconditional request: the condition is the empty prompt, so guidance would be a no-op; skip its batch
         no_text = prompt in (None, "") and prompt_embeds is None
         no_negative = negative_prompt is None and negative_prompt_embeds is None
         self._guidance_scale = 1.0 if no_text and no_negative else guidance_scale
+        self._interrupt = False
 
         # 2. Define call parameters
         device = self._execution_device
@@ -377,6 +445,9 @@ class CartoonFacePipeline(DiffusionPipeline):
         self._num_timesteps = len(timesteps)
         with self.progress_bar(total=num_inference_steps) as progress_bar:
             for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+
                 # expand the latents for guidance, then let the scheduler scale them (Euler, LMS, Heun, KDPM2 need it)
                 latent_model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
                 latent_model_input = self.scheduler.scale_model_input(latent_model_input, t)
@@ -385,7 +456,7 @@ class CartoonFacePipeline(DiffusionPipeline):
                 noise_pred = self._predict_noise(latent_model_input, t, unet_embeds)
                 if self.do_classifier_free_guidance:
                     noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
-                    noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
+                    noise_pred = noise_pred_uncond + self.guidance_scale * (noise_pred_text - noise_pred_uncond)
 
                 # compute the previous noisy sample x_t -> x_t-1
                 latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
@@ -470,6 +541,9 @@ class CartoonFacePipeline(DiffusionPipeline):
         fractions = torch.linspace(0, 1, num_images).tolist()
         latents = torch.cat([slerp(f, noise_a, noise_b) for f in fractions])  # (num_images, c, h, w)
 
+        if not is_real_number(guidance_scale):
+            raise TypeError(f"`guidance_scale` must be a real number (e.g. 7.5), got {guidance_scale!r}.")
+        guidance = False
         if self.is_text_conditioned:
             # as in __call__: guiding "" towards "" is a no-op, so a promptless interpolation skips guidance
             guidance = guidance_scale > 1 and bool(prompt_a or prompt_b or negative_prompt)
@@ -481,5 +555,7 @@ class CartoonFacePipeline(DiffusionPipeline):
         elif prompt_a or prompt_b or negative_prompt:
             raise ValueError("`prompt_a`/`prompt_b`: this pipeline's UNet is unconditional; pass no prompt.")
         generators = [torch.Generator().manual_seed(seed_a) for _ in range(num_images)]
+        # without guidance, say so: `prompt_embeds` alone would make __call__ guide them towards "" (2x UNet batch)
+        guidance_scale = guidance_scale if guidance else 1.0
         kwargs.update(height=height, width=width, guidance_scale=guidance_scale, latents=latents, generator=generators)
         return self(**kwargs)

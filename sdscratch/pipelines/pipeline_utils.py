@@ -7,6 +7,8 @@ scheduler plumbing (as diffusers' `retrieve_timesteps` / `retrieve_latents`), th
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -39,12 +41,7 @@ def retrieve_timesteps(
         `ValueError`: If `timesteps` is given and the scheduler cannot take custom timesteps.
     """
     if timesteps is not None:
-        if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
-            raise ValueError(
-                f"`timesteps`: {type(scheduler).__name__}.set_timesteps does not accept custom timesteps; "
-                "pass `num_inference_steps` instead or use a scheduler that does (e.g. DDPMScheduler, "
-                "EulerDiscreteScheduler)."
-            )
+        check_scheduler_accepts_timesteps(scheduler)
         scheduler.set_timesteps(timesteps=timesteps, device=device)
         timesteps = scheduler.timesteps
         num_inference_steps = len(timesteps)
@@ -89,40 +86,120 @@ def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, dot_threshold: float = 0
     return out.reshape(v0.shape).to(v0.dtype)
 
 
-def image_batch_size(image: Any) -> int:
-    """Number of images in a `PipelineImageInput` (PIL / numpy / torch, single or list)."""
-    if isinstance(image, list):
-        return sum(image_batch_size(i) for i in image)
-    if isinstance(image, PIL.Image.Image):
-        return 1
-    if image.ndim == 4:
-        return image.shape[0]
-    return 1
+def _item_layout(item: Any, name: str, grayscale: bool, in_list: bool) -> tuple[int, int | None, int, int]:
+    """`(batch, channels, height, width)` of one entry of a `PipelineImageInput` (see `image_layout`)."""
+    if isinstance(item, PIL.Image.Image):
+        return 1, None, item.height, item.width
+    shape = tuple(item.shape)
+    if isinstance(item, np.ndarray):  # channels last
+        if len(shape) == 4:
+            return shape[0], shape[3], shape[1], shape[2]
+        if len(shape) == 3:
+            if grayscale and not in_list and shape[-1] != 1:  # (B, H, W), as diffusers' mask inputs
+                return shape[0], 1, shape[1], shape[2]
+            return 1, shape[2], shape[0], shape[1]  # (H, W, C)
+        if len(shape) == 2:  # (H, W)
+            return 1, 1, shape[0], shape[1]
+        allowed = "(B, H, W, C), (H, W, C)" + (", (B, H, W)" if grayscale and not in_list else "") + " or (H, W)"
+    else:  # torch.Tensor, channels first
+        if len(shape) == 4:
+            return shape
+        if len(shape) == 3:
+            if grayscale and not in_list:  # (B, H, W) or (1, H, W): diffusers inserts the channel dimension
+                return shape[0], 1, shape[1], shape[2]
+            return 1, *shape  # (C, H, W)
+        if len(shape) == 2 and grayscale:  # (H, W)
+            return 1, 1, shape[0], shape[1]
+        allowed = "(B, C, H, W), (C, H, W)" + (", (B, H, W) or (H, W)" if grayscale else "")
+    raise ValueError(
+        f"`{name}`: a {type(item).__name__} of shape {shape} is not an image here; allowed shapes: {allowed}."
+    )
 
 
-def image_size(image: Any) -> tuple[int, int]:
-    """(height, width) of the first image in a `PipelineImageInput`.
+def image_layout(image: Any, name: str = "image", grayscale: bool = False) -> tuple[int, int | None, int, int]:
+    """`(batch, channels, height, width)` that diffusers' `VaeImageProcessor.preprocess` makes of `image`.
+
+    Follows `preprocess`'s own normalisation, so that defaults derived from the input (output size, batch size)
+    are those of the tensor the pipeline will actually use:
+
+    - a PIL image is one image (its channels are converted by the processor: `None` here); a list of them is a
+      batch, resized to the size of the first;
+    - numpy arrays are channels-last: `(B, H, W, C)`, `(H, W, C)` or `(H, W)`; a list stacks them (4-D ones are
+      concatenated);
+    - tensors are channels-first: `(B, C, H, W)` or `(C, H, W)`; a list stacks them (4-D ones are concatenated);
+    - with a grayscale processor (`grayscale=True`, as for masks), a single 3-D numpy array is `(H, W, 1)` when
+      its last dimension is 1 and `(B, H, W)` otherwise, a single 3-D tensor is `(B, H, W)` (or `(1, H, W)`), and
+      2-D tensors `(H, W)` are accepted.
+
+    Args:
+        image (`PipelineImageInput`): PIL image, numpy array, torch tensor or a non-empty list of one of them.
+        name (`str`, defaults to `"image"`): The argument's name, for error messages.
+        grayscale (`bool`, defaults to `False`): Whether the processor has `do_convert_grayscale=True`.
+
+    Returns:
+        `tuple[int, int | None, int, int]`: Batch size, channels (`None` for PIL), height and width (of the first
+        image, which every other one must match unless they are PIL images).
+
+    Raises:
+        `ValueError`: For an array / tensor shape that is not an image, or list entries of different sizes.
+    """
+    check_image_type(image, name)
+    items = image if isinstance(image, list) else [image]
+    layouts = [_item_layout(item, name, grayscale, in_list=isinstance(image, list)) for item in items]
+    _, channels, height, width = layouts[0]
+    if not isinstance(items[0], PIL.Image.Image):
+        others = {tuple(layout[1:]) for layout in layouts[1:]} - {(channels, height, width)}
+        if others:
+            raise ValueError(
+                f"`{name}`: every entry of the list must have the first one's (channels, height, width) "
+                f"{(channels, height, width)}, got {sorted(others)}."
+            )
+    return sum(layout[0] for layout in layouts), channels, height, width
+
+
+def image_batch_size(image: Any, grayscale: bool = False) -> int:
+    """Number of images in a `PipelineImageInput` (PIL / numpy / torch, single or list); see `image_layout`."""
+    return image_layout(image, grayscale=grayscale)[0]
+
+
+def image_size(image: Any, grayscale: bool = False) -> tuple[int, int]:
+    """(height, width) of the first image in a `PipelineImageInput`, as `VaeImageProcessor.preprocess` reads it.
 
     Tensors are `(batch, channels, height, width)` or `(channels, height, width)`; numpy arrays are
-    `(batch, height, width, channels)` or `(height, width, channels)` (diffusers' conventions).
+    `(batch, height, width, channels)`, `(height, width, channels)` or `(height, width)` (diffusers' conventions;
+    with `grayscale=True`, as for masks, also `(batch, height, width)`: see `image_layout`).
     """
-    if isinstance(image, list):
-        return image_size(image[0])
-    if isinstance(image, PIL.Image.Image):
-        return image.height, image.width
-    if isinstance(image, torch.Tensor):
-        return tuple(image.shape[-2:])
-    return tuple(image.shape[-3:-1]) if image.ndim >= 3 else tuple(image.shape)
+    return tuple(image_layout(image, grayscale=grayscale)[2:])
 
 
 def check_image_type(image: Any, name: str) -> None:
-    """Raises `TypeError` unless `image` is a PIL image, numpy array, torch tensor, or a non-empty list of those."""
+    """Raises `TypeError` unless `image` is a PIL image, numpy array, torch tensor, or a non-empty list of one of
+    those types."""
     items = image if isinstance(image, list) else [image]
+    kinds = sorted({type(i).__name__ for i in items}) or ["empty list"]
     if len(items) == 0 or not all(isinstance(i, IMAGE_TYPES) for i in items):
-        kinds = sorted({type(i).__name__ for i in items}) or ["empty list"]
         raise TypeError(
             f"`{name}` must be a PIL.Image.Image, np.ndarray or torch.Tensor (or a list of them), got {kinds}."
         )
+    if len({next(t for t in IMAGE_TYPES if isinstance(i, t)) for i in items}) > 1:
+        raise TypeError(f"`{name}`: a list must hold images of one type (PIL, numpy or torch), got {kinds}.")
+
+
+def check_scheduler_accepts_timesteps(scheduler: SchedulerMixin) -> None:
+    """Raises `ValueError` naming `timesteps` unless `scheduler.set_timesteps` takes custom timesteps."""
+    if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
+        raise ValueError(
+            f"`timesteps`: {type(scheduler).__name__}.set_timesteps does not accept custom timesteps; "
+            "pass `num_inference_steps` instead or use a scheduler that does (e.g. DDPMScheduler, "
+            "EulerDiscreteScheduler)."
+        )
+
+
+def is_real_number(value: Any) -> bool:
+    """`True` for Python / numpy real scalars and 0-d real tensors (not booleans)."""
+    if isinstance(value, torch.Tensor):
+        return value.ndim == 0 and not value.is_complex() and value.dtype != torch.bool
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def default_scheduler_config(**overrides: Any) -> dict[str, Any]:
@@ -223,18 +300,29 @@ def check_inputs(
             raise ValueError(
                 f"`negative_prompt` has {negative_batch_size} entries but `prompt` has {batch_size}; they must match."
             )
+    if not is_real_number(guidance_scale):
+        raise TypeError(
+            f"`guidance_scale` must be a real number (e.g. 7.5; <= 1 disables guidance), got {guidance_scale!r}."
+        )
     do_cfg = guidance_scale > 1 and pipe.is_text_conditioned
     if do_cfg and not has_text and negative_prompt_embeds is None:
         raise ValueError(
             f"`guidance_scale`={guidance_scale} > 1 needs `negative_prompt_embeds` when the pipeline has no "
             "text_encoder; pass them or set guidance_scale=1."
         )
+    image_grayscale = pipe.image_processor.config.do_convert_grayscale
     if batch_size is None:  # unconditional: as many images as `image` or `latents` hold
         batch_size = 1
         if image is not None:
-            batch_size = image_batch_size(image)
+            batch_size = image_layout(image, "image", image_grayscale)[0]
         elif isinstance(latents, torch.Tensor) and latents.ndim == 4 and isinstance(num_images_per_prompt, int):
             batch_size = max(1, latents.shape[0] // max(1, num_images_per_prompt))
+    if isinstance(negative_prompt, list) and len(negative_prompt) != batch_size:
+        source = "`prompt_embeds`" if prompt_embeds is not None else "`prompt`" if prompt is not None else "the batch"
+        raise ValueError(
+            f"`negative_prompt` has {len(negative_prompt)} entries but {source} has batch size {batch_size}; "
+            "pass one negative prompt per prompt, or a single string."
+        )
 
     # sizes and steps
     factor = pipe.vae_scale_factor * pipe.unet_scale_factor
@@ -246,10 +334,30 @@ def check_inputs(
             )
     if timesteps is None and (not isinstance(num_inference_steps, int) or num_inference_steps < 1):
         raise ValueError(f"`num_inference_steps` must be an integer >= 1, got {num_inference_steps!r}.")
+    if timesteps is not None:
+        check_scheduler_accepts_timesteps(pipe.scheduler)
+        num_train_timesteps = pipe.scheduler.config.num_train_timesteps
+        valid = isinstance(timesteps, (list, tuple)) and len(timesteps) > 0
+        valid = valid and all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in timesteps)
+        valid = valid and all(0 <= t < num_train_timesteps for t in timesteps)
+        if not valid or any(a <= b for a, b in zip(timesteps, timesteps[1:])):
+            raise ValueError(
+                "`timesteps` must be a non-empty list of integers in [0, "
+                f"{num_train_timesteps}) in strictly descending order, got {timesteps!r}."
+            )
     if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
         raise ValueError(f"`num_images_per_prompt` must be an integer >= 1, got {num_images_per_prompt!r}.")
-    if not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
-        raise ValueError(f"`strength` must be in [0, 1], got {strength!r}.")
+    if not is_real_number(strength) or not 0 <= strength <= 1:
+        raise ValueError(f"`strength` must be a real number in [0, 1], got {strength!r}.")
+    if image is not None and strength > 0:
+        steps = len(timesteps) if timesteps is not None else num_inference_steps
+        if int(steps * float(strength)) < 1:  # as `get_timesteps`
+            raise ValueError(
+                f"`strength`={float(strength)} with `num_inference_steps`={steps} leaves "
+                f"int({steps} * {float(strength)}) = 0 denoising steps: raise `strength` or `num_inference_steps` "
+                f"(at least {math.ceil(1 / float(strength))} steps at this strength), or pass strength=0 for the "
+                "image itself."
+            )
     if output_type not in ("pil", "np", "pt", "latent"):
         raise ValueError(f"`output_type` must be one of 'pil', 'np', 'pt', 'latent', got {output_type!r}.")
     bad = [k for k in callback_on_step_end_tensor_inputs or [] if k not in pipe._callback_tensor_inputs]
@@ -291,22 +399,26 @@ def check_inputs(
     if mask_image is not None and image is None:
         raise ValueError("`mask_image` needs `image` (the picture to inpaint).")
     if image is not None:
-        check_image_type(image, "image")
-        n = image_batch_size(image)
+        n, image_channels, *size = image_layout(image, "image", image_grayscale)
         if n not in (1, batch_size):
             raise ValueError(f"`image` holds {n} images; pass 1 or one per prompt ({batch_size}).")
         channels = pipe.vae.config.in_channels if pipe.vae is not None else pipe.unet.config.in_channels
-        first = image[0] if isinstance(image, list) else image
-        if isinstance(first, torch.Tensor) and first.ndim in (3, 4) and first.shape[-3] != channels:
-            raise ValueError(f"`image` tensor must have {channels} channels (dim -3), got shape {tuple(first.shape)}.")
+        if image_channels is not None and image_channels != channels:
+            first = image[0] if isinstance(image, list) else image
+            where = "dim -3 of a tensor" if isinstance(first, torch.Tensor) else "last dim of a numpy array"
+            raise ValueError(
+                f"`image` must have {channels} channels ({where}), got {image_channels} (shape {tuple(first.shape)})."
+            )
         if not hasattr(pipe.scheduler, "add_noise"):
             raise ValueError(f"`image`: {type(pipe.scheduler).__name__} has no `add_noise`, needed for img2img.")
     if mask_image is not None:
-        check_image_type(mask_image, "mask_image")
-        if image_size(mask_image) != image_size(image):
-            raise ValueError(
-                f"`mask_image` size {image_size(mask_image)} must equal `image` size {image_size(image)} (H, W)."
-            )
+        n, mask_channels, *mask_size = image_layout(mask_image, "mask_image", grayscale=True)
+        if n not in (1, batch_size):
+            raise ValueError(f"`mask_image` holds {n} masks; pass 1 or one per prompt ({batch_size}).")
+        if mask_channels not in (None, 1):
+            raise ValueError(f"`mask_image` must have 1 channel, got {mask_channels}.")
+        if mask_size != size:
+            raise ValueError(f"`mask_image` size {tuple(mask_size)} must equal `image` size {tuple(size)} (H, W).")
         if pipe.vae is not None and pipe.vae.config.latent_channels != pipe.unet.config.in_channels:
             raise ValueError("`mask_image`: inpainting needs a UNet whose input channels equal the latent channels.")
     return batch_size
