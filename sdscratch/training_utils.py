@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import re
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -127,9 +128,33 @@ def add_output_args(parser: argparse.ArgumentParser, output_dir: str) -> None:
 
 
 def check_common_args(args: argparse.Namespace) -> None:
-    """Clear errors for flag combinations that cannot work, before anything is loaded."""
+    """Clear errors for flag combinations that cannot work, before anything is loaded.
+
+    Raises:
+        ValueError: naming the flag (and the values it allows) for each bad value.
+    """
     if args.dataset_name is None and args.train_data_dir is None:
         raise ValueError("Need either --dataset_name (e.g. builtin:cartoon-faces) or --train_data_dir.")
+    if args.dataset_name is not None and args.train_data_dir is not None:
+        raise ValueError(
+            f"Give either --dataset_name or --train_data_dir, not both (got --dataset_name {args.dataset_name!r} "
+            f"and --train_data_dir {args.train_data_dir!r})."
+        )
+    if args.max_train_steps is not None and args.max_train_steps < 1:
+        raise ValueError(
+            f"--max_train_steps must be >= 1 (or left out: --num_train_epochs), got {args.max_train_steps}."
+        )
+    if args.num_train_epochs < 1:
+        raise ValueError(f"--num_train_epochs must be >= 1, got {args.num_train_epochs}.")
+    if args.resolution < 1:
+        raise ValueError(f"--resolution must be >= 1, got {args.resolution}.")
+    if not args.learning_rate > 0:
+        raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate}.")
+    if args.lr_warmup_steps < 0:
+        raise ValueError(f"--lr_warmup_steps must be >= 0, got {args.lr_warmup_steps}.")
+    if getattr(args, "snr_gamma", None) is not None and not args.snr_gamma >= 0:
+        raise ValueError(f"--snr_gamma must be >= 0 (5.0 recommended) or left out, got {args.snr_gamma}.")
+    check_mixed_precision(args.mixed_precision)
     for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
@@ -137,6 +162,100 @@ def check_common_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--checkpoints_total_limit must be >= 1, got {args.checkpoints_total_limit}.")
     if args.report_to == "wandb" and args.hub_token is not None:
         raise ValueError("--report_to=wandb with --hub_token would expose the token: use `hf auth login` instead.")
+
+
+def final_outputs_written(args: argparse.Namespace, resume_path: Optional[str], global_step: int) -> bool:
+    """For a run resumed at or past `--max_train_steps` (no step left to take): `True` when its final outputs are
+    already in `--output_dir` (the model card, written last), so the caller stops and overwrites nothing; `False`
+    when the run was interrupted between its last checkpoint and its final save, which the caller then writes."""
+    if os.path.isfile(os.path.join(args.output_dir, "README.md")):
+        logger.warning(
+            f"{resume_path} is at step {global_step}, >= --max_train_steps {args.max_train_steps}, and "
+            f"{args.output_dir} holds the finished run: left as it is (raise --max_train_steps to train on)."
+        )
+        return True
+    logger.warning(f"{resume_path} is at step {global_step}: no step left; writing the final outputs from it.")
+    return False
+
+
+def check_num_validation_images(args: argparse.Namespace, minimum: int) -> None:
+    """`--num_validation_images` (held-out images for grids and metrics) must be at least `minimum`."""
+    if args.num_validation_images < minimum:
+        raise ValueError(f"--num_validation_images must be >= {minimum}, got {args.num_validation_images}.")
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
+
+
+def looks_like_local_path(path: str) -> bool:
+    """Whether `path` can only be a local folder, not a Hub repo id (`name` or `owner/name`): absolute or
+    relative-dot paths, `~`, more than one `/`, characters a repo id cannot hold, or a first part that is a
+    local folder (`outputs/clip` while `outputs/` exists)."""
+    if os.path.isabs(path) or path.startswith((".", "~")) or "\\" in path or not _HUB_ID.match(path):
+        return True
+    return "/" in path and os.path.isdir(path.split("/")[0])
+
+
+def check_local_path_exists(flag: str, path: Optional[str]) -> None:
+    """A clear error naming `flag` when `path` is meant as a local folder (`looks_like_local_path`) that does
+    not exist; Hub ids are left to the loader."""
+    if path is not None and not os.path.exists(path) and looks_like_local_path(path):
+        raise ValueError(f"{flag} {path}: no such folder (give an existing folder or a Hub id like owner/name).")
+
+
+def _cpu_only() -> bool:
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
+        return True
+    accelerator_api = getattr(torch, "accelerator", None)
+    if accelerator_api is not None and hasattr(accelerator_api, "is_available"):
+        return not accelerator_api.is_available()
+    return not torch.cuda.is_available()
+
+
+def check_mixed_precision(mixed_precision: Optional[str]) -> None:
+    """fp16 on a CPU-only run is refused: CPUs have no fast fp16 path (bf16 is the one to use there)."""
+    mixed_precision = mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if mixed_precision == "fp16" and _cpu_only():
+        raise ValueError(
+            "--mixed_precision fp16 on a CPU-only run: fp16 has no fast path on CPU. Use --mixed_precision bf16 "
+            "(or no)."
+        )
+
+
+def check_enough_training_images(num_images: int, train_batch_size: int, num_processes: int) -> None:
+    """Every process needs at least one full batch per epoch (the data loaders drop the last partial batch)."""
+    if num_images < train_batch_size * num_processes:
+        raise ValueError(
+            f"{num_images} training image(s) is fewer than one batch: --train_batch_size {train_batch_size} x "
+            f"{num_processes} process(es) = {train_batch_size * num_processes} images per step (the last partial "
+            "batch is dropped). Lower --train_batch_size or add images."
+        )
+
+
+def redacted_command(script: str, argv: list[str]) -> str:
+    """The command line of a run, for model cards and logs, with the value of `--hub_token` (in any spelling
+    argparse accepts: `--hub_token X`, `--hub_token=X`, an unambiguous prefix such as `--hub_tok X`) as `***`."""
+    words, redact_next = [], False
+    for item in map(str, argv):
+        name, eq, _ = item.partition("=")
+        is_token_flag = item.startswith("--") and len(name) > len("--hub_") and "--hub_token".startswith(name)
+        if redact_next:
+            words.append("***")
+            redact_next = False
+        elif is_token_flag and eq:
+            words.append(f"{name}=***")
+        elif is_token_flag:
+            words.append(item)
+            redact_next = True
+        else:
+            words.append(shlex.quote(item))
+    return f"accelerate launch {script} " + " ".join(words)
+
+
+def tracker_config(args: argparse.Namespace) -> dict:
+    """The flags sent to `accelerator.init_trackers` (tensorboard's hparams.yml, wandb's config): scalars only,
+    never `--hub_token`."""
+    return {k: v for k, v in vars(args).items() if not isinstance(v, list) and k != "hub_token"}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -533,7 +652,7 @@ def write_model_card(
     """Writes `<folder>/README.md` with diffusers' metadata conventions (`library_name: diffusers`, tags, license,
     the Hub data sets used) and the given markdown body."""
     data = ModelCardData(license=license, library_name="diffusers", pipeline_tag=pipeline_tag)
-    if dataset_name is not None and not dataset_name.startswith("builtin:"):
+    if is_hub_dataset_id(dataset_name):
         data.datasets = [dataset_name]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# {title}\n\n{description.strip()}\n")
     card = populate_model_card(card, tags=tags)
@@ -541,14 +660,43 @@ def write_model_card(
     return card
 
 
-def push_folder_to_hub(folder: str, repo_id: Optional[str], token: Optional[str]) -> str:
-    """Creates the Hub repo (if needed) and uploads `folder` (checkpoints and logs left out)."""
-    repo_id = create_repo(repo_id=repo_id or Path(folder).name, exist_ok=True, token=token).repo_id
+def is_hub_dataset_id(dataset_name: Optional[str]) -> bool:
+    """Whether `--dataset_name` names a Hub data set (`name` or `owner/name`) that a card's `datasets:` metadata
+    can link to: not built-in data (`builtin:...`), not a local folder."""
+    if dataset_name is None or dataset_name.startswith("builtin:") or os.path.exists(dataset_name):
+        return False
+    return not looks_like_local_path(dataset_name)
+
+
+def create_hub_repo(args: argparse.Namespace) -> str:
+    """Creates the Hub repo of `--push_to_hub` (if needed) and returns its id; called at the start of training, as
+    diffusers' scripts do, so that a logged-out or offline run fails before any work."""
+    return create_repo(
+        repo_id=args.hub_model_id or Path(args.output_dir).name, exist_ok=True, token=args.hub_token
+    ).repo_id
+
+
+def push_folder_to_hub(
+    folder: str,
+    repo_id: Optional[str],
+    token: Optional[str],
+    logging_dir: str = "logs",
+    create: bool = True,
+) -> str:
+    """Uploads `folder` to the Hub repo `repo_id` (checkpoints and the tracker logs in `logging_dir`, relative to
+    `folder` as `--logging_dir` is, left out). With `create`, creates the repo first (if needed); the training
+    scripts create it at their start (`create_hub_repo`) and pass `create=False`."""
+    if create or repo_id is None:
+        repo_id = create_repo(repo_id=repo_id or Path(folder).name, exist_ok=True, token=token).repo_id
+    ignore_patterns = ["checkpoint-*", ".tmp-checkpoint-*", "rank_digests/*"]
+    logs = os.path.relpath(os.path.join(folder, logging_dir), folder)  # an absolute --logging_dir stays as it is
+    if logs != "." and not logs.startswith(".."):
+        ignore_patterns.append(Path(logs).as_posix() + "/*")
     upload_folder(
         repo_id=repo_id,
         folder_path=folder,
         commit_message="End of training",
-        ignore_patterns=["checkpoint-*", ".tmp-checkpoint-*", "logs/*", "rank_digests/*"],
+        ignore_patterns=ignore_patterns,
         token=token,
     )
     return repo_id
@@ -631,13 +779,19 @@ def training_card_body(
     hardware: str,
     metrics: dict,
     grid_file: Optional[str],
+    num_processes: int = 1,
 ) -> str:
-    """Markdown sections shared by the VAE and UNet cards: usage, data, the exact command, settings, metrics, grid."""
+    """Markdown sections shared by the VAE and UNet cards: usage, data, the exact command, settings, metrics, grid.
+
+    The batch size is reported as diffusers' scripts log it: the total per optimizer step (per-process batch x
+    `num_processes` x gradient accumulation steps), with its factors."""
     data = args.dataset_name or f"imagefolder `{args.train_data_dir}`"
     lines = [intro.strip(), "", "## Usage", "", "```python", usage.strip(), "```", "", "## Training", ""]
     lines += [f"- Data: `{data}`" + (f" (config `{args.dataset_config_name}`)" if args.dataset_config_name else "")]
+    total_batch_size = args.train_batch_size * num_processes * args.gradient_accumulation_steps
     lines += [
-        f"- Steps: {steps} at batch size {args.train_batch_size} x {args.gradient_accumulation_steps} accumulation",
+        f"- Steps: {steps} at a total batch size of {total_batch_size} ({args.train_batch_size} per process x "
+        f"{num_processes} process(es) x {args.gradient_accumulation_steps} gradient accumulation step(s))",
         f"- Resolution: {args.resolution}, learning rate {args.learning_rate}"
         + (f" (text encoder {args.text_encoder_lr})" if getattr(args, "text_encoder_lr", None) else "")
         + f" ({args.lr_scheduler}), EMA: {args.use_ema}",
@@ -666,6 +820,7 @@ def write_unet_card(
     grid_path: Optional[str],
     prompts: list[str],
     vae_folder: Optional[str],
+    num_processes: int = 1,
 ) -> ModelCard:
     """The model card of a pipeline folder written by `train_unet.py` (plus the VAE's held-out metrics that
     `train_vae.py` wrote next to its `vae/` folder, when found)."""
@@ -694,7 +849,9 @@ def write_unet_card(
         "             generator=torch.Generator().manual_seed(0)).images[0]"
     )
     grid_file = os.path.relpath(grid_path, args.output_dir) if grid_path else None
-    body = training_card_body(intro, usage, args, steps, wall_time, hardware, metrics, grid_file)
+    body = training_card_body(
+        intro, usage, args, steps, wall_time, hardware, metrics, grid_file, num_processes=num_processes
+    )
     if grid_file:
         body += "\n\nPrompts, left to right: " + "; ".join(f"`{p}`" for p in prompts)
     tags = [

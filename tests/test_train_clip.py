@@ -169,3 +169,18 @@ def test_bad_flags(tmp_path, extra, message):
 def test_vision_head_dim_must_divide_the_width(tmp_path):
     with pytest.raises(ValueError, match="--vision_head_dim 24 must divide the ViT width 32"):
         run(train_clip, clip_argv(tmp_path / "x") + ["--vision_head_dim", 24])
+
+
+def test_a_finished_run_started_again_takes_no_step(tmp_path):
+    # 32 training images, batch 8: 4 steps an epoch, so a run of 2 steps ends mid-epoch, at checkpoint-2
+    out = tmp_path / "clip"
+    argv = clip_argv(out, steps=2) + ["--resume_from_checkpoint", "latest"]
+    run(train_clip, argv)
+    before, card = load_file(out / "model.safetensors"), (out / "README.md").read_text()
+    run(train_clip, argv)  # the same command again: nothing left to train
+    after = load_file(out / "model.safetensors")
+    assert before.keys() == after.keys()
+    for key in before:
+        torch.testing.assert_close(before[key], after[key], rtol=0, atol=0, msg=key)
+    assert (out / "README.md").read_text() == card and "Steps: 2 " in card
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]

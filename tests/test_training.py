@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +29,8 @@ from sdscratch.data.cartoon_faces import write_imagefolder
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
+import train_classifier  # noqa: E402
+import train_clip  # noqa: E402
 import train_unet  # noqa: E402
 import train_vae  # noqa: E402
 
@@ -78,6 +81,8 @@ def vae_dir(tmp_path_factory):
         "tensorboard",
         "--logging_dir",
         "tb",
+        "--hub_token",
+        "hf_vae_secret",  # no --push_to_hub: only checks that the token is written nowhere
     ]
     run(train_vae, argv)
     return out
@@ -134,7 +139,7 @@ def test_train_unet_writes_a_pipeline_that_loads_and_generates(unet_dir):
     assert (unet_dir / "validation" / "samples-000002.png").is_file()
 
 
-def test_model_card(unet_dir):
+def test_model_card(unet_dir, tmp_path):
     card = (unet_dir / "README.md").read_text()
     header = card.split("---")[1]
     assert "library_name: diffusers" in header and "license: apache-2.0" in header
@@ -145,7 +150,7 @@ def test_model_card(unet_dir):
     assert "| vae psnr |" in card and "final_train_loss" in card
     assert "| text encoder separation mouth |" in card  # built-in faces: logged at every validation
     assert "![validation grid](./validation/samples-000003.png)" in card
-    card = tu.write_model_card(str(unet_dir), "t", "body", "Skiittoo/cartoon-faces", ["x"], "text-to-image")
+    card = tu.write_model_card(str(tmp_path), "t", "body", "Skiittoo/cartoon-faces", ["x"], "text-to-image")
     assert card.data.datasets == ["Skiittoo/cartoon-faces"] and card.data.library_name == "diffusers"
 
 
@@ -296,6 +301,8 @@ def test_two_processes_end_with_identical_weights_and_only_rank_0_writes(vae_dir
         "text_encoder", "text_encoder_ema", "tokenizer", "training_time.json", "unet", "unet_ema",
     ]  # fmt: skip
     assert result.stdout.count("Steps: 100%") + result.stderr.count("Steps: 100%") >= 1
+    # the card states the total batch of a step, as diffusers does: per process x processes x accumulation
+    assert "Steps: 2 at a total batch size of 8 (4 per process x 2 process(es)" in (out / "README.md").read_text()
     CartoonFacePipeline.from_pretrained(out)
 
 
@@ -537,3 +544,156 @@ def test_idle_cores_are_reported_on_cpu():
         with mock.patch.object(torch, "get_num_threads", return_value=1):
             assert "--num_cpu_threads_per_process 2" in tu.idle_cores_message(accelerator)
     assert tu.idle_cores_message(mock.Mock(device=torch.device("cuda"), num_processes=1)) is None
+
+
+# ---- fixes: imagefolder data, finished runs, the Hub token, too little data, push order, flag checks ----
+def assert_started_again_takes_no_step(script, argv, out: Path, model: str) -> None:
+    """`argv` finished at step 2 with checkpoint-2: the same command again leaves the output folder as it is; cut
+    off between that checkpoint and the final save (model folder and card gone), it writes them without a step."""
+    before, card = weights(out / model), (out / "README.md").read_text()
+    assert "Steps: 2 " in card
+    run(script, argv)
+    assert_same_weights(before, weights(out / model))
+    assert (out / "README.md").read_text() == card
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    shutil.rmtree(out / model)
+    (out / "README.md").unlink()
+    run(script, argv)
+    assert_same_weights(before, weights(out / model))
+    assert "Steps: 2 " in (out / "README.md").read_text()
+
+
+def test_unet_on_an_imagefolder_and_a_finished_run_started_again_takes_no_step(vae_dir, tmp_path):
+    folder = write_imagefolder(str(tmp_path / "images"), 24)  # PNGs + metadata.jsonl; 3 steps an epoch
+    out = tmp_path / "out"
+    argv = [*COMMON, "--train_data_dir", folder, "--output_dir", out, "--unet_config", TINY_UNET]
+    argv += ["--pretrained_vae_model_name_or_path", vae_dir, "--max_train_steps", 2, "--checkpointing_steps", 2]
+    argv += ["--validation_prompts", "Cartoon face", "--resume_from_checkpoint", "latest"]
+    run(train_unet, argv)  # no checkpoint yet: a new run
+    card = (out / "README.md").read_text()
+    assert f"imagefolder `{folder}`" in card
+    assert "datasets:" not in card.split("---")[1]  # a local folder is no Hub data set
+    assert_started_again_takes_no_step(train_unet, argv, out, "unet")  # resumes at checkpoint-2 == max steps
+
+
+def test_a_finished_vae_run_started_again_takes_no_step(tmp_path):
+    out = tmp_path / "vae"
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", out, "--max_train_steps", 2, *TINY_VAE]
+    argv += ["--checkpointing_steps", 2, "--num_validation_images", 4, "--resume_from_checkpoint", "latest"]
+    run(train_vae, argv)
+    assert_started_again_takes_no_step(train_vae, argv, out, "vae")
+
+
+def test_the_hub_token_reaches_neither_the_card_nor_the_trackers(unet_dir, vae_dir):
+    card = (unet_dir / "README.md").read_text()
+    assert "hf_fake" not in card and "--hub_token *** " in card
+    for path in vae_dir.rglob("*"):  # tensorboard's hparams, the card, checkpoints
+        assert not path.is_file() or b"hf_vae_secret" not in path.read_bytes(), path
+    assert "--hub_token ***" in (vae_dir / "README.md").read_text()
+    for script in (train_vae, train_unet, train_clip):
+        for spelling in (["--hub_token", "sek"], ["--hub_token=sek"], ["--hub_tok", "sek"]):
+            args = script.parse_args(["--dataset_name", FACES, *spelling, "--output_dir", "o"])
+            assert args.hub_token == "sek" and "sek" not in args.command and "***" in args.command
+            assert "hub_token" not in tu.tracker_config(args)
+
+
+@pytest.mark.parametrize("script", [train_vae, train_unet, train_clip], ids=lambda m: m.__name__)
+def test_fewer_images_than_one_batch(script, tmp_path):
+    argv = ["--report_to", "none", "--dataset_name", FACES, "--max_train_samples", 12, "--train_batch_size", 16]
+    argv += ["--output_dir", tmp_path / "o"]
+    argv += {
+        train_vae: [*TINY_VAE, "--num_validation_images", 2],
+        train_unet: ["--unet_config", TINY_UNET],
+        train_clip: ["--num_validation_images", 2],
+    }[script]
+    with pytest.raises(
+        ValueError, match=r"1[02] training image\(s\) is fewer than one batch: --train_batch_size 16 x 1 "
+    ):
+        run(script, argv)
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_push_to_hub_creates_the_repo_before_any_work(tmp_path):
+    out = tmp_path / "my-vae"
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", out, "--max_train_steps", 2, *TINY_VAE]
+    with (
+        mock.patch.object(tu, "create_repo", side_effect=OSError("offline")) as create_repo,
+        mock.patch.object(tu, "load_train_dataset") as load,
+        mock.patch.object(tu, "upload_folder") as upload,
+    ):
+        with pytest.raises(OSError, match="offline"):
+            run(train_vae, [*argv, "--push_to_hub"])
+    create_repo.assert_called_once_with(repo_id="my-vae", exist_ok=True, token=None)
+    load.assert_not_called()
+    upload.assert_not_called()
+
+
+def test_push_folder_to_hub_leaves_out_the_logging_dir_used(tmp_path):
+    with mock.patch.object(tu, "create_repo") as create_repo, mock.patch.object(tu, "upload_folder") as upload:
+        assert tu.push_folder_to_hub(str(tmp_path), "me/x", "t", logging_dir="tb", create=False) == "me/x"
+        patterns = upload.call_args.kwargs["ignore_patterns"]
+        assert "tb/*" in patterns and "logs/*" not in patterns and "checkpoint-*" in patterns
+        tu.push_folder_to_hub(str(tmp_path), "me/x", "t", logging_dir="./runs/tb/", create=False)
+        assert "runs/tb/*" in upload.call_args.kwargs["ignore_patterns"]
+        tu.push_folder_to_hub(str(tmp_path), "me/x", "t", logging_dir=str(tmp_path.parent / "elsewhere"), create=False)
+        assert not [p for p in upload.call_args.kwargs["ignore_patterns"] if "elsewhere" in p]
+    create_repo.assert_not_called()
+
+
+def test_model_card_datasets_list_hub_ids_only(tmp_path):
+    for name in (str(tmp_path), "./faces", "builtin:cartoon-faces", "/no/such/folder"):
+        assert tu.write_model_card(str(tmp_path), "t", "body", name, ["x"]).data.datasets is None, name
+    assert tu.write_model_card(str(tmp_path), "t", "body", "lambdalabs/pokemon", ["x"]).data.datasets == [
+        "lambdalabs/pokemon"
+    ]
+
+
+def test_card_reports_the_total_batch_size():
+    args = train_vae.parse_args(["--dataset_name", FACES, "--train_batch_size", "4"])
+    args.gradient_accumulation_steps = 3
+    body = tu.training_card_body("i", "u", args, 7, "1 min", "cpu", {}, None, num_processes=2)
+    assert "Steps: 7 at a total batch size of 24 (4 per process x 2 process(es) x 3 gradient accumulation" in body
+
+
+@pytest.mark.parametrize(
+    "script, extra, message",
+    [
+        (train_unet, ["--max_train_steps", "0"], "--max_train_steps must be >= 1"),
+        (train_clip, ["--num_train_epochs", "0"], "--num_train_epochs must be >= 1"),
+        (train_vae, ["--resolution", "0"], "--resolution must be >= 1"),
+        (train_unet, ["--snr_gamma", "-1"], "--snr_gamma must be >= 0"),
+        (train_vae, ["--learning_rate", "0"], "--learning_rate must be > 0"),
+        (train_unet, ["--lr_warmup_steps", "-1"], "--lr_warmup_steps must be >= 0"),
+        (train_vae, ["--num_validation_images", "0"], "--num_validation_images must be >= 1"),
+        (train_clip, ["--num_validation_images", "1"], "--num_validation_images must be >= 2"),
+        (train_vae, ["--train_data_dir", "images"], "either --dataset_name or --train_data_dir, not both"),
+        (train_unet, ["--mixed_precision", "fp16"], "fp16 has no fast path on CPU.*--mixed_precision bf16"),
+    ],
+)
+def test_bad_flags_are_refused_before_any_work(script, extra, message, monkeypatch):
+    monkeypatch.setattr(tu, "_cpu_only", lambda: True)
+    with pytest.raises(ValueError, match=message):
+        script.parse_args(["--dataset_name", FACES, "--output_dir", "x", *extra])
+
+
+def test_a_missing_pretrained_text_encoder_folder_is_named(tmp_path):
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path / "o", "--unet_config", TINY_UNET]
+    with mock.patch.object(tu, "load_train_dataset") as load:
+        with pytest.raises(ValueError, match="--pretrained_text_encoder .*missing-clip: no such folder"):
+            run(train_unet, [*argv, "--pretrained_text_encoder", tmp_path / "missing-clip"])
+    load.assert_not_called()
+    tu.check_local_path_exists("--pretrained_text_encoder", "openai/clip-vit-base-patch32")  # a Hub id: the loader's
+
+
+def test_help_says_how_to_run_several_processes_on_cpu():
+    for script in (train_vae, train_unet, train_clip):
+        doc = " ".join(script.__doc__.split())
+        assert "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2" in doc, script.__name__
+        assert "accelerate launch --num_processes N" in doc
+
+
+@pytest.mark.parametrize("flag", ["--num_epochs", "--train_batch_size"])
+def test_train_classifier_refuses_zero(flag):
+    with pytest.raises(ValueError, match=f"{flag} must be >= 1, got 0"):
+        train_classifier.parse_args(["--output_dir", "x", flag, "0"])
+    assert train_classifier.parse_args(["--output_dir", "x"]).num_epochs is None  # the task's default

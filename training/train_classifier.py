@@ -44,7 +44,8 @@ TASK_DEFAULTS = {
 }
 
 
-def parse_args(argv=None):
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; a `ValueError` naming the flag for counts and rates that cannot train."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", choices=sorted(TASK_DEFAULTS), default="cartoon-faces")
     parser.add_argument("--output_dir", required=True, help="Folder to save_pretrained the classifier to.")
@@ -56,7 +57,14 @@ def parse_args(argv=None):
     parser.add_argument("--weight_decay", type=float, default=1e-4)
     parser.add_argument("--mixed_precision", choices=["no", "bf16"], default="bf16", help="Autocast on CPU.")
     parser.add_argument("--seed", type=int, default=0, help="Initialisation and batch order.")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name in ("num_epochs", "train_batch_size", "num_train_images", "num_eval_images"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}.")
+    if not args.learning_rate > 0:
+        raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate}.")
+    return args
 
 
 def augment(sample: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -87,7 +95,7 @@ def held_out_accuracy(
 def main(argv=None):
     args = parse_args(argv)
     defaults = TASK_DEFAULTS[args.task]
-    num_epochs = args.num_epochs or defaults["num_epochs"]
+    num_epochs = defaults["num_epochs"] if args.num_epochs is None else args.num_epochs
     torch.manual_seed(args.seed)
     start_time = time.time()
 

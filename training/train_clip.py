@@ -10,8 +10,11 @@ One CPU, built-in data, no download:
     python training/train_clip.py --dataset_name "builtin:cartoon-faces?caption_style=mixed" \
         --output_dir outputs/clip --train_batch_size 256 --max_train_steps 1500 --mixed_precision bf16
     accelerate launch training/train_unet.py ... --pretrained_text_encoder outputs/clip
-Several processes / GPUs: `accelerate launch --num_processes 2 training/train_clip.py ...` (the contrastive loss
-is computed within each process's batch).
+Several processes (the contrastive loss is computed within each process's batch). GPUs:
+    accelerate launch --num_processes N training/train_clip.py --dataset_name builtin:cartoon-faces ...
+CPU (`accelerate launch --num_processes 2` alone starts ONE process on a machine without GPUs; docs/training.md):
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \
+        --mixed_precision bf16 --dynamo_backend no training/train_clip.py --dataset_name builtin:cartoon-faces ...
 
 The text tower has the shape of --config's `text_encoder` and `tokenizer` sections (the JSON train_unet.py reads as
 --unet_config), its tokenizer is trained on the data set's captions, and the image tower is a small ViT
@@ -26,7 +29,6 @@ import json
 import logging
 import math
 import os
-import shlex
 import sys
 import time
 
@@ -61,14 +63,13 @@ def parse_args(argv=None):
     group.add_argument("--vision_head_dim", type=int, default=64, help="Width of each attention head.")
     group.add_argument("--num_validation_images", type=int, default=512, help="Held out: retrieval, zero-shot.")
     args = parser.parse_args(argv)
-    args.command = "accelerate launch training/train_clip.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    args.command = tu.redacted_command("training/train_clip.py", sys.argv[1:] if argv is None else argv)
     tu.check_common_args(args)
     if args.vision_patch_size < 1 or args.resolution % args.vision_patch_size:
         raise ValueError(
             f"--vision_patch_size must divide --resolution {args.resolution}, got {args.vision_patch_size}."
         )
-    if args.num_validation_images < 2:
-        raise ValueError(f"--num_validation_images must be >= 2, got {args.num_validation_images}.")
+    tu.check_num_validation_images(args, 2)
     return args
 
 
@@ -179,6 +180,8 @@ def main(args):
     accelerator = tu.make_accelerator(args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
+    # as diffusers does: create the Hub repo first, so that a logged-out / offline run fails before any work
+    repo_id = tu.create_hub_repo(args) if args.push_to_hub and accelerator.is_main_process else None
     set_seed(args.seed)  # same initial weights on every process
     resume_path = tu.resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
     clock = tu.TrainingClock(resume_path)
@@ -189,6 +192,7 @@ def main(args):
     captions = list(dataset["text"])
     num_holdout = min(args.num_validation_images, len(dataset) // 2)
     num_train = len(dataset) - num_holdout
+    tu.check_enough_training_images(num_train, args.train_batch_size, accelerator.num_processes)
     transform = tu.image_transform(args, accelerator.process_index)
     logger.info(f"Decoding {len(dataset)} images...")
     images = torch.stack([transform(image) for image in dataset["image"]])
@@ -224,7 +228,7 @@ def main(args):
     )
     model_ddp, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     if accelerator.is_main_process:
-        accelerator.init_trackers("train_clip", {k: v for k, v in vars(args).items() if not isinstance(v, list)})
+        accelerator.init_trackers("train_clip", tu.tracker_config(args))
 
     global_step, first_epoch, skip_batches = 0, 0, 0
     if resume_path is not None:
@@ -233,6 +237,12 @@ def main(args):
         global_step = tu.checkpoint_step(resume_path)
         first_epoch = global_step // num_update_steps_per_epoch
         skip_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
+
+    if global_step >= args.max_train_steps:  # a finished run started again: no step left to take
+        if tu.final_outputs_written(args, resume_path, global_step):
+            accelerator.end_training()
+            return model
+        first_epoch = args.num_train_epochs  # interrupted before its final save: write it, without a step
 
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info(
@@ -334,10 +344,11 @@ def main(args):
             tu.describe_hardware(accelerator),
             metrics,
             None,
+            num_processes=accelerator.num_processes,
         )
         tu.write_model_card(args.output_dir, "CLIP (sdscratch)", body, args.dataset_name, ["sdscratch", "clip"])
         if args.push_to_hub:
-            tu.push_folder_to_hub(args.output_dir, args.hub_model_id, args.hub_token)
+            tu.push_folder_to_hub(args.output_dir, repo_id, args.hub_token, args.logging_dir, create=False)
     accelerator.end_training()
     return model
 

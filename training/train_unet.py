@@ -6,8 +6,11 @@ One CPU, built-in data, a VAE from train_vae.py, no download:
 Pixel space (no VAE), e.g. 16x16 digits:
     python training/train_unet.py --dataset_name builtin:digits --resolution 16 \
         --unet_config training/configs/digits.json --output_dir outputs/digits
-Several processes / GPUs (the same script; accelerate runs DDP underneath):
-    accelerate launch --num_processes 2 training/train_unet.py --dataset_name builtin:cartoon-faces ...
+Several processes (the same script; accelerate runs DDP underneath). GPUs:
+    accelerate launch --num_processes N training/train_unet.py --dataset_name builtin:cartoon-faces ...
+CPU (`accelerate launch --num_processes 2` alone starts ONE process on a machine without GPUs; docs/training.md):
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \
+        --mixed_precision bf16 --dynamo_backend no training/train_unet.py --dataset_name builtin:cartoon-faces ...
 
 The frozen VAE encodes the whole data set once (--cache_latents, the default; both flips with --random_flip), the
 diffusers DDPMScheduler adds noise, the UNet predicts it (or v) with min-SNR weighting optional, captions are
@@ -23,7 +26,6 @@ import json
 import logging
 import math
 import os
-import shlex
 import sys
 import time
 
@@ -116,7 +118,7 @@ def parse_args(argv=None):
     group.add_argument("--noise_offset", type=float, default=0.0, help="Offset noise scale (e.g. 0.05).")
     group.add_argument("--validation_prompts", type=str, nargs="+", default=None, help="Default: 8 training captions.")
     args = parser.parse_args(argv)
-    args.command = "accelerate launch training/train_unet.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    args.command = tu.redacted_command("training/train_unet.py", sys.argv[1:] if argv is None else argv)
     tu.check_common_args(args)
     if not 0.0 <= args.conditioning_dropout_prob < 1.0:
         raise ValueError(f"--conditioning_dropout_prob must be in [0, 1), got {args.conditioning_dropout_prob}.")
@@ -220,9 +222,13 @@ class IndexDataset(torch.utils.data.Dataset):
 
 
 def main(args):
+    # here, not in parse_args: recipes are parse-checked before the folders they name exist
+    tu.check_local_path_exists("--pretrained_text_encoder", args.pretrained_text_encoder)
     accelerator = tu.make_accelerator(args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
+    # as diffusers does: create the Hub repo first, so that a logged-out / offline run fails before any work
+    repo_id = tu.create_hub_repo(args) if args.push_to_hub and accelerator.is_main_process else None
     set_seed(args.seed)  # same initial weights on every process
     resume_path = tu.resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
     clock = tu.TrainingClock(resume_path)  # wall time of the whole run, across resumes
@@ -241,6 +247,7 @@ def main(args):
     tu.check_resolution(args.resolution, factor)
     scaling_factor = vae.config.scaling_factor if vae is not None else 1.0
     dataset = tu.load_train_dataset(args)
+    tu.check_enough_training_images(len(dataset), args.train_batch_size, accelerator.num_processes)
     caption_lists = tu.image_caption_lists(dataset)  # several per image: one is drawn each time the image is used
     captions = [caption for image_captions in caption_lists for caption in image_captions]
     # image channels: the VAE's, or in pixel space the UNet config's (e.g. 1 for grayscale digits)
@@ -323,7 +330,7 @@ def main(args):
     unet_ddp, text_encoder_ddp = prepared[0], (prepared[1] if train_text_encoder else text_encoder)
     optimizer, lr_scheduler = prepared[-2:]
     if accelerator.is_main_process:
-        accelerator.init_trackers("train_unet", {k: v for k, v in vars(args).items() if not isinstance(v, list)})
+        accelerator.init_trackers("train_unet", tu.tracker_config(args))
 
     # ---- resume: same step count, LR schedule, EMA, RNG and data order ----
     global_step, first_epoch, skip_batches = 0, 0, 0
@@ -333,6 +340,12 @@ def main(args):
         global_step = tu.checkpoint_step(resume_path)
         first_epoch = global_step // num_update_steps_per_epoch
         skip_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
+
+    if global_step >= args.max_train_steps:  # a finished run started again: no step left to take
+        if tu.final_outputs_written(args, resume_path, global_step):
+            accelerator.end_training()
+            return
+        first_epoch = args.num_train_epochs  # interrupted before its final save: write it, without a step
 
     validation_prompts = args.validation_prompts or unique_captions[:-1][:8]
     prediction_type = noise_scheduler.config.prediction_type
@@ -345,7 +358,7 @@ def main(args):
 
     # Built-in data: how well the text encoder tells each attribute's words apart, logged at every validation
     # (docs/evaluation.md, "Text encoder separation"): a word it maps like another one, the UNet cannot follow.
-    separation_task = next((t for t in SEPARATION_TASKS if args.dataset_name.startswith(f"builtin:{t}")), None)
+    separation_task = next((t for t in SEPARATION_TASKS if (args.dataset_name or "").startswith(f"builtin:{t}")), None)
     separation = {}
 
     def validation_grid(step):
@@ -487,9 +500,19 @@ def main(args):
         for name, ema in emas.items():
             ema.copy_to(trained[name].parameters())
         make_pipeline().save_pretrained(args.output_dir, safe_serialization=True)
-        tu.write_unet_card(args, metrics, global_step, wall_time, hardware, grid_path, validation_prompts, vae_folder)
+        tu.write_unet_card(
+            args,
+            metrics,
+            global_step,
+            wall_time,
+            hardware,
+            grid_path,
+            validation_prompts,
+            vae_folder,
+            num_processes=accelerator.num_processes,
+        )
         if args.push_to_hub:
-            tu.push_folder_to_hub(args.output_dir, args.hub_model_id, args.hub_token)
+            tu.push_folder_to_hub(args.output_dir, repo_id, args.hub_token, args.logging_dir, create=False)
     accelerator.end_training()
 
 

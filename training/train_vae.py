@@ -3,8 +3,11 @@
 One CPU, built-in data, no download:
     python training/train_vae.py --dataset_name builtin:cartoon-faces --output_dir outputs/vae \
         --max_train_steps 3000 --train_batch_size 32 --learning_rate 1e-3 --use_ema --mixed_precision bf16
-Several processes / GPUs (the same script; accelerate runs DDP underneath):
-    accelerate launch --num_processes 2 training/train_vae.py --dataset_name builtin:cartoon-faces ...
+Several processes (the same script; accelerate runs DDP underneath). GPUs:
+    accelerate launch --num_processes N training/train_vae.py --dataset_name builtin:cartoon-faces ...
+CPU (`accelerate launch --num_processes 2` alone starts ONE process on a machine without GPUs; docs/training.md):
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \
+        --mixed_precision bf16 --dynamo_backend no training/train_vae.py --dataset_name builtin:cartoon-faces ...
 Then sharpen the decoder alone (the latents, and a UNet trained on them, stay valid):
     python training/train_vae.py --pretrained_vae_model_name_or_path outputs/vae --train_decoder_only \
         --dataset_name builtin:cartoon-faces --output_dir outputs/vae-decoder --max_train_steps 1000 ...
@@ -22,7 +25,6 @@ import json
 import logging
 import math
 import os
-import shlex
 import sys
 import time
 
@@ -76,8 +78,9 @@ def parse_args(argv=None):
         "cheaper steps. Validation, metrics and scaling_factor stay at --resolution.",
     )
     args = parser.parse_args(argv)
-    args.command = "accelerate launch training/train_vae.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    args.command = tu.redacted_command("training/train_vae.py", sys.argv[1:] if argv is None else argv)
     tu.check_common_args(args)
+    tu.check_num_validation_images(args, 1)
     architecture = [f"--{k}" for k in ARCHITECTURE_FLAGS + ("vae_config",) if getattr(args, k) is not None]
     if args.pretrained_vae_model_name_or_path is not None and architecture:
         raise ValueError(f"--pretrained_vae_model_name_or_path sets the architecture; drop {', '.join(architecture)}.")
@@ -158,6 +161,8 @@ def main(args):
     accelerator = tu.make_accelerator(args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
+    # as diffusers does: create the Hub repo first, so that a logged-out / offline run fails before any work
+    repo_id = tu.create_hub_repo(args) if args.push_to_hub and accelerator.is_main_process else None
     set_seed(args.seed)  # same initial weights on every process
     resume_path = tu.resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
     clock = tu.TrainingClock(resume_path)  # wall time of the whole run, across resumes
@@ -166,6 +171,7 @@ def main(args):
     dataset = tu.load_train_dataset(args)
     num_holdout = min(args.num_validation_images, len(dataset) // 2)
     train_images = dataset.select(range(len(dataset) - num_holdout))
+    tu.check_enough_training_images(len(train_images), args.train_batch_size, accelerator.num_processes)
     transform = tu.image_transform(args, accelerator.process_index)
     holdout_images = torch.stack(
         [transform(image) for image in dataset.select(range(len(train_images), len(dataset)))["image"]]
@@ -198,7 +204,7 @@ def main(args):
     )
     model, optimizer, lr_scheduler = accelerator.prepare(VAEWithPosterior(vae), optimizer, lr_scheduler)
     if accelerator.is_main_process:
-        accelerator.init_trackers("train_vae", {k: v for k, v in vars(args).items() if not isinstance(v, list)})
+        accelerator.init_trackers("train_vae", tu.tracker_config(args))
 
     # ---- resume: same step count, LR schedule, EMA, RNG and data order ----
     global_step, first_epoch, skip_batches = 0, 0, 0
@@ -208,6 +214,12 @@ def main(args):
         global_step = tu.checkpoint_step(resume_path)
         first_epoch = global_step // num_update_steps_per_epoch
         skip_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
+
+    if global_step >= args.max_train_steps:  # a finished run started again: no step left to take
+        if tu.final_outputs_written(args, resume_path, global_step):
+            accelerator.end_training()
+            return vae
+        first_epoch = args.num_train_epochs  # interrupted before its final save: write it, without a step
 
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info(
@@ -320,11 +332,12 @@ def main(args):
             tu.describe_hardware(accelerator),
             metrics,
             os.path.relpath(grid_path, args.output_dir),
+            num_processes=accelerator.num_processes,
         )
         tags = ["sdscratch", "autoencoder", "vae", "diffusers-training"]
         tu.write_model_card(args.output_dir, "SmallVAE", body, args.dataset_name, tags)
         if args.push_to_hub:
-            tu.push_folder_to_hub(args.output_dir, args.hub_model_id, args.hub_token)
+            tu.push_folder_to_hub(args.output_dir, repo_id, args.hub_token, args.logging_dir, create=False)
     accelerator.end_training()
     return vae
 
