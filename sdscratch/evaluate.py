@@ -12,7 +12,8 @@ these latents can at best reach) and their Frechet distance, on the same held-ou
 `grid.png` shows reconstructions.
 
 Writes `<output_dir>/metrics.json` and `<output_dir>/grid.png` (the first `--grid_images` generated images
-with their prompts; the attributes the classifier read differently are written in red). See
+with their prompts; the attributes the classifier read differently are written in red; `--grid_images 0`: no
+grid). `--num_images` must be at least 2 (the Frechet distance fits a covariance). See
 docs/evaluation.md for what each number means and its floor.
 """
 
@@ -29,6 +30,7 @@ import time
 from typing import Optional
 
 from .evaluation.adherence import (
+    TASK_CAPTION_STYLES,
     adherence_from_predictions,
     build_adherence_prompts,
     evaluate_adherence,
@@ -72,6 +74,11 @@ def _classified_real_sets(
     return real
 
 
+def _check_num_images(num_images: int) -> None:
+    if num_images < 2:
+        raise ValueError(f"num_images must be >= 2 (the Frechet distance fits a covariance), got {num_images}")
+
+
 def evaluate_pipeline(
     pipeline,
     task: str = "cartoon-faces",
@@ -90,14 +97,15 @@ def evaluate_pipeline(
         task (`str`, defaults to "cartoon-faces"): "cartoon-faces" or "digits"; picks prompts, classifier and
             real images.
         classifier (`AttributeClassifier`, *optional*): Defaults to the shipped one for `task`.
-        num_images (`int`, defaults to 500): Generated images (one per prompt).
+        num_images (`int`, defaults to 500): Generated images (one per prompt), at least 2.
         num_inference_steps, guidance_scale, seed, batch_size: As `evaluate_adherence`.
-        caption_style (`str`, defaults to "template"): As `build_adherence_prompts`.
+        caption_style (`str`, defaults to "template"): As `build_adherence_prompts` (`TASK_CAPTION_STYLES[task]`).
 
     Returns:
         `(metrics, outputs)`: a JSON-able dict of metrics, and `outputs` with `images` (float `(N, H, W, C)`
         in [0, 1]), `prompts`, `targets` and `predictions` (for grids).
     """
+    _check_num_images(num_images)
     classifier = classifier if classifier is not None else load_classifier(task)
     start = time.perf_counter()
 
@@ -199,6 +207,7 @@ def evaluate_vae(
         `(metrics, outputs)`: metrics as `evaluate_pipeline`'s (no generated-image keys), and `outputs` with the
         reconstructions as `images` (float `(N, H, W, C)` in [0, 1]), `prompts`, `targets` and `predictions`.
     """
+    _check_num_images(num_images)
     classifier = classifier if classifier is not None else load_classifier(task)
     start = time.perf_counter()
     prompts_and_targets = build_adherence_prompts(num_images, task=task, caption_style=caption_style, seed=seed)
@@ -291,14 +300,38 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=25)
     parser.add_argument("--caption_style", choices=list(EVALUATION_SECTIONS), default="template")
     parser.add_argument("--classifier_path", default=None, help="A classifier folder; default: the shipped one.")
-    parser.add_argument("--grid_images", type=int, default=64, help="Generated images shown in grid.png.")
+    parser.add_argument(
+        "--grid_images",
+        type=int,
+        default=64,
+        help="Generated images shown in grid.png (>= 1), or 0 for no grid.png.",
+    )
     parser.add_argument(
         "--model_card",
         action="store_true",
         help="Also write the metrics, this command and the grid into the model card (README.md) of --model_path, "
         "replacing an earlier '## Evaluation' section.",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    return args
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject flag values that would only fail after the whole evaluation (before anything is loaded)."""
+    if args.num_images < 2:
+        parser.error(f"--num_images must be >= 2 (the Frechet distance needs 2 images or more), got {args.num_images}")
+    if args.grid_images < 0:
+        parser.error(f"--grid_images must be >= 1, or 0 for no grid, got {args.grid_images}")
+    if args.grid_images == 0 and args.model_card:
+        parser.error("--model_card puts grid.png in the card: use --grid_images >= 1 with it")
+    if args.batch_size < 1:
+        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    if args.num_inference_steps < 1:
+        parser.error(f"--num_inference_steps must be >= 1, got {args.num_inference_steps}")
+    styles = TASK_CAPTION_STYLES[args.task]
+    if args.caption_style not in styles:
+        parser.error(f"--caption_style {args.caption_style!r} is not one of the {args.task} styles {list(styles)}")
 
 
 def main(argv=None) -> dict:
@@ -341,7 +374,7 @@ def main(argv=None) -> dict:
 
     _write_outputs(args, metrics, outputs)
     _print_summary(metrics)
-    print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and grid.png")
+    print(f"wrote {os.path.join(args.output_dir, 'metrics.json')}" + (" and grid.png" if args.grid_images else ""))
     if args.model_card:
         command = "python -m sdscratch.evaluate " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
         card = update_model_card(
@@ -447,17 +480,25 @@ def update_model_card(
 
 
 def _write_outputs(args, metrics: dict, outputs: dict) -> None:
-    """grid.png (the first `--grid_images` images, misread attributes in red) and metrics.json in --output_dir."""
+    """metrics.json, then grid.png (the first `--grid_images` images, misread attributes in red; none for
+    `--grid_images 0`) in --output_dir. Each is written under a temporary name and renamed, metrics first, so
+    a failing grid never loses the metrics."""
     os.makedirs(args.output_dir, exist_ok=True)
     count = min(args.grid_images, len(outputs["prompts"]))
+    metrics["grid"] = "grid.png" if count > 0 else None
+    metrics_path = os.path.join(args.output_dir, "metrics.json")
+    with open(metrics_path + ".tmp", "w") as f:
+        json.dump(_json_safe(metrics), f, indent=2, allow_nan=False)
+    os.replace(metrics_path + ".tmp", metrics_path)
+    if count < 1:
+        return
     highlights = [_misses(t, p) for t, p in zip(outputs["targets"][:count], outputs["predictions"][:count])]
     grid = captioned_grid(
         outputs["images"][:count], outputs["prompts"][:count], columns=min(8, count), highlights=highlights
     )
-    grid.save(os.path.join(args.output_dir, "grid.png"))
-    metrics["grid"] = "grid.png"
-    with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
-        json.dump(_json_safe(metrics), f, indent=2, allow_nan=False)
+    grid_path = os.path.join(args.output_dir, "grid.png")
+    grid.save(grid_path + ".tmp", format="PNG")
+    os.replace(grid_path + ".tmp", grid_path)
 
 
 def _evaluate_vae_command(args, vae) -> dict:
@@ -478,7 +519,8 @@ def _evaluate_vae_command(args, vae) -> dict:
     print(
         f"VAE reconstruction: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}, MS-SSIM {ms} ({r['ms_ssim_scales']} scales)"
     )
-    print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and grid.png (reconstructions)")
+    grid = " and grid.png (reconstructions)" if args.grid_images else ""
+    print(f"wrote {os.path.join(args.output_dir, 'metrics.json')}{grid}")
     return metrics
 
 

@@ -245,6 +245,20 @@ def default_text_encoder_config(
     )
 
 
+# transformers' `model_max_length` when a tokenizer has no limit: `VERY_LARGE_INTEGER` = int(1e30).
+NO_MODEL_MAX_LENGTH = int(1e30)
+
+
+def _check_model_max_length(tokenizer: CLIPTokenizer) -> None:
+    """Raise when `tokenizer` has transformers' "no limit" `model_max_length`: a text encoder needs a length."""
+    if tokenizer.model_max_length >= NO_MODEL_MAX_LENGTH:
+        raise ValueError(
+            f"The tokenizer's `model_max_length` is {tokenizer.model_max_length} (transformers' 'no limit' value): "
+            "set `tokenizer.model_max_length` (e.g. 77, CLIP's, or `build_tokenizer(..., model_max_length=...)`) "
+            "to the number of positions the text encoder should have."
+        )
+
+
 def build_text_encoder(tokenizer: CLIPTokenizer, **overrides: Any) -> CLIPTextModel:
     r"""
     A freshly initialised [`~transformers.CLIPTextModel`] whose vocabulary, positions and special ids match
@@ -252,13 +266,15 @@ def build_text_encoder(tokenizer: CLIPTokenizer, **overrides: Any) -> CLIPTextMo
 
     Args:
         tokenizer ([`~transformers.CLIPTokenizer`]):
-            E.g. from [`build_tokenizer`].
+            E.g. from [`build_tokenizer`]. Its `model_max_length` sets the positions, so it must be set (not
+            transformers' "no limit" value, int(1e30)).
         overrides:
             Passed to [`default_text_encoder_config`] (e.g. `hidden_size=128`, `max_position_embeddings=77`).
 
     Returns:
         [`~transformers.CLIPTextModel`]: `text_encoder(input_ids)[0]` has shape `(batch, seq_len, hidden_size)`.
     """
+    _check_model_max_length(tokenizer)
     kwargs: dict[str, Any] = {
         "max_position_embeddings": tokenizer.model_max_length,
         "bos_token_id": tokenizer.bos_token_id,
@@ -303,7 +319,9 @@ def load_text_components(
             Passed to both `from_pretrained` calls (e.g. `revision`, `local_files_only`).
 
     Returns:
-        `tuple[CLIPTokenizer, CLIPTextModel]`: the text encoder is in eval mode.
+        `tuple[CLIPTokenizer, CLIPTextModel]`: the text encoder is in eval mode. Raises a `ValueError` when the
+        encoder has fewer tokens than the tokenizer, or fewer `max_position_embeddings` than the tokenizer's
+        `model_max_length` (or the tokenizer has no `model_max_length`).
     """
     tokenizer = CLIPTokenizer.from_pretrained(
         pretrained_model_name_or_path, **({"subfolder": tokenizer_subfolder} if tokenizer_subfolder else {}), **kwargs
@@ -324,6 +342,14 @@ def load_text_components(
     if text_encoder.config.vocab_size < len(tokenizer):
         raise ValueError(
             f"The tokenizer has {len(tokenizer)} tokens but the text encoder only {text_encoder.config.vocab_size}."
+        )
+    _check_model_max_length(tokenizer)
+    if tokenizer.model_max_length > text_encoder.config.max_position_embeddings:
+        raise ValueError(
+            f"The tokenizer's `model_max_length`={tokenizer.model_max_length} is longer than the text encoder's "
+            f"`max_position_embeddings`={text_encoder.config.max_position_embeddings}: prompts padded to it would "
+            "not fit; set `model_max_length` in the tokenizer's `tokenizer_config.json` to at most "
+            f"{text_encoder.config.max_position_embeddings}."
         )
     return tokenizer, text_encoder
 

@@ -223,3 +223,45 @@ def test_write_imagefolder_and_cli(tmp_path):
     assert all((tmp_path / line["file_name"]).exists() for line in lines)
     assert lines[1]["attributes"] == cf.sample_attributes(cf.face_seed(0, 1))
     assert lines[1]["text"] == cf.make_caption(lines[1]["attributes"])
+
+
+def test_write_imagefolder_checks_arguments_before_writing(tmp_path, capsys):
+    cf.write_imagefolder(str(tmp_path), 2, size=16)
+    metadata = (tmp_path / "metadata.jsonl").read_text()
+    for kwargs, error in [
+        ({"size": 4}, "size must be an integer >= 8, got 4"),
+        ({"caption_style": "poem"}, "caption_style='poem' is not one of"),
+        ({"num_images": -1}, "num_images must be an integer >= 0, got -1"),
+    ]:
+        with pytest.raises(ValueError, match=error):
+            cf.write_imagefolder(str(tmp_path), **{"num_images": 2, **kwargs})
+        assert (tmp_path / "metadata.jsonl").read_text() == metadata  # untouched, not emptied
+    for flags, error in [
+        (["--resolution", "4"], "--resolution must be >= 8"),
+        (["--num_images", "-2"], "--num_images"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            cf.main(["--output_dir", str(tmp_path), "--num_images", "2", *flags])
+        assert exit_info.value.code == 2 and error in capsys.readouterr().err  # an argparse error, no traceback
+        assert (tmp_path / "metadata.jsonl").read_text() == metadata
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_torch_dataset_checks_arguments_on_construction():
+    with pytest.raises(ValueError, match="size must be an integer >= 8, got 4"):
+        cf.CartoonFacesTorchDataset(3, size=4)
+    with pytest.raises(ValueError, match="num_images must be an integer >= 0, got -3"):
+        cf.CartoonFacesTorchDataset(-3)
+    with pytest.raises(ValueError, match="caption_style='poem'"):
+        cf.CartoonFacesTorchDataset(3, caption_style="poem")
+
+
+def test_numpy_integer_sizes_are_accepted():
+    attributes = cf.sample_attributes(3)
+    image = cf.render_face(attributes, size=np.int64(16), seed=3)
+    assert np.array_equal(np.asarray(image), np.asarray(cf.render_face(attributes, size=16, seed=3)))
+    ds = cf.cartoon_faces_dataset(np.int32(2), size=np.int64(16))
+    assert np.array_equal(np.asarray(ds[1]["image"]), np.asarray(cf.cartoon_faces_dataset(2, size=16)[1]["image"]))
+    assert len(cf.CartoonFacesTorchDataset(np.int64(2), size=np.int16(16))) == 2
+    with pytest.raises(ValueError, match="size must be an integer >= 8, got True"):
+        cf.render_face(attributes, size=True)

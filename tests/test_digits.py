@@ -54,3 +54,25 @@ def test_image_is_white_on_black_upsampled():
     assert np.array_equal(image, np.round(pixels * 255 / 16).astype(np.uint8))  # 8x8: exact, strokes bright
     big = np.asarray(digit_image(pixels, size=32), dtype=float)
     assert big.shape == (32, 32) and big[:2, :2].mean() < 10  # background stays black
+
+
+@pytest.mark.parametrize("max_samples", [0, -1])
+def test_max_samples_below_one_raises(max_samples):
+    with pytest.raises(ValueError, match=f"max_samples must be an integer >= 1 .*got {max_samples}"):
+        load_digits_dataset(split="test", max_samples=max_samples)
+
+
+def test_test_fraction_that_empties_a_split_raises():
+    for fraction in (1e-5, 1 - 1e-5):
+        with pytest.raises(ValueError, match=f"test_fraction={fraction} holds out"):
+            digits_split_indices("test", test_fraction=fraction)
+    assert len(digits_split_indices("test", test_fraction=1 / 1797)) == 1  # the smallest split that works
+    assert len(digits_split_indices("all", test_fraction=1e-5)) == 1797
+
+
+def test_numpy_integer_size_is_accepted():
+    ds = load_digits_dataset(size=np.int64(16), split="test", max_samples=np.int64(2))
+    same = load_digits_dataset(size=16, split="test", max_samples=2)
+    assert np.array_equal(np.asarray(ds[1]["image"]), np.asarray(same[1]["image"])) and ds["text"] == same["text"]
+    with pytest.raises(ValueError, match="size must be an integer >= 8, got True"):
+        load_digits_dataset(size=True)

@@ -355,3 +355,96 @@ def test_evaluate_command_on_a_tiny_pixel_space_digits_pipeline(tmp_path):
     assert card.count("\n## Evaluation\n") == 1 and card.count("\n## Evaluation with free-form prompts\n") == 1
     assert "(caption style `rich`)" in card and "(caption style `template`)" in card
     assert (tmp_path / "pipe" / "evaluation_grid_free_form.png").is_file()
+
+
+# ---------------------------------------------------------------- input ranges and dtypes
+
+
+def test_reconstruction_metrics_read_uint8_as_0_255_and_check_value_range():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (2, 3, 16, 16), generator=g, dtype=torch.uint8)
+    y = (x.int() + torch.randint(-8, 9, x.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    expected = 10 * torch.log10(255.0**2 / (x.double() - y.double()).pow(2).flatten(1).mean(1))  # skimage's PSNR
+    assert torch.allclose(psnr(x, y).double(), expected, atol=1e-4)
+    assert torch.allclose(psnr(x, y), psnr(uint8_to_float(x), uint8_to_float(y)), atol=1e-4)
+    assert torch.equal(psnr(x, y, value_range=(0, 255)), psnr(x, y))
+    assert torch.allclose(ssim(x, y), ssim(uint8_to_float(x), uint8_to_float(y)), atol=1e-6)
+    for value_range in [(1, 1), (1, -1), (0, float("inf"))]:
+        with pytest.raises(ValueError, match="value_range must be two finite numbers with low < high"):
+            psnr(x, y, value_range=value_range)
+    with pytest.raises(ValueError, match=r"outside value_range=\(-1, 1\)"):
+        psnr(x.float(), y.float())  # [0, 255] floats read as the default [-1, 1]
+    with pytest.raises(ValueError, match=r"outside value_range=\(0, 1\)"):
+        ssim(uint8_to_float(x), uint8_to_float(y), value_range=(0, 1))
+
+
+def test_classifier_reads_uint8_and_rejects_floats_out_of_range(face_classifier):
+    images, labels = labelled_faces(40, dataset_seed=1002)
+    reference, reference_features = face_classifier.classify(uint8_to_float(images))
+    from_uint8, features = face_classifier.classify(images)
+    assert torch.equal(features, reference_features)
+    from_numpy, numpy_features = face_classifier.classify(images.permute(0, 2, 3, 1).numpy())
+    assert torch.allclose(numpy_features, reference_features, atol=1e-4)
+    names = list(ATTRIBUTES)
+    for name in CAPTION_ATTRIBUTES:
+        assert torch.equal(from_uint8[name], reference[name]) and torch.equal(from_numpy[name], reference[name])
+        assert (from_uint8[name] == labels[:, names.index(name)]).float().mean().item() >= 0.95
+    with pytest.raises(ValueError, match=r"tensor images .* floats in \[-1, 1\]; got values in \[10, 255\]"):
+        face_classifier.classify(images.float())
+    with pytest.raises(ValueError, match=r"numpy images .* floats in \[0, 1\]; got values in \[-0.92"):
+        face_classifier.classify(uint8_to_float(images).permute(0, 2, 3, 1).numpy())
+
+
+# ---------------------------------------------------------------- the evaluate command's flags and outputs
+
+
+@pytest.mark.parametrize(
+    "flags, error",
+    [
+        (["--num_images", "1"], "--num_images must be >= 2"),
+        (["--grid_images", "-1"], "--grid_images must be >= 1, or 0 for no grid"),
+        (["--grid_images", "0", "--model_card"], "--model_card puts grid.png in the card"),
+        (["--task", "digits", "--caption_style", "mixed"], "--caption_style 'mixed' is not one of the digits styles"),
+        (["--batch_size", "0"], "--batch_size must be >= 1"),
+    ],
+)
+def test_evaluate_flags_are_checked_before_any_work(tmp_path, capsys, flags, error):
+    from sdscratch.evaluate import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model_path", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "out"), *flags])
+    assert exit_info.value.code == 2 and error in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_functions_check_num_images_and_styles_first():
+    from sdscratch.evaluate import evaluate_pipeline, evaluate_vae
+
+    with pytest.raises(ValueError, match="num_images must be >= 2"):
+        evaluate_pipeline(None, num_images=1)  # raises before touching the pipeline
+    with pytest.raises(ValueError, match="num_images must be >= 2"):
+        evaluate_vae(None, num_images=1)
+    with pytest.raises(ValueError, match=r"caption_style must be one of \('template', 'rich'\) for task='digits'"):
+        build_adherence_prompts(10, task="digits", caption_style="mixed")
+
+
+def test_metrics_are_written_before_the_grid(tmp_path, monkeypatch):
+    import argparse
+
+    from sdscratch import evaluate
+
+    outputs = {"images": np.zeros((2, 16, 16, 3), dtype=np.float32), "prompts": ["a", "b"],
+               "targets": [{}, {}], "predictions": [{}, {}]}  # fmt: skip
+
+    def broken_grid(*args, **kwargs):
+        raise RuntimeError("grid failed")
+
+    monkeypatch.setattr(evaluate, "captioned_grid", broken_grid)
+    args = argparse.Namespace(output_dir=str(tmp_path / "out"), grid_images=2)
+    with pytest.raises(RuntimeError, match="grid failed"):
+        evaluate._write_outputs(args, {"psnr": 30.0}, outputs)
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == {"psnr": 30.0, "grid": "grid.png"}
+    args = argparse.Namespace(output_dir=str(tmp_path / "no-grid"), grid_images=0)
+    evaluate._write_outputs(args, {"psnr": 30.0}, outputs)  # no grid: captioned_grid is never called
+    assert json.loads((tmp_path / "no-grid" / "metrics.json").read_text()) == {"psnr": 30.0, "grid": None}
+    assert sorted(os.listdir(tmp_path / "no-grid")) == ["metrics.json"]

@@ -14,6 +14,7 @@ from sdscratch.data.loading import (
     build_image_transform,
     collate_image_caption,
     load_image_caption_dataset,
+    resized_size,
     with_image_transform,
 )
 
@@ -182,3 +183,51 @@ def test_transform_and_collate():
     ds = with_image_transform(cf.cartoon_faces_dataset(3, size=16), build_image_transform(16, center_crop=True))
     batch = collate_image_caption([ds[i] for i in range(3)])
     assert batch["pixel_values"].shape == (3, 3, 16, 16) and len(batch["text"]) == 3
+
+
+@pytest.mark.parametrize(
+    "name, error",
+    [
+        ("builtin:cartoon-faces?num_images=", r"option 'num_images' in .* is empty; expected int"),
+        ("builtin:cartoon-faces?num_images=2&num_images=3", r"option 'num_images' is given more than once"),
+        ("builtin:cartoon-faces?num_images=abc", r"option 'num_images' in .* must be int value, got 'abc'"),
+        ("builtin:digits?test_fraction=half", r"option 'test_fraction' in .* must be float value, got 'half'"),
+    ],
+)
+def test_builtin_options_reject_empty_repeated_and_mistyped_values(name, error):
+    with pytest.raises(ValueError, match=error):
+        load_image_caption_dataset(name)
+
+
+def test_a_single_split_folder_is_not_handed_out_as_another_split(tmp_path):
+    folder = _saved(datasets.Dataset.from_dict({"image": _images(2), "text": ["a", "b"]}), tmp_path / "one")
+    assert load_image_caption_dataset(train_data_dir=folder, split="train")["text"] == ["a", "b"]
+    with pytest.raises(ValueError, match=r"split='test'.*single `Dataset.save_to_disk` folder"):
+        load_image_caption_dataset(train_data_dir=folder, split="test")
+
+
+def test_missing_captions_raise_naming_the_row(tmp_path):
+    ds = datasets.Dataset.from_dict({"image": _images(3), "text": ["a", None, "c"]})
+    with pytest.raises(
+        ValueError, match=r"Caption column 'text' should contain either strings or lists of strings; row 1"
+    ):
+        load_image_caption_dataset(train_data_dir=_saved(ds, tmp_path / "none"))
+    lists = datasets.Dataset.from_dict({"image": _images(2), "caption": [["a cat"], None]})
+    with pytest.raises(ValueError, match="caption column 'caption', row 1: expected a non-empty list"):
+        load_image_caption_dataset(train_data_dir=_saved(lists, tmp_path / "none-list"))
+
+
+def test_transform_resizes_like_torchvision():
+    # torchvision's Resize(4) of a 3x5 image: short side 4, long side int(4 * 5 / 3) = 6 (truncated, not 7)
+    image = _images(1, size=5)[0].crop((0, 0, 3, 5))  # width 3, height 5
+    expected = image.resize((4, 6), Image.Resampling.BILINEAR).crop((0, 1, 4, 5))
+    pixels = build_image_transform(4, center_crop=True)(image)
+    assert torch.equal(pixels, torch.from_numpy(np.asarray(expected, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1))
+    assert resized_size(3, 5, 4) == (4, 6) and resized_size(5, 3, 4) == (6, 4) and resized_size(7, 7, 4) == (4, 4)
+    # square images (all the built-in data) are resized straight to resolution x resolution, as before
+    face = cf.cartoon_faces_dataset(1, size=32)[0]["image"]
+    square = np.asarray(face.resize((16, 16), Image.Resampling.BILINEAR), dtype=np.float32) / 127.5 - 1
+    assert torch.equal(build_image_transform(16, center_crop=True)(face), torch.from_numpy(square).permute(2, 0, 1))
+    for resolution in (0, -4, 2.5, True, "64"):
+        with pytest.raises(ValueError, match="resolution must be a positive integer"):
+            build_image_transform(resolution)

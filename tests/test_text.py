@@ -1,5 +1,6 @@
 """Tests for sdscratch.text: offline CLIP tokenizer, small text encoder, pretrained CLIP loading."""
 
+import copy
 import json
 
 import pytest
@@ -232,3 +233,20 @@ def test_load_text_components_without_vocabulary_raises(tmp_path):
     (tmp_path / "merges.txt").unlink()
     with pytest.raises(ValueError, match="No CLIP vocabulary"):
         load_text_components(tmp_path)
+
+
+def test_build_text_encoder_needs_a_model_max_length(tokenizer):
+    unlimited = copy.deepcopy(tokenizer)
+    unlimited.model_max_length = int(1e30)  # transformers' "no limit" value
+    with pytest.raises(ValueError, match="set `tokenizer.model_max_length`"):
+        build_text_encoder(unlimited, **TINY_ENCODER)
+
+
+def test_load_text_components_checks_model_max_length_against_positions(tmp_path):
+    _write_clip_repo(tmp_path)  # max_position_embeddings=16
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 32}))
+    with pytest.raises(ValueError, match="`model_max_length`=32 is longer than .* `max_position_embeddings`=16"):
+        load_text_components(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 8}))
+    assert load_text_components(tmp_path)[0].model_max_length == 8  # shorter prompts fit

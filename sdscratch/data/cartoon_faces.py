@@ -15,6 +15,7 @@ classifier reads each caption attribute at 64x64 (see ``sdscratch.evaluation``).
 import argparse
 import io
 import json
+import numbers
 import os
 import random
 from typing import Optional
@@ -98,15 +99,14 @@ def render_face(attributes: dict, size: int = 64, seed: Optional[int] = None) ->
 
     Args:
         attributes: one value per attribute of ``ATTRIBUTES``.
-        size: output width and height in pixels.
+        size: output width and height in pixels, an integer >= 8 (numpy integers are accepted).
         seed: seeds the continuous jitter (position, size, proportions); ``None`` draws the canonical face.
 
     Returns:
         A ``size x size`` RGB ``PIL.Image`` on a plain background.
     """
     check_attributes(attributes)
-    if not isinstance(size, int) or size < 8:
-        raise ValueError(f"size must be an integer >= 8, got {size!r}")
+    size = _check_size(size)
     a, j = attributes, _jitter(seed)
     out = size * SUPERSAMPLE
     S = round(out * ZOOM)
@@ -280,13 +280,31 @@ def face_captions(attributes: dict, caption_style: str, face: int, captions_per_
     return [make_caption(attributes, caption_style, seed=s) for s in seeds]
 
 
-def _face_rows(num_images: int, size: int, seed: int, caption_style: str, start: int, captions_per_image: int = 1):
+def _is_integer(value) -> bool:
+    """An integer, Python's or numpy's (``numbers.Integral``), but not a ``bool``."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_size(size) -> int:
+    """``size`` as a Python ``int``; raises unless it is an integer >= 8 (numpy integers are accepted)."""
+    if not _is_integer(size) or size < 8:
+        raise ValueError(f"size must be an integer >= 8, got {size!r}")
+    return int(size)
+
+
+def _check_face_arguments(num_images, size, caption_style: str, captions_per_image: int = 1) -> tuple[int, int]:
+    """Check the arguments of a face data set before any face is drawn: ``(num_images, size)`` as ``int``."""
     if caption_style not in CAPTION_STYLES:
         raise ValueError(f"caption_style={caption_style!r} is not one of {CAPTION_STYLES}")
-    if num_images < 0:
-        raise ValueError(f"num_images must be >= 0, got {num_images}")
-    if captions_per_image < 1:
+    if not _is_integer(num_images) or num_images < 0:
+        raise ValueError(f"num_images must be an integer >= 0, got {num_images!r}")
+    if not _is_integer(captions_per_image) or captions_per_image < 1:
         raise ValueError(f"captions_per_image must be >= 1, got {captions_per_image}")
+    return int(num_images), _check_size(size)
+
+
+def _face_rows(num_images: int, size: int, seed: int, caption_style: str, start: int, captions_per_image: int = 1):
+    num_images, size = _check_face_arguments(num_images, size, caption_style, captions_per_image)
     for index in range(start, start + num_images):
         s = face_seed(seed, index)
         image, attributes = generate_face(s, size=size)
@@ -304,8 +322,8 @@ def cartoon_faces_dataset(
     """A ``datasets.Dataset`` of generated faces.
 
     Args:
-        num_images: number of rows.
-        size: image width and height.
+        num_images: number of rows (an integer >= 0).
+        size: image width and height (an integer >= 8).
         seed: data set seed; row ``i`` is face ``face_seed(seed, start + i)``.
         caption_style: ``"template"`` (Skiittoo), ``"rich"`` or ``"mixed"`` (each face one of the two, by seed).
         start: index of the first face (held-out sets use a far-away ``start``, e.g. ``2**31``).
@@ -344,20 +362,20 @@ class CartoonFacesTorchDataset(torch.utils.data.Dataset):
     """Faces drawn on the fly, as tensors for training (nothing is stored).
 
     Args:
-        num_images: length of the data set.
-        size: image width and height.
+        num_images: length of the data set (an integer >= 0).
+        size: image width and height (an integer >= 8).
         seed: data set seed, as in ``cartoon_faces_dataset``.
         caption_style: ``"template"``, ``"rich"`` or ``"mixed"``.
         start: index of the first face.
 
-    Items are dicts: ``pixel_values`` ``(3, size, size)`` float in [-1, 1], ``text`` and the attributes.
+    Items are dicts: ``pixel_values`` ``(3, size, size)`` float in [-1, 1], ``text`` and the attributes. The
+    arguments are checked on construction.
     """
 
     def __init__(
         self, num_images: int, size: int = 64, seed: int = 0, caption_style: str = "template", start: int = 0
     ):
-        if caption_style not in CAPTION_STYLES:
-            raise ValueError(f"caption_style={caption_style!r} is not one of {CAPTION_STYLES}")
+        num_images, size = _check_face_arguments(num_images, size, caption_style)
         self.num_images, self.size, self.seed, self.caption_style, self.start = (
             num_images,
             size,
@@ -384,16 +402,37 @@ def write_imagefolder(
     """Write faces as ``output_dir/{index:06d}.png`` plus ``metadata.jsonl`` (``file_name``, ``text``,
     ``attributes``), the layout ``datasets.load_dataset("imagefolder", data_dir=output_dir)`` reads.
 
+    The arguments are checked before anything is written, and every file is written under a temporary name and
+    renamed once complete, so a bad argument or a crash never empties or truncates an existing ``metadata.jsonl``.
+
+    Args:
+        output_dir: the folder (created if needed).
+        num_images: number of faces (an integer >= 0).
+        size: image width and height (an integer >= 8).
+        seed: data set seed, as in ``cartoon_faces_dataset``.
+        caption_style: one of ``CAPTION_STYLES``.
+        start: index of the first face (and of the first file name).
+
     Returns:
         ``output_dir``.
     """
+    num_images, size = _check_face_arguments(num_images, size, caption_style)
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "metadata.jsonl"), "w") as f:
-        rows = _face_rows(num_images, size, seed, caption_style, start)
-        for index, (image, (text,), attributes) in enumerate(rows, start=start):
-            file_name = f"{index:06d}.png"
-            image.save(os.path.join(output_dir, file_name))
-            f.write(json.dumps({"file_name": file_name, "text": text, "attributes": attributes}) + "\n")
+    metadata = os.path.join(output_dir, "metadata.jsonl")
+    tmp = metadata + ".tmp"
+    try:
+        with open(tmp, "w") as f:
+            rows = _face_rows(num_images, size, seed, caption_style, start)
+            for index, (image, (text,), attributes) in enumerate(rows, start=start):
+                file_name = f"{index:06d}.png"
+                path = os.path.join(output_dir, file_name)
+                image.save(path + ".tmp", format="PNG")
+                os.replace(path + ".tmp", path)
+                f.write(json.dumps({"file_name": file_name, "text": text, "attributes": attributes}) + "\n")
+        os.replace(tmp, metadata)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return output_dir
 
 
@@ -405,6 +444,10 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--caption_style", choices=CAPTION_STYLES, default="template")
     args = parser.parse_args(argv)
+    if args.num_images < 0:
+        parser.error(f"--num_images must be >= 0, got {args.num_images}")
+    if args.resolution < 8:
+        parser.error(f"--resolution must be >= 8 (the smallest face drawn), got {args.resolution}")
     write_imagefolder(args.output_dir, args.num_images, args.resolution, args.seed, args.caption_style)
     print(f"wrote {args.num_images} faces to {args.output_dir}")
 

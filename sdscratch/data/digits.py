@@ -8,6 +8,7 @@ strokes on black like MNIST, upsampled bicubically from 8x8 to ``size``; a model
 Captions name the digit: ``"8"``, ``"eight"``, ``"the digit 8"``, ``"a handwritten 8"``, ...
 """
 
+import numbers
 from typing import Optional
 
 import numpy as np
@@ -50,8 +51,13 @@ def digits_split_indices(split: str = "train", seed: int = 0, test_fraction: flo
     n = 1797
     if split == "all":
         return np.arange(n)
-    order = np.random.default_rng(seed).permutation(n)
     n_test = int(round(n * test_fraction))
+    if not 0 < n_test < n:
+        raise ValueError(
+            f"test_fraction={test_fraction} holds out {n_test} of the {n} digits, leaving the "
+            f"{'test' if n_test == 0 else 'train'} split empty; use a value in [{1 / n:.5f}, {1 - 1 / n:.5f}]"
+        )
+    order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[n - n_test :] if split == "test" else order[: n - n_test])
 
 
@@ -73,13 +79,14 @@ def load_digits_dataset(
     """The scikit-learn digits as a ``datasets.Dataset``.
 
     Args:
-        size: image width and height (the originals are 8x8; upsampled bicubically).
+        size: image width and height, an integer >= 8 (the originals are 8x8; upsampled bicubically).
         split: ``"train"``, ``"test"`` (the held-out ``test_fraction``, by ``seed``) or ``"all"``.
         seed: seed of the train/test shuffle (the same seed always gives the same split).
         caption_style: one of ``DIGIT_CAPTION_STYLES``; ``"mixed"`` cycles through the variants by row,
             ``"all"`` repeats every image once per variant.
-        test_fraction: share of the digits held out for ``"test"``.
-        max_samples: keep only the first rows.
+        test_fraction: share of the digits held out for ``"test"``; neither split may be empty (at least one of
+            the 1,797 digits each side).
+        max_samples: keep only the first rows (an integer >= 1; ``None``: every row).
 
     Returns:
         ``datasets.Dataset`` with columns ``image`` (PIL "L"), ``text`` and ``label`` (``ClassLabel`` "0"-"9").
@@ -87,10 +94,15 @@ def load_digits_dataset(
     import datasets
     from sklearn.datasets import load_digits
 
-    if not isinstance(size, int) or size < 8:
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 8:
         raise ValueError(f"size must be an integer >= 8, got {size!r}")
+    size = int(size)
     if caption_style not in DIGIT_CAPTION_STYLES:
         raise ValueError(f"caption_style={caption_style!r} is not one of {DIGIT_CAPTION_STYLES}")
+    if max_samples is not None and (
+        isinstance(max_samples, bool) or not isinstance(max_samples, numbers.Integral) or max_samples < 1
+    ):
+        raise ValueError(f"max_samples must be an integer >= 1 (or None for every row), got {max_samples!r}")
     bunch = load_digits()
     indices = digits_split_indices(split, seed, test_fraction)
     if max_samples is not None:

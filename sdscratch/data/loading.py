@@ -3,7 +3,8 @@
 Sources (``load_image_caption_dataset``):
 
 - built in: ``"builtin:cartoon-faces"`` and ``"builtin:digits"``, options as a query string, e.g.
-  ``"builtin:cartoon-faces?num_images=2000&size=64&caption_style=rich"`` or ``"builtin:digits?size=16"``;
+  ``"builtin:cartoon-faces?num_images=2000&size=64&caption_style=rich"`` or ``"builtin:digits?size=16"`` (each
+  option at most once, never empty);
 - a Hub name, through ``datasets.load_dataset``: ``Skiittoo/cartoon-faces`` (image, text), CelebA variants
   with the 40 binary attribute columns (-1/1, 0/1 or bool; as columns or as an ``attributes`` struct),
   ``nelorth/oxford-flowers`` and ``ylecun/mnist`` (image, label);
@@ -14,6 +15,7 @@ text column (``text``, ``caption``, ...), CelebA attributes -> a sentence, a cla
 (digits -> ``sdscratch.data.digits`` captions, the 102 flower categories -> their names).
 """
 
+import numbers
 from collections.abc import Callable
 from typing import Optional
 from urllib.parse import parse_qsl
@@ -46,10 +48,21 @@ def _load_builtin(name: str, split: str):
             f"unknown built-in data set {name!r}; use one of {[BUILTIN_PREFIX + k for k in BUILTIN_OPTIONS]}"
         )
     options = {}
-    for key, value in parse_qsl(query, strict_parsing=bool(query)):
+    # keep_blank_values: "?num_images=" must be an error, not silently the default
+    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
         if key not in BUILTIN_OPTIONS[kind]:
             raise ValueError(f"unknown option {key!r} in {name!r}; {kind} takes {list(BUILTIN_OPTIONS[kind])}")
-        options[key] = BUILTIN_OPTIONS[kind][key](value)
+        if key in options:
+            raise ValueError(f"option {key!r} is given more than once in {name!r}; give each option once")
+        option_type = BUILTIN_OPTIONS[kind][key]
+        if not value.strip():
+            raise ValueError(f"option {key!r} in {name!r} is empty; expected {option_type.__name__} value")
+        try:
+            options[key] = option_type(value)
+        except ValueError:
+            raise ValueError(
+                f"option {key!r} in {name!r} must be {option_type.__name__} value, got {value!r}"
+            ) from None
     if kind == "digits":
         return load_digits_dataset(split=split, **options)
     if split not in ("train", "test", "validation"):
@@ -75,6 +88,11 @@ def _load_raw(dataset_name, train_data_dir, dataset_config_name, split, cache_di
             raise ValueError(f"split={split!r} is not in {path}; it has {list(dataset_dict)}")
         return dataset_dict[split]
     if folder.is_dir() and (folder / "state.json").exists() and (folder / "dataset_info.json").exists():
+        if split not in ("train", None):  # Dataset.save_to_disk holds one split: never hand it out as another
+            raise ValueError(
+                f"split={split!r}: {path} is a single `Dataset.save_to_disk` folder with no named splits; load it "
+                "with split='train' (or None), or save a `DatasetDict` with the splits you need"
+            )
         return datasets.load_from_disk(str(folder))  # Dataset.save_to_disk
     if train_data_dir is not None:
         if not folder.is_dir():
@@ -115,7 +133,7 @@ def _caption_builder(dataset, caption_column: Optional[str]) -> Callable[[dict, 
         ):
             return label_caption_builder(name, feature)
         if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
-            return lambda row, index, name=name: row[name]
+            return lambda row, index, name=name: _caption_text(row[name], index, name)
         if isinstance(feature, (datasets.List, datasets.Sequence, list)):  # several captions: the first
             return lambda row, index, name=name: _caption_list(row[name], index, name)[0]
         raise ValueError(f"caption column {name!r} has type {feature}, neither text nor a class label")
@@ -130,8 +148,22 @@ def _caption_builder(dataset, caption_column: Optional[str]) -> Callable[[dict, 
     )
 
 
+def _caption_text(caption, index: int, name: str) -> str:
+    """One caption of a text column; a missing one (``None``) raises, as diffusers' ``train_text_to_image.py``."""
+    if not isinstance(caption, str):
+        raise ValueError(
+            f"Caption column {name!r} should contain either strings or lists of strings; row {index} holds {caption!r}"
+        )
+    return caption
+
+
 def _caption_list(captions, index: int, name: str) -> list[str]:
-    if isinstance(captions, str) or not len(captions) or not all(isinstance(c, str) for c in captions):
+    if (
+        captions is None
+        or isinstance(captions, str)
+        or not len(captions)
+        or not all(isinstance(c, str) for c in captions)
+    ):
         raise ValueError(
             f"caption column {name!r}, row {index}: expected a non-empty list of strings, got {captions!r}"
         )
@@ -205,7 +237,8 @@ def load_image_caption_dataset(
         dataset_config_name: the Hub configuration, if any.
         image_column: the image column (default: ``image``/``img`` or the first image feature).
         caption_column: the caption column: text, or a class label turned into a sentence (default: detected).
-        split: the split to load.
+        split: the split to load. A single ``Dataset.save_to_disk`` folder has no named splits: only ``"train"``
+            (or ``None``) loads it.
         max_samples: keep this many rows, drawn by shuffling with ``seed`` (as diffusers' ``max_train_samples``).
         cache_dir: ``datasets`` cache folder.
         seed: the shuffle seed of ``max_samples``.
@@ -247,6 +280,15 @@ def load_image_caption_dataset(
     return dataset.select_columns(["image", "text"] + [c for c in dataset.column_names if c not in ("image", "text")])
 
 
+def resized_size(width: int, height: int, resolution: int) -> tuple[int, int]:
+    """``(width, height)`` after torchvision's ``Resize(resolution)``: the shorter side becomes ``resolution``,
+    the longer one ``int(resolution * long / short)`` (truncated, as torchvision's
+    ``_compute_resized_output_size``). Square images become ``resolution x resolution``."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(resolution * long / short)
+    return (resolution, new_long) if width <= height else (new_long, resolution)
+
+
 def build_image_transform(
     resolution: int,
     center_crop: bool = False,
@@ -258,20 +300,23 @@ def build_image_transform(
     scripts do with torchvision (Resize bilinear, CenterCrop or RandomCrop, RandomHorizontalFlip, Normalize(0.5)).
 
     Args:
-        resolution: output width and height; the shorter side is resized to it first.
+        resolution: output width and height (a positive integer); the shorter side is resized to it first and the
+            longer one to ``int(resolution * long / short)``, as torchvision's ``Resize`` (`resized_size`).
         center_crop: crop the centre (else a random crop).
         random_flip: flip horizontally with probability 1/2.
         channels: 3 (RGB) or 1 (grayscale, "L").
         generator: draws the random crop and flip (``None``: torch's global generator).
     """
+    if isinstance(resolution, bool) or not isinstance(resolution, numbers.Integral) or resolution < 1:
+        raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
+    resolution = int(resolution)
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
 
     def transform(image: Image.Image) -> torch.Tensor:
         image = to_rgb(image).convert("L" if channels == 1 else "RGB")
         w, h = image.size
-        scale = resolution / min(w, h)
-        new_w, new_h = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+        new_w, new_h = resized_size(w, h, resolution)
         if (new_w, new_h) != (w, h):
             image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
         if center_crop:

@@ -22,6 +22,9 @@ from ..data.digits import digit_caption
 from .classifier import AttributeClassifier
 from .references import DIGIT_NAMES, EVALUATION_SEED_OFFSET, balanced_face_attributes
 
+# The prompt styles of each task (digits have no "mixed" style).
+TASK_CAPTION_STYLES = {"cartoon-faces": tuple(CAPTION_STYLES), "digits": ("template", "rich")}
+
 
 def build_adherence_prompts(
     num_prompts: int, task: str = "cartoon-faces", caption_style: str = "template", seed: int = 0
@@ -35,7 +38,7 @@ def build_adherence_prompts(
         caption_style (`str`, defaults to "template"): For faces, "template" (the Skiittoo template: glasses,
             facial hair, hair colour, skin) or "rich" (free-form, naming a varying subset of all attributes).
             For digits, "template" gives `"8"`, "rich" cycles the digits data set's captions (`"eight"`,
-            `"the digit 8"`, `"a handwritten 8"`...).
+            `"the digit 8"`, `"a handwritten 8"`...); digits have no "mixed" style (`TASK_CAPTION_STYLES`).
         seed (`int`, defaults to 0): Chooses the attribute sets; the same as `evaluation_face_sets(seed=...)`.
 
     Returns:
@@ -47,6 +50,10 @@ def build_adherence_prompts(
     if caption_style not in CAPTION_STYLES:
         raise ValueError(f"caption_style must be one of {CAPTION_STYLES}, got {caption_style!r}")
     if task == "digits":
+        if caption_style not in TASK_CAPTION_STYLES["digits"]:
+            raise ValueError(
+                f"caption_style must be one of {TASK_CAPTION_STYLES['digits']} for task='digits', got {caption_style!r}"
+            )
         pairs = []
         for i in range(num_prompts):
             digit = DIGIT_NAMES[i % 10]

@@ -139,12 +139,30 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
     def prepare_images(self, images) -> torch.Tensor:
         """Convert images to the classifier's input: float32 `(N, in_channels, sample_size, sample_size)` in [-1, 1].
 
-        Accepts a list of PIL images, a torch tensor `(N, C, H, W)` in [-1, 1] (the library's convention), or a
-        numpy array `(N, H, W, C)` in [0, 1] (a pipeline's `output_type="np"`). RGB is averaged to grey for a
-        1-channel classifier and grey repeated for a 3-channel one; other sizes are resized (bilinear,
-        antialiased).
+        Accepts a list of PIL images, a torch tensor `(N, C, H, W)` of floats in [-1, 1] (the library's
+        convention), or a numpy array `(N, H, W, C)` of floats in [0, 1] (a pipeline's `output_type="np"`);
+        tensors and arrays of uint8 are read as [0, 255]. Float pixels outside the expected range (beyond
+        rounding) raise a `ValueError`: a float tensor in [0, 1] cannot be told from one in [-1, 1], so convert
+        it (`x * 2 - 1`) first. RGB is averaged to grey for a 1-channel classifier and grey repeated for a
+        3-channel one; other sizes are resized (bilinear, antialiased).
         """
         return prepare_images(images, self.config.in_channels, self.config.sample_size)
+
+
+# How far (a share of the range's width) float pixels may stray outside their range before it is an error.
+RANGE_TOLERANCE = 1e-3
+
+
+def _check_range(images, value_range: tuple[float, float], expected: str) -> None:
+    """Raise unless every pixel of `images` (numpy or torch) lies in `value_range` (up to `RANGE_TOLERANCE`)."""
+    count = images.size if isinstance(images, np.ndarray) else images.numel()
+    if not count:
+        return
+    low, high = value_range
+    tolerance = RANGE_TOLERANCE * (high - low)
+    found_low, found_high = float(images.min()), float(images.max())
+    if found_low < low - tolerance or found_high > high + tolerance:
+        raise ValueError(f"images: {expected}; got values in [{found_low:g}, {found_high:g}]")
 
 
 def prepare_images(images, in_channels: int, size: int) -> torch.Tensor:
@@ -159,11 +177,22 @@ def prepare_images(images, in_channels: int, size: int) -> torch.Tensor:
     elif isinstance(images, np.ndarray):
         if images.ndim != 4:
             raise ValueError(f"numpy images must have shape (N, H, W, C) in [0, 1], got {images.shape}")
-        sample = torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2) * 2 - 1
+        if images.dtype == np.uint8:  # [0, 255], as PIL images
+            sample = torch.from_numpy(images.astype(np.float32) / 255).permute(0, 3, 1, 2) * 2 - 1
+        else:
+            expected = "numpy images (N, H, W, C) must be uint8 in [0, 255] or floats in [0, 1]"
+            _check_range(images, (0.0, 1.0), expected)
+            sample = torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2) * 2 - 1
     elif isinstance(images, torch.Tensor):
         if images.ndim != 4:
             raise ValueError(f"tensor images must have shape (N, C, H, W) in [-1, 1], got {tuple(images.shape)}")
-        sample = images.detach().float().cpu()
+        if images.dtype == torch.uint8:  # [0, 255]: as `references.uint8_to_float`
+            sample = images.detach().cpu().float() / 127.5 - 1.0
+        else:
+            sample = images.detach().float().cpu()
+            _check_range(
+                sample, (-1.0, 1.0), "tensor images (N, C, H, W) must be uint8 in [0, 255] or floats in [-1, 1]"
+            )
     else:
         raise TypeError(f"images must be a list of PIL images, a numpy array or a torch tensor, got {type(images)}")
     if sample.shape[1] != in_channels:

@@ -1,7 +1,8 @@
 """Image reconstruction metrics: MSE, PSNR, SSIM, MS-SSIM, and a VAE round trip on held-out images.
 
 Every function takes images as tensors of shape `(batch, channels, height, width)` in the library's range
-[-1, 1] (`value_range` changes that) and maps them to [0, 1] before measuring, so that the numbers are the
+[-1, 1], or uint8 in [0, 255] (`value_range` changes that; float pixels clearly outside it raise a ValueError)
+and maps them to [0, 1] before measuring, so that the numbers are the
 usual ones computed on [0, 1] (or [0, 255]) pixels: PSNR with a peak of 1, SSIM with `L = 1`.
 
 SSIM follows Wang, Bovik, Sheikh & Simoncelli, "Image quality assessment: from error visibility to
@@ -29,8 +30,31 @@ import torch.nn.functional as F
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
-def _to_unit_range(images: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
-    low, high = value_range
+UINT8_RANGE = (0.0, 255.0)
+# How far (a share of the range's width) float pixels may stray outside `value_range` before it is an error.
+RANGE_TOLERANCE = 1e-3
+
+
+def _to_unit_range(images: torch.Tensor, value_range: Optional[tuple[float, float]]) -> torch.Tensor:
+    """`images` mapped from `value_range` to [0, 1]; `None`: [0, 255] for uint8 and [-1, 1] for floats (the
+    library's range), as skimage infers `data_range=255` for uint8. Raises for a degenerate range and for pixels
+    clearly outside it (e.g. [0, 255] floats read as [-1, 1])."""
+    if value_range is None:
+        value_range = UINT8_RANGE if images.dtype == torch.uint8 else (-1.0, 1.0)
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"value_range must be a pair of numbers (low, high), got {value_range!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"value_range must be two finite numbers with low < high, got {value_range!r}")
+    if images.numel():
+        tolerance = RANGE_TOLERANCE * (high - low)
+        found_low, found_high = images.min().item(), images.max().item()
+        if found_low < low - tolerance or found_high > high + tolerance:
+            raise ValueError(
+                f"pixel values span [{found_low:g}, {found_high:g}], outside value_range=({low:g}, {high:g}); pass "
+                "the range the images are in (uint8 images are read as (0, 255) by default)"
+            )
     return (images.float() - low) / (high - low)
 
 
@@ -42,17 +66,23 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
         )
 
 
-def mse(x: torch.Tensor, y: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
-    """Mean squared error per image, on pixels mapped to [0, 1]. Returns shape `(batch,)`."""
+def mse(x: torch.Tensor, y: torch.Tensor, value_range: Optional[tuple[float, float]] = None) -> torch.Tensor:
+    """Mean squared error per image, on pixels mapped to [0, 1]. Returns shape `(batch,)`.
+
+    Args:
+        x, y (`torch.Tensor`): Image batches `(batch, channels, height, width)` in `value_range`.
+        value_range (`tuple[float, float]`, *optional*): Range of the input pixels; defaults to (0, 255) for uint8
+            images and (-1, 1) (the library's range) for float ones. Float pixels clearly outside it raise.
+    """
     _check_pair(x, y)
     diff = _to_unit_range(x, value_range) - _to_unit_range(y, value_range)
     return diff.pow(2).flatten(1).mean(dim=1)
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
+def psnr(x: torch.Tensor, y: torch.Tensor, value_range: Optional[tuple[float, float]] = None) -> torch.Tensor:
     """Peak signal-to-noise ratio per image in dB, `10 * log10(1 / MSE)` on [0, 1] pixels. Returns `(batch,)`.
 
-    Identical images give `inf`.
+    Identical images give `inf`. `value_range` as in `mse` (uint8 images: (0, 255), floats: (-1, 1)).
     """
     return 10.0 * torch.log10(1.0 / mse(x, y, value_range))
 
@@ -92,7 +122,7 @@ def _ssim_and_cs(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, k1: flo
 def ssim(
     x: torch.Tensor,
     y: torch.Tensor,
-    value_range: tuple[float, float] = (-1.0, 1.0),
+    value_range: Optional[tuple[float, float]] = None,
     window_size: int = 11,
     sigma: float = 1.5,
     k1: float = 0.01,
@@ -102,7 +132,8 @@ def ssim(
 
     Args:
         x, y (`torch.Tensor`): Image batches `(batch, channels, height, width)` in `value_range`.
-        value_range (`tuple[float, float]`, defaults to `(-1, 1)`): Range of the input pixels.
+        value_range (`tuple[float, float]`, *optional*): Range of the input pixels; defaults to (0, 255) for
+            uint8 images and (-1, 1) for float ones (see `mse`).
         window_size (`int`, defaults to 11): Side of the Gaussian window; images must be at least this big.
         sigma (`float`, defaults to 1.5): Standard deviation of the Gaussian window.
         k1, k2 (`float`): Stabilising constants of the paper.
@@ -129,7 +160,7 @@ def ms_ssim_num_scales(size: int, window_size: int = 11, max_scales: int = len(M
 def ms_ssim(
     x: torch.Tensor,
     y: torch.Tensor,
-    value_range: tuple[float, float] = (-1.0, 1.0),
+    value_range: Optional[tuple[float, float]] = None,
     window_size: int = 11,
     sigma: float = 1.5,
     k1: float = 0.01,
@@ -139,7 +170,8 @@ def ms_ssim(
 
     Uses `ms_ssim_num_scales(min(height, width))` scales with the first MS-SSIM weights renormalised to sum to
     1 (all five for images of 161 pixels or more). Negative contrast-structure terms are clamped to 0 before
-    the weighted geometric mean, as common implementations do.
+    the weighted geometric mean, as common implementations do. `value_range` as in `mse` (uint8: (0, 255),
+    floats: (-1, 1)).
     """
     _check_pair(x, y)
     num_scales = ms_ssim_num_scales(min(x.shape[-2:]), window_size)
