@@ -6,8 +6,9 @@
 
 Every scheduler is built with `from_config` on the pipeline's own scheduler config, so they all sample the
 schedule the model was trained on. Second-order schedulers (Heun, KDPM2) call the UNet about twice per step:
-the table's "UNet calls" column shows it. A scheduler that cannot run here (e.g. DPMSolverSDEScheduler without
-`torchsde`) gets a row saying why and no column. Without shipped weights or --model_path the pipeline is a
+the table's "UNet calls" column shows it. A scheduler that cannot run here (DPMSolverSDEScheduler without
+`torchsde`; a class outside the DDPM family's `compatibles`, e.g. FlowMatchEulerDiscreteScheduler, which the
+registry refuses) gets a row saying why and no column. Without shipped weights or --model_path the pipeline is a
 tiny random one (a NOTICE says so) and the images are noise: the timings still compare the samplers.
 """
 
@@ -50,9 +51,10 @@ def main(argv=None) -> str:
 
     import torch
 
-    from sdscratch.demo import load_pipeline, make_grid, save_atomic
+    from sdscratch.demo import check_output_path, load_pipeline, make_grid, save_atomic
     from sdscratch.schedulers.registry import get_scheduler
 
+    check_output_path(args.output)  # before any sampling
     pipe = load_pipeline(args.model_path, name="cartoon-faces")
     base_config = pipe.scheduler.config
     unet_calls = []
@@ -68,8 +70,8 @@ def main(argv=None) -> str:
             image = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
                          generator=torch.Generator().manual_seed(args.seed)).images[0]  # fmt: skip
             seconds = time.perf_counter() - start
-        except (ImportError, ValueError) as error:  # e.g. torchsde missing: say why, keep going
-            rows.append((name, "-", "-", "-", f"skipped: {str(error).strip().splitlines()[0][:70]}"))
+        except (ImportError, ValueError) as error:  # torchsde missing, incompatible class: say why, go on
+            rows.append((name, "-", "-", "-", f"skipped: {str(error).strip().splitlines()[0][:90]}"))
             continue
         rows.append((name, type(pipe.scheduler).__name__, str(len(unet_calls)), f"{seconds:.2f}", ""))
         tiles.append(labelled(image, [name, f"{seconds:.2f} s"]))

@@ -13,6 +13,7 @@ import time
 START = time.perf_counter()  # the wall time reported includes the imports below
 
 import argparse  # noqa: E402
+import math  # noqa: E402
 
 DEFAULT_PROMPT = "Cartoon face with glasses, without facial hair, black hair and with white skin"
 
@@ -39,10 +40,14 @@ def main(argv=None) -> str:
     parser.add_argument("--output", default="trajectory.png")
     parser.add_argument("--model_path", default=None, help="a pipeline folder (default: the shipped model)")
     args = parser.parse_args(argv)
+    if args.num_snapshots < 1:
+        raise SystemExit(f"--num_snapshots must be at least 1, got {args.num_snapshots}")
 
     import torch
 
-    from sdscratch.demo import load_pipeline, make_grid, save_atomic
+    from sdscratch.demo import check_output_path, load_pipeline, make_grid, save_atomic
+
+    check_output_path(args.output)
 
     pipe = load_pipeline(args.model_path, name="cartoon-faces", scheduler=args.scheduler)
 
@@ -81,7 +86,10 @@ def main(argv=None) -> str:
 
     path = save_atomic(make_grid(images, cols=count), args.output)
     print("columns at timesteps:", ", ".join(str(s[0]) for s in picked), "(top: x_t, bottom: predicted x_0)")
-    print(f"wrote {path} ({count} steps of {len(snapshots)}) in {time.perf_counter() - START:.1f} s")
+    # second-order schedulers (Heun, KDPM2) call back after each stage: count steps as the pipeline's progress bar
+    steps = math.ceil(len(snapshots) / pipe.scheduler.order)
+    calls = f", {len(snapshots)} scheduler calls" if steps != len(snapshots) else ""
+    print(f"wrote {path} ({count} snapshots of {steps} steps{calls}) in {time.perf_counter() - START:.1f} s")
     return path
 
 

@@ -33,7 +33,9 @@ def main(argv=None) -> str:
     import torch
     from PIL import Image
 
-    from sdscratch.demo import load_pipeline, make_grid, save_atomic
+    from sdscratch.demo import check_output_path, load_pipeline, make_grid, save_atomic
+
+    check_output_path(args.output)
 
     pipe = load_pipeline(args.model_path, name="digits", scheduler=args.scheduler)
     images = pipe(

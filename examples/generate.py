@@ -45,7 +45,9 @@ def main(argv=None) -> str:
     # heavy imports only now, so that --help is instant
     import torch
 
-    from sdscratch.demo import fast_dtype, load_pipeline, make_grid, save_atomic
+    from sdscratch.demo import check_output_path, fast_dtype, load_pipeline, make_grid, save_atomic
+
+    check_output_path(args.output)  # before the model runs: a bad --output fails now, not after generating
 
     dtype = fast_dtype() if args.dtype == "auto" else getattr(torch, args.dtype)
     pipe = load_pipeline(args.model_path, name="cartoon-faces", scheduler=args.scheduler, dtype=dtype)

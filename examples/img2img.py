@@ -47,11 +47,14 @@ def main(argv=None) -> str:
 
     import torch
 
-    from sdscratch.demo import load_pipeline, make_grid, save_atomic
+    from sdscratch.demo import check_output_path, load_image, load_pipeline, make_grid, save_atomic
+
+    check_output_path(args.output)
 
     pipe = load_pipeline(args.model_path, name="cartoon-faces", scheduler=args.scheduler)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor  # the resolution the model was trained at
-    sketch = Image.open(args.image).convert("RGB").resize((size, size)) if args.image else draw_sketch(size)
+    # --image: any mode (16-bit PNGs too), center-cropped to a square as in training, then resized
+    sketch = load_image(args.image, size) if args.image else draw_sketch(size)
 
     images = pipe(
         args.prompt,

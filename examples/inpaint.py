@@ -19,9 +19,11 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 
 def top_mask(size: int, fraction: float) -> Image.Image:
-    """White over the top `fraction` of a `size` x `size` image, black below (white = repaint)."""
+    """White over the top `fraction` of a `size` x `size` image (at least one pixel row), black below (white =
+    repaint)."""
     mask = Image.new("L", (size, size), 0)
-    ImageDraw.Draw(mask).rectangle([0, 0, size - 1, round(fraction * size) - 1], fill=255)
+    rows = min(size, max(1, round(fraction * size)))  # a tiny fraction still repaints one row
+    ImageDraw.Draw(mask).rectangle([0, 0, size - 1, rows - 1], fill=255)
     return mask
 
 
@@ -31,7 +33,9 @@ def main(argv=None) -> str:
     parser.add_argument("--face_seed", type=int, default=4, help="which built-in face, without --image")
     parser.add_argument("--hair_color", default="blue", help="new hair colour, used when no --prompt is given")
     parser.add_argument("--prompt", default=None, help="default: the face's caption with --hair_color")
-    parser.add_argument("--mask_fraction", type=float, default=0.42, help="how much of the top to repaint")
+    parser.add_argument(
+        "--mask_fraction", type=float, default=0.42, help="how much of the top to repaint (at least one row)"
+    )
     parser.add_argument("--num_images", type=int, default=4)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance_scale", type=float, default=3.0)
@@ -46,14 +50,16 @@ def main(argv=None) -> str:
     import torch
 
     from sdscratch.data import ATTRIBUTES, generate_face, make_caption
-    from sdscratch.demo import load_pipeline, make_grid, save_atomic
+    from sdscratch.demo import check_output_path, load_image, load_pipeline, make_grid, save_atomic
+
+    check_output_path(args.output)
 
     if args.prompt is None and args.hair_color not in ATTRIBUTES["hair_color"]:
         raise SystemExit(f"--hair_color must be one of {ATTRIBUTES['hair_color']}, got {args.hair_color!r}")
     pipe = load_pipeline(args.model_path, name="cartoon-faces", scheduler=args.scheduler)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor  # the resolution the model was trained at
     if args.image:
-        face = Image.open(args.image).convert("RGB").resize((size, size))
+        face = load_image(args.image, size)  # any mode (16-bit too), center-cropped to a square, resized
         prompt = args.prompt or f"Cartoon face with {args.hair_color} hair"
     else:
         face, attributes = generate_face(args.face_seed, size=size)

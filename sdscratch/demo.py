@@ -148,6 +148,10 @@ def load_pipeline(
     """
     if name not in PRETRAINED_MODELS:
         raise ValueError(f"`name` must be one of {sorted(PRETRAINED_MODELS)}, got {name!r}.")
+    if scheduler is not None:
+        from .schedulers.registry import check_scheduler_name
+
+        check_scheduler_name(scheduler)  # before the models load
     set_cpu_threads()
     if model_path is None:
         try:
@@ -256,6 +260,75 @@ def make_grid(images: list, cols: int | None = None, pad: int = 2, background=(2
     return grid
 
 
+def check_output_path(path: str | os.PathLike, flag: str = "--output") -> str:
+    """Checks, before any work, that `path` is somewhere an image can be saved: a file name (not an existing folder)
+    whose extension names a format PIL can write (`.png`, `.jpg`, `.gif`, `.webp`, ...).
+
+    Args:
+        path (`str` or `os.PathLike`): The destination an example will pass to [`save_atomic`].
+        flag (`str`, defaults to `"--output"`): The command-line flag (or argument) to name in the error.
+
+    Returns:
+        `str`: The PIL format name the extension selects (e.g. `"PNG"`).
+
+    Raises:
+        `ValueError`: If `path` is an existing folder, ends in a path separator or has no extension PIL can write.
+    """
+    from PIL import Image
+
+    text = os.fspath(path)
+    if not text or text.endswith((os.sep, "/")) or os.path.isdir(text):
+        raise ValueError(f"`{flag}` must be an image file path (e.g. out.png), got {text!r}, which is a folder.")
+    Image.init()
+    extension = os.path.splitext(text)[1].lower()
+    image_format = Image.registered_extensions().get(extension)
+    if image_format not in Image.SAVE:
+        writable = sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE)
+        allowed = [ext for ext in (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tiff") if ext in writable]
+        raise ValueError(
+            f"`{flag}` must end in an image file extension PIL can write ({', '.join(allowed)}, ...), got {text!r}."
+        )
+    return image_format
+
+
+def load_image(path, size: int):
+    """Opens an image file (or takes a PIL image) as a `size` x `size` RGB image the way the models were trained on theirs.
+
+    16-bit (`I;16`), 32-bit integer (`I`) and float (`F`) images are scaled to 8 bits first (`.convert("RGB")`
+    alone clips them, e.g. a 16-bit PNG turns white); transparency is composited on white; a non-square image is
+    center-cropped to a square (as the training transform `build_image_transform(center_crop=True)` does) before
+    it is resized (bilinear) to `size`.
+
+    Args:
+        path (`str`, `os.PathLike` or `PIL.Image.Image`): The image file, or an image already open.
+        size (`int`): The width and height of the result.
+
+    Returns:
+        `PIL.Image.Image` in RGB, `size` x `size`.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from .data.loading import to_rgb
+
+    image = path if isinstance(path, Image.Image) else Image.open(path)
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16") or (image.mode == "I" and 255 < values.max() <= 65535):
+            values = values / 257.0  # 0..65535 -> 0..255
+        elif image.mode == "F" and values.max() <= 1.0:
+            values = values * 255.0  # 0..1 floats
+        elif values.max() > 255 or values.min() < 0:  # any other range: stretch min..max to 0..255
+            values = (values - values.min()) * 255.0 / max(values.max() - values.min(), 1e-12)
+        image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
+    image = to_rgb(image)
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    return image.resize((size, size), Image.Resampling.BILINEAR) if side != size else image
+
+
 def save_atomic(image, path: str | os.PathLike, frames: list | None = None, duration_ms: int = 120) -> str:
     """Saves `image` (or an animated GIF of `frames`) to a temporary name, then renames it to `path`.
 
@@ -269,7 +342,12 @@ def save_atomic(image, path: str | os.PathLike, frames: list | None = None, dura
 
     Returns:
         `str`: The absolute destination path.
+
+    Raises:
+        `ValueError`: If `path` is a folder or has no image extension PIL can write (see [`check_output_path`]),
+            before anything is written.
     """
+    image_format = check_output_path(path, flag="path")
     path = os.path.abspath(os.fspath(path))
     directory, filename = os.path.split(path)
     os.makedirs(directory, exist_ok=True)
@@ -277,9 +355,11 @@ def save_atomic(image, path: str | os.PathLike, frames: list | None = None, dura
     tmp = os.path.join(directory, f".{stem}.tmp-{os.getpid()}{suffix}")
     try:
         if frames:
-            frames[0].save(tmp, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+            frames[0].save(
+                tmp, format=image_format, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0
+            )
         else:
-            image.save(tmp)
+            image.save(tmp, format=image_format)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

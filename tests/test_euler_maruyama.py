@@ -215,3 +215,35 @@ def test_pipeline_records_and_restores_the_scheduler(tmp_path):
     pipe = _SchedulerPipeline.from_pretrained(tmp_path)
     assert type(pipe.scheduler) is EulerMaruyamaScheduler
     assert pipe.scheduler.config.timestep_spacing == "trailing"
+
+
+def test_rescale_betas_zero_snr_as_ddpm():
+    """`rescale_betas_zero_snr=True` from a DDPM config is honoured: the same ᾱ (ending in 0), finite samples."""
+    ddpm = DDPMScheduler(
+        rescale_betas_zero_snr=True, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012
+    )
+    scheduler = EulerMaruyamaScheduler.from_config(ddpm.config, timestep_spacing="trailing")
+    assert scheduler.config.rescale_betas_zero_snr is True
+    assert torch.equal(scheduler.alphas_cumprod, ddpm.alphas_cumprod) and scheduler.alphas_cumprod[-1] == 0
+    assert int(scheduler.timesteps[0]) == 999  # "trailing" starts at the zero-SNR timestep
+    for prediction_type in ("epsilon", "v_prediction", "sample"):
+        config = {**ddpm.config, "timestep_spacing": "trailing", "prediction_type": prediction_type}
+        scheduler = EulerMaruyamaScheduler.from_config(config)
+        scheduler.set_timesteps(10)
+        x = torch.randn(64, generator=torch.Generator().manual_seed(0))
+        for t in scheduler.timesteps:
+            x = scheduler.step(torch.randn_like(x), t, x, generator=torch.Generator().manual_seed(1)).prev_sample
+        assert torch.isfinite(x).all(), prediction_type
+    x = _sample_gaussian(EulerMaruyamaScheduler.from_config(ddpm.config, timestep_spacing="trailing"), 200)
+    assert torch.isfinite(x).all() and abs(x.mean().item() - 0.3) < 0.05
+
+
+def test_steps_offset_pushing_a_timestep_out_of_range_raises():
+    scheduler = EulerMaruyamaScheduler(steps_offset=1)
+    with pytest.raises(ValueError, match="steps_offset"):
+        scheduler.set_timesteps(1000)  # leading: 999 + 1 = 1000 is no training timestep
+    scheduler.set_timesteps(500)
+    assert int(scheduler.timesteps[0]) == 999 and int(scheduler.timesteps[-1]) == 1
+    ddpm = DDPMScheduler(steps_offset=1)
+    ddpm.set_timesteps(500)
+    assert torch.equal(scheduler.timesteps, ddpm.timesteps)

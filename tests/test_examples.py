@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -246,3 +247,87 @@ def test_set_cpu_threads_leaves_the_cores_others_use(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     monkeypatch.setattr(_cpu, "busy_cores_of_other_processes", lambda: 1.9)
     assert set_cpu_threads() == 2  # the user's explicit setting wins
+
+
+# ---------------------------------------------------------------- input and output checks
+
+EXAMPLES_WITH_OUTPUT = [
+    "generate", "img2img", "inpaint", "interpolate", "digits", "denoising_trajectory", "compare_schedulers",
+    "cartoon_faces_grid",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", EXAMPLES_WITH_OUTPUT)
+def test_bad_output_fails_before_any_work(name, tmp_path, monkeypatch):
+    """`--output noext` or an existing folder is refused, naming --output, before a pipeline is even loaded."""
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the pipeline was loaded before --output was checked")
+
+    monkeypatch.setattr("sdscratch.demo.load_pipeline", no_work)
+    monkeypatch.setattr("sdscratch.demo.save_atomic", no_work)
+    for output in (tmp_path / "noext", tmp_path):
+        with pytest.raises(ValueError, match="--output"):
+            run_example(name, ["--output", str(output)])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_atomic_refuses_a_path_without_image_extension(tmp_path):
+    with pytest.raises(ValueError, match="extension"):
+        save_atomic(Image.new("RGB", (4, 4)), tmp_path / "noext")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_inpaint_tiny_mask_fraction_repaints_one_row(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("inpaint_mask", EXAMPLES / "inpaint.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    mask = torch.tensor(list(module.top_mask(64, 0.005).getdata())).reshape(64, 64)
+    assert (mask[0] == 255).all() and (mask[1:] == 0).all()
+    output = tmp_path / "inpaint.png"
+    run_example("inpaint", TINY + ["--num_images", "1", "--mask_fraction", "0.005", "--output", str(output)])
+    assert Image.open(output).size == (3 * 64 + 4, 64)
+
+
+def test_load_image_scales_high_bit_depth_and_center_crops(tmp_path):
+    from sdscratch.demo import load_image
+
+    gray16 = tmp_path / "gray16.png"
+    Image.fromarray(np.full((32, 32), 32768, dtype=np.uint16)).save(gray16)  # mid-grey, mode I;16
+    assert Image.open(gray16).mode.startswith("I;16")
+    assert load_image(gray16, 64).getpixel((10, 10)) == (128, 128, 128)  # not clipped to white
+    assert load_image(Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32)), 8).getpixel((0, 0)) == (128,) * 3
+    assert load_image(Image.fromarray(np.full((8, 8), 65535, dtype=np.int32)), 8).getpixel((0, 0)) == (255,) * 3
+    wide = Image.new("RGB", (96, 32), (0, 0, 255))  # blue bands left and right of a red centre square
+    wide.paste((255, 0, 0), (32, 0, 64, 32))
+    square = load_image(wide, 16)
+    assert square.size == (16, 16) and set(square.getdata()) == {(255, 0, 0)}  # cropped, not squeezed
+
+
+@pytest.mark.parametrize("name", ["img2img", "inpaint"])
+def test_16_bit_non_square_image_input(name, tmp_path):
+    image = tmp_path / "gray16.png"
+    array = np.full((40, 120), 65535, dtype=np.uint16)  # white bands left and right of a mid-grey square
+    array[:, 40:80] = 32768
+    Image.fromarray(array).save(image)
+    output = tmp_path / "out.png"
+    run_example(name, TINY + ["--num_images", "1", "--image", str(image), "--output", str(output)])
+    first_tile = Image.open(output).crop((0, 0, 64, 64))
+    assert set(first_tile.getdata()) == {(128, 128, 128)}  # the input, scaled to 8 bits and center-cropped
+
+
+def test_denoising_trajectory_num_snapshots_and_heun_step_count(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="--num_snapshots"):
+        run_example("denoising_trajectory", ["--num_snapshots", "0", "--output", str(tmp_path / "t.png")])
+    argv = ["--steps", "3", "--num_snapshots", "2", "--scheduler", "heun", "--output", str(tmp_path / "t.png")]
+    run_example("denoising_trajectory", argv)
+    assert "(2 snapshots of 3 steps, 5 scheduler calls)" in capsys.readouterr().out  # Heun: 2 calls a step
+
+
+def test_cartoon_faces_grid_follows_the_example_conventions(tmp_path, capsys):
+    output = tmp_path / "nodir" / "grid.png"
+    path = run_example("cartoon_faces_grid", ["--num_faces", "2", "--columns", "2", "--output", str(output)])
+    assert Path(path) == output and Image.open(output).size == (2 * 232, 128 + 96)
+    out = capsys.readouterr().out
+    assert f"wrote {output}" in out and " s" in out
+    assert os.listdir(output.parent) == ["grid.png"]  # folder created, no temporary file left

@@ -97,11 +97,7 @@ def test_default_scheduler_is_dpm_solver_multistep(pipe):
 
 
 def test_compare_schedulers_example_writes_grid_and_table(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("sdscratch.demo.pretrained", _missing_weights)
-    script = Path(__file__).resolve().parents[1] / "examples" / "compare_schedulers.py"
-    spec = importlib.util.spec_from_file_location("compare_schedulers", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _compare_schedulers_script(monkeypatch)
     output = tmp_path / "grid.png"
     module.main(["--steps", "2", "--schedulers", "dpm++,heun,DPMSolverSDEScheduler", "--output", str(output)])
     table = capsys.readouterr().out
@@ -113,3 +109,46 @@ def test_compare_schedulers_example_writes_grid_and_table(tmp_path, capsys, monk
 
 def _missing_weights(name="cartoon-faces"):
     raise FileNotFoundError(name)
+
+
+def _compare_schedulers_script(monkeypatch):
+    """examples/compare_schedulers.py as a module, on the tiny random stand-in pipeline."""
+    monkeypatch.setattr("sdscratch.demo.pretrained", _missing_weights)
+    script = Path(__file__).resolve().parents[1] / "examples" / "compare_schedulers.py"
+    spec = importlib.util.spec_from_file_location("compare_schedulers", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["FlowMatchEulerDiscreteScheduler", "DDIMInverseScheduler", "ScoreSdeVeScheduler"])
+def test_registry_refuses_schedulers_outside_the_ddpm_family(pipe, name):
+    from sdscratch.schedulers.registry import get_scheduler
+
+    with pytest.raises(ValueError, match="DDPM-compatible") as error:
+        get_scheduler(name, pipe.scheduler.config)
+    assert name in str(error.value) and "UniPCMultistepScheduler" in str(error.value) and "dpm++" in str(error.value)
+    for accepted in [*SCHEDULERS, "euler-maruyama", "dpm++"]:  # every compatible class and the short names
+        if EXPECTED_ERRORS.get(accepted, (None,))[0] is ImportError:  # accepted, but torchsde is missing
+            continue
+        assert get_scheduler(accepted, pipe.scheduler.config) is not None
+
+
+def test_load_pipeline_refuses_a_scheduler_before_loading_models(monkeypatch):
+    import sdscratch.demo
+
+    monkeypatch.setattr(sdscratch.demo, "set_cpu_threads", lambda: pytest.fail("got past the scheduler check"))
+    with pytest.raises(ValueError, match="FlowMatchEulerDiscreteScheduler"):
+        sdscratch.demo.load_pipeline(scheduler="FlowMatchEulerDiscreteScheduler")
+
+
+def test_compare_schedulers_skips_an_incompatible_scheduler(tmp_path, capsys, monkeypatch):
+    module = _compare_schedulers_script(monkeypatch)
+    output = tmp_path / "grid.png"
+    names = "FlowMatchEulerDiscreteScheduler,dpm++,ScoreSdeVeScheduler"
+    module.main(["--steps", "1", "--schedulers", names, "--output", str(output)])
+    table = capsys.readouterr().out
+    assert PIL.Image.open(output).size == (128, 128 + 28)  # one column: the two others only get a row
+    for name in ("FlowMatchEulerDiscreteScheduler", "ScoreSdeVeScheduler"):
+        row = next(line for line in table.splitlines() if line.startswith(name))
+        assert "skipped" in row and "DDPM-compatible" in row

@@ -137,3 +137,15 @@ def test_script_help(script, monkeypatch, capsys):
             runpy.run_path(str(ROOT / script), run_name="__main__")
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.startswith("usage:")
+
+
+def test_readme_examples_table_lists_every_example_and_which_take_model_path():
+    """Every examples/*.py is in the README's table, and exactly the one the README names lacks --model_path."""
+    text = README.read_text()
+    without_model_path = set()
+    for path in sorted((ROOT / "examples").glob("*.py")):
+        assert re.search(rf"^\| `{re.escape(path.name)}[ `]", text, flags=re.MULTILINE), path.name
+        if '"--model_path"' not in path.read_text():
+            without_model_path.add(path.name)
+    assert without_model_path == {"cartoon_faces_grid.py"}
+    assert "all but `cartoon_faces_grid.py`" in text

@@ -33,30 +33,57 @@ SCHEDULER_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+def compatible_scheduler_names() -> list[str]:
+    """The scheduler classes `get_scheduler` accepts by class name: the DDPM family's `compatibles` (the schedulers
+    diffusers' Stable Diffusion pipelines take, `KarrasDiffusionSchedulers`) plus sdscratch's `EulerMaruyamaScheduler`.
+
+    Returns:
+        `list[str]`: Sorted class names.
+    """
+    names = {cls.__name__ for cls in diffusers.DDPMScheduler._get_compatibles()}
+    return sorted(names | {"EulerMaruyamaScheduler"})
+
+
+def check_scheduler_name(name: str) -> tuple[str, dict[str, Any]]:
+    """The class name and config overrides of the scheduler `get_scheduler` would build for `name`, checked
+    before any model is loaded.
+
+    Raises:
+        `TypeError`: If `name` is not a string.
+        `ValueError`: If `name` is neither an alias nor a compatible scheduler class name.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be a string, got {type(name).__name__}.")
+    class_name, overrides = SCHEDULER_ALIASES.get(name, (name, {}))
+    compatibles = compatible_scheduler_names()
+    if class_name not in compatibles:
+        raise ValueError(
+            f"`scheduler` {name!r} is not DDPM-compatible; choose a short name "
+            f"{sorted(SCHEDULER_ALIASES)} or a class of the DDPM family's `compatibles` {compatibles}."
+        )
+    return class_name, overrides
+
+
 def get_scheduler(name: str, config: Any) -> Any:
     """Builds the scheduler called `name` from an existing scheduler `config`.
 
     Args:
-        name (`str`): A key of `SCHEDULER_ALIASES` (e.g. ``"dpm++"``) or a diffusers scheduler class name
-            (e.g. ``"UniPCMultistepScheduler"``).
+        name (`str`): A key of `SCHEDULER_ALIASES` (e.g. ``"dpm++"``) or the class name of a scheduler compatible
+            with sdscratch pipelines (e.g. ``"UniPCMultistepScheduler"``, see `compatible_scheduler_names`).
         config: The config (``scheduler.config``) whose training schedule the new scheduler keeps.
 
     Returns:
         A scheduler instance.
 
     Raises:
-        `ValueError`: If `name` is neither an alias nor a scheduler class.
+        `TypeError`: If `name` is not a string.
+        `ValueError`: If `name` is neither an alias nor a compatible scheduler class name (flow-matching, inverse
+            and score-SDE schedulers such as ``FlowMatchEulerDiscreteScheduler``, ``DDIMInverseScheduler`` or
+            ``ScoreSdeVeScheduler`` cannot sample a DDPM-trained model in a text-to-image pipeline).
     """
-    if not isinstance(name, str):
-        raise TypeError(f"`name` must be a string, got {type(name).__name__}.")
-    class_name, overrides = SCHEDULER_ALIASES.get(name, (name, {}))
+    class_name, overrides = check_scheduler_name(name)
     if class_name == "EulerMaruyamaScheduler":
         from .scheduling_euler_maruyama import EulerMaruyamaScheduler as scheduler_cls
     else:
-        scheduler_cls = getattr(diffusers, class_name, None)
-        if scheduler_cls is None or not hasattr(scheduler_cls, "from_config") or not class_name.endswith("Scheduler"):
-            raise ValueError(
-                f"`scheduler` must be one of {sorted(SCHEDULER_ALIASES)} or a diffusers scheduler class name, "
-                f"got {name!r}."
-            )
+        scheduler_cls = getattr(diffusers, class_name)
     return scheduler_cls.from_config(config, **overrides)

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.schedulers.scheduling_ddpm import betas_for_alpha_bar
+from diffusers.schedulers.scheduling_ddpm import betas_for_alpha_bar, rescale_zero_terminal_snr
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -75,6 +75,12 @@ class EulerMaruyamaScheduler(SchedulerMixin, ConfigMixin):
             Sample Steps are Flawed](https://huggingface.co/papers/2305.08891) for more information.
         steps_offset (`int`, defaults to 0):
             An offset added to the inference steps, as required by some model families (`"leading"` spacing only).
+            `set_timesteps` raises a `ValueError` if the offset pushes a timestep to `num_train_timesteps` or beyond.
+        rescale_betas_zero_snr (`bool`, defaults to `False`):
+            Whether to rescale the betas to have zero terminal SNR, as [`DDPMScheduler`] does. This enables the model
+            to generate very bright and dark samples instead of limiting it to samples with medium brightness.
+            `alphas_cumprod` then ends in exactly 0, as DDPM's; `step` divides by max(ᾱ_t, 2**-24) (the floor
+            [`EulerDiscreteScheduler`] uses) so that the first step stays finite.
     """
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
@@ -91,6 +97,7 @@ class EulerMaruyamaScheduler(SchedulerMixin, ConfigMixin):
         prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon",
         timestep_spacing: Literal["linspace", "leading", "trailing"] = "leading",
         steps_offset: int = 0,
+        rescale_betas_zero_snr: bool = False,
     ):
         # The same betas as DDPMScheduler, so that a model trained with DDPM's forward process is sampled correctly.
         if trained_betas is not None:
@@ -110,6 +117,9 @@ class EulerMaruyamaScheduler(SchedulerMixin, ConfigMixin):
             )
         else:
             raise NotImplementedError(f"{beta_schedule} is not implemented for {self.__class__}")
+        # Rescale for zero SNR at the last timestep, exactly as DDPMScheduler
+        if rescale_betas_zero_snr:
+            self.betas = rescale_zero_terminal_snr(self.betas)
         if prediction_type not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(
                 f"`prediction_type`={prediction_type!r} must be one of 'epsilon', 'sample' or 'v_prediction'."
@@ -216,6 +226,12 @@ class EulerMaruyamaScheduler(SchedulerMixin, ConfigMixin):
                 step_ratio = num_train_timesteps // num_inference_steps
                 timesteps = (np.arange(0, num_inference_steps) * step_ratio).round()[::-1].astype(np.int64)
                 timesteps += self.config.steps_offset
+                if timesteps[0] >= num_train_timesteps:
+                    raise ValueError(
+                        f"`steps_offset`={self.config.steps_offset} with `num_inference_steps`={num_inference_steps} "
+                        f"gives timestep {int(timesteps[0])}, outside [0, `num_train_timesteps`={num_train_timesteps}); "
+                        "use fewer inference steps, `steps_offset`=0 or `timestep_spacing`='trailing'."
+                    )
             else:  # "trailing"
                 step_ratio = num_train_timesteps / num_inference_steps
                 timesteps = np.round(np.arange(num_train_timesteps, 0, -step_ratio)).astype(np.int64) - 1
@@ -288,6 +304,8 @@ class EulerMaruyamaScheduler(SchedulerMixin, ConfigMixin):
         # Notation (Song et al. 2021): s < t is the next timestep; time runs backwards, Δt = t - s > 0.
         # alpha_prod_t -> ᾱ_t, alpha_prod_prev -> ᾱ_s (ᾱ = 1 at the end, s = -1, where the data lives).
         alpha_prod_t = self.alphas_cumprod[t].to(device=sample.device, dtype=torch.float32)
+        # ᾱ_T = 0 with `rescale_betas_zero_snr`: divide by 2**-24 there instead, as EulerDiscreteScheduler does
+        alpha_prod_t = alpha_prod_t.clamp(min=2**-24)
         alpha_prod_prev = (
             torch.ones_like(alpha_prod_t)
             if is_last_step
