@@ -149,3 +149,26 @@ def test_readme_examples_table_lists_every_example_and_which_take_model_path():
             without_model_path.add(path.name)
     assert without_model_path == {"cartoon_faces_grid.py"}
     assert "all but `cartoon_faces_grid.py`" in text
+
+
+def test_the_package_data_carries_the_shipped_models_and_their_card_images():
+    """setup.cfg's `package_data` globs (what `pip install .` copies) cover every file of the shipped model
+    folders that loading reads and every image their model cards show."""
+    import configparser
+    import glob
+
+    root = Path(__file__).resolve().parents[1]
+    config = configparser.ConfigParser()
+    config.read(root / "setup.cfg")
+    patterns = [p.strip() for p in config["options.package_data"]["sdscratch"].split(",")]
+    packaged = {
+        Path(path).resolve()
+        for pattern in patterns
+        for path in glob.glob(str(root / "sdscratch" / pattern), recursive=True)
+    }
+    for card in (root / "sdscratch" / "pretrained").glob("*/README.md"):
+        for image in re.findall(r"\]\(\./([^)]+\.png)\)", card.read_text()):
+            assert (card.parent / image).resolve() in packaged, (card, image)
+        for path in card.parent.rglob("*"):
+            if path.suffix in (".json", ".safetensors"):
+                assert path.resolve() in packaged, path
