@@ -17,6 +17,7 @@ noised batch) and writes the curves as a PNG.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
@@ -146,8 +147,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"curves -> {args.out}; total {time.perf_counter() - start:.0f} s")
 
 
+CURVE_COLORS = ("red", "blue", "green", "orange", "purple", "brown", "magenta", "teal", "olive", "navy")
+
+
 def draw_curves(curves: dict[str, list[float]], path: str, size=(640, 360), window: int = 10) -> None:
-    """Moving-average loss curves as a PNG (PIL only: no plotting dependency)."""
+    """Moving-average loss curves as a PNG (PIL only: no plotting dependency).
+
+    Every curve is drawn, however many `--unet_kwargs` designs there are: the colours (`CURVE_COLORS`) repeat
+    after the tenth, and each curve keeps its own legend line.
+    """
     smooth = {
         k: [sum(v[max(0, i - window + 1) : i + 1]) / len(v[max(0, i - window + 1) : i + 1]) for i in range(len(v))]
         for k, v in curves.items()
@@ -159,7 +167,7 @@ def draw_curves(curves: dict[str, list[float]], path: str, size=(640, 360), wind
     margin = 40
     width, height = size[0] - 2 * margin, size[1] - 2 * margin
     draw.rectangle([margin, margin, margin + width, margin + height], outline="black")
-    for row, (color, (name, curve)) in enumerate(zip(("red", "blue", "green", "orange", "purple"), smooth.items())):
+    for row, (color, (name, curve)) in enumerate(zip(itertools.cycle(CURVE_COLORS), smooth.items())):
         points = [
             (margin + width * i / max(1, len(curve) - 1), margin + height * (high - y) / max(high - low, 1e-9))
             for i, y in enumerate(curve)

@@ -36,7 +36,7 @@ from diffusers.utils.hub_utils import populate_model_card
 from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
 from PIL import Image
 
-from ._cpu import usable_cores
+from ._cpu import omp_threads_from_accelerate_launch, usable_cores
 from .models.vae import SmallVAE
 
 logger = logging.getLogger(__name__)
@@ -281,15 +281,17 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
 
 
 def idle_cores_message(accelerator: Accelerator) -> Optional[str]:
-    """A warning when a CPU run leaves cores idle: `accelerate launch` sets `OMP_NUM_THREADS=1` unless it is given,
-    so a single process then trains on one core of many (measured here: 55 instead of 93 samples/s on 2 cores).
-    `None` on accelerators and when every core has a thread."""
+    """A warning when a CPU run leaves cores idle because of `accelerate launch`: it sets `OMP_NUM_THREADS=1` unless
+    it is given, so a single process then trains on one core of many (measured here: 55 instead of 93 samples/s on
+    2 cores). `None` on accelerators, when every core has a thread, and when the thread count is the user's own
+    choice (`OMP_NUM_THREADS` set by the user, e.g. the 1 thread recipes/digits.sh recommends, or
+    `--num_cpu_threads_per_process` given; see `sdscratch._cpu.omp_threads_from_accelerate_launch`)."""
     if accelerator.device.type != "cpu":
         return None
     cores = usable_cores()
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
     threads = torch.get_num_threads()
-    if threads * processes >= cores:
+    if threads * processes >= cores or not omp_threads_from_accelerate_launch():
         return None
     per_process = max(1, cores // processes)
     return (

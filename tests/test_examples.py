@@ -219,6 +219,29 @@ def test_busy_cores_of_other_processes_subtracts_this_process(monkeypatch):
     assert _cpu.busy_cores_of_other_processes(None) is None
 
 
+def test_usable_cores_respects_the_cgroup_cpu_quota(monkeypatch, tmp_path):
+    from sdscratch import _cpu
+
+    monkeypatch.setattr(_cpu, "_allowed_cpus", lambda: set(range(8)))
+    cpu_max = tmp_path / "cpu.max"
+    monkeypatch.setattr(_cpu, "CGROUP_CPU_MAX", str(cpu_max))
+    assert _cpu.usable_cores() == 8  # no cgroup v2 file (cgroup v1, macOS): the affinity
+    for text, cores in [
+        ("max 100000\n", 8),  # no quota
+        ("200000 100000\n", 2),  # a 2-CPU container on an 8-core host
+        ("150000 100000\n", 2),  # 1.5 CPUs: 2 threads keep the quota busy
+        ("50000 100000\n", 1),
+        ("1600000 100000\n", 8),  # a quota above the affinity: the affinity
+        ("garbage\n", 8),
+    ]:
+        cpu_max.write_text(text)
+        assert _cpu.usable_cores() == cores, text
+    monkeypatch.setattr(_cpu, "_allowed_cpus", lambda: None)  # no affinity API: os.cpu_count, capped too
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    cpu_max.write_text("300000 100000\n")
+    assert _cpu.usable_cores() == 3
+
+
 def test_busy_cores_on_this_machine():
     from sdscratch import _cpu
 

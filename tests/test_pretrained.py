@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,7 @@ def test_export_adds_the_vae_training_section(tmp_path):
     )
     vae = SmallVAE.from_pretrained(source / "vae")
     vae.save_pretrained(vae_run / "vae")
+    (vae_run / "reconstruction_metrics.json").write_text('{"psnr": 29.27}')
     (vae_run / "README.md").write_text(
         "# SmallVAE\n\n## Usage\n\ncode\n\n## Training\n\n- Steps: 1700\n\n## Metrics\n\n| psnr | 29.27 |\n\n"
         "## Samples\n\n![grid](./validation/x.png)\n"
@@ -118,6 +120,7 @@ def test_export_adds_the_vae_training_section(tmp_path):
     with torch.no_grad():  # a decoder fine-tune: the latents (encoder, scaling_factor) unchanged
         vae.decoder.conv_out.bias.add_(0.5)
     vae.save_pretrained(decoder_run / "vae")
+    (decoder_run / "reconstruction_metrics.json").write_text('{"psnr": 31}')
     (decoder_run / "README.md").write_text(
         "# SmallVAE\n\n## Training\n\n- Steps: 800\n\n## Metrics\n\n| psnr | 31 |\n"
     )
@@ -159,3 +162,137 @@ def test_export_rejects_a_folder_that_is_not_a_pipeline(tmp_path):
     export = load_script("export_pretrained")
     with pytest.raises(ValueError, match="--model_path"):
         export.main(["--model_path", str(tmp_path), "--name", "digits", "--output_root", str(tmp_path / "pkg")])
+
+
+def export_args(source, root, *extra):
+    return ["--model_path", str(source), "--name", "digits", "--output_root", str(root), *map(str, extra)]
+
+
+def complete_model_card(folder: Path):
+    """The card of the complete exported model in `folder` (every file of an export there and loadable), else None."""
+    if not (folder / "model_index.json").is_file() or not (folder / "README.md").is_file():
+        return None
+    CartoonFacePipeline.from_pretrained(folder)
+    return (folder / "README.md").read_text()
+
+
+@pytest.mark.parametrize("interrupted", ["deleting the old model", "renaming the new one into place"])
+def test_interrupted_export_leaves_a_complete_model_and_no_leftover(tmp_path, monkeypatch, interrupted):
+    import shutil
+
+    source, root = tmp_path / "trained", tmp_path / "pkg"
+    tiny_random_pipeline(seed=0, name="digits").save_pretrained(source)
+    export = load_script("export_pretrained")
+    (source / "README.md").write_text("# old model\n")
+    target = Path(export.main(export_args(source, root)))
+    (source / "README.md").write_text("# new model\n")
+
+    real_rmtree, real_replace = shutil.rmtree, os.replace
+
+    def interrupted_rmtree(path, *args, **kwargs):  # the previous model half deleted, then Ctrl-C
+        if (Path(path) / "README.md").is_file() and "old model" in (Path(path) / "README.md").read_text():
+            (Path(path) / "model_index.json").unlink()
+            raise KeyboardInterrupt
+        real_rmtree(path, *args, **kwargs)
+
+    def failing_replace(src, dst):  # e.g. a full disk or a killed process at the rename of the new folder
+        if str(src).endswith(".tmp"):
+            raise OSError("interrupted")
+        real_replace(src, dst)
+
+    if interrupted == "deleting the old model":
+        monkeypatch.setattr(shutil, "rmtree", interrupted_rmtree)
+        with pytest.raises(KeyboardInterrupt):
+            export.main(export_args(source, root))
+        assert complete_model_card(target) == "# new model\n"  # in place before the old one is deleted
+        monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+        # the interrupted clean-up's half-deleted `digits.old` is never loaded, and the next export removes it
+        assert not (root / "digits.old" / "model_index.json").exists()
+        export.main(export_args(source, root))
+        assert complete_model_card(target) == "# new model\n"
+    else:
+        monkeypatch.setattr(os, "replace", failing_replace)
+        with pytest.raises(OSError, match="interrupted"):
+            export.main(export_args(source, root))
+        assert complete_model_card(target) == "# old model\n"  # the old model put back
+    assert sorted(p.name for p in root.iterdir()) == ["digits"]  # no digits.tmp / digits.old to package
+
+
+def test_export_recovers_a_model_moved_aside_by_an_interrupted_export(tmp_path):
+    source, root = tmp_path / "trained", tmp_path / "pkg"
+    tiny_random_pipeline(seed=0, name="digits").save_pretrained(source)
+    (source / "README.md").write_text("# old model\n")
+    export = load_script("export_pretrained")
+    target = Path(export.main(export_args(source, root)))
+    os.replace(target, root / "digits.old")  # killed between the two renames
+    (root / "digits.tmp").mkdir()  # and a half-written new folder
+    export.recover_interrupted_export(str(target))
+    assert complete_model_card(target) == "# old model\n"
+    assert sorted(p.name for p in root.iterdir()) == ["digits"]
+
+
+def test_export_rejects_a_unet_run_as_vae_path(tmp_path):
+    source = tmp_path / "trained"
+    tiny_random_pipeline(seed=0).save_pretrained(source)
+    (source / "README.md").write_text("# card\n\n## Training\n\n- Steps: 9\n")
+    (source / "reconstruction_metrics.json").write_text("{}")  # even with a metrics file: it is a pipeline folder
+    export = load_script("export_pretrained")
+    root = tmp_path / "pkg"
+    with pytest.raises(ValueError, match="--vae_path .*pipeline folder"):
+        export.main(export_args(source, root, "--vae_path", source))
+    vae_run = tmp_path / "vae-run"
+    SmallVAE.from_pretrained(source / "vae").save_pretrained(vae_run / "vae")
+    (vae_run / "README.md").write_text("# SmallVAE\n\n## Training\n\n- Steps: 1700\n")
+    with pytest.raises(ValueError, match="--vae_path .*no reconstruction_metrics.json"):
+        export.main(export_args(source, root, "--vae_path", vae_run))
+    (vae_run / "reconstruction_metrics.json").write_text("{}")
+    (vae_run / "vae" / "config.json").write_text('{"_class_name": "SmallUNet"}')
+    with pytest.raises(ValueError, match="--vae_path .*no SmallVAE"):
+        export.main(export_args(source, root, "--vae_path", vae_run))
+    with pytest.raises(ValueError, match="--vae_path .*does not exist"):
+        export.main(export_args(source, root, "--vae_path", tmp_path / "missing"))
+    assert not root.exists()  # refused before any work
+
+
+def test_export_checks_model_path_and_output_root_before_loading(tmp_path, monkeypatch):
+    source = tmp_path / "trained"
+    tiny_random_pipeline(seed=0, name="digits").save_pretrained(source)
+    export = load_script("export_pretrained")
+    monkeypatch.setattr(
+        CartoonFacePipeline, "from_pretrained", lambda *args, **kwargs: pytest.fail("loaded before the checks")
+    )
+    with pytest.raises(ValueError, match="--model_path .*does not exist"):
+        export.main(export_args(tmp_path / "missing", tmp_path / "pkg"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="--output_root .*not a directory"):
+        export.main(export_args(source, tmp_path / "file"))
+    with pytest.raises(ValueError, match="--output_root .*cannot be created"):
+        export.main(export_args(source, tmp_path / "file" / "pkg"))
+
+
+def test_export_casts_to_float16_without_the_diffusers_warning(tmp_path, monkeypatch, capfd):
+    import copy
+
+    from diffusers import ModelMixin
+
+    pipe = tiny_random_pipeline(seed=0)  # with a VAE: SmallVAE warned too
+    source = tmp_path / "trained"
+    pipe.save_pretrained(source)
+    reference = tmp_path / "reference"
+    copy.deepcopy(pipe).to(torch.float16).save_pretrained(reference, safe_serialization=True)  # the old way
+    export = load_script("export_pretrained")
+    capfd.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr(ModelMixin, "to", lambda *args, **kwargs: pytest.fail("ModelMixin.to called"))
+        target = Path(export.main(export_args(source, tmp_path / "pkg")))
+    assert "should be kept in float32" not in "".join(capfd.readouterr())  # diffusers logs to the real stderr
+    parts = sorted(p.relative_to(reference) for p in reference.glob("*/diffusion_pytorch_model.safetensors"))
+    assert Path("unet/diffusion_pytorch_model.safetensors") in parts
+    for part in parts:
+        assert (target / part).read_bytes() == (reference / part).read_bytes()  # the same bytes as before
+    with (
+        safe_open(target / "text_encoder" / "model.safetensors", "pt") as f,
+        safe_open(reference / "text_encoder" / "model.safetensors", "pt") as g,
+    ):
+        for key in f.keys():
+            torch.testing.assert_close(f.get_tensor(key), g.get_tensor(key), rtol=0, atol=0)

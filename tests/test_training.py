@@ -531,7 +531,11 @@ def test_text_encoder_freeze_steps_hold_the_text_encoder_then_release_it_across_
 
 def test_idle_cores_are_reported_on_cpu():
     accelerator = mock.Mock(device=torch.device("cpu"), num_processes=1)
-    with mock.patch.dict(os.environ, {}, clear=False), mock.patch.object(tu, "usable_cores", return_value=4):
+    with (
+        mock.patch.dict(os.environ, {}, clear=False),
+        mock.patch.object(tu, "usable_cores", return_value=4),
+        mock.patch.object(tu, "omp_threads_from_accelerate_launch", return_value=True),  # accelerate's default 1
+    ):
         os.environ.pop("LOCAL_WORLD_SIZE", None)
         with mock.patch.object(torch, "get_num_threads", return_value=1):
             message = tu.idle_cores_message(accelerator)
@@ -544,6 +548,67 @@ def test_idle_cores_are_reported_on_cpu():
         with mock.patch.object(torch, "get_num_threads", return_value=1):
             assert "--num_cpu_threads_per_process 2" in tu.idle_cores_message(accelerator)
     assert tu.idle_cores_message(mock.Mock(device=torch.device("cuda"), num_processes=1)) is None
+
+
+def test_idle_cores_warning_only_for_accelerate_launch_default_threads(monkeypatch):
+    """A user's own OMP_NUM_THREADS=1 (recipes/digits.sh) is not warned about; accelerate launch's default 1 is."""
+    from sdscratch import _cpu
+
+    accelerator = mock.Mock(device=torch.device("cpu"), num_processes=1)
+    monkeypatch.setattr(tu, "usable_cores", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for name in _cpu.ACCELERATE_LAUNCH_MARKERS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # `OMP_NUM_THREADS=1 python train_unet.py`: no accelerate launch, the user's choice
+    monkeypatch.setattr(_cpu, "_launcher_process", lambda: ({"OMP_NUM_THREADS": "1"}, ["bash"]))
+    assert tu.idle_cores_message(accelerator) is None
+    monkeypatch.setattr(_cpu, "_launcher_process", lambda: ({}, ["bash"]))
+    assert tu.idle_cores_message(accelerator) is None
+    # `accelerate launch train_unet.py` (what accelerate sets in the process it starts), OMP_NUM_THREADS not given
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")
+    monkeypatch.setattr(_cpu, "_launcher_process", lambda: ({}, ["accelerate", "launch", "train_unet.py"]))
+    assert "export OMP_NUM_THREADS=2" in tu.idle_cores_message(accelerator)
+    monkeypatch.setattr(_cpu, "_launcher_process", lambda: None)  # no /proc: an accelerate launch is the default
+    assert "1 core(s) stay idle" in tu.idle_cores_message(accelerator)
+    # `OMP_NUM_THREADS=1 accelerate launch ...` (recipes/digits.sh) or `--num_cpu_threads_per_process 1`: chosen
+    monkeypatch.setattr(_cpu, "_launcher_process", lambda: ({"OMP_NUM_THREADS": "1"}, ["accelerate", "launch"]))
+    assert tu.idle_cores_message(accelerator) is None
+    for cmdline in (
+        ["accelerate", "launch", "--num_cpu_threads_per_process", "1"],
+        ["--num_cpu_threads_per_process=1"],
+    ):
+        monkeypatch.setattr(_cpu, "_launcher_process", lambda cmdline=cmdline: ({}, cmdline))
+        assert tu.idle_cores_message(accelerator) is None
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the launcher's environment from /proc")
+def test_accelerate_default_threads_are_told_from_the_users_through_proc(tmp_path):
+    """The real /proc reading, with a launcher process standing in for `accelerate launch` (which starts the script
+    with ACCELERATE_* set and OMP_NUM_THREADS=1 unless its own environment has OMP_NUM_THREADS)."""
+    cpu_py = Path(sdscratch.__file__).parent / "_cpu.py"
+    child = (
+        f"import importlib.util; spec = importlib.util.spec_from_file_location('c', {str(cpu_py)!r}); "
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+        "print(m.omp_threads_from_accelerate_launch())"
+    )
+    launcher = (
+        "import os, subprocess, sys; env = dict(os.environ, ACCELERATE_MIXED_PRECISION='no', "
+        "ACCELERATE_DYNAMO_BACKEND='NO', OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1')); "
+        "sys.exit(subprocess.run([sys.executable, '-c', sys.argv[1]], env=env).returncode)"
+    )
+    base = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS" and not k.startswith("ACCELERATE_")}
+
+    def launched(env: dict) -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", launcher, child], env=env, capture_output=True, text=True, check=True
+        )
+        return result.stdout.strip()
+
+    assert launched(base) == "True"  # the 1 is the launcher's default
+    assert launched({**base, "OMP_NUM_THREADS": "1"}) == "False"  # the user's own 1
 
 
 # ---- fixes: imagefolder data, finished runs, the Hub token, too little data, push order, flag checks ----

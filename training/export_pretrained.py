@@ -7,8 +7,9 @@
 
 Writes `sdscratch/pretrained/<name>/` (model_index.json, one folder per component, the model card and its
 images). The weights are stored in float16 to stay small; `CartoonFacePipeline.from_pretrained` upcasts them to
-float32 (fp16 has no fast path on most CPUs). The folder is written under a temporary name and renamed, so an
-interrupted export never leaves a half model that `sdscratch.pretrained()` would load. Run
+float32 (fp16 has no fast path on most CPUs). The folder is written as `<name>.tmp`, the previous model moved aside
+to `<name>.old` and the new one renamed into place (atomic renames), then the old one deleted, so an interrupted
+export never leaves a half model that `sdscratch.pretrained()` would load, nor a leftover folder to package. Run
 `python -m sdscratch.evaluate --model_path sdscratch/pretrained/<name> ... --model_card` afterwards, so that the
 card's numbers are those of the stored fp16 weights.
 """
@@ -31,7 +32,8 @@ CARD_FILES = ("README.md",)
 ENCODER_SIDE = ("encoder.", "quant_conv.")  # what makes the latents a UNet was trained on
 
 
-def parse_args(argv=None):
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    """The command-line flags (`argv`, default `sys.argv[1:]`)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_path", required=True, help="A pipeline folder written by train_unet.py.")
     parser.add_argument("--name", required=True, choices=sorted(PRETRAINED_MODELS), help="The shipped model's name.")
@@ -76,26 +78,125 @@ def compute_in_float32(config_path: str) -> None:
     os.replace(config_path + ".tmp", config_path)
 
 
-def main(argv=None) -> str:
-    args = parse_args(argv)
+def check_paths(args: argparse.Namespace) -> None:
+    """Checks every folder argument before anything is loaded or written: a clear `ValueError` naming the flag.
+
+    `--model_path` must be a pipeline folder (train_unet.py's output), each `--vae_path` a train_vae.py output folder
+    (see `check_vae_run`), `--text_encoder_path` a folder with a model card, and `--output_root` a directory or a
+    path that can be created as one (it is created only when the export is written).
+    """
+    if not os.path.isdir(args.model_path):
+        raise ValueError(f"--model_path {args.model_path!r} does not exist or is not a folder.")
     if not os.path.isfile(os.path.join(args.model_path, "model_index.json")):
         raise ValueError(f"--model_path {args.model_path!r} is not a pipeline folder (no model_index.json).")
     for path in args.vae_path or []:
-        if not os.path.isfile(os.path.join(path, "README.md")):
-            raise ValueError(f"--vae_path {path!r} has no README.md (expected train_vae.py's output folder).")
+        check_vae_run(path)
     if args.text_encoder_path and not os.path.isfile(os.path.join(args.text_encoder_path, "README.md")):
         raise ValueError(
             f"--text_encoder_path {args.text_encoder_path!r} has no README.md (expected train_clip.py's output folder)."
         )
+    check_output_root(args.output_root)
+
+
+def check_vae_run(path: str) -> None:
+    """Raises a `ValueError` naming `--vae_path` unless `path` is a train_vae.py output folder: a `vae/` subfolder
+    holding a SmallVAE config, the `reconstruction_metrics.json` and `README.md` train_vae.py writes, and no
+    `model_index.json` (a train_unet.py pipeline folder also has a `vae/` and a card, but its card describes the UNet
+    run: it must not become the "VAE training" section)."""
+    expected = "expected train_vae.py's output folder"
+    if not os.path.isdir(path):
+        raise ValueError(f"--vae_path {path!r} does not exist or is not a folder ({expected}).")
+    if os.path.isfile(os.path.join(path, "model_index.json")):
+        raise ValueError(
+            f"--vae_path {path!r} is a pipeline folder (it has a model_index.json: train_unet.py's output?); "
+            f"{expected}, with a vae/ subfolder and reconstruction_metrics.json."
+        )
+    config_path = os.path.join(path, "vae", "config.json")
+    class_name = None
+    if os.path.isfile(config_path):
+        try:
+            with open(config_path) as f:
+                class_name = json.load(f).get("_class_name")
+        except (OSError, ValueError, AttributeError):
+            class_name = None
+    if class_name != "SmallVAE":
+        raise ValueError(f"--vae_path {path!r} has no SmallVAE in a vae/ subfolder ({expected}).")
+    for name in ("reconstruction_metrics.json", "README.md"):
+        if not os.path.isfile(os.path.join(path, name)):
+            raise ValueError(f"--vae_path {path!r} has no {name} ({expected}).")
+
+
+def check_output_root(output_root: str) -> None:
+    """Raises a `ValueError` naming `--output_root` unless it is a writable directory or can be created as one
+    (its nearest existing ancestor is a writable directory). Creates nothing."""
+    path = os.path.abspath(output_root)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--output_root {output_root!r} exists and is not a directory.")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"--output_root {output_root!r} cannot be created: {existing!r} is not a directory.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--output_root {output_root!r} cannot be written: {existing!r} is not writable.")
+
+
+def to_float16(pipeline: CartoonFacePipeline) -> CartoonFacePipeline:
+    """Casts every model of `pipeline` to float16 in place, with `torch.nn.Module.to`: what `pipeline.to(torch.float16)`
+    does, without diffusers 0.42's `ModelMixin.to` warning ("There are modules in SmallUNet that should be kept in
+    float32: []"), which it logs on any dtype cast."""
+    for component in pipeline.components.values():
+        if isinstance(component, torch.nn.Module):
+            torch.nn.Module.to(component, torch.float16)
+    return pipeline
+
+
+def recover_interrupted_export(target: str) -> None:
+    """Cleans up after an export that was interrupted: a `<name>.old` left while `<name>` is missing is the complete
+    previous model (moved aside, the new one not yet in place) and is put back; any other `<name>.tmp` /
+    `<name>.old` is a leftover and is deleted (setup.cfg's package_data would ship it)."""
+    old, tmp = target + ".old", target + ".tmp"
+    if os.path.isdir(old) and not os.path.lexists(target):
+        os.replace(old, target)
+    for leftover in (tmp, old):
+        if os.path.lexists(leftover):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def main(argv: Optional[list[str]] = None) -> str:
+    """Exports `--model_path` as the shipped model `--name` under `--output_root`; returns the written folder.
+
+    The new folder is written as `<name>.tmp`, the previous model (if any) is moved aside to `<name>.old` by an
+    atomic rename, the new one renamed into place, and only then is the old one deleted: at any moment `<name>` is
+    either missing (a first export) or a complete model. Whatever happens, no `<name>.tmp` / `<name>.old` is left.
+    """
+    args = parse_args(argv)
+    check_paths(args)
     pipeline = CartoonFacePipeline.from_pretrained(args.model_path)
     if args.text_encoder_path:
         check_same_text_encoder(pipeline, args.text_encoder_path, text_encoder_was_fine_tuned(args.model_path))
     if args.vae_path:
         pipeline.register_modules(vae=same_latents_vae(pipeline.vae, args.vae_path[-1]))
     target = os.path.join(args.output_root, args.name)
-    tmp = target + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipeline.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
+    tmp, old = target + ".tmp", target + ".old"
+    os.makedirs(args.output_root, exist_ok=True)
+    recover_interrupted_export(target)
+    try:
+        write_export(pipeline, args, tmp)
+        if os.path.lexists(target):
+            os.replace(target, old)  # atomic: `target` is the old model until the next line makes it the new one
+        os.replace(tmp, target)
+    finally:
+        recover_interrupted_export(target)
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(target) for f in files)
+    print(f"wrote {target} ({size / 1e6:.2f} MB, float16 weights; sdscratch {sdscratch.__version__})")
+    return target
+
+
+def write_export(pipeline: CartoonFacePipeline, args: argparse.Namespace, tmp: str) -> None:
+    """Writes the whole exported folder to `tmp`: float16 weights, the model card (retitled, with the VAE and text
+    encoder training sections added) and the last validation grid."""
+    to_float16(pipeline).save_pretrained(tmp, safe_serialization=True)
     compute_in_float32(os.path.join(tmp, "text_encoder", "config.json"))
     # the model card and the images it shows (validation grids), relative paths kept
     for name in CARD_FILES:
@@ -119,12 +220,6 @@ def main(argv=None) -> str:
             "### Text encoder ",
             "--text_encoder_path",
         )
-    if os.path.isdir(target):
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(target) for f in files)
-    print(f"wrote {target} ({size / 1e6:.2f} MB, float16 weights; sdscratch {sdscratch.__version__})")
-    return target
 
 
 def retitle_card(card_path: str, name: str) -> None:
