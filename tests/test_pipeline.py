@@ -282,6 +282,19 @@ def test_interpolation_is_smooth(pipe):
     assert len(unconditional.images) == 3
 
 
+def test_interpolation_frame_zero_is_the_plain_call_with_a_stochastic_scheduler(pipe):
+    """The step noise of an ancestral sampler continues seed_a's stream after the initial noise, as in a plain
+    call (it used to restart it: frame 0 then reused its initial noise as step noise)."""
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+    frames = pipe.interpolate(PROMPT, "orange hair", seed_a=3, seed_b=4, num_images=3, num_inference_steps=STEPS,
+                              output_type="np").images  # fmt: skip
+    np.testing.assert_allclose(frames[0], run(pipe, guidance_scale=7.5, generator=gen(3))[0], atol=1e-5)
+    with pytest.raises(ValueError, match="num_images_per_prompt"):
+        pipe.interpolate(PROMPT, num_images=2, num_images_per_prompt=2)
+
+
 def test_slerp_endpoints_and_norm():
     a, b = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
     torch.testing.assert_close(slerp(0.0, a, b), a)
@@ -320,8 +333,13 @@ def test_half_precision_files_are_upcast_unless_torch_dtype_is_given(pipe, tmp_p
     pipe.to(torch.float16).save_pretrained(tmp_path)
     loaded = CartoonFacePipeline.from_pretrained(tmp_path)
     assert loaded.unet.dtype == loaded.vae.dtype == loaded.text_encoder.dtype == torch.float32
-    bf16 = CartoonFacePipeline.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)
-    assert bf16.unet.dtype == torch.bfloat16
+    import warnings
+
+    with warnings.catch_warnings():  # both names work, without diffusers 0.42's `torch_dtype` deprecation warning
+        warnings.simplefilter("error", FutureWarning)
+        for name in ("torch_dtype", "dtype"):
+            bf16 = CartoonFacePipeline.from_pretrained(tmp_path, **{name: torch.bfloat16})
+            assert bf16.unet.dtype == bf16.text_encoder.dtype == torch.bfloat16
 
 
 def test_none_components_save_and_load(tmp_path):

@@ -13,8 +13,14 @@ Example:
     >>> import sdscratch
     >>> pipe = sdscratch.CartoonFacePipeline.from_pretrained(sdscratch.pretrained("cartoon-faces"))
     >>> face = pipe("Cartoon face with glasses, without facial hair, black hair and with white skin").images[0]
-    >>> sketch2img = pipe("...", image=drawing, strength=0.7).images[0]
-    >>> repainted = pipe("...", image=face, mask_image=mask, strength=1.0).images[0]
+    >>> drawing, _ = sdscratch.generate_face(seed=7)  # any PIL image: a photo, a rough sketch
+    >>> sketch2img = pipe("Cartoon face without glasses, with facial hair, orange hair and with dark skin",
+    ...                   image=drawing, strength=0.7).images[0]
+    >>> from PIL import Image, ImageDraw
+    >>> mask = Image.new("L", face.size, 0)  # white = repaint: the top of the head
+    >>> ImageDraw.Draw(mask).rectangle([0, 0, face.width - 1, face.height * 2 // 5], fill=255)
+    >>> repainted = pipe("Cartoon face with glasses, without facial hair, blue hair and with white skin",
+    ...                  image=face, mask_image=mask, strength=1.0).images[0]
     ```
 """
 
@@ -75,12 +81,15 @@ class CartoonFacePipeline(DiffusionPipeline):
         module, where this class is not.
 
         Half-precision files are storage (the shipped models are fp16 to stay small): they are upcast on load,
-        because most CPUs have no fast float16 path (about 1 GFLOP/s here). Pass `torch_dtype=torch.bfloat16`
-        for bf16 inference, or `torch_dtype=torch.float16` on a GPU.
+        because most CPUs have no fast float16 path (about 1 GFLOP/s here). Pass `torch_dtype=torch.bfloat16` (or
+        `dtype=`, diffusers 0.42's name; both work here without its deprecation warning) for bf16 inference, or
+        `torch.float16` on a GPU.
         """
         if kwargs.get("torch_dtype") is None and kwargs.get("dtype") is None:
             kwargs.pop("torch_dtype", None)
             kwargs["dtype"] = torch.float32  # diffusers 0.42 name (`torch_dtype` still works, deprecated)
+        elif kwargs.get("dtype") is None:  # both names work here; diffusers gets the one it no longer warns about
+            kwargs["dtype"] = kwargs.pop("torch_dtype")
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def __init__(
@@ -515,8 +524,12 @@ class CartoonFacePipeline(DiffusionPipeline):
     ) -> ImagePipelineOutput | tuple:
         r"""`num_images` frames moving smoothly from (`prompt_a`, `seed_a`) to (`prompt_b`, `seed_b`).
 
-        The initial noise is slerped between the two seeds' noise and the text embeddings are lerped; every frame
-        reuses `seed_a` for the scheduler's own noise, so stochastic samplers stay smooth too.
+        The initial noise is slerped between the two seeds' noise and the text embeddings are lerped. The scheduler's
+        own noise (ancestral / SDE samplers) continues `seed_a`'s generator after its initial noise in every frame, as
+        a plain call with `seed_a` does, so frame 0 is exactly `pipe(prompt_a, generator=seed_a's generator)` with any
+        scheduler and stochastic samplers stay smooth across frames; the last frame is `pipe(prompt_b, generator=
+        seed_b's generator)` with deterministic schedulers (the default DPM-Solver++), while a stochastic one gives it
+        `seed_a`'s step noise.
 
         Args:
             prompt_a, prompt_b (`str`, *optional*): Endpoint prompts; `prompt_b=None` keeps `prompt_a`.
@@ -530,9 +543,13 @@ class CartoonFacePipeline(DiffusionPipeline):
         """
         if not isinstance(num_images, int) or num_images < 2:
             raise ValueError(f"`num_images` must be an integer >= 2, got {num_images!r}.")
-        for name in ("prompt", "prompt_embeds", "negative_prompt_embeds", "latents", "generator", "image"):
+        set_here = ("prompt", "prompt_embeds", "negative_prompt_embeds", "latents", "generator", "image")
+        for name in (*set_here, "num_images_per_prompt"):
             if name in kwargs:
-                raise ValueError(f"`{name}` is set by `interpolate`; pass `prompt_a`/`prompt_b`/`seed_a`/`seed_b`.")
+                raise ValueError(
+                    f"`{name}` is set by `interpolate` (one image per frame: `num_images`); pass "
+                    "`prompt_a`/`prompt_b`/`seed_a`/`seed_b`."
+                )
         prompt_b = prompt_a if prompt_b is None else prompt_b
         seed_b = seed_a if seed_b is None else seed_b
         height, width = self._default_height_width(height, width)
@@ -554,7 +571,10 @@ class CartoonFacePipeline(DiffusionPipeline):
                 kwargs["negative_prompt_embeds"] = torch.cat([embeds[0][1]] * num_images)
         elif prompt_a or prompt_b or negative_prompt:
             raise ValueError("`prompt_a`/`prompt_b`: this pipeline's UNet is unconditional; pass no prompt.")
-        generators = [torch.Generator().manual_seed(seed_a) for _ in range(num_images)]
+        generators = []  # seed_a's stream past its initial noise, as a plain call continues it into the scheduler
+        for _ in range(num_images):
+            generators.append(torch.Generator().manual_seed(seed_a))
+            randn_tensor(shape, generator=generators[-1])
         # without guidance, say so: `prompt_embeds` alone would make __call__ guide them towards "" (2x UNet batch)
         guidance_scale = guidance_scale if guidance else 1.0
         kwargs.update(height=height, width=width, guidance_scale=guidance_scale, latents=latents, generator=generators)
