@@ -60,7 +60,9 @@ def load_models(model_path, recipe):
         text_config = CLIPTextConfig.from_pretrained(os.path.join(model_path, "text_encoder"))
         with open(os.path.join(model_path, "scheduler", "scheduler_config.json")) as f:
             scheduler = json.load(f)["_class_name"]
-        vocab, source = f"vocab {text_config.vocab_size}", model_path
+        vocab = f"vocab {text_config.vocab_size}"
+        inside = os.path.abspath(model_path).startswith(ROOT + os.sep)  # a repo-relative path in the drawing
+        source = os.path.relpath(model_path, ROOT) if inside else model_path
     else:
         # what training/train_vae.py (SmallVAE defaults) and training/train_unet.py (its JSON recipe) build
         with open(recipe) as f:
