@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
 import logging
 import os
@@ -90,6 +91,10 @@ def add_optimization_args(parser: argparse.ArgumentParser, learning_rate: float)
         choices=["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
     )
     group.add_argument("--lr_warmup_steps", type=int, default=0)
+    group.add_argument(
+        "--lr_num_cycles", type=int, default=1, help="Number of hard resets of the cosine_with_restarts schedule."
+    )
+    group.add_argument("--lr_power", type=float, default=1.0, help="Power factor of the polynomial schedule.")
     group.add_argument("--adam_beta1", type=float, default=0.9)
     group.add_argument("--adam_beta2", type=float, default=0.999)
     group.add_argument("--adam_weight_decay", type=float, default=1e-2)
@@ -152,8 +157,11 @@ def check_common_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate}.")
     if args.lr_warmup_steps < 0:
         raise ValueError(f"--lr_warmup_steps must be >= 0, got {args.lr_warmup_steps}.")
-    if getattr(args, "snr_gamma", None) is not None and not args.snr_gamma >= 0:
-        raise ValueError(f"--snr_gamma must be >= 0 (5.0 recommended) or left out, got {args.snr_gamma}.")
+    if getattr(args, "lr_num_cycles", 1) < 1:
+        raise ValueError(f"--lr_num_cycles must be >= 1, got {args.lr_num_cycles}.")
+    if getattr(args, "snr_gamma", None) is not None and not args.snr_gamma > 0:
+        # min(SNR, 0) = 0 would weight every timestep's loss by 0: nothing would train
+        raise ValueError(f"--snr_gamma must be > 0 (5.0 recommended) or left out, got {args.snr_gamma}.")
     check_mixed_precision(args.mixed_precision)
     for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps"):
         if getattr(args, name) < 1:
@@ -162,6 +170,29 @@ def check_common_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--checkpoints_total_limit must be >= 1, got {args.checkpoints_total_limit}.")
     if args.report_to == "wandb" and args.hub_token is not None:
         raise ValueError("--report_to=wandb with --hub_token would expose the token: use `hf auth login` instead.")
+    check_trackers_installed(args.report_to)
+
+
+# the packages each tracker of accelerate's needs (any one of them); a tracker not listed needs its own name
+_TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX")}
+
+
+def check_trackers_installed(report_to: Optional[str]) -> None:
+    """As diffusers' scripts do: an `ImportError` for a `--report_to` tracker whose package is not installed,
+    before any work (accelerate would only warn and train without logging). `all` and `none` are left out (`all`
+    logs to whatever is installed); names accelerate does not know are left to accelerate."""
+    from accelerate.utils import LoggerType
+
+    known = {tracker.value for tracker in LoggerType} - {"all"}
+    for name in (report_to or "").split(","):
+        name = name.strip()
+        if name not in known:
+            continue
+        packages = _TRACKER_PACKAGES.get(name, (name,))
+        if not any(importlib.util.find_spec(package) is not None for package in packages):
+            raise ImportError(
+                f"Make sure to install {' or '.join(packages)} if you want to use it for logging during training."
+            )
 
 
 def final_outputs_written(args: argparse.Namespace, resume_path: Optional[str], global_step: int) -> bool:
@@ -332,6 +363,8 @@ def make_optimizer_and_scheduler(args, params, accelerator: Accelerator, num_upd
         optimizer=optimizer,
         num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=args.max_train_steps * accelerator.num_processes,
+        num_cycles=getattr(args, "lr_num_cycles", 1),  # diffusers' defaults where a caller's args lack them
+        power=getattr(args, "lr_power", 1.0),
     )
     return optimizer, lr_scheduler
 
@@ -410,6 +443,23 @@ def resolve_resume_checkpoint(output_dir: str, resume_from_checkpoint: Optional[
     return path
 
 
+def check_resume_ema(resume_path: Optional[str], names: list[str], use_ema: bool) -> None:
+    """With `--use_ema`, the checkpoint to resume from must hold the EMA of each trained model (`<name>_ema/`,
+    written by `register_checkpoint_hooks`): checked right after the checkpoint is resolved, before data and
+    models. A model folder the checkpoint lacks altogether is left to `check_checkpoints_compatible`. (Resuming
+    an EMA checkpoint without `--use_ema` drops the EMA, as diffusers' scripts do.)"""
+    if resume_path is None or not use_ema:
+        return
+    for name in names:
+        if os.path.isdir(os.path.join(resume_path, name)) and not os.path.isfile(
+            os.path.join(resume_path, f"{name}_ema", "ema_state.json")
+        ):
+            raise ValueError(
+                f"--use_ema: the checkpoint {resume_path} holds no {name}_ema/ (it was written by a run without "
+                "--use_ema). Resume it without --use_ema, or start a new run in another --output_dir."
+            )
+
+
 def checkpoint_step(path: str) -> int:
     return int(CHECKPOINT_PATTERN.match(os.path.basename(os.path.normpath(path))).group(1))
 
@@ -455,6 +505,26 @@ def _differs(saved, current) -> bool:
 
 
 _FIX = "Use another --output_dir, or delete its checkpoint-* folders."
+
+
+class MicroBatchMean:
+    """The mean of logged values over the micro-batches of one optimizer step (`--gradient_accumulation_steps`),
+    as diffusers logs `train_loss`: `add` at every micro-batch, `pop` when the gradients sync. With one micro-batch
+    per step the value comes back exactly as it was added."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, **values: float) -> None:
+        for key, value in values.items():
+            self.sums[key] = value if key not in self.sums else self.sums[key] + value
+        self.count += 1
+
+    def pop(self) -> dict[str, float]:
+        means = {key: total / self.count for key, total in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return means
 
 
 class TrainingClock:
@@ -736,6 +806,33 @@ def image_transform(args: argparse.Namespace, process_index: int = 0, channels: 
     return build_image_transform(
         args.resolution, args.center_crop, random_flip=False, channels=channels, generator=generator
     )
+
+
+class RandomCropWatch:
+    """Wraps an `image_transform` to count the images it gives a random crop: non-square after the resize to
+    `--resolution` and no `--center_crop`. For caches that decode every image once (`--cache_latents`, CLIP's
+    in-memory images), whose crop is then fixed for the whole run; the transform itself is called unchanged."""
+
+    def __init__(self, transform, resolution: int, center_crop: bool):
+        self.transform, self.resolution, self.center_crop = transform, resolution, center_crop
+        self.random_crops = 0
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        from .data.loading import resized_size
+
+        if not self.center_crop and resized_size(*image.size, self.resolution) != (self.resolution,) * 2:
+            self.random_crops += 1
+        return self.transform(image)
+
+    def warn(self, num_images: int, cache: str, fix: str) -> None:
+        """Logs a warning when any image got a random crop (`cache`: what holds the decoded images; `fix`: the
+        flags that give fresh crops every epoch)."""
+        if self.random_crops:
+            logger.warning(
+                f"{self.random_crops} of {num_images} images are not square after the resize to --resolution "
+                f"{self.resolution} and get a random crop (no --center_crop), but {cache}: each image's crop is "
+                f"drawn once and fixed for the whole run (diffusers draws a new one every epoch). Use {fix}."
+            )
 
 
 def check_resolution(resolution: int, factor: int) -> None:

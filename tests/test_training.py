@@ -18,7 +18,9 @@ from unittest import mock
 
 import pytest
 import torch
+from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
+from PIL import Image
 from safetensors.torch import load_file
 from transformers import CLIPTokenizer
 
@@ -726,7 +728,9 @@ def test_card_reports_the_total_batch_size():
         (train_unet, ["--max_train_steps", "0"], "--max_train_steps must be >= 1"),
         (train_clip, ["--num_train_epochs", "0"], "--num_train_epochs must be >= 1"),
         (train_vae, ["--resolution", "0"], "--resolution must be >= 1"),
-        (train_unet, ["--snr_gamma", "-1"], "--snr_gamma must be >= 0"),
+        (train_unet, ["--snr_gamma", "-1"], "--snr_gamma must be > 0"),
+        (train_unet, ["--snr_gamma", "0"], r"--snr_gamma must be > 0 \(5.0 recommended\) or left out, got 0.0"),
+        (train_vae, ["--lr_num_cycles", "0"], "--lr_num_cycles must be >= 1"),
         (train_vae, ["--learning_rate", "0"], "--learning_rate must be > 0"),
         (train_unet, ["--lr_warmup_steps", "-1"], "--lr_warmup_steps must be >= 0"),
         (train_vae, ["--num_validation_images", "0"], "--num_validation_images must be >= 1"),
@@ -762,3 +766,160 @@ def test_train_classifier_refuses_zero(flag):
     with pytest.raises(ValueError, match=f"{flag} must be >= 1, got 0"):
         train_classifier.parse_args(["--output_dir", "x", flag, "0"])
     assert train_classifier.parse_args(["--output_dir", "x"]).num_epochs is None  # the task's default
+
+
+# ---- fixes: tracker packages, EMA / parameter groups on resume, logged loss, crops, LR schedule flags ----
+@pytest.mark.parametrize("tracker", ["wandb", "mlflow", "comet_ml", "tensorboard"])
+def test_a_tracker_that_is_not_installed_is_refused_before_any_work(tracker, monkeypatch):
+    missing = {tracker, "tensorboardX"}
+    find_spec = tu.importlib.util.find_spec
+    monkeypatch.setattr(tu.importlib.util, "find_spec", lambda name, *a: None if name in missing else find_spec(name))
+    base = ["--dataset_name", FACES, "--output_dir", "x"]
+    for script in (train_vae, train_unet, train_clip):
+        with pytest.raises(ImportError, match=f"Make sure to install {tracker}( or tensorboardX)? if you want to use"):
+            script.parse_args([*base, "--report_to", tracker])
+        for other in ("all", "none"):  # all: whatever is installed
+            script.parse_args([*base, "--report_to", other])
+    missing = {"tensorboard"}  # tensorboardX alone is enough for accelerate's tensorboard tracker
+    monkeypatch.setattr(tu.importlib.util, "find_spec", lambda name, *a: None if name in missing else object())
+    train_vae.parse_args([*base, "--report_to", "tensorboard"])
+
+
+@pytest.mark.parametrize("script", [train_vae, train_unet, train_clip], ids=lambda m: m.__name__)
+def test_use_ema_with_a_checkpoint_written_without_ema_is_refused_before_any_work(script, tmp_path):
+    out = tmp_path / "o"
+    folders = {train_vae: ["vae"], train_unet: ["unet", "unet_ema", "text_encoder"], train_clip: ["clip"]}[script]
+    for folder in folders:
+        (out / "checkpoint-2" / folder).mkdir(parents=True)
+    if script is train_unet:  # the UNet's EMA only
+        (out / "checkpoint-2" / "unet_ema" / "ema_state.json").write_text("{}")
+    missing = {train_vae: "vae_ema", train_unet: "text_encoder_ema", train_clip: "clip_ema"}[script]
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", out, "--use_ema", "--resume_from_checkpoint", "latest"]
+    with mock.patch.object(tu, "load_train_dataset") as load:
+        with pytest.raises(ValueError, match=f"--use_ema: the checkpoint .*checkpoint-2 holds no {missing}/"):
+            run(script, argv)
+    load.assert_not_called()
+
+
+def test_resuming_with_another_text_encoder_lr_choice_names_the_flags(unet_dir, vae_dir, tmp_path):
+    out = tmp_path / "o"
+    shutil.copytree(unet_dir / "checkpoint-2", out / "checkpoint-2")  # written with --text_encoder_lr 4e-3
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", out, "--max_train_steps", 3, "--use_ema"]
+    argv += ["--pretrained_vae_model_name_or_path", vae_dir, "--unet_config", TINY_UNET]
+    argv += ["--resume_from_checkpoint", "latest"]
+    with pytest.raises(ValueError, match=r"checkpoint-2 was written with --text_encoder_lr / --text_encoder_freeze_"):
+        run(train_unet, argv)
+
+
+@pytest.mark.parametrize(
+    "script, accumulation",
+    [(train_vae, 2), (train_unet, 2), (train_clip, 2), (train_unet, 1)],
+    ids=["vae-2", "unet-2", "clip-2", "unet-1"],
+)
+def test_the_logged_loss_is_the_mean_over_accumulated_micro_batches(script, accumulation, vae_dir, tmp_path):
+    losses, logged = [], []
+    backward, log = Accelerator.backward, Accelerator.log
+
+    def record_backward(self, loss, **kwargs):
+        losses.append(loss.item())
+        return backward(self, loss, **kwargs)
+
+    def record_log(self, values, step=None, **kwargs):
+        if "loss" in values:
+            logged.append(values["loss"])
+        return log(self, values, step=step, **kwargs)
+
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path / "o", "--max_train_steps", 2]
+    argv += ["--gradient_accumulation_steps", accumulation]
+    argv += {
+        train_vae: [*TINY_VAE, "--num_validation_images", 4],
+        train_unet: ["--unet_config", TINY_UNET, "--pretrained_vae_model_name_or_path", vae_dir]
+        + ["--validation_prompts", "Cartoon face"],
+        train_clip: ["--config", TINY_UNET, "--vision_patch_size", 16, "--vision_num_hidden_layers", 1]
+        + ["--vision_head_dim", 16, "--num_validation_images", 4],
+    }[script]
+    with (
+        mock.patch.object(Accelerator, "backward", record_backward),
+        mock.patch.object(Accelerator, "log", record_log),
+    ):
+        run(script, argv)
+    assert len(losses) == 2 * accumulation and len(logged) == 2
+    if accumulation == 1:  # exactly the numbers logged before
+        assert logged == losses
+    else:
+        assert logged == pytest.approx([sum(losses[:2]) / 2, sum(losses[2:]) / 2], rel=1e-6)
+        assert logged[0] not in losses[:2]
+
+
+def test_train_clip_passes_dataloader_num_workers(tmp_path):
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def data_loader(dataset, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path / "o", "--config", TINY_UNET]
+    argv += ["--vision_patch_size", 16, "--vision_head_dim", 16, "--num_validation_images", 4]
+    argv += ["--dataloader_num_workers", 3]
+    with mock.patch.object(torch.utils.data, "DataLoader", data_loader), pytest.raises(Stop):
+        run(train_clip, argv)
+    assert seen["num_workers"] == 3
+
+
+def write_sized_imagefolder(folder: Path, size: tuple, num_images: int = 8) -> Path:
+    folder.mkdir(parents=True)
+    with open(folder / "metadata.jsonl", "w") as f:
+        for i in range(num_images):
+            Image.new("RGB", size, (30 * i, 100, 200)).save(folder / f"{i}.png")
+            f.write(json.dumps({"file_name": f"{i}.png", "text": f"Cartoon face {i % 2}"}) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("size", [(80, 64), (64, 64)], ids=["non-square", "square"])
+def test_cached_latents_warn_when_random_crops_are_fixed(size, vae_dir, tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    folder = write_sized_imagefolder(tmp_path / "images", size)
+    argv = [*COMMON, "--train_data_dir", folder, "--output_dir", tmp_path / "o", "--unet_config", TINY_UNET]
+    argv += ["--pretrained_vae_model_name_or_path", vae_dir, "--max_train_steps", 1, "--random_flip"]
+    argv += ["--validation_prompts", "Cartoon face 0"]
+    run(train_unet, argv)
+    warned = "8 of 8 images are not square after the resize to --resolution 64 and get a random crop" in caplog.text
+    assert warned == (size != (64, 64))
+    if warned:
+        assert "--center_crop, or --no-cache_latents for a fresh random crop" in caplog.text
+        assert "the flipped copy is another random window" in caplog.text
+
+
+def test_random_crop_watch_counts_the_images_train_clip_crops_once(caplog):
+    transform = tu.image_transform(train_clip.parse_args(["--dataset_name", FACES]))
+    images = [Image.new("RGB", (96, 64)), Image.new("RGB", (128, 128)), Image.new("RGB", (64, 70))]
+    watch = tu.RandomCropWatch(transform, 64, center_crop=False)
+    assert [tuple(watch(image).shape) for image in images] == [(3, 64, 64)] * 3 and watch.random_crops == 2
+    with caplog.at_level(logging.WARNING):
+        watch.warn(3, "train_clip.py decodes every image once", "--center_crop")
+    assert "2 of 3 images are not square" in caplog.text and "fixed for the whole run" in caplog.text
+    centred = tu.RandomCropWatch(transform, 64, center_crop=True)
+    centred(images[0])
+    assert centred.random_crops == 0
+
+
+def test_lr_num_cycles_and_lr_power_reach_the_schedule():
+    def lrs(*flags):
+        args = train_vae.parse_args(["--dataset_name", FACES, "--max_train_steps", "10", *flags])
+        parameter = torch.nn.Parameter(torch.zeros(2))
+        optimizer, scheduler = tu.make_optimizer_and_scheduler(args, [parameter], mock.Mock(num_processes=1), 10)
+        seen = []
+        for _ in range(10):
+            seen.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        return seen
+
+    cosine = lrs("--lr_scheduler", "cosine")
+    assert lrs("--lr_scheduler", "cosine_with_restarts") == cosine  # one cycle: the same schedule
+    restarts = lrs("--lr_scheduler", "cosine_with_restarts", "--lr_num_cycles", "2")
+    assert restarts != cosine and restarts[5] == pytest.approx(restarts[0])  # the second cycle starts again
+    assert lrs("--lr_scheduler", "polynomial", "--lr_power", "2.0") != lrs("--lr_scheduler", "polynomial")

@@ -184,6 +184,7 @@ def main(args):
     repo_id = tu.create_hub_repo(args) if args.push_to_hub and accelerator.is_main_process else None
     set_seed(args.seed)  # same initial weights on every process
     resume_path = tu.resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    tu.check_resume_ema(resume_path, ["clip"], args.use_ema)
     clock = tu.TrainingClock(resume_path)
     config = load_config(args.config)
 
@@ -195,7 +196,9 @@ def main(args):
     tu.check_enough_training_images(num_train, args.train_batch_size, accelerator.num_processes)
     transform = tu.image_transform(args, accelerator.process_index)
     logger.info(f"Decoding {len(dataset)} images...")
-    images = torch.stack([transform(image) for image in dataset["image"]])
+    crop_watch = tu.RandomCropWatch(transform, args.resolution, args.center_crop)
+    images = torch.stack([crop_watch(image) for image in dataset["image"]])
+    crop_watch.warn(len(dataset), "train_clip.py decodes every image once", "--center_crop, or square images")
     holdout_attributes = None
     if all(name in dataset.column_names for name in ATTRIBUTES):  # cartoon faces: zero-shot attribute probes
         rows = dataset.select(range(num_train, len(dataset)))
@@ -220,6 +223,7 @@ def main(args):
         shuffle=True,
         drop_last=True,
         generator=torch.Generator().manual_seed(args.seed),  # keeps the global RNG (saved in checkpoints) untouched
+        num_workers=args.dataloader_num_workers,
     )
     train_dataloader = accelerator.prepare(train_dataloader)
     num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
@@ -269,6 +273,7 @@ def main(args):
         range(args.max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
     )
     run_start, run_steps = time.time(), 0
+    step_loss = tu.MicroBatchMean()  # the logged loss: the mean over the step's accumulated micro-batches
     for epoch in range(first_epoch, args.num_train_epochs):
         model_ddp.train()
         train_dataloader.set_epoch(epoch)
@@ -284,6 +289,7 @@ def main(args):
                 outputs = model_ddp(input_ids=input_ids[rows].to(accelerator.device), pixel_values=pixel_values)
                 loss = contrastive_loss(outputs.logits_per_image, rows.to(accelerator.device))
                 accelerator.backward(loss)
+                step_loss.add(loss=accelerator.gather(loss.detach()).mean().item())
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model_ddp.parameters(), args.max_grad_norm)
                 optimizer.step()
@@ -298,7 +304,7 @@ def main(args):
                 global_step += 1
                 run_steps += 1
                 logs = {
-                    "loss": accelerator.gather(loss.detach()).mean().item(),
+                    **step_loss.pop(),
                     "logit_scale": model.logit_scale.exp().item(),
                     "lr": lr_scheduler.get_last_lr()[0],
                     "samples_per_s": run_steps * total_batch_size / (time.time() - run_start),

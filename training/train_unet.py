@@ -231,6 +231,8 @@ def main(args):
     repo_id = tu.create_hub_repo(args) if args.push_to_hub and accelerator.is_main_process else None
     set_seed(args.seed)  # same initial weights on every process
     resume_path = tu.resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    trains_text_encoder = args.pretrained_text_encoder is None or args.train_text_encoder
+    tu.check_resume_ema(resume_path, ["unet"] + (["text_encoder"] if trains_text_encoder else []), args.use_ema)
     clock = tu.TrainingClock(resume_path)  # wall time of the whole run, across resumes
     config = load_config(args)
     noise_scheduler = DDPMScheduler.from_config(default_scheduler_config(**config["scheduler"]))
@@ -297,9 +299,20 @@ def main(args):
     cache = None
     if args.cache_latents:
         logger.info(f"Encoding {len(dataset)} images once ({'VAE' if vae is not None else 'pixel space'})...")
-        cache = {"plain": encode_images(vae, dataset, transform, flip=False)}
+        crop_watch = tu.RandomCropWatch(transform, args.resolution, args.center_crop)
+        cache = {"plain": encode_images(vae, dataset, crop_watch, flip=False)}
         if args.random_flip:
             cache["flipped"] = encode_images(vae, dataset, transform, flip=True)
+        crop_watch.warn(
+            len(dataset),
+            "--cache_latents (the default) encodes every image once"
+            + (
+                " (with --random_flip, the flipped copy is another random window, not the mirror)"
+                if args.random_flip
+                else ""
+            ),
+            "--center_crop, or --no-cache_latents for a fresh random crop of each image every epoch",
+        )
     train_dataloader = torch.utils.data.DataLoader(
         IndexDataset(dataset, None if args.cache_latents else transform),
         batch_size=args.train_batch_size,
@@ -336,7 +349,19 @@ def main(args):
     global_step, first_epoch, skip_batches = 0, 0, 0
     if resume_path is not None:
         accelerator.print(f"Resuming from checkpoint {resume_path}")
-        accelerator.load_state(resume_path)
+        try:
+            accelerator.load_state(resume_path)
+        except ValueError as error:
+            if "different number of parameter groups" not in str(error):
+                raise
+            own_group = len(optimizer.param_groups) == 2  # --text_encoder_lr / --text_encoder_freeze_steps
+            raise ValueError(
+                f"{resume_path} was written {'without' if own_group else 'with'} --text_encoder_lr / "
+                f"--text_encoder_freeze_steps (an optimizer with {1 if own_group else 2} parameter group(s)), this "
+                f"run {'gives' if own_group else 'gives neither of'} them ({len(optimizer.param_groups)} group(s)): "
+                "resume with the same choice as the run that wrote the checkpoint, or start a new run in another "
+                "--output_dir."
+            ) from error
         global_step = tu.checkpoint_step(resume_path)
         first_epoch = global_step // num_update_steps_per_epoch
         skip_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
@@ -395,6 +420,7 @@ def main(args):
         range(args.max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
     )
     run_start, run_steps, recent_losses = time.time(), 0, []
+    step_loss = tu.MicroBatchMean()  # the logged loss: the mean over the step's accumulated micro-batches
 
     for epoch in range(first_epoch, args.num_train_epochs):
         unet_ddp.train()
@@ -448,6 +474,7 @@ def main(args):
                     loss = (loss * weights).mean()
 
                 accelerator.backward(loss)
+                step_loss.add(loss=accelerator.gather(loss.detach()).mean().item())
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, args.max_grad_norm)
                 optimizer.step()
@@ -461,7 +488,7 @@ def main(args):
                 run_steps += 1
                 last_lr = lr_scheduler.get_last_lr()  # one per parameter group: [unet(+text encoder), text encoder]
                 logs = {
-                    "loss": accelerator.gather(loss.detach()).mean().item(),
+                    **step_loss.pop(),
                     "lr": last_lr[0],
                     "samples_per_s": run_steps * total_batch_size / (time.time() - run_start),
                 }

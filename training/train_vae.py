@@ -165,6 +165,7 @@ def main(args):
     repo_id = tu.create_hub_repo(args) if args.push_to_hub and accelerator.is_main_process else None
     set_seed(args.seed)  # same initial weights on every process
     resume_path = tu.resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    tu.check_resume_ema(resume_path, ["vae"], args.use_ema)
     clock = tu.TrainingClock(resume_path)  # wall time of the whole run, across resumes
 
     # ---- data: held-out images for grids/metrics, the rest for training ----
@@ -229,6 +230,7 @@ def main(args):
         range(args.max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
     )
     run_start, run_steps = time.time(), 0
+    step_losses = tu.MicroBatchMean()  # the logged losses: means over the step's accumulated micro-batches
 
     def validation_grid(step):
         if args.use_ema:
@@ -263,6 +265,9 @@ def main(args):
                 kl_loss = kl.mean() / pixel_values[0].numel()
                 loss = rec_loss + args.kl_weight * kl_loss
                 accelerator.backward(loss)
+                step_losses.add(
+                    loss=accelerator.gather(loss.detach()).mean().item(), rec_loss=rec_loss.item(), kl=kl_loss.item()
+                )
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
@@ -275,9 +280,7 @@ def main(args):
                 global_step += 1
                 run_steps += 1
                 logs = {
-                    "loss": accelerator.gather(loss.detach()).mean().item(),
-                    "rec_loss": rec_loss.item(),
-                    "kl": kl_loss.item(),
+                    **step_losses.pop(),
                     "lr": lr_scheduler.get_last_lr()[0],
                     "samples_per_s": run_steps * total_batch_size / (time.time() - run_start),
                 }
