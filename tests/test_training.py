@@ -737,6 +737,9 @@ def test_card_reports_the_total_batch_size():
         (train_clip, ["--num_validation_images", "1"], "--num_validation_images must be >= 2"),
         (train_vae, ["--train_data_dir", "images"], "either --dataset_name or --train_data_dir, not both"),
         (train_unet, ["--mixed_precision", "fp16"], "fp16 has no fast path on CPU.*--mixed_precision bf16"),
+        (train_vae, ["--kl_weight", "-0.5"], r"--kl_weight must be >= 0, got -0.5"),
+        (train_vae, ["--vae_config", "missing.json"], "--vae_config missing.json: cannot read a JSON config"),
+        (train_vae, ["--vae_config", TINY_UNET], "--vae_config .*tiny.json is not a SmallVAE config: unknown keys"),
     ],
 )
 def test_bad_flags_are_refused_before_any_work(script, extra, message, monkeypatch):
@@ -923,3 +926,15 @@ def test_lr_num_cycles_and_lr_power_reach_the_schedule():
     restarts = lrs("--lr_scheduler", "cosine_with_restarts", "--lr_num_cycles", "2")
     assert restarts != cosine and restarts[5] == pytest.approx(restarts[0])  # the second cycle starts again
     assert lrs("--lr_scheduler", "polynomial", "--lr_power", "2.0") != lrs("--lr_scheduler", "polynomial")
+
+
+def test_a_grayscale_vae_config_trains_on_one_channel_images(tmp_path):
+    config = tmp_path / "gray.json"
+    config.write_text(json.dumps({"in_channels": 1, "out_channels": 1, "block_out_channels": [8, 16]}))
+    out = tmp_path / "o"
+    run(train_vae, [*COMMON, "--dataset_name", FACES, "--output_dir", out, "--max_train_steps", 1, "--resolution", 32,
+                    "--num_validation_images", 4, "--vae_config", config])  # fmt: skip
+    assert SmallVAE.from_pretrained(out / "vae").config.in_channels == 1
+    config.write_text(json.dumps({"in_channels": 1}))
+    with pytest.raises(ValueError, match="out_channels 3 must equal in_channels 1"):
+        train_vae.parse_args(["--dataset_name", FACES, "--vae_config", str(config)])

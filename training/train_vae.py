@@ -21,6 +21,7 @@ checkpoint-<step> folders (resume with --resume_from_checkpoint latest) and a RE
 """
 
 import argparse
+import inspect
 import json
 import logging
 import math
@@ -88,7 +89,36 @@ def parse_args(argv=None):
         raise ValueError(f"--crop_size must be in [1, --resolution={args.resolution}], got {args.crop_size}.")
     if args.train_decoder_only and args.pretrained_vae_model_name_or_path is None:
         raise ValueError("--train_decoder_only fine-tunes a trained VAE: give --pretrained_vae_model_name_or_path.")
+    if not args.kl_weight >= 0:  # a negative weight would reward a posterior far from N(0, I)
+        raise ValueError(f"--kl_weight must be >= 0, got {args.kl_weight}.")
+    if args.vae_config is not None:
+        read_vae_config(args.vae_config)  # checked here, before any work; read again by build_vae
     return args
+
+
+def read_vae_config(path: str) -> dict:
+    """The SmallVAE keys of --vae_config (a config.json; `_`-prefixed keys dropped), checked before any work."""
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--vae_config {path}: cannot read a JSON config ({error}).") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"--vae_config {path}: expected a JSON object of SmallVAE config keys.")
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    known = set(inspect.signature(SmallVAE.__init__).parameters) - {"self"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(
+            f"--vae_config {path} is not a SmallVAE config: unknown keys {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(known))})."
+        )
+    if config.get("out_channels", 3) != config.get("in_channels", 3):
+        raise ValueError(
+            f"--vae_config {path}: out_channels {config.get('out_channels', 3)} must equal in_channels "
+            f"{config.get('in_channels', 3)} (the VAE reconstructs its input)."
+        )
+    return config
 
 
 class VAEWithPosterior(torch.nn.Module):
@@ -114,10 +144,7 @@ def build_vae(args) -> SmallVAE:
         vae.decoder.requires_grad_(True)
         tu.check_resolution(args.resolution, vae.downsample_factor)
         return vae
-    config = {}
-    if args.vae_config is not None:
-        with open(args.vae_config) as f:
-            config = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+    config = read_vae_config(args.vae_config) if args.vae_config is not None else {}
     for key in ARCHITECTURE_FLAGS:
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
@@ -168,12 +195,19 @@ def main(args):
     tu.check_resume_ema(resume_path, ["vae"], args.use_ema)
     clock = tu.TrainingClock(resume_path)  # wall time of the whole run, across resumes
 
+    # ---- model first (its errors come before any data work; building it draws on the global RNG only) ----
+    vae = build_vae(args)
+    if args.crop_size is not None and args.crop_size % vae.downsample_factor:
+        raise ValueError(
+            f"--crop_size {args.crop_size} must be divisible by the VAE's downsampling factor {vae.downsample_factor}."
+        )
+
     # ---- data: held-out images for grids/metrics, the rest for training ----
     dataset = tu.load_train_dataset(args)
     num_holdout = min(args.num_validation_images, len(dataset) // 2)
     train_images = dataset.select(range(len(dataset) - num_holdout))
     tu.check_enough_training_images(len(train_images), args.train_batch_size, accelerator.num_processes)
-    transform = tu.image_transform(args, accelerator.process_index)
+    transform = tu.image_transform(args, accelerator.process_index, channels=vae.config.in_channels)
     holdout_images = torch.stack(
         [transform(image) for image in dataset.select(range(len(train_images), len(dataset)))["image"]]
     )
@@ -187,12 +221,7 @@ def main(args):
         collate_fn=lambda examples: torch.stack([e["pixel_values"] for e in examples]),
     )
 
-    # ---- model, EMA, optimizer ----
-    vae = build_vae(args)
-    if args.crop_size is not None and args.crop_size % vae.downsample_factor:
-        raise ValueError(
-            f"--crop_size {args.crop_size} must be divisible by the VAE's downsampling factor {vae.downsample_factor}."
-        )
+    # ---- EMA, optimizer ----
     if args.gradient_checkpointing:
         vae.enable_gradient_checkpointing()
     tu.check_checkpoints_compatible(args.output_dir, {"vae": vae}, resume_path)
