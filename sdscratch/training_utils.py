@@ -748,18 +748,9 @@ def create_hub_repo(args: argparse.Namespace) -> str:
     ).repo_id
 
 
-def push_folder_to_hub(
-    folder: str,
-    repo_id: Optional[str],
-    token: Optional[str],
-    logging_dir: str = "logs",
-    create: bool = True,
-) -> str:
-    """Uploads `folder` to the Hub repo `repo_id` (checkpoints and the tracker logs in `logging_dir`, relative to
-    `folder` as `--logging_dir` is, left out). With `create`, creates the repo first (if needed); the training
-    scripts create it at their start (`create_hub_repo`) and pass `create=False`."""
-    if create or repo_id is None:
-        repo_id = create_repo(repo_id=repo_id or Path(folder).name, exist_ok=True, token=token).repo_id
+def push_folder_to_hub(folder: str, repo_id: str, token: Optional[str], logging_dir: str = "logs") -> str:
+    """Uploads `folder` to the Hub repo `repo_id`, which `create_hub_repo` made when training started (checkpoints
+    and the tracker logs in `logging_dir`, relative to `folder` as `--logging_dir` is, left out)."""
     ignore_patterns = ["checkpoint-*", ".tmp-checkpoint-*", "rank_digests/*"]
     logs = os.path.relpath(os.path.join(folder, logging_dir), folder)  # an absolute --logging_dir stays as it is
     if logs != "." and not logs.startswith(".."):

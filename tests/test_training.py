@@ -697,12 +697,12 @@ def test_push_to_hub_creates_the_repo_before_any_work(tmp_path):
 
 def test_push_folder_to_hub_leaves_out_the_logging_dir_used(tmp_path):
     with mock.patch.object(tu, "create_repo") as create_repo, mock.patch.object(tu, "upload_folder") as upload:
-        assert tu.push_folder_to_hub(str(tmp_path), "me/x", "t", logging_dir="tb", create=False) == "me/x"
+        assert tu.push_folder_to_hub(str(tmp_path), "me/x", "t", logging_dir="tb") == "me/x"
         patterns = upload.call_args.kwargs["ignore_patterns"]
         assert "tb/*" in patterns and "logs/*" not in patterns and "checkpoint-*" in patterns
-        tu.push_folder_to_hub(str(tmp_path), "me/x", "t", logging_dir="./runs/tb/", create=False)
+        tu.push_folder_to_hub(str(tmp_path), "me/x", "t", logging_dir="./runs/tb/")
         assert "runs/tb/*" in upload.call_args.kwargs["ignore_patterns"]
-        tu.push_folder_to_hub(str(tmp_path), "me/x", "t", logging_dir=str(tmp_path.parent / "elsewhere"), create=False)
+        tu.push_folder_to_hub(str(tmp_path), "me/x", "t", logging_dir=str(tmp_path.parent / "elsewhere"))
         assert not [p for p in upload.call_args.kwargs["ignore_patterns"] if "elsewhere" in p]
     create_repo.assert_not_called()
 

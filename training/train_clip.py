@@ -354,7 +354,7 @@ def main(args):
         )
         tu.write_model_card(args.output_dir, "CLIP (sdscratch)", body, args.dataset_name, ["sdscratch", "clip"])
         if args.push_to_hub:
-            tu.push_folder_to_hub(args.output_dir, repo_id, args.hub_token, args.logging_dir, create=False)
+            tu.push_folder_to_hub(args.output_dir, repo_id, args.hub_token, args.logging_dir)
     accelerator.end_training()
     return model
 

@@ -539,7 +539,7 @@ def main(args):
             num_processes=accelerator.num_processes,
         )
         if args.push_to_hub:
-            tu.push_folder_to_hub(args.output_dir, repo_id, args.hub_token, args.logging_dir, create=False)
+            tu.push_folder_to_hub(args.output_dir, repo_id, args.hub_token, args.logging_dir)
     accelerator.end_training()
 
 

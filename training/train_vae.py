@@ -369,7 +369,7 @@ def main(args):
         tags = ["sdscratch", "autoencoder", "vae", "diffusers-training"]
         tu.write_model_card(args.output_dir, "SmallVAE", body, args.dataset_name, tags)
         if args.push_to_hub:
-            tu.push_folder_to_hub(args.output_dir, repo_id, args.hub_token, args.logging_dir, create=False)
+            tu.push_folder_to_hub(args.output_dir, repo_id, args.hub_token, args.logging_dir)
     accelerator.end_training()
     return vae
 

@@ -157,21 +157,6 @@ def image_layout(image: Any, name: str = "image", grayscale: bool = False) -> tu
     return sum(layout[0] for layout in layouts), channels, height, width
 
 
-def image_batch_size(image: Any, grayscale: bool = False) -> int:
-    """Number of images in a `PipelineImageInput` (PIL / numpy / torch, single or list); see `image_layout`."""
-    return image_layout(image, grayscale=grayscale)[0]
-
-
-def image_size(image: Any, grayscale: bool = False) -> tuple[int, int]:
-    """(height, width) of the first image in a `PipelineImageInput`, as `VaeImageProcessor.preprocess` reads it.
-
-    Tensors are `(batch, channels, height, width)` or `(channels, height, width)`; numpy arrays are
-    `(batch, height, width, channels)`, `(height, width, channels)` or `(height, width)` (diffusers' conventions;
-    with `grayscale=True`, as for masks, also `(batch, height, width)`: see `image_layout`).
-    """
-    return tuple(image_layout(image, grayscale=grayscale)[2:])
-
-
 def check_image_type(image: Any, name: str) -> None:
     """Raises `TypeError` unless `image` is a PIL image, numpy array, torch tensor, or a non-empty list of one of
     those types."""
