@@ -280,8 +280,8 @@ def _misses(target: dict, prediction: dict) -> Optional[str]:
     return "read: " + ", ".join(wrong) if wrong else None
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv=None, prog: str | None = None):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model_path",
         required=True,
@@ -334,8 +334,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--caption_style {args.caption_style!r} is not one of the {args.task} styles {list(styles)}")
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+def main(argv=None, prog: str = "python -m sdscratch.evaluate") -> dict:
+    """The command line. `prog`: how the command is named in `--help` and in the model card (`sdscratch evaluate`
+    when run through the `sdscratch` command)."""
+    args = parse_args(argv, prog=prog)
     import sdscratch  # noqa: F401  (registers every component module, as diffusers' loading needs)
     from sdscratch.pipelines.pipeline_cartoon_face import CartoonFacePipeline
     from sdscratch.schedulers.registry import get_scheduler
@@ -376,7 +378,7 @@ def main(argv=None) -> dict:
     _print_summary(metrics)
     print(f"wrote {os.path.join(args.output_dir, 'metrics.json')}" + (" and grid.png" if args.grid_images else ""))
     if args.model_card:
-        command = "python -m sdscratch.evaluate " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+        command = prog + " " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
         card = update_model_card(
             args.model_path, metrics, command, os.path.join(args.output_dir, "grid.png"), args.caption_style
         )

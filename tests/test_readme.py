@@ -64,7 +64,8 @@ def test_readme_python_blocks_run(tiny_model_folders, tmp_path, monkeypatch):
 
 
 def check_commands_parse(text: str) -> int:
-    """Runs every `training/*.py` and `python -m sdscratch.evaluate` command of a shell text (backslash
+    """Runs every `training/*.py`, `python -m sdscratch.evaluate` / `.data.cartoon_faces` and `sdscratch` command of
+    a shell text (backslash
     continuations joined, `${VAR:-default}` expanded to its default, `"${ARRAY[@]}"` to the array's first
     definition in the text, or to nothing, comments skipped)
     through its script's own argument parser; an unknown or renamed flag raises SystemExit. Returns how many
@@ -83,15 +84,20 @@ def check_commands_parse(text: str) -> int:
             argv = argv[2:]
         elif argv[:1] == ["python"]:
             argv = argv[1:]
-        if argv[:2] == ["-m", "sdscratch.evaluate"]:
+        if argv[:2] in (["-m", "sdscratch.evaluate"], ["sdscratch", "evaluate"]):
             module, args = importlib.import_module("sdscratch.evaluate"), argv[2:]
+        elif argv[:2] in (["-m", "sdscratch.data.cartoon_faces"], ["sdscratch", "faces"]):
+            module, args = importlib.import_module("sdscratch.data.cartoon_faces"), argv[2:]
+        elif argv[:1] == ["sdscratch"]:  # generate, models
+            module, args = importlib.import_module("sdscratch.cli"), argv[1:]
         elif argv and argv[0].startswith("training/"):
             spec = importlib.util.spec_from_file_location(f"command_{checked}", ROOT / argv[0])
             module, args = importlib.util.module_from_spec(spec), argv[1:]
             spec.loader.exec_module(module)
         else:
             continue
-        module.parse_args(args)  # SystemExit (argparse error) fails the test
+        parse = module.build_parser().parse_args if module.__name__ == "sdscratch.cli" else module.parse_args
+        parse(args)  # SystemExit (argparse error) fails the test
         checked += 1
     return checked
 
@@ -99,7 +105,7 @@ def check_commands_parse(text: str) -> int:
 def test_readme_training_commands_parse():
     """Every training, export and evaluation command in the README has flags its parser knows."""
     blocks = re.findall(r"^```bash\n(.*?)^```", README.read_text(), flags=re.DOTALL | re.MULTILINE)
-    assert check_commands_parse("\n".join(blocks)) >= 5
+    assert check_commands_parse("\n".join(blocks)) >= 11  # 5 training / export / evaluation, 6 `sdscratch`
 
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "training" / "recipes").glob("*.sh")), ids=lambda p: p.name)

@@ -436,8 +436,8 @@ def write_imagefolder(
     return output_dir
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Write procedural cartoon faces to an imagefolder.")
+def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description="Write procedural cartoon faces to an imagefolder.")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--num_images", type=int, default=1000)
     parser.add_argument("--resolution", type=int, default=64)
@@ -448,6 +448,11 @@ def main(argv=None) -> None:
         parser.error(f"--num_images must be >= 0, got {args.num_images}")
     if args.resolution < 8:
         parser.error(f"--resolution must be >= 8 (the smallest face drawn), got {args.resolution}")
+    return args
+
+
+def main(argv=None, prog: Optional[str] = None) -> None:
+    args = parse_args(argv, prog)
     write_imagefolder(args.output_dir, args.num_images, args.resolution, args.seed, args.caption_style)
     print(f"wrote {args.num_images} faces to {args.output_dir}")
 

@@ -1,0 +1,109 @@
+"""The `sdscratch` command (sdscratch/cli.py): generate with a pipeline folder (the same grid as the examples),
+list the shipped models, forward `faces` / `evaluate` to their modules, reject bad flags before loading anything."""
+
+import configparser
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from test_examples import run_example
+
+from sdscratch import cli
+from sdscratch.demo import tiny_random_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def faces_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli") / "faces"
+    tiny_random_pipeline(seed=0).save_pretrained(folder)
+    return str(folder)
+
+
+def test_generate_writes_the_same_grid_as_the_example(faces_folder, tmp_path, capsys):
+    argv = TINY + ["--num_images", "2", "--seed", "3", "--prompt", "Cartoon face with glasses"]
+    assert cli.main(["generate", "--model", faces_folder, *argv, "--output", str(tmp_path / "cli.png")]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'cli.png'} (2 images for 'Cartoon face with glasses') in " in out
+    run_example("generate", argv + ["--model_path", faces_folder, "--output", str(tmp_path / "example.png")])
+    cli_grid, example_grid = Image.open(tmp_path / "cli.png"), Image.open(tmp_path / "example.png")
+    assert cli_grid.size == (2 * 64 + 2, 64)
+    assert cli_grid.tobytes() == example_grid.tobytes()
+
+
+def test_generate_a_grayscale_folder_gets_the_digits_defaults(tmp_path, capsys):
+    folder = tmp_path / "digits"
+    tiny_random_pipeline(seed=0, name="digits").save_pretrained(folder)
+    cli.main(["generate", "--model", str(folder), *TINY, "--num_images", "2", "--output", str(tmp_path / "d.png")])
+    assert "(2 images for '8')" in capsys.readouterr().out
+    assert Image.open(tmp_path / "d.png").size == (4 * (2 * 16 + 1), 4 * 16)  # 1 px gaps, enlarged 4 times
+    run_example(
+        "digits", TINY + ["--num_images", "2", "--model_path", str(folder), "--output", str(tmp_path / "e.png")]
+    )
+    assert Image.open(tmp_path / "d.png").tobytes() == Image.open(tmp_path / "e.png").tobytes()
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--model", "no-such-model"], "--model must be one of ['cartoon-faces', 'digits'] or a pipeline folder"),
+        (["--num_images", "0"], "--num_images must be at least 1, got 0"),
+        (["--steps", "0"], "--steps must be at least 1, got 0"),
+        (["--scale", "0"], "--scale must be at least 1, got 0"),
+        (["--output", "faces.txt"], "`--output` must end in an image file extension"),
+        (["--scheduler", "nope"], "`scheduler` 'nope' is not DDPM-compatible"),
+    ],
+)
+def test_generate_bad_flags_fail_before_loading(argv, message, faces_folder, monkeypatch, capsys):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model must not load for a bad flag")
+
+    monkeypatch.setattr("sdscratch.pipelines.pipeline_cartoon_face.CartoonFacePipeline.from_pretrained", no_loading)
+    model = [] if "--model" in argv else ["--model", faces_folder]
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["generate", *model, *argv])
+    assert message in str(raised.value.code) + capsys.readouterr().err
+
+
+def test_models_lists_every_shipped_model(capsys):
+    cli.main(["models"])
+    out = capsys.readouterr().out
+    for name in ("cartoon-faces", "digits"):
+        assert f"{name}: " in out
+
+
+def test_faces_and_evaluate_are_forwarded_with_their_own_flags(tmp_path, capsys):
+    cli.main(["faces", "--output_dir", str(tmp_path / "faces"), "--num_images", "3"])
+    assert capsys.readouterr().out.startswith("wrote 3 faces to ")
+    assert sorted(p.name for p in (tmp_path / "faces").iterdir()) == [
+        "000000.png",
+        "000001.png",
+        "000002.png",
+        "metadata.jsonl",
+    ]
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["evaluate", "--help"])
+    assert raised.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: sdscratch evaluate [-h] --model_path MODEL_PATH")
+
+
+def test_seconds_since_process_start_counts_the_imports():
+    first = cli.seconds_since_process_start()
+    time.sleep(0.05)
+    second = cli.seconds_since_process_start()
+    assert first is not None and first > 0  # this process imported torch and diffusers before the test ran
+    assert second - first >= 0.03  # /proc's clock ticks: 10 ms
+
+
+def test_console_script_and_module_entry_points():
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    assert "sdscratch = sdscratch.cli:main" in config["options.entry_points"]["console_scripts"]
+    result = subprocess.run([sys.executable, "-m", "sdscratch", "models"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "cartoon-faces: " in result.stdout
