@@ -197,12 +197,14 @@ def check_trackers_installed(report_to: Optional[str]) -> None:
 
 def final_outputs_written(args: argparse.Namespace, resume_path: Optional[str], global_step: int) -> bool:
     """For a run resumed at or past `--max_train_steps` (no step left to take): `True` when its final outputs are
-    already in `--output_dir` (the model card, written last), so the caller stops and overwrites nothing; `False`
-    when the run was interrupted between its last checkpoint and its final save, which the caller then writes."""
+    already in `--output_dir` (the model card, written last), so the caller stops and overwrites nothing (with
+    `--push_to_hub` it uploads the folder as it is); `False` when the run was interrupted between its last checkpoint
+    and its final save, which the caller then writes."""
     if os.path.isfile(os.path.join(args.output_dir, "README.md")):
+        upload = " and uploaded (--push_to_hub)" if getattr(args, "push_to_hub", False) else ""
         logger.warning(
             f"{resume_path} is at step {global_step}, >= --max_train_steps {args.max_train_steps}, and "
-            f"{args.output_dir} holds the finished run: left as it is (raise --max_train_steps to train on)."
+            f"{args.output_dir} holds the finished run: left as it is{upload} (raise --max_train_steps to train on)."
         )
         return True
     logger.warning(f"{resume_path} is at step {global_step}: no step left; writing the final outputs from it.")
@@ -722,13 +724,16 @@ def write_model_card(
     license: str = "apache-2.0",
 ) -> ModelCard:
     """Writes `<folder>/README.md` with diffusers' metadata conventions (`library_name: diffusers`, tags, license,
-    the Hub data sets used) and the given markdown body."""
+    the Hub data sets used) and the given markdown body, under a temporary name renamed when complete."""
     data = ModelCardData(license=license, library_name="diffusers", pipeline_tag=pipeline_tag)
     if is_hub_dataset_id(dataset_name):
         data.datasets = [dataset_name]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# {title}\n\n{description.strip()}\n")
     card = populate_model_card(card, tags=tags)
-    card.save(os.path.join(folder, "README.md"))
+    # written last, the card marks a finished run (`final_outputs_written`): never leave a truncated one
+    path = os.path.join(folder, "README.md")
+    card.save(path + ".tmp")
+    os.replace(path + ".tmp", path)
     return card
 
 

@@ -342,6 +342,22 @@ def test_half_precision_files_are_upcast_unless_torch_dtype_is_given(pipe, tmp_p
             assert bf16.unet.dtype == bf16.text_encoder.dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize(
+    "torch_dtype",
+    [{"unet": torch.bfloat16}, {"vae": torch.float32, "default": torch.bfloat16}],
+    ids=["bf16_unet", "fp32_vae"],
+)
+def test_components_in_different_dtypes(pipe, tmp_path, torch_dtype):
+    # diffusers' per-component `torch_dtype` (e.g. a bf16 UNet with a float32 VAE): each model gets its own dtype
+    pipe.save_pretrained(tmp_path)
+    mixed = CartoonFacePipeline.from_pretrained(tmp_path, torch_dtype=torch_dtype)
+    mixed.set_progress_bar_config(disable=True)
+    assert len({mixed.vae.dtype, mixed.unet.dtype, mixed.text_encoder.dtype}) == 2
+    image = PIL.Image.fromarray((run(pipe)[0] * 255).astype(np.uint8))
+    for kwargs in ({}, {"image": image, "strength": 0.5, "num_inference_steps": 4}):
+        np.testing.assert_allclose(run(mixed, **kwargs), run(pipe, **kwargs), atol=0.1)
+
+
 def test_none_components_save_and_load(tmp_path):
     pipe = tiny_pipeline(pixel_space=True, conditional=False)
     pipe.save_pretrained(tmp_path)

@@ -649,6 +649,14 @@ def test_a_finished_vae_run_started_again_takes_no_step(tmp_path):
     argv += ["--checkpointing_steps", 2, "--num_validation_images", 4, "--resume_from_checkpoint", "latest"]
     run(train_vae, argv)
     assert_started_again_takes_no_step(train_vae, argv, out, "vae")
+    # a finished run (trained without --push_to_hub, or its upload failed) is uploaded by the command with the flag
+    before = weights(out / "vae")
+    with mock.patch.object(tu, "create_repo") as create_repo, mock.patch.object(tu, "upload_folder") as upload:
+        create_repo.return_value.repo_id = "me/vae"
+        run(train_vae, [*argv, "--push_to_hub"])
+    upload.assert_called_once()
+    assert upload.call_args.kwargs["folder_path"] == str(out) and upload.call_args.kwargs["repo_id"] == "me/vae"
+    assert_same_weights(before, weights(out / "vae"))
 
 
 def test_the_hub_token_reaches_neither_the_card_nor_the_trackers(unet_dir, vae_dir):
@@ -713,6 +721,23 @@ def test_model_card_datasets_list_hub_ids_only(tmp_path):
     assert tu.write_model_card(str(tmp_path), "t", "body", "lambdalabs/pokemon", ["x"]).data.datasets == [
         "lambdalabs/pokemon"
     ]
+
+
+def test_model_card_is_never_left_half_written(tmp_path, monkeypatch):
+    # the card, written last, marks a finished run: a write cut off must not leave a README.md behind
+    def cut_off(self, path):
+        with open(path, "w") as f:
+            f.write("---\nlicense")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tu.ModelCard, "save", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        tu.write_model_card(str(tmp_path), "t", "body", None, ["x"])
+    assert not (tmp_path / "README.md").exists()
+    monkeypatch.undo()
+    tu.write_model_card(str(tmp_path), "t", "body", None, ["x"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]  # the cut-off write's temporary file replaced
+    assert "# t" in (tmp_path / "README.md").read_text()
 
 
 def test_card_reports_the_total_batch_size():

@@ -124,6 +124,14 @@ def test_torch_dtype_bfloat16_load_runs_in_bf16(tmp_path):
     torch.testing.assert_close(out.float(), run(unet, sample, t, text), rtol=0.1, atol=0.1)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_output_loading_info_with_torch_dtype(tmp_path, dtype):
+    # as ModelMixin.from_pretrained: `(model, loading_info)`, the model in `torch_dtype`
+    make_unet().save_pretrained(tmp_path)
+    model, info = SmallUNet.from_pretrained(tmp_path, torch_dtype=dtype, output_loading_info=True)
+    assert model.dtype == dtype and info["missing_keys"] == [] and info["unexpected_keys"] == []
+
+
 def test_bf16_autocast_close_to_fp32():
     unet = make_unet()
     sample, t, text = make_inputs()

@@ -204,9 +204,12 @@ class SmallUNet(ModelMixin, ConfigMixin):
         )
         if plain_load:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        model = super().from_pretrained(pretrained_model_name_or_path, **{**kwargs, key: torch.float32})
+        loaded = super().from_pretrained(pretrained_model_name_or_path, **{**kwargs, key: torch.float32})
+        # `output_loading_info=True` returns `(model, loading_info)`: cast the model, return what diffusers returned
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
         # nn.Module.to: ModelMixin.to (diffusers 0.42) warns about fp32 modules on every dtype cast, even with none
-        return nn.Module.to(model, torch_dtype)
+        nn.Module.to(model, torch_dtype)
+        return loaded
 
     @property
     def downsample_factor(self) -> int:

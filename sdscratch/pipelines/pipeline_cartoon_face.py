@@ -265,8 +265,8 @@ class CartoonFacePipeline(DiffusionPipeline):
         """
         if self.vae is None:
             return image
-        latents = retrieve_latents(self.vae.encode(image), sample_mode="argmax")
-        return latents * self.vae.config.scaling_factor
+        latents = retrieve_latents(self.vae.encode(image.to(self.vae.dtype)), sample_mode="argmax")
+        return (latents * self.vae.config.scaling_factor).to(image.dtype)
 
     def prepare_latents(
         self, batch_size, num_channels_latents, height, width, dtype, device, generator, latents=None,
@@ -321,10 +321,19 @@ class CartoonFacePipeline(DiffusionPipeline):
         return tensor.repeat_interleave(num_images_per_prompt, dim=0)
 
     def _predict_noise(self, sample: torch.Tensor, t: torch.Tensor, prompt_embeds: torch.Tensor | None):
-        """One UNet call; unconditional UNets (e.g. diffusers' `UNet2DModel`) get no `encoder_hidden_states`."""
+        """One UNet call; unconditional UNets (e.g. diffusers' `UNet2DModel`) get no `encoder_hidden_states`.
+
+        Inputs are cast to the UNet's dtype and the prediction back to `sample`'s, so that components loaded in
+        different dtypes (`torch_dtype={"unet": torch.bfloat16, "default": torch.float32}`) work together.
+        """
+        dtype = self.unet.dtype
         if prompt_embeds is None:
-            return self.unet(sample, t, return_dict=False)[0]
-        return self.unet(sample, t, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
+            noise_pred = self.unet(sample.to(dtype), t, return_dict=False)[0]
+        else:
+            noise_pred = self.unet(
+                sample.to(dtype), t, encoder_hidden_states=prompt_embeds.to(dtype), return_dict=False
+            )[0]
+        return noise_pred.to(sample.dtype)
 
     @torch.no_grad()
     def __call__(
@@ -499,7 +508,7 @@ class CartoonFacePipeline(DiffusionPipeline):
         else:
             images = latents
             if self.vae is not None:
-                latents = latents / self.vae.config.scaling_factor
+                latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor  # the VAE may have its own dtype
                 images = self.vae.decode(latents, return_dict=False, generator=generator)[0]
             images = self.image_processor.postprocess(images, output_type=output_type)
 
