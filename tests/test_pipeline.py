@@ -516,6 +516,15 @@ def test_custom_timesteps_on_a_scheduler_without_them_raise_before_the_text_enco
         pipe(PROMPT, timesteps=[999, 500, 10])
 
 
+@pytest.mark.parametrize("sigma_schedule", ["use_karras_sigmas", "use_exponential_sigmas", "use_lu_lambdas"])
+def test_custom_timesteps_with_a_sigma_schedule_raise_before_the_text_encoder(tokenizer, sigma_schedule):
+    pipe = tiny_pipeline(tokenizer, scheduler=make_scheduler(**{sigma_schedule: True}))  # DPM-Solver++
+    for model in (pipe.unet, pipe.vae.encoder, pipe.vae.decoder, pipe.text_encoder):
+        model.register_forward_pre_hook(lambda *args: pytest.fail("a model ran before the inputs were checked"))
+    with pytest.raises(ValueError, match=f"`timesteps`: DPMSolverMultistepScheduler with {sigma_schedule}=True"):
+        pipe(PROMPT, timesteps=[999, 500, 10])
+
+
 def test_encode_prompt_checks_negative_prompt_batch_before_encoding(pipe):
     pipe.text_encoder.register_forward_pre_hook(lambda *args: pytest.fail("the text encoder ran"))
     cpu = torch.device("cpu")

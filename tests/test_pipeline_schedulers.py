@@ -152,3 +152,70 @@ def test_compare_schedulers_skips_an_incompatible_scheduler(tmp_path, capsys, mo
     for name in ("FlowMatchEulerDiscreteScheduler", "ScoreSdeVeScheduler"):
         row = next(line for line in table.splitlines() if line.startswith(name))
         assert "skipped" in row and "DDPM-compatible" in row
+
+
+def _exact_denoiser(scheduler, x0):
+    """`_predict_noise` of a perfect model whose data is the single image `x0`: the noise (or v) that takes the sample
+    back to `x0`, at any timestep (fractional ones, as KDPM2's, interpolated in log sigma)."""
+    log_sigma = ((1 - scheduler.alphas_cumprod.double()) / scheduler.alphas_cumprod.double()).sqrt().log()
+
+    def predict(sample, t, prompt_embeds):
+        low = min(int(t), len(log_sigma) - 2)
+        alpha = torch.sigmoid(-2 * torch.lerp(log_sigma[low], log_sigma[low + 1], float(t) - low))  # 1/(sigma^2+1)
+        noise = (sample.double() - alpha.sqrt() * x0) / (1 - alpha).sqrt()
+        if scheduler.config.prediction_type == "v_prediction":
+            return (alpha.sqrt() * noise - (1 - alpha).sqrt() * x0).float()
+        return noise.float()
+
+    return predict
+
+
+@pytest.mark.parametrize("name", [n for n in SCHEDULERS if n not in EXPECTED_ERRORS])
+def test_img2img_and_inpainting_with_an_exact_denoiser_end_on_the_image(name, monkeypatch):
+    """With a perfect model of one image, every sampler ends on that image (or as near as in text-to-image: DDIM and
+    PNDM with set_alpha_to_one=False), whatever strength it starts from. diffusers' img2img leaves noise with LMS
+    (it takes its multistep order from the step index) and PNDM (its cut schedule loses the repeated timestep)."""
+    pipe = tiny_pipeline(pixel_space=True, conditional=False)
+    pipe.scheduler = SCHEDULERS[name].from_config(pipe.scheduler.config)
+    x0 = torch.rand(1, 3, 16, 16, generator=gen(5), dtype=torch.float64) * 2 - 1
+    monkeypatch.setattr(pipe, "_predict_noise", _exact_denoiser(pipe.scheduler, x0))
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 4:12, 4:12] = 1
+    kwargs = {"num_inference_steps": 4, "output_type": "latent"}
+    # DDIM, DEIS and PNDM stop at alphas_cumprod[0] (set_alpha_to_one=False): x0 plus sqrt(1 - 0.99915) noise
+    error = (pipe(generator=gen(0), **kwargs).images - x0).abs().max().item()
+    assert error < 0.2
+    image = x0.float()
+    for strength in (0.5, 0.75):
+        for mask_image in (None, mask):
+            latents = pipe(generator=gen(0), image=image, mask_image=mask_image, strength=strength, **kwargs).images
+            assert (latents - x0).abs().max().item() < error + 1e-3, (strength, mask_image is not None)
+    assert torch.equal(pipe(image=image, strength=0.0, **kwargs).images, image)  # no step, PNDM included
+
+
+def test_custom_timesteps_on_a_second_order_scheduler_keep_img2img_steps(pipe):
+    """Heun lists 2 * 3 - 1 timesteps for `timesteps=[999, 500, 100]`: `strength` takes a share of the 3 steps."""
+    original = pipe.scheduler
+    seen = []
+    try:
+        pipe.scheduler = SCHEDULERS["HeunDiscreteScheduler"].from_config(original.config)
+        image = PIL.Image.new("RGB", (16, 16), (200, 30, 30))
+        pipe("face", image=image, strength=0.5, timesteps=[999, 500, 100], output_type="latent",
+             callback_on_step_end=lambda p, i, t, kwargs: seen.append(int(t)) or kwargs)  # fmt: skip
+    finally:
+        pipe.scheduler = original
+    assert seen == [100]  # int(3 * 0.5) = 1 step, from the last timestep (it used to run none: the image came back)
+
+
+def test_pndm_runge_kutta_cannot_start_part_way(pipe):
+    original = pipe.scheduler
+    image = PIL.Image.new("RGB", (16, 16), (200, 30, 30))
+    try:
+        pipe.scheduler = SCHEDULERS["PNDMScheduler"].from_config(original.config, skip_prk_steps=False)
+        with pytest.raises(ValueError, match="skip_prk_steps=False cannot start part-way"):
+            pipe("face", image=image, strength=0.5, num_inference_steps=4)
+        assert np.isfinite(
+            pipe("face", image=image, strength=1.0, num_inference_steps=4, output_type="np").images
+        ).all()
+    finally:
+        pipe.scheduler = original

@@ -49,7 +49,15 @@ from transformers import CLIPTextModel, PreTrainedTokenizerBase
 
 from ..models.unet import SmallUNet
 from ..models.vae import SmallVAE
-from .pipeline_utils import check_inputs, image_layout, is_real_number, retrieve_latents, retrieve_timesteps, slerp
+from .pipeline_utils import (
+    check_inputs,
+    image_layout,
+    is_real_number,
+    retrieve_latents,
+    retrieve_timesteps,
+    slerp,
+    start_schedule_at,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -249,13 +257,13 @@ class CartoonFacePipeline(DiffusionPipeline):
         return extra_step_kwargs
 
     def get_timesteps(self, num_inference_steps: int, strength: float) -> tuple[torch.Tensor, int]:
-        """SDEdit (arXiv:2108.01073): skip the first `1 - strength` of the schedule, as diffusers' img2img."""
+        """SDEdit (arXiv:2108.01073): skip the first `1 - strength` of the schedule, as diffusers' img2img (see
+        `start_schedule_at` for the LMS and PNDM schedulers); `strength` 0 runs no step."""
         init_timestep = min(int(num_inference_steps * strength), num_inference_steps)
+        if init_timestep == 0:  # PNDM lists one timestep more than its steps: slicing would leave it one
+            return self.scheduler.timesteps[:0], 0
         t_start = max(num_inference_steps - init_timestep, 0)
-        timesteps = self.scheduler.timesteps[t_start * self.scheduler.order :]
-        if hasattr(self.scheduler, "set_begin_index"):
-            self.scheduler.set_begin_index(t_start * self.scheduler.order)
-        return timesteps, num_inference_steps - t_start
+        return start_schedule_at(self.scheduler, t_start), num_inference_steps - t_start
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """Images `(B, C, H, W)` in [-1, 1] -> scaled latents `(B, c, H / f, W / f)` (the image itself in pixel space).

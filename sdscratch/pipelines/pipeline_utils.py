@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DPMSolverMultistepScheduler, SchedulerMixin
+from diffusers import DPMSolverMultistepScheduler, LMSDiscreteScheduler, PNDMScheduler, SchedulerMixin
 
 #: Image types `image` / `mask_image` accept (one of these, or a list of them), as diffusers' `PipelineImageInput`.
 IMAGE_TYPES = (PIL.Image.Image, np.ndarray, torch.Tensor)
@@ -42,13 +42,44 @@ def retrieve_timesteps(
     """
     if timesteps is not None:
         check_scheduler_accepts_timesteps(scheduler)
+        # the steps asked for: a second-order scheduler (Heun) lists 2 * len(timesteps) - 1 timesteps for them
+        num_inference_steps = len(timesteps)
         scheduler.set_timesteps(timesteps=timesteps, device=device)
         timesteps = scheduler.timesteps
-        num_inference_steps = len(timesteps)
     else:
         scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = scheduler.timesteps
     return timesteps, num_inference_steps
+
+
+def start_schedule_at(scheduler: SchedulerMixin, t_start: int) -> torch.Tensor:
+    """Sets `scheduler` to skip the first `t_start` steps of its schedule (img2img) and returns the timesteps left.
+
+    As diffusers' img2img (`timesteps[t_start * order:]` and `set_begin_index`), except for two schedulers that
+    cannot start part-way through their schedule (diffusers' img2img leaves noise in their images): LMS takes its
+    multistep order from the step index instead of the derivatives it has seen, and PLMS (`PNDMScheduler`) needs the
+    repeated timestep of its warm-up step ([t0, t1, t1, t2, ...]) at its start. Their schedules are cut instead, so
+    that they start at step 0 (`set_timesteps` restores them).
+
+    Args:
+        scheduler (`SchedulerMixin`): A scheduler after `set_timesteps`.
+        t_start (`int`): Steps to skip, in [0, num_inference_steps).
+
+    Returns:
+        `torch.Tensor`: The timesteps to run.
+    """
+    if t_start > 0 and isinstance(scheduler, LMSDiscreteScheduler):
+        scheduler.timesteps = scheduler.timesteps[t_start:]
+        scheduler.sigmas = scheduler.sigmas[t_start:]  # its last entry is the final sigma (0)
+        t_start = 0
+    elif t_start > 0 and isinstance(scheduler, PNDMScheduler) and scheduler.config.skip_prk_steps:
+        grid = torch.cat([scheduler.timesteps[:1], scheduler.timesteps[2:]])  # [t0, t1, t2, ...] without the repeat
+        remaining = grid[t_start:]
+        scheduler.timesteps = torch.cat([remaining[:2], remaining[1:]])  # [t_s, t_s+1, t_s+1, t_s+2, ...]
+        t_start = 0
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(t_start * scheduler.order)
+    return scheduler.timesteps[t_start * scheduler.order :]
 
 
 def retrieve_latents(encoder_output: Any, generator: torch.Generator | None = None, sample_mode: str = "argmax"):
@@ -171,12 +202,21 @@ def check_image_type(image: Any, name: str) -> None:
 
 
 def check_scheduler_accepts_timesteps(scheduler: SchedulerMixin) -> None:
-    """Raises `ValueError` naming `timesteps` unless `scheduler.set_timesteps` takes custom timesteps."""
+    """Raises `ValueError` naming `timesteps` unless `scheduler.set_timesteps` takes custom timesteps (it does not
+    with a Karras, exponential, beta or Lu-lambda sigma schedule)."""
     if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
         raise ValueError(
             f"`timesteps`: {type(scheduler).__name__}.set_timesteps does not accept custom timesteps; "
             "pass `num_inference_steps` instead or use a scheduler that does (e.g. DDPMScheduler, "
             "EulerDiscreteScheduler)."
+        )
+    # diffusers' set_timesteps refuses these too, but only after the text encoder has run
+    sigma_schedules = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
+    own = [key for key in sigma_schedules if getattr(scheduler.config, key, False)]
+    if own:
+        raise ValueError(
+            f"`timesteps`: {type(scheduler).__name__} with {own[0]}=True derives its timesteps from its own sigma "
+            f"schedule; pass `num_inference_steps` instead or build the scheduler with {own[0]}=False."
         )
 
 
@@ -378,6 +418,12 @@ def check_inputs(
         raise ValueError(
             f"`num_inference_steps`={num_inference_steps}: {type(pipe.scheduler).__name__} with skip_prk_steps=False "
             "needs at least 4 steps for its Runge-Kutta warm-up; use more steps or skip_prk_steps=True."
+        )
+    if prk_steps and image is not None and 0 < int(num_inference_steps * float(strength)) < num_inference_steps:
+        raise ValueError(
+            f"`strength`={float(strength)}: {type(pipe.scheduler).__name__} with skip_prk_steps=False cannot start "
+            "part-way through its schedule (its Runge-Kutta warm-up always starts at the first timestep); use "
+            "strength=1.0, skip_prk_steps=True or another scheduler."
         )
 
     # images
