@@ -79,6 +79,19 @@ def _check_num_images(num_images: int) -> None:
         raise ValueError(f"num_images must be >= 2 (the Frechet distance fits a covariance), got {num_images}")
 
 
+def _check_task_channels(pipeline, task: str) -> None:
+    """A grayscale pipeline (a digits model) cannot draw the coloured faces the "cartoon-faces" prompts name: its
+    numbers would be meaningless, so refuse before generating anything (e.g. `--task` left at its default)."""
+    vae, unet = getattr(pipeline, "vae", None), getattr(pipeline, "unet", None)
+    model = vae if vae is not None else unet
+    channels = getattr(getattr(model, "config", None), "out_channels", None)
+    if task == "cartoon-faces" and channels == 1:
+        raise ValueError(
+            "task='cartoon-faces' reads coloured faces, but this pipeline draws 1-channel (grayscale) images; "
+            "a digits model is evaluated with task='digits' (--task digits)."
+        )
+
+
 def evaluate_pipeline(
     pipeline,
     task: str = "cartoon-faces",
@@ -106,6 +119,7 @@ def evaluate_pipeline(
         in [0, 1]), `prompts`, `targets` and `predictions` (for grids).
     """
     _check_num_images(num_images)
+    _check_task_channels(pipeline, task)
     classifier = classifier if classifier is not None else load_classifier(task)
     start = time.perf_counter()
 
@@ -332,6 +346,13 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     styles = TASK_CAPTION_STYLES[args.task]
     if args.caption_style not in styles:
         parser.error(f"--caption_style {args.caption_style!r} is not one of the {args.task} styles {list(styles)}")
+    if args.scheduler != "saved":
+        from .schedulers.registry import check_scheduler_name
+
+        try:
+            check_scheduler_name(args.scheduler)
+        except ValueError as error:
+            parser.error(f"--scheduler: {error} Or 'saved': the pipeline's own.")
 
 
 def main(argv=None, prog: str = "python -m sdscratch.evaluate") -> dict:

@@ -722,10 +722,12 @@ def write_model_card(
     tags: list[str],
     pipeline_tag: Optional[str] = None,
     license: str = "apache-2.0",
+    library_name: str = "diffusers",
 ) -> ModelCard:
-    """Writes `<folder>/README.md` with diffusers' metadata conventions (`library_name: diffusers`, tags, license,
-    the Hub data sets used) and the given markdown body, under a temporary name renamed when complete."""
-    data = ModelCardData(license=license, library_name="diffusers", pipeline_tag=pipeline_tag)
+    """Writes `<folder>/README.md` with diffusers' metadata conventions (`library_name: diffusers`, or the library
+    that loads the folder, e.g. `transformers` for a `CLIPModel`; tags, license, the Hub data sets used) and the
+    given markdown body, under a temporary name renamed when complete."""
+    data = ModelCardData(license=license, library_name=library_name, pipeline_tag=pipeline_tag)
     if is_hub_dataset_id(dataset_name):
         data.datasets = [dataset_name]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# {title}\n\n{description.strip()}\n")
@@ -880,9 +882,9 @@ def training_card_body(
 
     The batch size is reported as diffusers' scripts log it: the total per optimizer step (per-process batch x
     `num_processes` x gradient accumulation steps), with its factors."""
-    data = args.dataset_name or f"imagefolder `{args.train_data_dir}`"
+    data = f"`{args.dataset_name}`" if args.dataset_name else f"imagefolder `{args.train_data_dir}`"
     lines = [intro.strip(), "", "## Usage", "", "```python", usage.strip(), "```", "", "## Training", ""]
-    lines += [f"- Data: `{data}`" + (f" (config `{args.dataset_config_name}`)" if args.dataset_config_name else "")]
+    lines += [f"- Data: {data}" + (f" (config `{args.dataset_config_name}`)" if args.dataset_config_name else "")]
     total_batch_size = args.train_batch_size * num_processes * args.gradient_accumulation_steps
     lines += [
         f"- Steps: {steps} at a total batch size of {total_batch_size} ({args.train_batch_size} per process x "

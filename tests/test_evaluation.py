@@ -406,6 +406,7 @@ def test_classifier_reads_uint8_and_rejects_floats_out_of_range(face_classifier)
         (["--grid_images", "0", "--model_card"], "--model_card puts grid.png in the card"),
         (["--task", "digits", "--caption_style", "mixed"], "--caption_style 'mixed' is not one of the digits styles"),
         (["--batch_size", "0"], "--batch_size must be >= 1"),
+        (["--scheduler", "dpm+"], "--scheduler: `scheduler` 'dpm+' is not DDPM-compatible"),
     ],
 )
 def test_evaluate_flags_are_checked_before_any_work(tmp_path, capsys, flags, error):
@@ -426,6 +427,22 @@ def test_evaluate_functions_check_num_images_and_styles_first():
         evaluate_vae(None, num_images=1)
     with pytest.raises(ValueError, match=r"caption_style must be one of \('template', 'rich'\) for task='digits'"):
         build_adherence_prompts(10, task="digits", caption_style="mixed")
+
+
+def test_a_grayscale_pipeline_is_refused_for_the_cartoon_faces_task(tmp_path, monkeypatch):
+    from sdscratch.demo import tiny_random_pipeline
+    from sdscratch.evaluate import evaluate_pipeline, main
+
+    pipeline = tiny_random_pipeline(name="digits")
+    monkeypatch.setattr(type(pipeline), "__call__", lambda *a, **k: pytest.fail("generated images"))
+    with pytest.raises(ValueError, match=r"task='cartoon-faces' reads coloured faces.*--task digits"):
+        evaluate_pipeline(pipeline, num_images=2)
+    # the command with --task left at its default: refused before any image, file or card is written
+    pipeline.save_pretrained(tmp_path / "digits")
+    (tmp_path / "digits" / "README.md").write_text("# digits\n")
+    with pytest.raises(ValueError, match="--task digits"):
+        main(["--model_path", str(tmp_path / "digits"), "--output_dir", str(tmp_path / "out"), "--model_card"])
+    assert not (tmp_path / "out").exists() and (tmp_path / "digits" / "README.md").read_text() == "# digits\n"
 
 
 def test_metrics_are_written_before_the_grid(tmp_path, monkeypatch):

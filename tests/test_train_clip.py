@@ -59,6 +59,7 @@ def test_writes_a_hub_clip_layout_with_metrics_and_a_card(clip_dir):
     assert all(0.0 <= metrics[name] <= 1.0 for name in names)
     card = (clip_dir / "README.md").read_text()
     assert "--pretrained_text_encoder" in card and "zero_shot_mouth" in card and "Steps: 4" in card
+    assert card.startswith("---\nlibrary_name: transformers\n")  # a CLIPModel folder, loaded by transformers
     # the saved model is the EMA one and reloads as a plain CLIPModel
     clip = CLIPModel.from_pretrained(clip_dir)
     ema = load_file(clip_dir / "checkpoint-4" / "clip_ema" / "model.safetensors")
@@ -159,6 +160,11 @@ def test_contrastive_loss_treats_pairs_with_the_same_caption_as_positives():
         (["--vision_patch_size", 7], "--vision_patch_size must divide --resolution 64"),
         (["--num_validation_images", 1], "--num_validation_images must be >= 2"),
         (["--train_batch_size", 0], "--train_batch_size must be >= 1"),
+        (["--vision_head_dim", 0], "--vision_head_dim must be >= 1, got 0"),
+        (["--vision_head_dim", -8], "--vision_head_dim must be >= 1, got -8"),
+        (["--vision_num_hidden_layers", 0], "--vision_num_hidden_layers must be >= 1, got 0"),
+        (["--vision_hidden_size", 0], "--vision_hidden_size must be >= 1 .*got 0"),
+        (["--vision_hidden_size", -64], "--vision_hidden_size must be >= 1 .*got -64"),
     ],
 )
 def test_bad_flags(tmp_path, extra, message):
@@ -166,9 +172,15 @@ def test_bad_flags(tmp_path, extra, message):
         train_clip.parse_args([str(a) for a in clip_argv(tmp_path) + extra])
 
 
-def test_vision_head_dim_must_divide_the_width(tmp_path):
+def test_vision_head_dim_must_divide_the_width(tmp_path, monkeypatch):
+    def no_data(args):  # the check comes before the data set is loaded and its images decoded
+        raise AssertionError("loaded the data set before checking --vision_head_dim")
+
+    monkeypatch.setattr(train_clip.tu, "load_train_dataset", no_data)
     with pytest.raises(ValueError, match="--vision_head_dim 24 must divide the ViT width 32"):
         run(train_clip, clip_argv(tmp_path / "x") + ["--vision_head_dim", 24])
+    with pytest.raises(ValueError, match="--vision_head_dim 16 must divide the ViT width 40"):
+        run(train_clip, clip_argv(tmp_path / "x") + ["--vision_hidden_size", 40])
 
 
 def test_a_finished_run_started_again_takes_no_step(tmp_path):

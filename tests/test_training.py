@@ -333,6 +333,19 @@ def test_resolution_not_divisible_by_the_vae_factor(vae_dir, tmp_path):
         run(train_vae, [*COMMON, "--dataset_name", FACES, "--resolution", 63, "--output_dir", tmp_path, *TINY_VAE])
 
 
+def test_resolution_not_divisible_by_the_unet_factor_is_refused_before_the_data(vae_dir, tmp_path, monkeypatch):
+    # a user's 30x30 digits on the digits recipe (3 levels: factor 4), in pixel space and in a tiny VAE's latents
+    monkeypatch.setattr(tu, "load_train_dataset", lambda args: pytest.fail("loaded the data set first"))
+    digits = [*COMMON, "--dataset_name", "builtin:digits", "--output_dir", tmp_path / "o"]
+    digits += ["--unet_config", ROOT / "training" / "configs" / "digits.json"]
+    pattern = r"--resolution 30 must be divisible by 4, in pixel space the UNet's .*\[32, 64, 64\]: e.g. 28 or 32"
+    with pytest.raises(ValueError, match=pattern):
+        run(train_unet, [*digits, "--resolution", 30])
+    with pytest.raises(ValueError, match=r"--resolution 4 must be divisible by 16, the VAE's downsampling factor 4 x"):
+        run(train_unet, [*digits, "--resolution", 4, "--pretrained_vae_model_name_or_path", vae_dir])
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_vae_folder_that_is_not_a_small_vae(unet_dir, tmp_path):
     with pytest.raises(ValueError, match="holds a SmallUNet, not a SmallVAE"):
         run(train_unet, [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path,
@@ -638,7 +651,7 @@ def test_unet_on_an_imagefolder_and_a_finished_run_started_again_takes_no_step(v
     argv += ["--validation_prompts", "Cartoon face", "--resume_from_checkpoint", "latest"]
     run(train_unet, argv)  # no checkpoint yet: a new run
     card = (out / "README.md").read_text()
-    assert f"imagefolder `{folder}`" in card
+    assert f"\n- Data: imagefolder `{folder}`\n" in card  # one code span: no backticks nested in another
     assert "datasets:" not in card.split("---")[1]  # a local folder is no Hub data set
     assert_started_again_takes_no_step(train_unet, argv, out, "unet")  # resumes at checkpoint-2 == max steps
 

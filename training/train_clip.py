@@ -69,6 +69,13 @@ def parse_args(argv=None):
         raise ValueError(
             f"--vision_patch_size must divide --resolution {args.resolution}, got {args.vision_patch_size}."
         )
+    for flag in ("vision_num_hidden_layers", "vision_head_dim"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}.")
+    if args.vision_hidden_size is not None and args.vision_hidden_size < 1:
+        raise ValueError(
+            f"--vision_hidden_size must be >= 1 (or left out: the text encoder's width), got {args.vision_hidden_size}."
+        )
     tu.check_num_validation_images(args, 2)
     return args
 
@@ -80,14 +87,21 @@ def load_config(path: str) -> dict:
     return {key: dict(config.get(key, {})) for key in ("text_encoder", "tokenizer")}
 
 
+def vision_width(args, config: dict) -> int:
+    """The ViT's width: --vision_hidden_size, else the text tower's (known from the config alone, before any data);
+    --vision_head_dim must divide it."""
+    width = args.vision_hidden_size or default_text_encoder_config(16, **config["text_encoder"]).hidden_size
+    if width % args.vision_head_dim:
+        raise ValueError(f"--vision_head_dim {args.vision_head_dim} must divide the ViT width {width}.")
+    return width
+
+
 def build_clip(args, config: dict, tokenizer) -> CLIPModel:
     """A `CLIPModel`: the text tower as train_unet.py would build it, a small ViT as the image tower."""
     text_config = default_text_encoder_config(
         len(tokenizer), max_position_embeddings=tokenizer.model_max_length, **config["text_encoder"]
     )
-    width = args.vision_hidden_size or text_config.hidden_size
-    if width % args.vision_head_dim:
-        raise ValueError(f"--vision_head_dim {args.vision_head_dim} must divide the ViT width {width}.")
+    width = vision_width(args, config)
     vision_config = CLIPVisionConfig(
         hidden_size=width,
         intermediate_size=4 * width,
@@ -187,6 +201,7 @@ def main(args):
     tu.check_resume_ema(resume_path, ["clip"], args.use_ema)
     clock = tu.TrainingClock(resume_path)
     config = load_config(args.config)
+    vision_width(args, config)  # a bad --vision_head_dim stops here, not after the images are decoded
 
     # ---- data: every image decoded once (the tensors stay in memory); the last ones held out ----
     dataset = tu.load_train_dataset(args)
@@ -354,7 +369,15 @@ def main(args):
             None,
             num_processes=accelerator.num_processes,
         )
-        tu.write_model_card(args.output_dir, "CLIP (sdscratch)", body, args.dataset_name, ["sdscratch", "clip"])
+        # a transformers CLIPModel folder: the Hub's "use this model" must say transformers, not diffusers
+        tu.write_model_card(
+            args.output_dir,
+            "CLIP (sdscratch)",
+            body,
+            args.dataset_name,
+            ["sdscratch", "clip"],
+            library_name="transformers",
+        )
         if args.push_to_hub:
             tu.push_folder_to_hub(args.output_dir, repo_id, args.hub_token, args.logging_dir)
     accelerator.end_training()

@@ -22,6 +22,7 @@ CartoonFacePipeline folder (EMA weights with --use_ema, DPM-Solver++ scheduler) 
 """
 
 import argparse
+import inspect
 import json
 import logging
 import math
@@ -247,6 +248,22 @@ def main(args):
         vae.to(accelerator.device)
     factor = vae.downsample_factor if vae is not None else 1
     tu.check_resolution(args.resolution, factor)
+    # the UNet halves the (latent) image len(block_out_channels) - 1 times: checked before the data is loaded
+    levels = config["unet"].get(
+        "block_out_channels", inspect.signature(SmallUNet).parameters["block_out_channels"].default
+    )
+    multiple = factor * 2 ** (len(levels) - 1)
+    if args.resolution % multiple:
+        nearest = sorted(
+            {max(multiple, args.resolution // multiple * multiple), (args.resolution // multiple + 1) * multiple}
+        )
+        raise ValueError(
+            f"--resolution {args.resolution} must be divisible by {multiple}, "
+            + (f"the VAE's downsampling factor {factor} x " if vae is not None else "in pixel space ")
+            + f"the UNet's 2 ** (len(block_out_channels) - 1) with block_out_channels={list(levels)}: e.g. "
+            + " or ".join(map(str, nearest))
+            + "."
+        )
     scaling_factor = vae.config.scaling_factor if vae is not None else 1.0
     dataset = tu.load_train_dataset(args)
     tu.check_enough_training_images(len(dataset), args.train_batch_size, accelerator.num_processes)
@@ -281,10 +298,6 @@ def main(args):
     }
     unet_config["cross_attention_dim"] = text_encoder.config.hidden_size
     unet = SmallUNet(**unet_config)
-    if (args.resolution // factor) % unet.downsample_factor:
-        raise ValueError(
-            f"latent size {args.resolution // factor} must be divisible by the UNet's factor {unet.downsample_factor}."
-        )
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if train_text_encoder:
