@@ -29,7 +29,7 @@ from typing import Optional
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from diffusers.utils import make_image_grid
@@ -390,16 +390,54 @@ def delay_param_group(
         raise TypeError(f"lr_scheduler must be a LambdaLR (what diffusers' get_scheduler returns), got {lr_scheduler}")
     if delay_steps < 0 or warmup_steps < 0:
         raise ValueError(f"delay_steps and warmup_steps must be >= 0, got {delay_steps} and {warmup_steps}")
-    start, ramp = delay_steps * num_processes, max(1, warmup_steps * num_processes)
+    start, ramp = delay_steps * num_processes, max(1, warmup_steps)
     schedule = lr_scheduler.lr_lambdas[group]
 
     def delayed(step: int) -> float:
-        return 0.0 if step < start else schedule(step) * min(1.0, (step - start + 1) / ramp)
+        # the ramp counts optimizer steps, so that it is the same with any number of processes
+        return 0.0 if step < start else schedule(step) * min(1.0, ((step - start) // num_processes + 1) / ramp)
 
     lr_scheduler.lr_lambdas[group] = delayed
     param_group = lr_scheduler.optimizer.param_groups[group]
     param_group["lr"] = param_group["initial_lr"] * delayed(lr_scheduler.last_epoch)
     lr_scheduler._last_lr = [g["lr"] for g in lr_scheduler.optimizer.param_groups]
+
+
+def seed_each_process(accelerator: Accelerator, seed: int) -> None:
+    """Call once the models are built (the same initial weights everywhere): every process but the main one draws
+    from here on from its own stream (`seed + process index`), so that the processes' batches get their own noise,
+    timesteps, flips, crops and caption drops instead of the same ones. The main process keeps its stream, so a
+    one-process run is unchanged; checkpoints save each process's RNG state, so runs still resume exactly."""
+    if accelerator.process_index > 0:
+        set_seed(seed + accelerator.process_index)
+
+
+def checkpoint_num_processes(checkpoint: str) -> int:
+    """How many processes wrote `checkpoint`: accelerate saves one `random_states_<i>.pkl` per process."""
+    return sum(1 for name in os.listdir(checkpoint) if re.fullmatch(r"random_states_\d+\.pkl", name)) or 1
+
+
+def rebase_lr_scheduler(accelerator: Accelerator, lr_scheduler, step: int, checkpoint: str) -> None:
+    """After `accelerator.load_state(checkpoint)`: the LR schedule at optimizer step `step` as this run counts it
+    (accelerate's prepared scheduler steps once per process per optimizer step, see `make_optimizer_and_scheduler`).
+    A checkpoint written by another number of processes saved another count: resumed as it is, a 2-process
+    checkpoint would put a 1-process run's schedule twice as far (a linear decay at 0 halfway through the remaining
+    steps). A checkpoint of as many processes as this run is left exactly as saved."""
+    written_by, num_processes = checkpoint_num_processes(checkpoint), accelerator.num_processes
+    if written_by == num_processes:
+        return
+    scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate's AcceleratedScheduler wraps it
+    if accelerator.is_main_process:
+        logger.warning(
+            f"{checkpoint} was written by {written_by} process(es), this run has {num_processes}: the learning-rate "
+            f"schedule goes on from step {step}; the data order from here differs from the writing run's."
+        )
+    scheduler.last_epoch = step * num_processes
+    for param_group, base_lr, lr_lambda in zip(
+        scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas
+    ):
+        param_group["lr"] = base_lr * lr_lambda(scheduler.last_epoch)
+    scheduler._last_lr = [param_group["lr"] for param_group in scheduler.optimizer.param_groups]
 
 
 def make_ema(model: torch.nn.Module, decay: float) -> EMAModel:

@@ -20,6 +20,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import load as accelerate_load  # weights_only=True, with the numpy types allowed
 from PIL import Image
 from safetensors.torch import load_file
 from transformers import CLIPTokenizer
@@ -302,6 +303,9 @@ def test_two_processes_end_with_identical_weights_and_only_rank_0_writes(vae_dir
         "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl", "scheduler.bin",
         "text_encoder", "text_encoder_ema", "tokenizer", "training_time.json", "unet", "unet_ema",
     ]  # fmt: skip
+    # each process drew its own noise, timesteps and caption drops: their RNG streams differ
+    rng0, rng1 = (accelerate_load(out / "checkpoint-2" / f"random_states_{i}.pkl") for i in range(2))
+    assert not torch.equal(rng0["torch_manual_seed"], rng1["torch_manual_seed"])
     assert result.stdout.count("Steps: 100%") + result.stderr.count("Steps: 100%") >= 1
     # the card states the total batch of a step, as diffusers does: per process x processes x accumulation
     assert "Steps: 2 at a total batch size of 8 (4 per process x 2 process(es)" in (out / "README.md").read_text()
@@ -512,6 +516,56 @@ def test_delay_param_group_holds_one_group_at_zero_then_ramps_it():
         tu.delay_param_group(torch.optim.lr_scheduler.StepLR(optimizer, 1), 1, 1, 1)
     with pytest.raises(ValueError, match="delay_steps"):
         tu.delay_param_group(scheduler, 1, -1, 1)
+
+
+def test_delay_param_group_ramps_alike_with_any_number_of_processes():
+    def optimizer_step_lrs(num_processes):
+        parameters = [torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))]
+        optimizer = torch.optim.AdamW([{"params": [parameters[0]]}, {"params": [parameters[1]]}], lr=1.0)
+        scheduler = tu.get_scheduler("constant", optimizer=optimizer)
+        tu.delay_param_group(scheduler, 1, delay_steps=1, warmup_steps=4, num_processes=num_processes)
+        lrs = []
+        for _ in range(6):
+            lrs.append(scheduler.get_last_lr()[1])
+            optimizer.step()
+            for _ in range(num_processes):  # accelerate's prepared scheduler: one step per process
+                scheduler.step()
+        return lrs
+
+    assert optimizer_step_lrs(1) == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, 1.0])
+    assert optimizer_step_lrs(2) == pytest.approx(optimizer_step_lrs(1))
+    assert optimizer_step_lrs(3) == pytest.approx(optimizer_step_lrs(1))
+
+
+def test_seed_each_process_gives_the_other_processes_their_own_stream():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    tu.seed_each_process(mock.Mock(process_index=0), 7)  # the main process keeps its stream
+    assert torch.equal(torch.rand(3), expected)
+    draws = []
+    for process_index in (1, 2):
+        tu.seed_each_process(mock.Mock(process_index=process_index), 7)
+        draws.append(torch.rand(3))
+    torch.manual_seed(8)
+    assert torch.equal(draws[0], torch.rand(3)) and not torch.equal(draws[0], draws[1])
+
+
+def test_a_checkpoint_of_another_number_of_processes_resumes_on_the_same_lr_schedule(vae_dir, tmp_path):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    linear = ["--lr_scheduler", "linear", "--max_train_steps", 4]
+    run(train_unet, unet_resume_argv(vae_dir, full) + linear)
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-2", resumed / "checkpoint-2")
+    # what 2 processes write: accelerate's prepared scheduler steps once per process per optimizer step, and each
+    # process saves its random state
+    state = torch.load(resumed / "checkpoint-2" / "scheduler.bin", weights_only=True)
+    state["last_epoch"], state["_step_count"] = 2 * state["last_epoch"], 2 * state["last_epoch"] + 1
+    torch.save(state, resumed / "checkpoint-2" / "scheduler.bin")
+    shutil.copy(resumed / "checkpoint-2" / "random_states_0.pkl", resumed / "checkpoint-2" / "random_states_1.pkl")
+    run(train_unet, unet_resume_argv(vae_dir, resumed) + linear + ["--resume_from_checkpoint", "latest"])
+    assert torch.load(resumed / "checkpoint-4" / "scheduler.bin", weights_only=True)["last_epoch"] == 4
+    assert_same_weights(weights(full / "unet"), weights(resumed / "unet"))  # step 3 at the same learning rate
 
 
 def test_text_encoder_freeze_steps_hold_the_text_encoder_then_release_it_across_a_resume(vae_dir, tmp_path):

@@ -246,6 +246,7 @@ def main(args):
         args, model.parameters(), accelerator, num_update_steps_per_epoch
     )
     model_ddp, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    tu.seed_each_process(accelerator, args.seed)  # each process its own flips and caption draws
     if accelerator.is_main_process:
         accelerator.init_trackers("train_clip", tu.tracker_config(args))
 
@@ -254,6 +255,7 @@ def main(args):
         accelerator.print(f"Resuming from checkpoint {resume_path}")
         accelerator.load_state(resume_path)
         global_step = tu.checkpoint_step(resume_path)
+        tu.rebase_lr_scheduler(accelerator, lr_scheduler, global_step, resume_path)
         first_epoch = global_step // num_update_steps_per_epoch
         skip_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
 

@@ -355,6 +355,7 @@ def main(args):
     prepared = accelerator.prepare(*trained.values(), optimizer, lr_scheduler)
     unet_ddp, text_encoder_ddp = prepared[0], (prepared[1] if train_text_encoder else text_encoder)
     optimizer, lr_scheduler = prepared[-2:]
+    tu.seed_each_process(accelerator, args.seed)  # each process its own noise, timesteps, flips and caption drops
     if accelerator.is_main_process:
         accelerator.init_trackers("train_unet", tu.tracker_config(args))
 
@@ -376,6 +377,7 @@ def main(args):
                 "--output_dir."
             ) from error
         global_step = tu.checkpoint_step(resume_path)
+        tu.rebase_lr_scheduler(accelerator, lr_scheduler, global_step, resume_path)
         first_epoch = global_step // num_update_steps_per_epoch
         skip_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
 
