@@ -486,3 +486,37 @@ def test_scheduler_timestep_kinds_are_covered():
         scheduler.set_timesteps(5)
         dtypes.add(scheduler.timesteps.dtype.is_floating_point)
     assert dtypes == {False, True}
+
+
+def test_dtype_cast_without_diffusers_bogus_fp32_warning():
+    # diffusers 0.42's ModelMixin.to warns "should be kept in float32: []" on every dtype cast, even with no such
+    # module; our models cast quietly, and a model that lists fp32 modules is still warned about
+    import logging
+
+    from diffusers import AutoencoderKL
+
+    from sdscratch.models.vae import SmallVAE
+
+    class Records(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    records, diffusers_logger = Records(), logging.getLogger("diffusers")  # diffusers' loggers do not propagate
+    diffusers_logger.addHandler(records)
+    try:
+        unet, vae = make_unet(), SmallVAE(block_out_channels=(8, 16), norm_num_groups=4, latent_channels=4)
+        unet.to(torch.bfloat16)
+        vae.to("cpu", torch.bfloat16)
+        assert not [m for m in records.messages if "kept in float32" in m]
+        assert unet.dtype == vae.dtype == torch.bfloat16
+        AutoencoderKL(block_out_channels=(8,), norm_num_groups=4).to(torch.bfloat16)  # diffusers' own model
+        assert any("should be kept in float32: []" in m for m in records.messages)  # the bug worked around
+        unet._keep_in_fp32_modules = ["time_embedding"]
+        unet.to(torch.float32)
+        assert any("should be kept in float32: ['time_embedding']" in m for m in records.messages)
+    finally:
+        diffusers_logger.removeHandler(records)

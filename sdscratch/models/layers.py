@@ -6,11 +6,35 @@ Shapes are ``(batch, channels, height, width)`` unless stated otherwise.
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from diffusers.utils import logging as diffusers_logging
 from torch import nn
+
+
+class _DropEmptyFp32ModulesWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "that should be kept in float32: []." not in record.getMessage()
+
+
+class QuietDtypeCastMixin:
+    """`ModelMixin.to(dtype)` without diffusers 0.42's bogus warning "There are modules in X that should be kept in
+    float32: []" (it warns on every dtype cast, even when `_keep_in_fp32_modules` lists none: `pipe.to(torch.bfloat16)`
+    printed it once per model). A model that lists fp32 modules still gets the warning."""
+
+    def to(self, *args, **kwargs):
+        if getattr(self, "_keep_in_fp32_modules", None):
+            return super().to(*args, **kwargs)
+        modeling_logger = diffusers_logging.get_logger("diffusers.models.modeling_utils")
+        quiet = _DropEmptyFp32ModulesWarning()
+        modeling_logger.addFilter(quiet)
+        try:
+            return super().to(*args, **kwargs)
+        finally:
+            modeling_logger.removeFilter(quiet)
 
 
 def group_norm(num_channels: int, num_groups: int, eps: float = 1e-6) -> nn.GroupNorm:

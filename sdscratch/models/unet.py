@@ -27,14 +27,14 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import nn
 
-from .layers import group_norm
+from .layers import QuietDtypeCastMixin, group_norm
 from .unet_blocks import MidBlock, TimestepEmbedding, UNetLevel, num_heads_for
 
 SKIP_CONNECTIONS = ("concat", "add")
 TIME_EMBEDDING_TYPES = ("positional", "fourier")
 
 
-class SmallUNet(ModelMixin, ConfigMixin):
+class SmallUNet(QuietDtypeCastMixin, ModelMixin, ConfigMixin):
     r"""A small conditional UNet for latent diffusion, fast on CPU (fp32 and bf16 autocast).
 
     Call-compatible with ``UNet2DConditionModel``: ``unet(sample, timestep, encoder_hidden_states).sample``.

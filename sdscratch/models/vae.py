@@ -20,7 +20,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
-from .layers import Downsample, ResnetBlock, SpatialSelfAttention, Upsample, group_norm
+from .layers import Downsample, QuietDtypeCastMixin, ResnetBlock, SpatialSelfAttention, Upsample, group_norm
 
 
 class _CheckpointedStack(nn.Module):
@@ -139,7 +139,7 @@ class Decoder(_CheckpointedStack):
         return self.conv_out(self.conv_act(self.conv_norm_out(sample)))  # (B, out_channels, h * f, w * f)
 
 
-class SmallVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
+class SmallVAE(QuietDtypeCastMixin, ModelMixin, AutoencoderMixin, ConfigMixin):
     r"""A small KL-regularised autoencoder with the interface of diffusers' [`AutoencoderKL`].
 
     Args:
