@@ -446,7 +446,7 @@ def model_card_section(metrics: dict, command: str, caption_style: str = "templa
     ]
     if metrics.get("reconstruction"):
         r = metrics["reconstruction"]
-        lines.append(f"VAE reconstruction on held-out images: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}.")
+        lines.append(f"VAE reconstruction on held-out images: PSNR {r['psnr']:.2f} dB, SSIM {_ssim_text(r['ssim'])}.")
     lines += [
         "",
         f"{metrics['seconds_per_image']:.3f} s per image on this machine.",
@@ -454,6 +454,11 @@ def model_card_section(metrics: dict, command: str, caption_style: str = "templa
         f"![evaluation grid](./{grid})",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _ssim_text(value: Optional[float]) -> str:
+    """SSIM / MS-SSIM for a summary line: "n/a" where the images are too small for them (`None`)."""
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _separation_text(separation: dict, name: str) -> str:
@@ -538,9 +543,9 @@ def _evaluate_vae_command(args, vae) -> dict:
     print(
         f"Frechet classifier distance: VAE reconstructions {fd['vae_reconstructions']:.3f}, real floor {fd['real_floor']:.3f}"
     )
-    ms = "n/a" if r["ms_ssim"] is None else f"{r['ms_ssim']:.4f}"
     print(
-        f"VAE reconstruction: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}, MS-SSIM {ms} ({r['ms_ssim_scales']} scales)"
+        f"VAE reconstruction: PSNR {r['psnr']:.2f} dB, SSIM {_ssim_text(r['ssim'])}, MS-SSIM "
+        f"{_ssim_text(r['ms_ssim'])} ({r['ms_ssim_scales']} scales)"
     )
     grid = " and grid.png (reconstructions)" if args.grid_images else ""
     print(f"wrote {os.path.join(args.output_dir, 'metrics.json')}{grid}")
@@ -563,9 +568,9 @@ def _print_summary(metrics: dict) -> None:
     )
     if metrics["reconstruction"]:
         r = metrics["reconstruction"]
-        ms = "n/a" if r["ms_ssim"] is None else f"{r['ms_ssim']:.4f}"
         print(
-            f"VAE reconstruction: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}, MS-SSIM {ms} ({r['ms_ssim_scales']} scales)"
+            f"VAE reconstruction: PSNR {r['psnr']:.2f} dB, SSIM {_ssim_text(r['ssim'])}, MS-SSIM "
+            f"{_ssim_text(r['ms_ssim'])} ({r['ms_ssim_scales']} scales)"
         )
 
 

@@ -24,6 +24,7 @@ from sdscratch.evaluation import (
     ms_ssim_num_scales,
     mse,
     psnr,
+    reconstruction_metrics,
     ssim,
 )
 from sdscratch.evaluation.reconstruction import gaussian_window
@@ -131,6 +132,26 @@ def test_evaluate_reconstruction_of_a_tiny_vae():
     assert metrics["ms_ssim"] is not None
 
 
+def test_images_smaller_than_the_ssim_window_get_psnr_and_no_ssim(capsys):
+    # 8x8 digits (`builtin:digits?size=8`) are a valid size: their VAE round trip reports PSNR, and SSIM (11x11
+    # window) as None like MS-SSIM, instead of failing at the end of train_vae.py / the evaluate command.
+    from sdscratch.evaluate import _print_summary, evaluate_vae, model_card_section
+
+    x = smooth_images(batch=2, channels=1, size=8)
+    metrics = reconstruction_metrics(x, (x * 0.9).clamp(-1, 1))
+    assert metrics["ssim"] is None and metrics["ms_ssim"] is None and np.isfinite(metrics["psnr"])
+    vae = AutoencoderKL(in_channels=1, out_channels=1, block_out_channels=(8,), latent_channels=2, norm_num_groups=4)
+    vae.register_to_config(sample_size=8)
+    vae_metrics, _ = evaluate_vae(vae.eval(), task="digits", num_images=2)
+    assert vae_metrics["reconstruction"]["ssim"] is None
+    summary = {"num_images": 2, "seconds_per_image": 0.1, "adherence": {"accuracy": {}}, "adherence_real_images": {}}
+    summary.update(frechet_distance={"generated": 1.0, "vae_reconstructions": None, "real_floor": 1.0})
+    summary.update(reconstruction=vae_metrics["reconstruction"], scheduler_name="dpm++")
+    _print_summary(summary)
+    assert "SSIM n/a, MS-SSIM n/a (0 scales)" in capsys.readouterr().out
+    assert "SSIM n/a." in model_card_section(summary, "command")
+
+
 # ---------------------------------------------------------------- Frechet distance
 
 
@@ -150,6 +171,19 @@ def test_frechet_distance_closed_forms():
 @pytest.fixture(scope="module")
 def face_classifier():
     return load_classifier("cartoon-faces")
+
+
+def test_nan_features_and_images_are_named_not_a_scipy_error(face_classifier):
+    features = np.random.default_rng(0).normal(size=(10, 4))
+    features[3, 1] = np.nan
+    with pytest.raises(ValueError, match="features of 1 of 10 samples are NaN or infinite"):
+        frechet_distance_from_features(features, features)
+    images = np.full((2, 64, 64, 3), 0.5, dtype=np.float32)
+    images[1, 0, 0, 0] = np.nan  # a diverged model's image: classified as value 0 before
+    with pytest.raises(ValueError, match="NaN or infinite pixels"):
+        face_classifier.classify(images)
+    with pytest.raises(ValueError, match="NaN or infinite pixels"):
+        face_classifier.classify(torch.full((1, 3, 64, 64), float("nan")))
 
 
 def test_blurred_faces_are_further_than_real_ones(face_classifier):

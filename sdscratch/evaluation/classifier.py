@@ -9,6 +9,7 @@ the package (`load_classifier("cartoon-faces")`, `load_classifier("digits")`).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -142,7 +143,7 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
         Accepts a list of PIL images, a torch tensor `(N, C, H, W)` of floats in [-1, 1] (the library's
         convention), or a numpy array `(N, H, W, C)` of floats in [0, 1] (a pipeline's `output_type="np"`);
         tensors and arrays of uint8 are read as [0, 255]. Float pixels outside the expected range (beyond
-        rounding) raise a `ValueError`: a float tensor in [0, 1] cannot be told from one in [-1, 1], so convert
+        rounding) or NaN raise a `ValueError`: a float tensor in [0, 1] cannot be told from one in [-1, 1], so convert
         it (`x * 2 - 1`) first. RGB is averaged to grey for a 1-channel classifier and grey repeated for a
         3-channel one; other sizes are resized (bilinear, antialiased).
         """
@@ -161,6 +162,11 @@ def _check_range(images, value_range: tuple[float, float], expected: str) -> Non
     low, high = value_range
     tolerance = RANGE_TOLERANCE * (high - low)
     found_low, found_high = float(images.min()), float(images.max())
+    # NaN compares False with everything: without the isfinite check a NaN image would be classified as value 0.
+    if not (math.isfinite(found_low) and math.isfinite(found_high)):
+        raise ValueError(
+            f"images: {expected}; got NaN or infinite pixels (a diverged model or a float16 overflow drew them)"
+        )
     if found_low < low - tolerance or found_high > high + tolerance:
         raise ValueError(f"images: {expected}; got values in [{found_low:g}, {found_high:g}]")
 

@@ -27,6 +27,9 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2 or features.shape[0] < 2:
         raise ValueError(f"features must have shape (num_samples >= 2, dim), got {features.shape}")
+    if not np.isfinite(features).all():
+        bad = int((~np.isfinite(features)).any(axis=1).sum())
+        raise ValueError(f"features of {bad} of {features.shape[0]} samples are NaN or infinite")
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 

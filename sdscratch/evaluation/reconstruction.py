@@ -227,16 +227,20 @@ def reconstruct_images(
 
 
 def reconstruction_metrics(reconstructions: torch.Tensor, images: torch.Tensor) -> dict:
-    """MSE, PSNR, SSIM and MS-SSIM between two batches in [-1, 1], averaged over images (JSON-able dict)."""
+    """MSE, PSNR, SSIM and MS-SSIM between two batches in [-1, 1], averaged over images (JSON-able dict).
+
+    `ssim` is `None` for images smaller than SSIM's 11-pixel window (8x8 digits), as `ms_ssim` is below 2 scales.
+    """
     per_image_psnr = psnr(reconstructions, images)
     ms = ms_ssim(reconstructions, images)
     mean_mse = mse(reconstructions, images).mean().item()
+    fits_window = min(images.shape[-2:]) >= 11
     return {
         "num_images": int(images.shape[0]),
         "mse": mean_mse,  # on [0, 1] pixels
         "psnr": per_image_psnr.mean().item(),  # mean of per-image PSNR, dB
         "psnr_of_mean_mse": 10 * math.log10(1 / mean_mse) if mean_mse > 0 else math.inf,
-        "ssim": ssim(reconstructions, images).mean().item(),
+        "ssim": ssim(reconstructions, images).mean().item() if fits_window else None,
         "ms_ssim": None if ms is None else ms.mean().item(),
         "ms_ssim_scales": ms_ssim_num_scales(min(images.shape[-2:])),
     }
@@ -260,7 +264,8 @@ def evaluate_reconstruction(
 
     Returns:
         `dict`: `num_images`, `mse` (on [0, 1] pixels), `psnr` (dB, mean over images), `psnr_of_mean_mse`,
-        `ssim`, `ms_ssim` (`None` when the images are too small for 2 scales) and `ms_ssim_scales`.
+        `ssim` (`None` for images smaller than 11 pixels), `ms_ssim` (`None` when the images are too small for 2
+        scales) and `ms_ssim_scales`.
     """
     reconstructions = reconstruct_images(vae, images, batch_size, sample_posterior, generator)
     return reconstruction_metrics(reconstructions, images)
