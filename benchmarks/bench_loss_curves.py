@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         help="SmallUNet config overrides, JSON; several = several SmallUNets, each trained on the same batches.",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    for flag in ("steps", "batch_size", "threads"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"`--{flag}` must be >= 1, got {getattr(args, flag)}.")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
 

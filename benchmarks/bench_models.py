@@ -13,21 +13,26 @@ at batch 8 (VAE: encode + decode) and one AdamW training step at batch 32. Two c
     alternating (A, B, A, B): steady even when other jobs share the machine. % peak is against the 1-thread
     matmul peak of that precision measured in the same run.
   - wall clock with 2 threads, best of fewer runs (sensitive to other load: the table prints the load average).
-FLOPs per sample come from torch.utils.flop_counter (train = forward + backward).
+FLOPs per sample come from torch.utils.flop_counter (train = forward + backward), with the CPU's fused attention
+(`_scaled_dot_product_flash_attention_for_cpu`, which the counter has no formula for) counted as attention.
+Peak RSS: each model's warm-up (all precisions, both thread counts) run alone in a fresh process, so one model's
+memory (or what the allocator kept of it) never counts toward the other's.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import multiprocessing
 import os
 import resource
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from sdscratch import SmallUNet, SmallVAE
 
@@ -52,15 +57,6 @@ def matmul_peak_gflops(dtype: torch.dtype, clock=time.process_time) -> float:
     return 2 * 2048 * 1024 * 1024 / best_ms(lambda: a @ b, 10, clock) / 1e6
 
 
-def reset_peak_rss() -> None:
-    """Resets the kernel's high-water mark (VmHWM) so each model's peak is its own (Linux; no-op elsewhere)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
 def peak_rss_mb() -> float:
     try:
         with open("/proc/self/status") as f:
@@ -69,11 +65,25 @@ def peak_rss_mb() -> float:
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+# torch's counter knows the CUDA attention kernels only: on the CPU, F.scaled_dot_product_attention runs these two
+# ops, and without a formula their Q K^T and attention @ V matmuls (forward and backward) would count as 0 FLOPs
+CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: (
+        lambda query, key, value, *args, out_shape=None, **kwargs: sdpa_flop_count(query, key, value)
+    ),
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: (
+        lambda grad_out, query, key, value, *args, out_shape=None, **kwargs: sdpa_backward_flop_count(
+            grad_out, query, key, value
+        )
+    ),
+}
 
 
 def flops_per_sample(fn, batch: int) -> float:
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
         fn()
     return counter.get_total_flops() / batch
 
@@ -147,13 +157,15 @@ def vae_fns(model, batch: int, dtype=torch.float32):
 class Contender:
     """One model with its forward / train-step closures (fp32 weights, and a bf16-weights copy), FLOPs, peak RSS."""
 
-    def __init__(self, name: str, model: torch.nn.Module, make_fns):
+    def __init__(
+        self, name: str, model: torch.nn.Module, make_fns, forward_batch=FORWARD_BATCH, train_batch=TRAIN_BATCH
+    ):
         self.name, self.model = name, model.eval()
         self.params = sum(p.numel() for p in model.parameters())
-        self.forward, _ = make_fns(model, FORWARD_BATCH)
+        self.forward, _ = make_fns(model, forward_batch)
         self.bf16_model = copy.deepcopy(model).to(torch.bfloat16).eval()
-        self.bf16_forward, _ = make_fns(self.bf16_model, FORWARD_BATCH, torch.bfloat16)
-        self.train_forward, self.target = make_fns(model, TRAIN_BATCH)
+        self.bf16_forward, _ = make_fns(self.bf16_model, forward_batch, torch.bfloat16)
+        self.train_forward, self.target = make_fns(model, train_batch)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         small_forward, _ = make_fns(model, 2)
         with torch.no_grad():
@@ -182,13 +194,11 @@ class Contender:
         self.optimizer.zero_grad(set_to_none=True)
 
     def warm_up(self) -> None:
-        """First calls (oneDNN builds its kernels), and this model's own peak RSS."""
-        reset_peak_rss()
+        """First calls (oneDNN builds its kernels)."""
         for precision in PRECISIONS:
             self.run_forward(precision)
             if precision != "bf16 weights":
                 self.run_train_step(precision)
-        self.rss = peak_rss_mb()
 
     def time(self, kind: str, precision: str, clock: str) -> None:
         fn = self.run_forward if kind == "fwd" else self.run_train_step
@@ -276,6 +286,42 @@ def print_ratios(rows: list[dict], ours: str, theirs: str) -> None:
         )
 
 
+def reference_vae() -> AutoencoderKL:
+    return diffusers_vae_like(SmallVAE())
+
+
+# name -> (model, input closures): how main() and the peak-RSS processes build each contender
+CONTENDERS = {
+    "SmallUNet": (SmallUNet, unet_fns),
+    "UNet2DConditionModel": (diffusers_reference, unet_fns),
+    "SmallVAE": (SmallVAE, vae_fns),
+    "AutoencoderKL": (reference_vae, vae_fns),
+}
+
+
+def _peak_rss_alone(name: str, forward_batch: int, train_batch: int, threads: tuple[int, ...]) -> float:
+    build, make_fns = CONTENDERS[name]
+    contender = Contender(name, build(), make_fns, forward_batch, train_batch)
+    for count in threads:
+        torch.set_num_threads(count)
+        contender.warm_up()
+    return peak_rss_mb()
+
+
+def peak_rss_alone(
+    names: list[str], forward_batch=FORWARD_BATCH, train_batch=TRAIN_BATCH, threads=(1, 2)
+) -> dict[str, float]:
+    """Peak RSS (MB) of each contender's warm-ups as in the timed run (every precision, each thread count), each
+    contender in a fresh process (Python + torch + diffusers included).
+
+    Measured in the benchmark's own process, a model's peak would include the models built before it, and the heap
+    the allocator kept after them. Processes are spawned (a forked one would inherit this one's memory and
+    OpenMP threads), two at a time, one per model."""
+    with multiprocessing.get_context("spawn").Pool(2, maxtasksperchild=1) as pool:
+        peaks = pool.starmap(_peak_rss_alone, [(n, forward_batch, train_batch, threads) for n in names], chunksize=1)
+    return dict(zip(names, peaks))
+
+
 def main(argv: list[str] | None = None) -> None:
     # no options; --help describes the run, and a mistyped flag stops before minutes of measuring
     argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args(argv)
@@ -293,12 +339,11 @@ def main(argv: list[str] | None = None) -> None:
     unets = [Contender("SmallUNet", ours, unet_fns), Contender("UNet2DConditionModel", theirs, unet_fns)]
     benchmark(unets, fwd_repeats=6, train_repeats=3)
     print("  UNets measured", flush=True)
-    small_vae = SmallVAE()
-    vaes = [
-        Contender("SmallVAE", small_vae, vae_fns),
-        Contender("AutoencoderKL", diffusers_vae_like(small_vae), vae_fns),
-    ]
+    vaes = [Contender(name, CONTENDERS[name][0](), CONTENDERS[name][1]) for name in ("SmallVAE", "AutoencoderKL")]
     benchmark(vaes, fwd_repeats=4, train_repeats=2)
+    rss = peak_rss_alone([c.name for c in unets + vaes])  # after the timing: the processes do not disturb it
+    for c in unets + vaes:
+        c.rss = rss[c.name]
 
     torch.set_num_threads(1)
     peaks_end = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}

@@ -4,7 +4,7 @@
     python benchmarks/bench_pipeline.py --sizes trained     # the 1.5 s target: the shipped model
 
 Task: 8 images of 64x64 from one prompt, 25 DPM-Solver++ steps with classifier-free guidance (one batched UNet
-call of 16 per step), PIL output. Both pipelines share the tokenizer, the text encoder weights, the scheduler
+call of 16 per step), numpy output. Both pipelines share the tokenizer, the text encoder weights, the scheduler
 config and the prompt; the diffusers side gets a UNet2DConditionModel with the same levels, channels, layers,
 cross-attention levels and head width as the SmallUNet, and an AutoencoderKL with the same levels as the
 SmallVAE. Sizes: "default" = SmallUNet() (10M), "shipped" = training/configs/cartoon-faces.json (the UNet that

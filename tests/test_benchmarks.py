@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_loss_curves  # noqa: E402
@@ -28,6 +29,9 @@ def test_loss_curves_checks_its_arguments_first():
         bench_loss_curves.main(["--num_images", "100", "--num_held_out", "90", "--batch_size", "32"])
     with pytest.raises(ValueError):  # bad JSON, before any data is built
         bench_loss_curves.main(["--unet_kwargs", "{not json"])
+    for flag in ("--steps", "--batch_size", "--threads"):  # 0 steps divided by zero after building the data
+        with pytest.raises(ValueError, match=flag):
+            bench_loss_curves.main([flag, "0"])
 
 
 def test_loss_curves_draws_every_curve_past_the_palette(tmp_path):
@@ -54,3 +58,36 @@ def test_bench_training_uses_only_the_faces_it_trains_on():
     assert "--no-cache_latents" in bench_training.train_command(False, args, "vae", "out")
     with pytest.raises(ValueError, match="--num_images"):
         bench_training.parse_args(["--num_images", "0"])
+
+
+def test_bench_training_steady_rate_leaves_out_the_first_step():
+    import bench_training
+
+    # train_unet.py's progress bar: samples_per_s is the mean since the cache was built; tqdm prints the previous
+    # postfix on update, then the step's own. Steps of batch 16 taking 0.5 s (the first), then 0.25 s each.
+    log, elapsed = "\rSteps:   0%|          | 0/3 [00:00<?, ?it/s]", 0.0
+    for step, seconds in enumerate((0.5, 0.25, 0.25), start=1):
+        log += f"\rSteps: | {step}/3 [00:01<00:01,  4.0it/s]"
+        elapsed += seconds
+        log += f"\rSteps: | {step}/3 [00:01<00:01,  4.0it/s, loss=0.1, samples_per_s={step * 16 / elapsed:.1f}]"
+    assert bench_training.steady_samples_per_s(log, 16) == pytest.approx(64.0, rel=1e-3)  # not the 48.0 mean
+    assert bench_training.steady_samples_per_s(log.split("2/3")[0], 16) == 32.0  # one step: its own rate
+
+
+def test_bench_models_counts_cpu_attention_flops():
+    import bench_models
+    import torch.nn.functional as F
+
+    q = torch.randn(2, 3, 16, 8, requires_grad=True)  # (batch, heads, tokens, head dim)
+    matmuls = 2 * (2 * 2 * 3 * 16 * 16 * 8)  # Q K^T and scores @ V, 2 FLOPs per multiply-add
+    assert bench_models.flops_per_sample(lambda: F.scaled_dot_product_attention(q, q, q), 2) == matmuls / 2
+    backward = lambda: F.scaled_dot_product_attention(q, q, q).sum().backward()  # noqa: E731
+    assert bench_models.flops_per_sample(backward, 2) == (matmuls + 5 * matmuls / 2) / 2  # recompute + 4 grads
+
+
+def test_bench_models_peak_rss_is_each_models_own():
+    import bench_models
+
+    held = torch.ones(256 * 2**20)  # 1 GB held by this process: a fresh process's peak cannot include it
+    own = bench_models.peak_rss_alone(["SmallUNet"], forward_batch=1, train_batch=1, threads=(1,))["SmallUNet"]
+    assert 0 < own < bench_models.peak_rss_mb() - held.numel() * 4 / 2**20 / 2
