@@ -8,7 +8,8 @@ Prints one table (about 2 minutes on a quiet 2-core machine):
     (parameters within 10%, checked): 16x16x4 latents, text (B, 16, 256).
   - SmallVAE (default) vs an AutoencoderKL with the same levels: 64x64x3 images <-> 16x16x4 latents.
 Per model and precision (fp32, bf16 autocast, bf16 weights = `model.to(torch.bfloat16)`, inference only): forward
-at batch 8 (VAE: encode + decode) and one AdamW training step at batch 32. Two clocks:
+at batch 8 (VAE: encode + decode) and one AdamW training step at batch 32 (the UNets also at batch 64: wall clock on
+2 threads, fp32 and bf16 autocast, best of 2). Two clocks:
   - CPU time of one thread (`time.process_time`, `torch.set_num_threads(1)`), best of N with the two contenders
     alternating (A, B, A, B): steady even when other jobs share the machine. % peak is against the 1-thread
     matmul peak of that precision measured in the same run.
@@ -37,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from sdscratch import SmallUNet, SmallVAE
 
 LATENT, TEXT_LEN, TEXT_DIM = (4, 16, 16), 16, 256
-FORWARD_BATCH, TRAIN_BATCH = 8, 32
+FORWARD_BATCH, TRAIN_BATCH, LARGE_TRAIN_BATCH = 8, 32, 64  # batch 64: the UNets, wall clock on 2 threads
 PRECISIONS = ("fp32", "bf16 autocast", "bf16 weights")
 
 
@@ -166,6 +167,7 @@ class Contender:
         self.bf16_model = copy.deepcopy(model).to(torch.bfloat16).eval()
         self.bf16_forward, _ = make_fns(self.bf16_model, forward_batch, torch.bfloat16)
         self.train_forward, self.target = make_fns(model, train_batch)
+        self.large_train = None  # (forward, target) at LARGE_TRAIN_BATCH, for the models measured there
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         small_forward, _ = make_fns(model, 2)
         with torch.no_grad():
@@ -184,11 +186,12 @@ class Contender:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16 autocast"):
             self.forward()
 
-    def run_train_step(self, precision: str) -> None:
+    def run_train_step(self, precision: str, large: bool = False) -> None:
         self.model.train()
+        train_forward, target = self.large_train if large else (self.train_forward, self.target)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16 autocast"):
-            out = self.train_forward()
-        loss = F.mse_loss(out.float(), self.target)  # UNet: as if predicting the noise; VAE: reconstruction
+            out = train_forward()
+        loss = F.mse_loss(out.float(), target)  # UNet: as if predicting the noise; VAE: reconstruction
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -201,7 +204,11 @@ class Contender:
                 self.run_train_step(precision)
 
     def time(self, kind: str, precision: str, clock: str) -> None:
-        fn = self.run_forward if kind == "fwd" else self.run_train_step
+        fn = {
+            "fwd": self.run_forward,
+            "train": self.run_train_step,
+            "train_large": lambda precision: self.run_train_step(precision, large=True),
+        }[kind]
         timer = time.process_time if clock == "cpu" else time.perf_counter
         start = timer()
         fn(precision)
@@ -226,6 +233,20 @@ def benchmark(pair: list[Contender], fwd_repeats: int, train_repeats: int) -> No
                         contender.time(kind, precision, clock)
 
 
+def benchmark_large_train(pair: list[Contender], make_fns, repeats: int = 2) -> None:
+    """Train steps at LARGE_TRAIN_BATCH: wall clock on 2 threads, fp32 and bf16 autocast, alternately, after one
+    warm-up step each."""
+    torch.set_num_threads(2)
+    for contender in pair:
+        contender.large_train = make_fns(contender.model, LARGE_TRAIN_BATCH)
+    for precision in ("fp32", "bf16 autocast"):
+        for contender in pair:
+            contender.run_train_step(precision, large=True)
+        for _ in range(repeats):
+            for contender in pair:
+                contender.time("train_large", precision, "wall")
+
+
 def rows_for(pair: list[Contender], peaks: dict) -> list[dict]:
     rows = []
     for c in pair:
@@ -246,6 +267,12 @@ def rows_for(pair: list[Contender], peaks: dict) -> list[dict]:
                     train_peak=100 * c.train_flops * TRAIN_BATCH / train / 1e6 / peak if train else None,
                     fwd_wall=c.times[("fwd", precision, "wall")],
                     train_wall=c.times.get(("train", precision, "wall")),
+                    large_wall=c.times.get(("train_large", precision, "wall")),
+                    large_sps=(
+                        LARGE_TRAIN_BATCH / c.times[("train_large", precision, "wall")] * 1000
+                        if ("train_large", precision, "wall") in c.times
+                        else None
+                    ),
                     rss=c.rss,
                 )
             )
@@ -261,7 +288,8 @@ def print_table(rows: list[dict], load: tuple) -> None:
     header = (
         "| model | params (M) | precision | GFLOP/sample fwd | fwd b8 CPU ms (1 thr) | fwd samples/s | fwd % peak "
         "| train b32 CPU ms (1 thr) | train samples/s | train % peak | fwd b8 wall ms (2 thr) "
-        "| train b32 wall ms (2 thr) | peak RSS MB |"
+        f"| train b32 wall ms (2 thr) | train b{LARGE_TRAIN_BATCH} wall ms (2 thr) "
+        f"| train b{LARGE_TRAIN_BATCH} samples/s (2 thr) | peak RSS MB |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -270,7 +298,8 @@ def print_table(rows: list[dict], load: tuple) -> None:
             f"| {r['model']} | {r['params']:.2f} | {r['precision']} | {r['fwd_gflop']:.3f} | {r['fwd_ms']:.0f} "
             f"| {r['fwd_sps']:.0f} | {r['fwd_peak']:.0f}% | {_fmt(r['train_ms'], '.0f')} "
             f"| {_fmt(r['train_sps'], '.1f')} | {_fmt(r['train_peak'], '.0f')}{'%' if r['train_peak'] else ''} "
-            f"| {r['fwd_wall']:.0f} | {_fmt(r['train_wall'], '.0f')} | {r['rss']:.0f} |"
+            f"| {r['fwd_wall']:.0f} | {_fmt(r['train_wall'], '.0f')} | {_fmt(r['large_wall'], '.0f')} "
+            f"| {_fmt(r['large_sps'], '.1f')} | {r['rss']:.0f} |"
         )
 
 
@@ -278,10 +307,13 @@ def print_ratios(rows: list[dict], ours: str, theirs: str) -> None:
     def best(model, key):
         return max((r for r in rows if r["model"] == model and r[key]), key=lambda r: r[key])
 
-    for kind, key in (("forward", "fwd_sps"), ("train", "train_sps")):
+    measures = [("forward", "fwd_sps", "CPU time"), ("train", "train_sps", "CPU time")]
+    if any(r["large_sps"] for r in rows):
+        measures.append((f"train batch {LARGE_TRAIN_BATCH}", "large_sps", "wall clock, 2 threads"))
+    for kind, key, clock in measures:
         a, b = best(ours, key), best(theirs, key)
         print(
-            f"{ours} / {theirs} {kind} samples/s (CPU time), each in its best precision: {a[key] / b[key]:.2f}x "
+            f"{ours} / {theirs} {kind} samples/s ({clock}), each in its best precision: {a[key] / b[key]:.2f}x "
             f"({a['precision']} vs {b['precision']})"
         )
 
@@ -338,6 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     assert 0.9 <= ratio <= 1.1, f"UNet parameter counts differ by more than 10% (ratio {ratio:.3f})"
     unets = [Contender("SmallUNet", ours, unet_fns), Contender("UNet2DConditionModel", theirs, unet_fns)]
     benchmark(unets, fwd_repeats=6, train_repeats=3)
+    benchmark_large_train(unets, unet_fns)
     print("  UNets measured", flush=True)
     vaes = [Contender(name, CONTENDERS[name][0](), CONTENDERS[name][1]) for name in ("SmallVAE", "AutoencoderKL")]
     benchmark(vaes, fwd_repeats=4, train_repeats=2)

@@ -91,3 +91,30 @@ def test_bench_models_peak_rss_is_each_models_own():
     held = torch.ones(256 * 2**20)  # 1 GB held by this process: a fresh process's peak cannot include it
     own = bench_models.peak_rss_alone(["SmallUNet"], forward_batch=1, train_batch=1, threads=(1,))["SmallUNet"]
     assert 0 < own < bench_models.peak_rss_mb() - held.numel() * 4 / 2**20 / 2
+
+
+def test_bench_models_times_the_unets_train_step_at_the_large_batch(monkeypatch, capsys):
+    import bench_models
+
+    from sdscratch import SmallUNet
+
+    monkeypatch.setattr(bench_models, "LARGE_TRAIN_BATCH", 3)
+    monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)  # 2 threads per xdist worker: oversubscribed
+    tiny = dict(block_out_channels=(16, 32), transformer_levels=(False, True), norm_num_groups=8)
+    tiny.update(cross_attention_dim=256, attention_head_dim=16)
+    pair = [
+        bench_models.Contender(name, SmallUNet(**tiny), bench_models.unet_fns, forward_batch=2, train_batch=2)
+        for name in ("a", "b")
+    ]
+    bench_models.benchmark(pair, fwd_repeats=1, train_repeats=1)
+    bench_models.benchmark_large_train(pair, bench_models.unet_fns, repeats=1)
+    for contender in pair:
+        contender.rss = 1.0
+        assert {("train_large", "fp32", "wall"), ("train_large", "bf16 autocast", "wall")} <= set(contender.times)
+    rows = bench_models.rows_for(pair, {"fp32": 100.0, "bf16": 300.0})
+    bench_models.print_table(rows, (0.0, 0.0))
+    bench_models.print_ratios(rows, "a", "b")
+    out = capsys.readouterr().out
+    assert "| train b3 wall ms (2 thr) | train b3 samples/s (2 thr) |" in out
+    assert "a / b train batch 3 samples/s (wall clock, 2 threads), each in its best precision: " in out
+    assert [r["large_sps"] is None for r in rows] == [False, False, True] * 2  # no bf16-weights training
