@@ -5,7 +5,7 @@ models, write the built-in faces as an imagefolder, evaluate a pipeline.
     sdscratch generate --model digits --prompt eight --output eights.png
     sdscratch generate --model path/to/pipeline --prompt "..."      # e.g. training/train_unet.py's --output_dir
     sdscratch models                                                 # the shipped models and their folders
-    sdscratch faces --output_dir data/faces --num_images 1000        # = python -m sdscratch.data.cartoon_faces
+    sdscratch faces --output_dir data/faces --num_images 1000        # = sdscratch.data.cartoon_faces.main
     sdscratch evaluate --model_path path/to/pipeline --output_dir eval   # = python -m sdscratch.evaluate
 
 `sdscratch generate` is `examples/generate.py` (and `examples/digits.py` with `--model digits`) as a command: same
@@ -94,7 +94,7 @@ def _check_model(model: str) -> tuple[str, Optional[str]]:
     if model in PRETRAINED_MODELS:
         return model, None
     if not os.path.isfile(os.path.join(model, "model_index.json")):
-        raise SystemExit(
+        raise ValueError(
             f"--model must be one of {list(PRETRAINED_MODELS)} or a pipeline folder with a model_index.json, "
             f"got {model!r}"
         )
@@ -113,11 +113,11 @@ def generate(args: argparse.Namespace) -> tuple[str, int, str]:
     """Runs `sdscratch generate`: checks every flag, loads the model, writes the grid. Returns the PNG's path, the
     number of images and the prompt drawn."""
     if args.num_images is not None and args.num_images < 1:
-        raise SystemExit(f"--num_images must be at least 1, got {args.num_images}")
+        raise ValueError(f"--num_images must be at least 1, got {args.num_images}")
     if args.steps < 1:
-        raise SystemExit(f"--steps must be at least 1, got {args.steps}")
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
     if args.scale is not None and args.scale < 1:
-        raise SystemExit(f"--scale must be at least 1, got {args.scale}")
+        raise ValueError(f"--scale must be at least 1, got {args.scale}")
     name, model_path = _check_model(args.model)
 
     import torch
@@ -172,11 +172,15 @@ def seconds_since_process_start() -> Optional[float]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the `sdscratch` console script (also `python -m sdscratch`)."""
-    start = time.perf_counter() - (seconds_since_process_start() or 0.0)
+    """Entry point of the `sdscratch` console script (also `python -m sdscratch`). Given `argv` (a call from Python),
+    the time printed starts at the call, not at the start of the process that makes it."""
+    start = time.perf_counter() - ((seconds_since_process_start() or 0.0) if argv is None else 0.0)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in FORWARDED:
-        FORWARDED[argv[0]][0](argv[1:])
+        try:
+            FORWARDED[argv[0]][0](argv[1:])
+        except ValueError as error:  # a bad flag its module rejected (e.g. --task): as `generate`, no traceback
+            build_parser().exit(2, f"sdscratch {argv[0]}: error: {error}\n")
         return 0
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -185,7 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     elif args.command == "generate":
         try:
             path, num_images, prompt = generate(args)
-        except ValueError as error:  # a flag the library rejected (before any heavy work): no traceback
+        except ValueError as error:  # a bad flag (ours or the library's, before any heavy work): no traceback
             parser.exit(2, f"sdscratch generate: error: {error}\n")
         print(f"wrote {path} ({num_images} images for {prompt!r}) in {time.perf_counter() - start:.1f} s")
     return 0

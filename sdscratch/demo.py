@@ -272,13 +272,21 @@ def check_output_path(path: str | os.PathLike, flag: str = "--output") -> str:
         `str`: The PIL format name the extension selects (e.g. `"PNG"`).
 
     Raises:
-        `ValueError`: If `path` is an existing folder, ends in a path separator or has no extension PIL can write.
+        `ValueError`: If `path` is an existing folder, ends in a path separator, has no extension PIL can write, or
+            lies under a file or a folder this process cannot write to (missing folders are created when saving).
     """
     from PIL import Image
 
     text = os.fspath(path)
     if not text or text.endswith((os.sep, "/")) or os.path.isdir(text):
         raise ValueError(f"`{flag}` must be an image file path (e.g. out.png), got {text!r}, which is a folder.")
+    parent = os.path.dirname(os.path.abspath(text))
+    while not os.path.exists(parent):  # the nearest existing folder is where save_atomic's makedirs starts
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"`{flag}` {text!r} cannot be written: {parent!r} is a file, not a folder.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"`{flag}` {text!r} cannot be written: no permission to write in {parent!r}.")
     Image.init()
     extension = os.path.splitext(text)[1].lower()
     image_format = Image.registered_extensions().get(extension)
@@ -306,21 +314,11 @@ def load_image(path, size: int):
     Returns:
         `PIL.Image.Image` in RGB, `size` x `size`.
     """
-    import numpy as np
     from PIL import Image
 
     from .data.loading import to_rgb
 
     image = path if isinstance(path, Image.Image) else Image.open(path)
-    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        if image.mode.startswith("I;16") or (image.mode == "I" and 255 < values.max() <= 65535):
-            values = values / 257.0  # 0..65535 -> 0..255
-        elif image.mode == "F" and values.max() <= 1.0:
-            values = values * 255.0  # 0..1 floats
-        elif values.max() > 255 or values.min() < 0:  # any other range: stretch min..max to 0..255
-            values = (values - values.min()) * 255.0 / max(values.max() - values.min(), 1e-12)
-        image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
     image = to_rgb(image)
     width, height = image.size
     side = min(width, height)

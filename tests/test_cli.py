@@ -56,6 +56,7 @@ def test_generate_a_grayscale_folder_gets_the_digits_defaults(tmp_path, capsys):
         (["--steps", "0"], "--steps must be at least 1, got 0"),
         (["--scale", "0"], "--scale must be at least 1, got 0"),
         (["--output", "faces.txt"], "`--output` must end in an image file extension"),
+        (["--output", str(ROOT / "README.md" / "faces.png")], "README.md' is a file, not a folder"),
         (["--scheduler", "nope"], "`scheduler` 'nope' is not DDPM-compatible"),
     ],
 )
@@ -67,7 +68,22 @@ def test_generate_bad_flags_fail_before_loading(argv, message, faces_folder, mon
     model = [] if "--model" in argv else ["--model", faces_folder]
     with pytest.raises(SystemExit) as raised:
         cli.main(["generate", *model, *argv])
-    assert message in str(raised.value.code) + capsys.readouterr().err
+    assert raised.value.code == 2  # argparse's exit status for a usage error, as for an unknown flag
+    err = capsys.readouterr().err
+    assert err.startswith("sdscratch generate: error: ") and message in err
+
+
+@pytest.mark.parametrize("from_python", [True, False])
+def test_generate_time_counts_the_process_start_only_on_the_command_line(
+    from_python, faces_folder, tmp_path, monkeypatch, capsys
+):
+    # a long-lived process (a notebook, a test) calling main(argv) must not print its own age as the command's time
+    monkeypatch.setattr(cli, "seconds_since_process_start", lambda: 1000.0)
+    argv = ["generate", "--model", faces_folder, *TINY, "--num_images", "1", "--output", str(tmp_path / "t.png")]
+    monkeypatch.setattr(sys, "argv", ["sdscratch", *argv])
+    cli.main(argv if from_python else None)
+    seconds = float(capsys.readouterr().out.rsplit(" in ", 1)[1].split()[0])
+    assert (seconds < 1000.0) if from_python else (seconds >= 1000.0)
 
 
 def test_models_lists_every_shipped_model(capsys):
@@ -90,6 +106,14 @@ def test_faces_and_evaluate_are_forwarded_with_their_own_flags(tmp_path, capsys)
         cli.main(["evaluate", "--help"])
     assert raised.value.code == 0
     assert capsys.readouterr().out.startswith("usage: sdscratch evaluate [-h] --model_path MODEL_PATH")
+
+
+def test_evaluate_errors_exit_like_generate_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["evaluate", "--model_path", str(tmp_path), "--output_dir", str(tmp_path / "eval")])
+    assert raised.value.code == 2
+    assert capsys.readouterr().err.startswith(f"sdscratch evaluate: error: --model_path {str(tmp_path)!r} is neither")
+    assert not (tmp_path / "eval").exists()
 
 
 def test_seconds_since_process_start_counts_the_imports():

@@ -16,7 +16,15 @@ import torch
 from PIL import Image
 
 import sdscratch
-from sdscratch.demo import builtin_captions, fast_dtype, load_pipeline, make_grid, save_atomic, tiny_random_pipeline
+from sdscratch.demo import (
+    builtin_captions,
+    check_output_path,
+    fast_dtype,
+    load_pipeline,
+    make_grid,
+    save_atomic,
+    tiny_random_pipeline,
+)
 from sdscratch.pretrained import is_available
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -293,6 +301,13 @@ def test_bad_output_fails_before_any_work(name, tmp_path, monkeypatch):
         with pytest.raises(ValueError, match="--output"):
             run_example(name, ["--output", str(output)])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_under_a_file_fails_before_any_work(tmp_path):
+    (tmp_path / "faces.png").write_bytes(b"")  # a file where save_atomic would have to create a folder
+    with pytest.raises(ValueError, match=r"`--output` .* is a file, not a folder"):
+        check_output_path(tmp_path / "faces.png" / "more" / "x.png")
+    assert check_output_path(tmp_path / "new" / "folders" / "x.png") == "PNG"  # missing folders are created later
 
 
 def test_save_atomic_refuses_a_path_without_image_extension(tmp_path):

@@ -116,6 +116,16 @@ def test_imagefolder_with_metadata(tmp_path):
     assert set(out["text"]) <= {line["text"] for line in lines}
 
 
+def test_imagefolder_16_bit_and_float_images_are_scaled_not_clipped(tmp_path):
+    # a 16-bit grayscale PNG opens as mode I;16: `.convert("RGB")` alone would clip mid-grey to white
+    Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16)).save(tmp_path / "gray16.png")
+    Image.fromarray(np.full((8, 8), 0.25, dtype=np.float32)).save(tmp_path / "float.tiff")
+    rows = [{"file_name": "gray16.png", "text": "grey"}, {"file_name": "float.tiff", "text": "dark"}]
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = load_image_caption_dataset(train_data_dir=str(tmp_path))
+    assert [image.getpixel((0, 0)) for image in out["image"]] == [(128, 128, 128), (64, 64, 64)]
+
+
 def test_custom_columns_and_missing_columns(tmp_path):
     ds = datasets.Dataset.from_dict({"picture": _images(2), "description": ["a", "b"]})
     ds = ds.cast_column("picture", datasets.Image())

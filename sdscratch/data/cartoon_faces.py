@@ -9,7 +9,7 @@ Hair colour is readable on every face: the bald style keeps a fringe of hair on 
 eyebrows and facial hair always have the hair colour. The colours were chosen far apart in RGB so that a small
 classifier reads each caption attribute at 64x64 (see ``sdscratch.evaluation``).
 
-    python -m sdscratch.data.cartoon_faces --output_dir faces --num_images 1000
+    sdscratch faces --output_dir faces --num_images 1000   # python -m sdscratch faces; the module's main()
 """
 
 import argparse

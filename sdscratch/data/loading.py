@@ -179,8 +179,26 @@ def _caption_list_column(dataset, caption_column: Optional[str]) -> Optional[str
     return name if is_list else None
 
 
+def to_8bit(image: Image.Image) -> Image.Image:
+    """A 16-bit (``I;16``), 32-bit integer (``I``) or float (``F``) image scaled to an 8-bit ``L`` image (PIL's
+    ``convert`` alone clips them: a 16-bit PNG turns white); any other mode is returned as it is. 0..65535 is divided
+    by 257, 0..1 floats multiplied by 255, 0..255 kept, any other range stretched from min..max to 0..255."""
+    if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16") or (image.mode == "I" and 255 < values.max() <= 65535):
+        values = values / 257.0  # 0..65535 -> 0..255
+    elif image.mode == "F" and values.max() <= 1.0:
+        values = values * 255.0  # 0..1 floats
+    elif values.max() > 255 or values.min() < 0:  # any other range: stretch min..max to 0..255
+        values = (values - values.min()) * 255.0 / max(values.max() - values.min(), 1e-12)
+    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
+
+
 def to_rgb(image: Image.Image, background=(255, 255, 255)) -> Image.Image:
-    """Any PIL image as RGB; transparency is composited on ``background`` (white), not dropped to black."""
+    """Any PIL image as RGB; transparency is composited on ``background`` (white), not dropped to black, and
+    high-bit-depth images are scaled to 8 bits first ([`to_8bit`]), not clipped."""
+    image = to_8bit(image)
     if image.mode == "RGB":
         return image
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
