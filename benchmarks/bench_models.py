@@ -2,7 +2,7 @@
 
     python benchmarks/bench_models.py
 
-Prints one table (about 2 minutes on a quiet 2-core machine):
+Prints one table (about 2.5 minutes on a quiet 2-core machine):
   - SmallUNet (default config) vs the fixed diffusers design of issue 7, a UNet2DConditionModel with
     block_out_channels (64, 128, 192), 1 layer per block, cross-attention at the two lower levels, 64-channel heads
     (parameters within 10%, checked): 16x16x4 latents, text (B, 16, 256).
