@@ -2,6 +2,7 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler
@@ -183,6 +184,52 @@ def test_math_attention_matches_sdpa():
     torch.testing.assert_close(attention(x), attention(x), rtol=0, atol=0)
 
 
+def test_float64_training_path_keeps_float64():
+    """A float64 training step takes the math path (every dtype but float32 does): its softmax must not be
+    rounded to float32, or gradcheck on a float64 model fails."""
+    torch.manual_seed(0)
+    attention = Attention(8, heads=2, context_dim=6).double()
+    x = torch.randn(1, 3, 8, dtype=torch.float64, requires_grad=True)
+    context = torch.randn(1, 4, 6, dtype=torch.float64)
+    bias = torch.tensor([0.0, 0.0, -10000.0, 0.0], dtype=torch.float64)[None, None, None, :]
+    assert torch.autograd.gradcheck(lambda x: attention(x, context, bias), (x,))
+
+
+def test_bf16_training_path_honours_the_mask():
+    """Under bf16 autocast with gradients the attention runs as `math_attention`: masked tokens stay hidden
+    (same output, no gradient), as in the fp32 / SDPA path."""
+    unet = make_unet().train()
+    sample, t, text = make_inputs()
+    mask = torch.ones(BATCH, SEQ, dtype=torch.long)
+    mask[:, 3:] = 0
+    outputs = []
+    for context in (text, torch.cat([text[:, :3], torch.randn(BATCH, SEQ - 3, 24)], dim=1)):
+        context = context.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = unet(sample, t, context, encoder_attention_mask=mask).sample
+        out.float().square().mean().backward()
+        assert context.grad[:, 3:].abs().max() == 0 and context.grad[:, :3].abs().max() > 0
+        outputs.append(out.detach())
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+
+
+def test_bf16_weights_keep_timestep_precision():
+    """The output tolerances above cannot tell t = 999 from t = 1000 (its bf16 rounding) in a tiny random UNet:
+    check the time features the bf16 model's MLP reads instead (float32 timesteps and frequencies, then a cast)."""
+    unet = make_unet()
+    bf16 = copy.deepcopy(unet).to(torch.bfloat16)
+    sample, _, text = make_inputs()
+    t = torch.tensor([999, 3])
+    features = {}
+    for name, model, inputs in (("fp32", unet, (sample, text)), ("bf16", bf16, (sample.bfloat16(), text.bfloat16()))):
+        hook = model.time_embedding.linear_1.register_forward_hook(
+            lambda module, args, output, name=name: features.__setitem__(name, args[0].float())
+        )
+        run(model, inputs[0], t, inputs[1])
+        hook.remove()
+    torch.testing.assert_close(features["bf16"], features["fp32"], rtol=0, atol=4e-3)  # bf16 rounding of [-1, 1]
+
+
 def test_channels_last_input_same_output():
     unet = make_unet()
     sample, t, text = make_inputs()
@@ -340,6 +387,22 @@ def test_bad_input_raises_before_compute(case, monkeypatch):
         unet(sample, t, text, encoder_attention_mask=mask)
 
 
+@pytest.mark.parametrize(
+    "timestep, error, message",
+    [
+        (None, TypeError, "`timestep` must be a number, a tensor or a list of numbers, got NoneType"),
+        ("500", TypeError, "got str"),
+        (np.array([1, 2, 3]), ValueError, r"one value per sample \(2\), got shape \(3,\)"),
+    ],
+)
+def test_bad_timestep_raises_before_compute(timestep, error, message, monkeypatch):
+    unet = make_unet()
+    sample, _, text = make_inputs()
+    monkeypatch.setattr(unet.conv_in, "forward", lambda *a: pytest.fail("computed before validating"))
+    with pytest.raises(error, match=message):
+        unet(sample, timestep, text)
+
+
 def test_text_to_unconditional_unet_raises():
     unet = make_unet(cross_attention_dim=None)
     sample, t, text = make_inputs()
@@ -353,6 +416,9 @@ def test_text_to_unconditional_unet_raises():
     "kwargs, message",
     [
         (dict(transformer_levels=(True,)), "transformer_levels"),
+        (dict(transformer_levels=True), "transformer_levels"),
+        (dict(cross_attention_levels=True), "cross_attention_levels"),
+        (dict(block_out_channels=64, transformer_levels=(True,)), "block_out_channels"),
         (dict(skip_connection="mul"), "skip_connection"),
         (dict(time_embedding_type="learned"), "time_embedding_type"),
         (dict(block_out_channels=(16, 48), attention_head_dim=32), "attention_head_dim"),

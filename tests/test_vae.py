@@ -235,6 +235,8 @@ def test_bad_input_raises(call, error, words):
         ({"layers_per_block": 0}, "layers_per_block"),
         ({"norm_num_groups": 0}, "norm_num_groups"),
         ({"block_out_channels": (8, 10)}, "norm_num_groups`=4 .* 10 channels"),
+        ({"block_out_channels": (8, 0)}, "block_out_channels"),
+        ({"block_out_channels": 8}, "block_out_channels"),
         ({"block_out_channels": (8, 16), "norm_num_groups": 3}, "norm_num_groups`=3 .* 8 channels"),
     ],
 )

@@ -18,8 +18,11 @@ connections need no projections. Speed choices are explained in ``unet_blocks.py
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Optional, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -104,24 +107,30 @@ class SmallUNet(QuietDtypeCastMixin, ModelMixin, ConfigMixin):
             raise ValueError(
                 f"`time_cond_proj_dim` must be None (SmallUNet has no guidance embedding), got {time_cond_proj_dim}."
             )
-        if len(block_out_channels) < 1 or any(not isinstance(c, int) or c < 1 for c in block_out_channels):
+        if (
+            not isinstance(block_out_channels, (list, tuple))
+            or len(block_out_channels) < 1
+            or any(not isinstance(c, int) or c < 1 for c in block_out_channels)
+        ):
             raise ValueError(
-                f"`block_out_channels` must be one or more positive channel counts, got {tuple(block_out_channels)}."
+                f"`block_out_channels` must be one or more positive channel counts, got {block_out_channels!r}."
             )
         layers = _per_level(layers_per_block, "layers_per_block", len(block_out_channels))
         head_dims = _per_level(attention_head_dim, "attention_head_dim", len(block_out_channels))
         if not isinstance(norm_num_groups, int) or norm_num_groups < 1:
             raise ValueError(f"`norm_num_groups` must be a positive int, got {norm_num_groups!r}.")
-        if len(transformer_levels) != len(block_out_channels):
+        if not isinstance(transformer_levels, (list, tuple)) or len(transformer_levels) != len(block_out_channels):
             raise ValueError(
                 f"`transformer_levels` needs one flag per level of `block_out_channels`={tuple(block_out_channels)}, "
-                f"got {tuple(transformer_levels)}."
+                f"got {transformer_levels!r}."
             )
         if cross_attention_levels is not None:
-            if len(cross_attention_levels) != len(block_out_channels):
+            if not isinstance(cross_attention_levels, (list, tuple)) or len(cross_attention_levels) != len(
+                block_out_channels
+            ):
                 raise ValueError(
                     "`cross_attention_levels` needs one flag per level of `block_out_channels`="
-                    f"{tuple(block_out_channels)}, got {tuple(cross_attention_levels)}."
+                    f"{tuple(block_out_channels)}, got {cross_attention_levels!r}."
                 )
             both = [i for i, (t, c) in enumerate(zip(transformer_levels, cross_attention_levels)) if t and c]
             if both:
@@ -241,10 +250,14 @@ class SmallUNet(QuietDtypeCastMixin, ModelMixin, ConfigMixin):
                 f"(2 ** (len(block_out_channels) - 1) with block_out_channels={tuple(config.block_out_channels)})."
             )
         num_timesteps, shape = 1, None
-        if torch.is_tensor(timestep):
-            num_timesteps, shape = timestep.numel(), f"shape {tuple(timestep.shape)}"
+        if torch.is_tensor(timestep) or isinstance(timestep, np.ndarray):
+            num_timesteps, shape = math.prod(timestep.shape), f"shape {tuple(timestep.shape)}"
         elif isinstance(timestep, (list, tuple)):
             num_timesteps, shape = len(timestep), f"a {type(timestep).__name__} of {len(timestep)}"
+        elif not isinstance(timestep, numbers.Real):
+            raise TypeError(
+                f"`timestep` must be a number, a tensor or a list of numbers, got {type(timestep).__name__}."
+            )
         if num_timesteps not in (1, batch):
             raise ValueError(f"`timestep` must be a scalar or hold one value per sample ({batch}), got {shape}.")
         if config.cross_attention_dim is None:

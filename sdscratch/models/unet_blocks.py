@@ -63,7 +63,7 @@ class TimestepEmbedding(nn.Module):
 
     def _apply(self, fn, recurse=True):
         """Keep the frequency buffers in float32 when the model is cast (``unet.to(torch.bfloat16)``): rounded to
-        bf16 they would shift the phase of ``t * f`` by up to ~4 radians at t = 1000."""
+        bf16 they would shift the phase of ``t * f`` at t = 1000 by up to 0.44 radians with 64 channels (1.9 with 320)."""
         frequencies = {name: buf for name, buf in self._buffers.items() if buf is not None}
         super()._apply(fn, recurse)
         for name, original in frequencies.items():
@@ -149,12 +149,13 @@ def math_attention(
     """softmax(q k^T / sqrt(d) + bias) v with plain matmuls: (B, h, N, d), (B, h, L, d) x2 -> (B, h, N, d).
 
     Used for the bf16 training step: torch's CPU flash-attention *backward* in bf16 is 3-6x slower than these
-    matmuls at our token counts (16-256). The softmax runs in float32.
+    matmuls at our token counts (16-256). The softmax runs in float32 at least (float64 inputs keep float64).
     """
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (B, h, N, L)
     if attn_bias is not None:
         scores = scores + attn_bias
-    return scores.softmax(dim=-1, dtype=torch.float32).to(v.dtype) @ v
+    softmax_dtype = torch.promote_types(scores.dtype, torch.float32)  # upcast bf16 / fp16, never downcast fp64
+    return scores.softmax(dim=-1, dtype=softmax_dtype).to(v.dtype) @ v
 
 
 class TransformerBlock(nn.Module):

@@ -179,8 +179,12 @@ class SmallVAE(QuietDtypeCastMixin, ModelMixin, AutoencoderMixin, ConfigMixin):
         mid_block_add_attention: bool = True,
     ):
         super().__init__()
-        if len(block_out_channels) < 1:
-            raise ValueError(f"`block_out_channels` must name at least one width, got {block_out_channels!r}.")
+        if (
+            not isinstance(block_out_channels, (list, tuple))
+            or len(block_out_channels) < 1
+            or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in block_out_channels)
+        ):
+            raise ValueError(f"`block_out_channels` must be one or more positive widths, got {block_out_channels!r}.")
         for key, value in (("layers_per_block", layers_per_block), ("sample_size", sample_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"`{key}` must be a positive int, got {value!r}.")
