@@ -342,6 +342,23 @@ def test_half_precision_files_are_upcast_unless_torch_dtype_is_given(pipe, tmp_p
             assert bf16.unet.dtype == bf16.text_encoder.dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("force_upcast", [True, False])
+def test_float16_vae_runs_in_float32_when_its_config_forces_upcast(pipe, tmp_path, force_upcast):
+    # as StableDiffusionXLPipeline: a float16 VAE whose config says force_upcast encodes / decodes in float32
+    pipe.save_pretrained(tmp_path)
+    mixed = CartoonFacePipeline.from_pretrained(tmp_path, torch_dtype={"vae": torch.float16, "default": torch.float32})
+    mixed.set_progress_bar_config(disable=True)
+    mixed.vae.register_to_config(force_upcast=force_upcast)
+    seen = []
+    for part in (mixed.vae.encoder, mixed.vae.decoder):
+        part.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    image = PIL.Image.fromarray((run(pipe)[0] * 255).astype(np.uint8))
+    for kwargs in ({}, {"image": image, "strength": 0.5, "num_inference_steps": 4}):
+        np.testing.assert_allclose(run(mixed, **kwargs), run(pipe, **kwargs), atol=0.05)
+    assert seen == [torch.float32 if force_upcast else torch.float16] * 3  # decode, encode, decode
+    assert mixed.vae.dtype == torch.float16  # back as loaded
+
+
 @pytest.mark.parametrize(
     "torch_dtype",
     [{"unet": torch.bfloat16}, {"vae": torch.float32, "default": torch.bfloat16}],

@@ -156,8 +156,8 @@ class SmallVAE(QuietDtypeCastMixin, ModelMixin, AutoencoderMixin, ConfigMixin):
         scaling_factor (`float`, defaults to 1.0): Latents are multiplied by it before the diffusion model and
             divided by it before decoding. Training sets it to `1 / std(latents)` (see the latent diffusion paper,
             sections 4.3.2 and D.1).
-        force_upcast (`bool`, defaults to `False`): As in `AutoencoderKL`: ask pipelines to run this VAE in float32
-            when it is stored in float16.
+        force_upcast (`bool`, defaults to `False`): As in `AutoencoderKL`: `CartoonFacePipeline` runs this VAE in
+            float32 when it is stored in float16 (as `StableDiffusionXLPipeline` does).
         mid_block_add_attention (`bool`, defaults to `True`): Self-attention in the encoder and decoder mid blocks.
     """
 

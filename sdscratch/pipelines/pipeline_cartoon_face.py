@@ -26,9 +26,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -273,8 +274,23 @@ class CartoonFacePipeline(DiffusionPipeline):
         """
         if self.vae is None:
             return image
-        latents = retrieve_latents(self.vae.encode(image.to(self.vae.dtype)), sample_mode="argmax")
+        with self._vae_upcast_if_forced():
+            latents = retrieve_latents(self.vae.encode(image.to(self.vae.dtype)), sample_mode="argmax")
         return (latents * self.vae.config.scaling_factor).to(image.dtype)
+
+    @contextlib.contextmanager
+    def _vae_upcast_if_forced(self) -> Iterator[None]:
+        """Runs the VAE in float32 while inside, when it is stored in float16 and its config says `force_upcast`
+        (as `StableDiffusionXLPipeline` does: a float16 VAE can overflow, and float16 has no fast path on most
+        CPUs); it goes back to float16 after."""
+        upcast = self.vae.dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False)
+        if upcast:
+            self.vae.to(torch.float32)
+        try:
+            yield
+        finally:
+            if upcast:
+                self.vae.to(torch.float16)
 
     def prepare_latents(
         self, batch_size, num_channels_latents, height, width, dtype, device, generator, latents=None,
@@ -516,8 +532,9 @@ class CartoonFacePipeline(DiffusionPipeline):
         else:
             images = latents
             if self.vae is not None:
-                latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor  # the VAE may have its own dtype
-                images = self.vae.decode(latents, return_dict=False, generator=generator)[0]
+                with self._vae_upcast_if_forced():
+                    latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor  # the VAE's own dtype
+                    images = self.vae.decode(latents, return_dict=False, generator=generator)[0]
             images = self.image_processor.postprocess(images, output_type=output_type)
 
         self.maybe_free_model_hooks()
