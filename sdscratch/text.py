@@ -314,7 +314,8 @@ def load_text_components(
         text_encoder_subfolder (`str`, *optional*):
             Subfolder holding the `CLIPTextModel` / `CLIPModel` `config.json` and weights.
         torch_dtype (`torch.dtype`, *optional*):
-            Load the text encoder in this dtype (default float32; use float32 or bfloat16 on CPU).
+            Load the text encoder in this dtype (default float32, whatever dtype its weights are stored in; use
+            float32 or bfloat16 on CPU).
         kwargs:
             Passed to both `from_pretrained` calls (e.g. `revision`, `local_files_only`).
 
@@ -335,8 +336,9 @@ def load_text_components(
     model_kwargs = dict(kwargs)
     if text_encoder_subfolder:
         model_kwargs["subfolder"] = text_encoder_subfolder
-    if torch_dtype is not None:
-        model_kwargs["dtype"] = torch_dtype
+    # float32 unless asked: transformers 5 would load the checkpoint's own dtype ("auto"), fp16 for many stored
+    # encoders, which computes at about 1 GFLOP/s on a CPU and meets a float32 UNet with a dtype error
+    model_kwargs["dtype"] = torch.float32 if torch_dtype is None else torch_dtype
     text_encoder = CLIPTextModel.from_pretrained(pretrained_model_name_or_path, **model_kwargs)
     text_encoder.eval()
     if text_encoder.config.vocab_size < len(tokenizer):

@@ -1026,6 +1026,29 @@ def caption_table(caption_lists: list[list[str]]) -> tuple[list[str], torch.Tens
     return unique_captions, torch.tensor(rows, dtype=torch.long).reshape(len(caption_lists), width), counts
 
 
+def tokenize_captions(tokenizer, captions: list[str]) -> torch.Tensor:
+    """`(len(captions), model_max_length)` input ids, padded and truncated exactly as `CartoonFacePipeline` tokenizes
+    prompts (diffusers' `tokenize_captions`). The pipeline warns when it truncates a prompt; so does this, once for
+    all the captions: the text encoder and the UNet never see what lies beyond `model_max_length`."""
+    max_length = tokenizer.model_max_length
+    tokens = tokenizer(captions, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+    full = [i for i, n in enumerate(tokens.attention_mask.sum(dim=1).tolist()) if n == max_length]  # fit or cut
+    # one token more than fits is enough to tell (and keeps transformers' 'indexing errors' warning away)
+    cut = [
+        captions[i]
+        for i in full
+        if len(tokenizer(captions[i], truncation=True, max_length=max_length + 1).input_ids) > max_length
+    ]
+    if cut:
+        logger.warning(
+            f"{len(cut)} of {len(captions)} distinct captions are longer than the tokenizer's model_max_length="
+            f"{max_length} tokens (<|startoftext|> and <|endoftext|> included) and are truncated, so the model never "
+            f"sees their end, e.g. {cut[0]!r}: shorten them, or (a tokenizer trained by train_unet.py) raise "
+            '"model_max_length" in the "tokenizer" section of --unet_config.'
+        )
+    return tokens.input_ids
+
+
 def draw_caption_rows(caption_rows: torch.Tensor, caption_counts: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """The caption row of each image in `index` (B,): with one caption per image, that one (no random draw, so
     runs on single-caption data keep their random stream); else one of the image's captions, uniformly, drawn

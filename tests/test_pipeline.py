@@ -684,3 +684,16 @@ def test_long_prompt_truncation_warns(pipe, caplog):
     with caplog.at_level("WARNING"):
         run(pipe, PROMPT)
     assert "truncated" not in caplog.text
+
+
+def test_truncation_warning_names_only_what_was_cut(pipe, caplog):
+    # 10 tokens + <|startoftext|> / <|endoftext|> fill model_max_length=12 exactly: nothing is cut
+    fits = "glasses black hair orange hair dark skin white skin glasses"
+    assert len(pipe.tokenizer(fits).input_ids) == 12
+    with caplog.at_level("WARNING"):
+        pipe.encode_prompt(fits, torch.device("cpu"), 1, True)
+    assert "truncated" not in caplog.text
+    with caplog.at_level("WARNING"):
+        pipe.encode_prompt([PROMPT, fits + " orange hair"], torch.device("cpu"), 1, False)
+    # the long prompt's lost words only, not the padding of the short one (diffusers lists that as "truncated")
+    assert caplog.text.rstrip().endswith("up to 12 tokens: ['orange hair']")

@@ -227,6 +227,16 @@ def test_load_text_components_from_clip_repo_layout(tmp_path):
     assert text_encoder.dtype == torch.bfloat16
 
 
+def test_load_text_components_upcasts_a_half_precision_encoder(tokenizer, tmp_path):
+    # transformers 5 loads a checkpoint in its stored dtype by default: fp16 weights met train_unet.py's float32
+    # UNet with "expected m1 and m2 to have the same dtype"
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    build_text_encoder(tokenizer, **TINY_ENCODER).half().save_pretrained(tmp_path / "text_encoder")
+    subfolders = {"tokenizer_subfolder": "tokenizer", "text_encoder_subfolder": "text_encoder"}
+    assert load_text_components(tmp_path, **subfolders)[1].dtype == torch.float32
+    assert load_text_components(tmp_path, **subfolders, torch_dtype=torch.float16)[1].dtype == torch.float16
+
+
 def test_load_text_components_without_vocabulary_raises(tmp_path):
     _write_clip_repo(tmp_path)
     (tmp_path / "vocab.json").unlink()

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from transformers import CLIPTokenizer
 
 import sdscratch
-from sdscratch import CartoonFacePipeline, SmallVAE
+from sdscratch import CartoonFacePipeline, SmallVAE, build_text_encoder, build_tokenizer
 from sdscratch import training_utils as tu
 from sdscratch.data.cartoon_faces import write_imagefolder
 
@@ -232,6 +232,36 @@ def test_caption_table_and_draws():
     assert torch.equal(state, torch.get_rng_state())
     with pytest.raises(ValueError, match="image 1 has no caption"):
         tu.caption_table([["x"], []])
+
+
+def test_tokenize_captions_pads_as_the_pipeline_and_warns_about_cut_captions(caplog):
+    tokenizer = build_tokenizer(["a red cat", "a blue dog"] * 2, model_max_length=6, vocab_size=600)
+    fits, cut = "a red cat dog", "a red cat dog cat"  # 4 and 5 words: 6 and 7 tokens with <|startoftext|> / end
+    with caplog.at_level(logging.WARNING):
+        ids = tu.tokenize_captions(tokenizer, ["", fits])
+    assert ids.shape == (2, 6) and "truncated" not in caplog.text  # exactly model_max_length: nothing cut
+    pipe_ids = tokenizer(["", fits], padding="max_length", max_length=6, truncation=True, return_tensors="pt")
+    assert torch.equal(ids, pipe_ids.input_ids)
+    with caplog.at_level(logging.WARNING):
+        assert tu.tokenize_captions(tokenizer, [fits, cut]).shape == (2, 6)
+    assert "1 of 2 distinct captions are longer than the tokenizer's model_max_length=6 tokens" in caplog.text
+    assert repr(cut) in caplog.text and "--unet_config" in caplog.text
+
+
+def test_a_frozen_pretrained_text_encoder_goes_to_the_training_device(tmp_path):
+    # accelerate moves only the models it prepares; a frozen encoder left on the CPU made the validation pipeline
+    # (on the UNet's GPU) feed CUDA ids to CPU weights
+    tokenizer = build_tokenizer(["a red cat", "a blue dog"] * 2, model_max_length=8, vocab_size=600)
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    encoder = build_text_encoder(
+        tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
+    encoder.save_pretrained(tmp_path / "text_encoder")
+    meta = torch.device("meta")  # stands in for a GPU on this CPU-only test machine
+    for extra, expected in (([], meta), (["--train_text_encoder"], torch.device("cpu"))):  # trained: prepare moves it
+        args = train_unet.parse_args(["--dataset_name", FACES, "--pretrained_text_encoder", str(tmp_path), *extra])
+        _, text_encoder = train_unet.build_text_components(args, {}, [], device=meta)
+        assert text_encoder.device == expected and text_encoder.training is False
 
 
 def test_pixel_space_digits_with_a_frozen_pretrained_text_encoder(unet_dir, tmp_path):

@@ -163,9 +163,10 @@ def load_config(args) -> dict:
     return config
 
 
-def build_text_components(args, config, captions, resume_path=None):
+def build_text_components(args, config, captions, resume_path=None, device=None):
     """A tokenizer trained on the captions (or the resumed checkpoint's) + a fresh CLIPTextModel (default), or a
-    pretrained pair (its text encoder frozen unless --train_text_encoder)."""
+    pretrained pair (its text encoder frozen unless --train_text_encoder). A frozen text encoder goes to `device`:
+    accelerate places only the models it prepares, and the validation pipeline runs on the UNet's device."""
     if args.pretrained_text_encoder is None:
         tokenizer = tu.build_or_resume_tokenizer(captions, resume_path, **config["tokenizer"])
         return tokenizer, build_text_encoder(tokenizer, **config["text_encoder"])
@@ -175,7 +176,8 @@ def build_text_components(args, config, captions, resume_path=None):
         tokenizer_subfolder="tokenizer" if subfolders else None,
         text_encoder_subfolder="text_encoder" if subfolders else None,
     )
-    return tokenizer, text_encoder.requires_grad_(args.train_text_encoder)
+    text_encoder.requires_grad_(args.train_text_encoder)
+    return tokenizer, (text_encoder if args.train_text_encoder or device is None else text_encoder.to(device))
 
 
 @torch.no_grad()
@@ -277,16 +279,14 @@ def main(args):
     empty_row = len(unique_captions) - 1
 
     # ---- text encoder: trained from scratch (default), frozen pretrained, or pretrained and fine-tuned ----
-    tokenizer, text_encoder = build_text_components(args, config, captions, resume_path)
+    tokenizer, text_encoder = build_text_components(args, config, captions, resume_path, accelerator.device)
     train_text_encoder = args.pretrained_text_encoder is None or args.train_text_encoder
-    max_length = tokenizer.model_max_length
-    tokens = tokenizer(
-        unique_captions, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
-    )
-    caption_input_ids = tokens.input_ids  # (U, L), as CartoonFacePipeline tokenizes
-    if not train_text_encoder:  # frozen: (U, L, D) hidden states computed once
+    caption_input_ids = tu.tokenize_captions(tokenizer, unique_captions)  # (U, L), as CartoonFacePipeline tokenizes
+    if not train_text_encoder:  # frozen: (U, L, D) hidden states computed once, kept on the CPU
         with torch.no_grad():
-            caption_embeds = torch.cat([text_encoder(ids)[0] for ids in caption_input_ids.split(256)])
+            caption_embeds = torch.cat(
+                [text_encoder(ids.to(accelerator.device))[0].cpu() for ids in caption_input_ids.split(256)]
+            )
 
     # ---- UNet: architecture from the config, shapes from the data / VAE / text encoder ----
     in_channels = vae.config.latent_channels if vae is not None else image_channels

@@ -232,10 +232,16 @@ class CartoonFacePipeline(DiffusionPipeline):
             truncation=True,
             return_tensors="pt",
         )
-        text_input_ids = text_inputs.input_ids
-        untruncated_ids = self.tokenizer(text, padding="longest", return_tensors="pt").input_ids
-        if untruncated_ids.shape[-1] >= text_input_ids.shape[-1] and not torch.equal(text_input_ids, untruncated_ids):
-            removed_text = self.tokenizer.batch_decode(untruncated_ids[:, self.tokenizer.model_max_length - 1 : -1])
+        # each prompt's untruncated [bos, tokens..., eos]: truncation dropped its tokens from position max_length - 1
+        # on (only the prompts that lost some are named, not the padding of a batch's shorter ones)
+        max_length = self.tokenizer.model_max_length
+        untruncated = self.tokenizer(text, padding="longest", return_tensors="pt")
+        removed_text = [
+            self.tokenizer.decode(ids[mask.bool()][max_length - 1 : -1])
+            for ids, mask in zip(untruncated.input_ids, untruncated.attention_mask)
+            if mask.sum() > max_length
+        ]
+        if removed_text:
             logger.warning(
                 "The following part of your input was truncated because CLIP can only handle sequences up to"
                 f" {self.tokenizer.model_max_length} tokens: {removed_text}"
