@@ -697,3 +697,44 @@ def test_truncation_warning_names_only_what_was_cut(pipe, caplog):
         pipe.encode_prompt([PROMPT, fits + " orange hair"], torch.device("cpu"), 1, False)
     # the long prompt's lost words only, not the padding of the short one (diffusers lists that as "truncated")
     assert caplog.text.rstrip().endswith("up to 12 tokens: ['orange hair']")
+
+
+def test_uint8_images_are_read_as_0_to_255(tokenizer):
+    """`np.array(pil_image)` is uint8: it used to be normalised as if in [0, 1] (to [-1, 509]), a white image."""
+    pipe = tiny_pipeline(tokenizer, pixel_space=True)
+    image = np.random.RandomState(0).randint(0, 256, (16, 16, 3)).astype(np.uint8)
+    expected = run(pipe, image=image.astype(np.float32) / 255, strength=0.0)
+    for uint8 in (image, torch.from_numpy(image).permute(2, 0, 1), [image]):
+        np.testing.assert_allclose(run(pipe, image=uint8, strength=0.0), expected, atol=1e-6)
+
+
+def test_boolean_masks(tokenizer):
+    """Boolean masks (`array > 0`) crashed in the mask processor's resize; True = repaint."""
+    pipe = tiny_pipeline(tokenizer, pixel_space=True)
+    image = np.random.RandomState(0).rand(1, 16, 16, 3).astype(np.float32)
+    mask = np.zeros((16, 16), dtype=bool)
+    mask[4:12, 4:12] = True
+    reference = run(pipe, image=image, mask_image=mask.astype(np.float32), strength=1.0)
+    for boolean in (mask, torch.from_numpy(mask)[None, None]):
+        np.testing.assert_array_equal(run(pipe, image=image, mask_image=boolean, strength=1.0), reference)
+
+
+def test_interpolate_checks_seeds_and_prompts(pipe):
+    for kwargs, name in (({"seed_a": None}, "seed_a"), ({"seed_b": 1.5}, "seed_b"), ({"prompt_b": ["a", "b"]}, "prompt_b"),
+                         ({"negative_prompt": ["x"]}, "negative_prompt")):  # fmt: skip
+        with pytest.raises(TypeError, match=name):
+            pipe.interpolate(PROMPT, num_images=2, num_inference_steps=STEPS, **kwargs)
+    numpy_seed = pipe.interpolate(
+        PROMPT, seed_a=np.int64(3), num_images=2, num_inference_steps=STEPS, output_type="np"
+    )
+    np.testing.assert_allclose(numpy_seed.images[0], run(pipe, generator=gen(3))[0], atol=1e-5)  # frame 0 = seed 3
+
+
+def test_float_images_above_1_are_refused_before_the_models(pipe):
+    # 0-255 floats (np.array(pil).astype(np.float32)) would be read as [0, 1] and come out white
+    for model in (pipe.unet, pipe.text_encoder):
+        model.register_forward_pre_hook(lambda *args: pytest.fail("a model ran before the image was checked"))
+    image = np.full((16, 16, 3), 200.0, dtype=np.float32)
+    for bad in (image, torch.from_numpy(image).permute(2, 0, 1), [image]):
+        with pytest.raises(ValueError, match=r"`image`: float arrays and tensors must hold values in \[0, 1\]"):
+            pipe("face", image=bad, strength=0.5, num_inference_steps=2)

@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import numbers
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import (
@@ -51,6 +53,7 @@ from transformers import CLIPTextModel, PreTrainedTokenizerBase
 from ..models.unet import SmallUNet
 from ..models.vae import SmallVAE
 from .pipeline_utils import (
+    as_float_images,
     check_inputs,
     image_layout,
     is_real_number,
@@ -414,13 +417,15 @@ class CartoonFacePipeline(DiffusionPipeline):
                 `_callback_tensor_inputs`.
             image (`PipelineImageInput`, *optional*): Starting image(s) for img2img / inpainting (a sketch works):
                 one image or one per prompt, as PIL image(s), numpy `(B, H, W, C)` / `(H, W, C)` / `(H, W)` or
-                tensors `(B, C, H, W)` / `(C, H, W)`, or a list of them. Its size, rounded down to a multiple of the
+                tensors `(B, C, H, W)` / `(C, H, W)`, or a list of them; arrays and tensors are floats in [0, 1]
+                (as diffusers' `VaeImageProcessor`) or uint8 in [0, 255]. Its size, rounded down to a multiple of the
                 VAE x UNet factor, is the default `height` / `width`.
             strength (`float`, defaults to 0.8): How much of `image` to repaint, in [0, 1]: 0 returns the image
                 (through the VAE), 1 starts from pure noise. Use 1.0 for diffusers-style inpainting. Runs
                 `int(num_inference_steps * strength)` steps, which must be >= 1 unless `strength` is 0.
             mask_image (`PipelineImageInput`, *optional*): White = repaint, black = keep; same size as `image`, one
-                mask or one per prompt. numpy masks may be `(B, H, W, 1)`, `(B, H, W)`, `(H, W, 1)` or `(H, W)`.
+                mask or one per prompt. numpy masks may be `(B, H, W, 1)`, `(B, H, W)`, `(H, W, 1)` or `(H, W)`; values
+                >= 0.5 (floats in [0, 1], uint8 0/1 or 0/255, booleans) are repainted.
 
         Returns:
             [`ImagePipelineOutput`] or `tuple`: the images (list of PIL images, `(B, H, W, C)` array, or
@@ -471,7 +476,9 @@ class CartoonFacePipeline(DiffusionPipeline):
         num_channels_latents = self.unet.config.in_channels
         image_latents = mask = None
         if image is not None:
-            init_image = self.image_processor.preprocess(image, height=height, width=width)  # (B, C, H, W) in [-1, 1]
+            init_image = as_float_images(image, scale_uint8=True)  # uint8 arrays / tensors: 0-255
+            # (B, C, H, W) in [-1, 1]
+            init_image = self.image_processor.preprocess(init_image, height=height, width=width)
             init_image = init_image.to(device=device, dtype=dtype)
             image_latents = self._expand(self.encode_image(init_image), batch_size, num_images_per_prompt)
         latent_timestep = timesteps[:1].repeat(num_images) if len(timesteps) > 0 else None
@@ -480,7 +487,8 @@ class CartoonFacePipeline(DiffusionPipeline):
             image_latents=image_latents, timestep=latent_timestep, is_strength_max=strength == 1.0 or image is None,
         )  # fmt: skip
         if mask_image is not None:
-            mask = self.mask_processor.preprocess(mask_image, height=height, width=width)  # (B, 1, H, W) in {0, 1}
+            mask = as_float_images(mask_image, scale_uint8=False)  # booleans -> 0.0 / 1.0
+            mask = self.mask_processor.preprocess(mask, height=height, width=width)  # (B, 1, H, W) in {0, 1}
             latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
             mask = F.interpolate(mask, size=latent_size).to(device=device, dtype=dtype)  # nearest, as diffusers
             mask = self._expand(mask, batch_size, num_images_per_prompt)
@@ -590,8 +598,15 @@ class CartoonFacePipeline(DiffusionPipeline):
                     f"`{name}` is set by `interpolate` (one image per frame: `num_images`); pass "
                     "`prompt_a`/`prompt_b`/`seed_a`/`seed_b`."
                 )
+        for name, value in (("prompt_a", prompt_a), ("prompt_b", prompt_b), ("negative_prompt", negative_prompt)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"`{name}` must be a string or None (one prompt per endpoint), got {value!r}.")
+        for name, value in (("seed_a", seed_a), ("seed_b", seed_b)):
+            integer = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+            if (value is not None or name == "seed_a") and not integer:
+                raise TypeError(f"`{name}` must be an integer seed, got {value!r}.")
         prompt_b = prompt_a if prompt_b is None else prompt_b
-        seed_b = seed_a if seed_b is None else seed_b
+        seed_a, seed_b = int(seed_a), int(seed_a if seed_b is None else seed_b)
         height, width = self._default_height_width(height, width)
         shape = (1, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
         noise_a, noise_b = (randn_tensor(shape, generator=torch.Generator().manual_seed(s)) for s in (seed_a, seed_b))

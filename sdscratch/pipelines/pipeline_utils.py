@@ -188,6 +188,46 @@ def image_layout(image: Any, name: str = "image", grayscale: bool = False) -> tu
     return sum(layout[0] for layout in layouts), channels, height, width
 
 
+def check_float_image_range(image: Any, name: str = "image") -> None:
+    """Raises `ValueError` for a float array / tensor with values above 1: `VaeImageProcessor` reads floats as [0, 1]
+    (or the deprecated [-1, 1]), so 0-255 floats (`np.array(pil_image).astype(np.float32)`) would come out white."""
+    for item in image if isinstance(image, list) else [image]:
+        if isinstance(item, np.ndarray) and np.issubdtype(item.dtype, np.floating) and item.size:
+            high = float(np.nanmax(item))
+        elif isinstance(item, torch.Tensor) and item.is_floating_point() and item.numel():
+            high = float(item.detach().float().max())
+        else:
+            continue
+        if high > 1.0 + 1e-3:
+            raise ValueError(
+                f"`{name}`: float arrays and tensors must hold values in [0, 1], got values up to {high:g}; divide "
+                "0-255 values by 255 (or pass uint8 or a PIL image)."
+            )
+
+
+def as_float_images(image: Any, scale_uint8: bool) -> Any:
+    """`image` (a `PipelineImageInput`) with boolean and (`scale_uint8=True`) uint8 arrays / tensors made float32.
+
+    `VaeImageProcessor` takes numpy arrays and tensors as floats in [0, 1]: a uint8 image (`np.array(pil_image)`,
+    0-255) would be normalised to [-1, 509] and decode to a white image, and boolean ones crash its resize. uint8
+    images are divided by 255 (as PIL images are read); masks keep their uint8 values (0/1 and 0/255 both binarise
+    right) and booleans become 0.0 / 1.0.
+    """
+    if isinstance(image, list):
+        return [as_float_images(item, scale_uint8) for item in image]
+    if isinstance(image, np.ndarray):
+        if image.dtype == np.bool_:
+            return image.astype(np.float32)
+        if scale_uint8 and image.dtype == np.uint8:
+            return image.astype(np.float32) / 255
+    if isinstance(image, torch.Tensor):
+        if image.dtype == torch.bool:
+            return image.float()
+        if scale_uint8 and image.dtype == torch.uint8:
+            return image.float() / 255
+    return image
+
+
 def check_image_type(image: Any, name: str) -> None:
     """Raises `TypeError` unless `image` is a PIL image, numpy array, torch tensor, or a non-empty list of one of
     those types."""
@@ -442,6 +482,7 @@ def check_inputs(
             )
         if not hasattr(pipe.scheduler, "add_noise"):
             raise ValueError(f"`image`: {type(pipe.scheduler).__name__} has no `add_noise`, needed for img2img.")
+        check_float_image_range(image)
     if mask_image is not None:
         n, mask_channels, *mask_size = image_layout(mask_image, "mask_image", grayscale=True)
         if n not in (1, batch_size):
