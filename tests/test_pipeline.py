@@ -738,3 +738,19 @@ def test_float_images_above_1_are_refused_before_the_models(pipe):
     for bad in (image, torch.from_numpy(image).permute(2, 0, 1), [image]):
         with pytest.raises(ValueError, match=r"`image`: float arrays and tensors must hold values in \[0, 1\]"):
             pipe("face", image=bad, strength=0.5, num_inference_steps=2)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error",
+    [
+        ({"height": 30}, "`height`"),
+        ({"output_type": "jpeg"}, "`output_type`"),
+        ({"mask_image": np.ones((16, 16), dtype=np.float32)}, "`mask_image` needs `image`"),
+        ({"num_inference_step": 4}, "unexpected keyword arguments ['num_inference_step']"),
+    ],
+)
+def test_interpolate_checks_every_argument_before_the_text_encoder(pipe, kwargs, error):
+    pipe.text_encoder.register_forward_pre_hook(lambda *args: pytest.fail("the text encoder ran before the checks"))
+    with pytest.raises((ValueError, TypeError)) as raised:
+        pipe.interpolate("a face", "another face", num_images=2, num_inference_steps=2, **kwargs)
+    assert error in str(raised.value)

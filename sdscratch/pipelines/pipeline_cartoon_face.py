@@ -608,6 +608,20 @@ class CartoonFacePipeline(DiffusionPipeline):
         prompt_b = prompt_a if prompt_b is None else prompt_b
         seed_a, seed_b = int(seed_a), int(seed_a if seed_b is None else seed_b)
         height, width = self._default_height_width(height, width)
+        # every other argument checked now, as __call__ would, before the text encoder runs for the two prompts
+        call = inspect.signature(type(self).__call__).parameters
+        unknown = sorted(set(kwargs) - set(call))
+        if unknown:
+            raise TypeError(f"interpolate() got unexpected keyword arguments {unknown}: not arguments of __call__.")
+
+        def arg(name: str) -> Any:
+            return kwargs.get(name, call[name].default)
+
+        check_inputs(
+            self, prompt_a or None, height, width, arg("num_inference_steps"), arg("timesteps"), guidance_scale,
+            negative_prompt, num_images, None, None, None, None, arg("output_type"),
+            arg("callback_on_step_end_tensor_inputs"), None, arg("strength"), arg("mask_image"),
+        )  # fmt: skip
         shape = (1, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
         noise_a, noise_b = (randn_tensor(shape, generator=torch.Generator().manual_seed(s)) for s in (seed_a, seed_b))
         fractions = torch.linspace(0, 1, num_images).tolist()
