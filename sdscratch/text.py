@@ -290,6 +290,10 @@ def build_text_encoder(tokenizer: CLIPTokenizer, **overrides: Any) -> CLIPTextMo
     return CLIPTextModel(default_text_encoder_config(len(tokenizer), **kwargs))
 
 
+# the keys of a `CLIPModel` checkpoint outside its text tower (regexes, as `_keys_to_ignore_on_load_unexpected`)
+_OTHER_CLIP_KEYS = [r"^vision_model\.", r"^visual_projection\.", r"^text_projection\.", r"^logit_scale$"]
+
+
 def load_text_components(
     pretrained_model_name_or_path: str | os.PathLike,
     tokenizer_subfolder: str | None = None,
@@ -339,7 +343,15 @@ def load_text_components(
     # float32 unless asked: transformers 5 would load the checkpoint's own dtype ("auto"), fp16 for many stored
     # encoders, which computes at about 1 GFLOP/s on a CPU and meets a float32 UNet with a dtype error
     model_kwargs["dtype"] = torch.float32 if torch_dtype is None else torch_dtype
-    text_encoder = CLIPTextModel.from_pretrained(pretrained_model_name_or_path, **model_kwargs)
+    # a full CLIPModel checkpoint also holds the image tower and both projections, which a CLIPTextModel does not
+    # have: transformers 5 would print each of their keys as UNEXPECTED (hundreds of lines for openai's CLIP).
+    # Ignored by name, as transformers' own `_keys_to_ignore_on_load_unexpected` does; anything else still reports.
+    ignored = CLIPTextModel._keys_to_ignore_on_load_unexpected
+    CLIPTextModel._keys_to_ignore_on_load_unexpected = list(ignored or []) + _OTHER_CLIP_KEYS
+    try:
+        text_encoder = CLIPTextModel.from_pretrained(pretrained_model_name_or_path, **model_kwargs)
+    finally:
+        CLIPTextModel._keys_to_ignore_on_load_unexpected = ignored
     text_encoder.eval()
     if text_encoder.config.vocab_size < len(tokenizer):
         raise ValueError(

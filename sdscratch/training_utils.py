@@ -440,6 +440,14 @@ def rebase_lr_scheduler(accelerator: Accelerator, lr_scheduler, step: int, check
     scheduler._last_lr = [param_group["lr"] for param_group in scheduler.optimizer.param_groups]
 
 
+def enable_transformers_checkpointing(model) -> None:
+    """Activation (gradient) checkpointing for a transformers model: `activation_checkpointing_enable` where the
+    installed transformers has it (its `gradient_checkpointing_enable` is deprecated there and warns), else the old
+    name."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+
+
 def make_ema(model: torch.nn.Module, decay: float) -> EMAModel:
     """diffusers' `EMAModel` with warmup (decay grows as `1 - (1 + step) ** -2/3` up to `decay`), which suits the
     few thousand steps of a CPU run better than a fixed 0.9999. `foreach` updates all tensors in one call."""
@@ -1026,10 +1034,11 @@ def caption_table(caption_lists: list[list[str]]) -> tuple[list[str], torch.Tens
     return unique_captions, torch.tensor(rows, dtype=torch.long).reshape(len(caption_lists), width), counts
 
 
-def tokenize_captions(tokenizer, captions: list[str]) -> torch.Tensor:
+def tokenize_captions(tokenizer, captions: list[str], config_flag: str = "--unet_config") -> torch.Tensor:
     """`(len(captions), model_max_length)` input ids, padded and truncated exactly as `CartoonFacePipeline` tokenizes
     prompts (diffusers' `tokenize_captions`). The pipeline warns when it truncates a prompt; so does this, once for
-    all the captions: the text encoder and the UNet never see what lies beyond `model_max_length`."""
+    all the captions: the text encoder and the UNet never see what lies beyond `model_max_length` (`config_flag`: the
+    flag naming the JSON whose "tokenizer" section sets it)."""
     max_length = tokenizer.model_max_length
     tokens = tokenizer(captions, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
     full = [i for i, n in enumerate(tokens.attention_mask.sum(dim=1).tolist()) if n == max_length]  # fit or cut
@@ -1043,8 +1052,8 @@ def tokenize_captions(tokenizer, captions: list[str]) -> torch.Tensor:
         logger.warning(
             f"{len(cut)} of {len(captions)} distinct captions are longer than the tokenizer's model_max_length="
             f"{max_length} tokens (<|startoftext|> and <|endoftext|> included) and are truncated, so the model never "
-            f"sees their end, e.g. {cut[0]!r}: shorten them, or (a tokenizer trained by train_unet.py) raise "
-            '"model_max_length" in the "tokenizer" section of --unet_config.'
+            f"sees their end, e.g. {cut[0]!r}: shorten them, or (a tokenizer trained by the script) raise "
+            f'"model_max_length" in the "tokenizer" section of {config_flag}.'
         )
     return tokens.input_ids
 

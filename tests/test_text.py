@@ -2,10 +2,12 @@
 
 import copy
 import json
+import logging
 
 import pytest
 import torch
 from diffusers import DiffusionPipeline
+from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPTextModel, CLIPTokenizer
 
 from sdscratch.data import cartoon_faces_dataset
@@ -225,6 +227,28 @@ def test_load_text_components_from_clip_repo_layout(tmp_path):
         assert torch.allclose(text_encoder(input_ids).last_hidden_state, reference)
     tokenizer, text_encoder = load_text_components(tmp_path, torch_dtype=torch.bfloat16)
     assert text_encoder.dtype == torch.bfloat16
+
+
+def test_load_text_components_from_a_clip_model_does_not_report_its_image_tower(tmp_path):
+    # transformers 5 logs every checkpoint key the CLIPTextModel lacks as UNEXPECTED: a CLIPModel's image tower,
+    # projections and logit_scale are expected to be left out, so they must not flood the log; a stray key still shows
+    _write_clip_repo(tmp_path)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    transformers_logger = logging.getLogger("transformers.modeling_utils")
+    transformers_logger.addHandler(handler)
+    try:
+        load_text_components(tmp_path)
+        assert not [r for r in records if "UNEXPECTED" in r.getMessage()]
+        weights = load_file(tmp_path / "model.safetensors")
+        save_file({**weights, "stray.weight": torch.zeros(1)}, tmp_path / "model.safetensors", {"format": "pt"})
+        load_text_components(tmp_path)
+    finally:
+        transformers_logger.removeHandler(handler)
+    reports = [r.getMessage() for r in records if "UNEXPECTED" in r.getMessage()]
+    assert len(reports) == 1 and "stray.weight" in reports[0] and "vision_model" not in reports[0]
+    assert CLIPTextModel._keys_to_ignore_on_load_unexpected is None  # transformers' class left as it was
 
 
 def test_load_text_components_upcasts_a_half_precision_encoder(tokenizer, tmp_path):

@@ -1,10 +1,12 @@
 """training/train_clip.py end to end on a tiny CLIP and a few dozen built-in faces, in process."""
 
 import json
+import logging
 import math
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
 from transformers import CLIPModel
 
-from sdscratch import CartoonFacePipeline, load_text_components
+from sdscratch import CartoonFacePipeline, build_tokenizer, load_text_components
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
@@ -140,6 +142,19 @@ def test_resume_matches_an_uninterrupted_run(clip_dir, tmp_path):
         torch.testing.assert_close(full[key], again[key], rtol=0, atol=0, msg=key)
 
 
+def test_warns_about_cut_captions_and_checkpoints_without_deprecation_warnings(tmp_path, caplog):
+    # tiny.json's tokenizer keeps 24 tokens; the mixed style's longest captions have more: the CLIP never sees their end
+    argv = clip_argv(tmp_path / "clip", steps=1) + ["--checkpointing_steps", 100, "--gradient_checkpointing"]
+    with caplog.at_level(logging.WARNING), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = run(train_clip, argv)
+    assert "distinct captions are longer than the tokenizer's model_max_length=24 tokens" in caplog.text
+    assert "section of --config" in caplog.text  # train_clip.py's flag for the JSON, not train_unet.py's
+    # --gradient_checkpointing through transformers 5's activation_checkpointing_enable, without its deprecation warning
+    assert model.text_model.encoder.gradient_checkpointing and model.vision_model.encoder.gradient_checkpointing
+    assert not [w for w in caught if "gradient_checkpointing_enable" in str(w.message)]
+
+
 def test_contrastive_loss_treats_pairs_with_the_same_caption_as_positives():
     captions = torch.tensor([0, 0, 1, 2])
     same = (captions[:, None] == captions[None, :]).float()
@@ -152,6 +167,24 @@ def test_contrastive_loss_treats_pairs_with_the_same_caption_as_positives():
     assert torch.nn.functional.cross_entropy(apart, torch.arange(4)).item() < 1e-6
     assert train_clip.contrastive_loss(apart, captions).item() > 10 * loss.item()
     assert train_clip.contrastive_loss(-100 * same, captions).item() > 50
+
+
+def test_retrieval_metrics_match_an_independent_count():
+    captions = ["a red cat", "a blue dog", "a red cat", "a cat", "a blue dog", "a dog"]  # copies: right for each
+    tokenizer = build_tokenizer(captions, model_max_length=8, vocab_size=600)
+    argv = ["--dataset_name", FACES, "--config", TINY, "--resolution", 32, "--vision_patch_size", 16]
+    args = train_clip.parse_args([str(a) for a in argv + ["--vision_head_dim", 16]])
+    model = train_clip.build_clip(args, train_clip.load_config(TINY), tokenizer).eval()
+    images = torch.randn(len(captions), 3, 32, 32)
+    metrics = train_clip.evaluate_clip(model, tokenizer, images, captions)
+    with torch.no_grad():
+        ids = tokenizer(captions, padding="max_length", max_length=8, return_tensors="pt").input_ids
+        logits = model(input_ids=ids, pixel_values=images).logits_per_image  # (images, texts)
+    image_to_text = [captions[j] == captions[i] for i, j in enumerate(logits.argmax(dim=1).tolist())]
+    text_to_image = [captions[i] == captions[j] for j, i in enumerate(logits.argmax(dim=0).tolist())]
+    assert metrics["num_images"] == len(captions)
+    assert metrics["image_to_text_top1"] == pytest.approx(sum(image_to_text) / len(captions))
+    assert metrics["text_to_image_top1"] == pytest.approx(sum(text_to_image) / len(captions))
 
 
 @pytest.mark.parametrize(

@@ -225,9 +225,9 @@ def main(args):
     tokenizer = tu.build_or_resume_tokenizer(captions_seen, resume_path, **config["tokenizer"])
     model = build_clip(args, config, tokenizer)
     unique_captions, caption_rows, caption_counts = tu.caption_table(caption_lists)
-    input_ids = tokenize(tokenizer, unique_captions)  # (U, L): sample i's captions are rows caption_rows[i]
+    input_ids = tu.tokenize_captions(tokenizer, unique_captions, "--config")  # (U, L): image i's: caption_rows[i]
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        tu.enable_transformers_checkpointing(model)
     tu.check_checkpoints_compatible(args.output_dir, {"clip": model}, resume_path)
     ema = tu.make_ema(model, args.ema_decay) if args.use_ema else None
     tu.register_checkpoint_hooks(accelerator, {"clip": model}, {"clip": ema} if args.use_ema else None)

@@ -301,7 +301,7 @@ def main(args):
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if train_text_encoder:
-            text_encoder.gradient_checkpointing_enable()
+            tu.enable_transformers_checkpointing(text_encoder)
 
     trained = {"unet": unet, "text_encoder": text_encoder} if train_text_encoder else {"unet": unet}
     tu.check_checkpoints_compatible(args.output_dir, trained, resume_path)
