@@ -270,6 +270,16 @@ def test_export_checks_model_path_and_output_root_before_loading(tmp_path, monke
         export.main(export_args(source, tmp_path / "file" / "pkg"))
 
 
+def test_export_writes_into_the_repository_when_sdscratch_is_installed_elsewhere(tmp_path, monkeypatch):
+    """Installed from a wheel, `sdscratch.pretrained.PRETRAINED_DIR` is in site-packages: the default export still
+    goes to this repository's sdscratch/pretrained (what setup.cfg packages and the recipes evaluate)."""
+    module = importlib.import_module("sdscratch.pretrained")  # `sdscratch.pretrained` is the function
+    monkeypatch.setattr(module, "PRETRAINED_DIR", tmp_path / "site-packages" / "sdscratch" / "pretrained")
+    export = load_script("export_pretrained")
+    args = export.parse_args(["--model_path", "m", "--name", "digits"])
+    assert Path(args.output_root) == ROOT / "sdscratch" / "pretrained"
+
+
 def test_export_casts_to_float16_without_the_diffusers_warning(tmp_path, monkeypatch, capfd):
     import copy
 

@@ -5,9 +5,11 @@
         --vae_path outputs/cartoon-faces/vae outputs/cartoon-faces/vae-decoder \
         --text_encoder_path outputs/cartoon-faces/clip
 
-Writes `sdscratch/pretrained/<name>/` (model_index.json, one folder per component, the model card and its
-images). The weights are stored in float16 to stay small; `CartoonFacePipeline.from_pretrained` upcasts them to
-float32 (fp16 has no fast path on most CPUs). The folder is written as `<name>.tmp`, the previous model moved aside
+Writes `sdscratch/pretrained/<name>/` of this repository (model_index.json, one folder per component, the model
+card and its images): the folder setup.cfg packages and the recipes then evaluate, also when sdscratch is installed
+from a wheel (its copy in site-packages is left alone). The weights are stored in float16 to stay small;
+`CartoonFacePipeline.from_pretrained` upcasts them to float32 (fp16 has no fast path on most CPUs). The folder is
+written as `<name>.tmp`, the previous model moved aside
 to `<name>.old` and the new one renamed into place (atomic renames), then the old one deleted, so an interrupted
 export never leaves a half model that `sdscratch.pretrained()` would load, nor a leftover folder to package. Run
 `python -m sdscratch.evaluate --model_path sdscratch/pretrained/<name> ... --model_card` afterwards, so that the
@@ -25,11 +27,16 @@ import torch
 
 import sdscratch
 from sdscratch import CartoonFacePipeline, SmallVAE, load_text_components
-from sdscratch.pretrained import PRETRAINED_DIR, PRETRAINED_MODELS
+from sdscratch.pretrained import PRETRAINED_MODELS
 from sdscratch.training_utils import load_frozen_vae
 
 CARD_FILES = ("README.md",)
 ENCODER_SIDE = ("encoder.", "quant_conv.")  # what makes the latents a UNet was trained on
+# the repository's shipped models (what setup.cfg packages), not `sdscratch.pretrained.PRETRAINED_DIR`: with sdscratch
+# installed from a wheel that is site-packages, where pip does not track the files and the recipes do not look
+REPO_PRETRAINED_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sdscratch", "pretrained"
+)
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -37,7 +44,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_path", required=True, help="A pipeline folder written by train_unet.py.")
     parser.add_argument("--name", required=True, choices=sorted(PRETRAINED_MODELS), help="The shipped model's name.")
-    parser.add_argument("--output_root", default=str(PRETRAINED_DIR), help="Where shipped models live.")
+    parser.add_argument(
+        "--output_root",
+        default=REPO_PRETRAINED_DIR,
+        help="Where shipped models live (default: this repository's sdscratch/pretrained, what setup.cfg packages).",
+    )
     parser.add_argument(
         "--vae_path",
         nargs="+",
