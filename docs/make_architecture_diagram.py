@@ -264,6 +264,9 @@ def main(argv=None) -> str:
     )
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
+    from sdscratch.demo import check_output_path, save_atomic
+
+    check_output_path(args.output)  # a folder or a name without an image extension fails now, not after drawing
     vae, unet, text_encoder, vocab, length, scheduler, source = load_models(args.model_path, args.recipe)
     tcfg = text_encoder.config
 
@@ -355,10 +358,7 @@ def main(argv=None) -> str:
         )
         c.text(70 + i * 360, ly + 2, label, size=16)
 
-    output = os.path.abspath(args.output)
-    tmp = output + ".tmp.png"
-    c.image.save(tmp)
-    os.replace(tmp, output)
+    output = save_atomic(c.image, args.output)
     print(f"wrote {output}")
     return output
 

@@ -85,7 +85,8 @@ def main(argv=None) -> str:
     images = pipe.image_processor.postprocess(latents, output_type="pil")
 
     path = save_atomic(make_grid(images, cols=count), args.output)
-    print("columns at timesteps:", ", ".join(str(s[0]) for s in picked), "(top: x_t, bottom: predicted x_0)")
+    ts = ", ".join(str(s[0]) for s in picked)  # per column: the latents after the step from t, and x_0 predicted at t
+    print("columns at timesteps:", ts, "(top: latents after that step, bottom: predicted x_0)")
     # second-order schedulers (Heun, KDPM2) call back after each stage: count steps as the pipeline's progress bar
     steps = math.ceil(len(snapshots) / pipe.scheduler.order)
     calls = f", {len(snapshots)} scheduler calls" if steps != len(snapshots) else ""

@@ -50,11 +50,15 @@ def main(argv=None) -> str:
     from sdscratch.demo import check_output_path, load_image, load_pipeline, make_grid, save_atomic
 
     check_output_path(args.output)
+    try:  # a missing or unreadable --image fails now, not after the model has loaded
+        image = Image.open(args.image) if args.image else None
+    except OSError as error:
+        raise SystemExit(f"--image {args.image!r} cannot be read as an image: {error}") from None
 
     pipe = load_pipeline(args.model_path, name="cartoon-faces", scheduler=args.scheduler)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor  # the resolution the model was trained at
     # --image: any mode (16-bit PNGs too), center-cropped to a square as in training, then resized
-    sketch = load_image(args.image, size) if args.image else draw_sketch(size)
+    sketch = load_image(image, size) if args.image else draw_sketch(size)
 
     images = pipe(
         args.prompt,

@@ -53,13 +53,17 @@ def main(argv=None) -> str:
     from sdscratch.demo import check_output_path, load_image, load_pipeline, make_grid, save_atomic
 
     check_output_path(args.output)
+    try:  # a missing or unreadable --image fails now, not after the model has loaded
+        image = Image.open(args.image) if args.image else None
+    except OSError as error:
+        raise SystemExit(f"--image {args.image!r} cannot be read as an image: {error}") from None
 
     if args.prompt is None and args.hair_color not in ATTRIBUTES["hair_color"]:
         raise SystemExit(f"--hair_color must be one of {ATTRIBUTES['hair_color']}, got {args.hair_color!r}")
     pipe = load_pipeline(args.model_path, name="cartoon-faces", scheduler=args.scheduler)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor  # the resolution the model was trained at
     if args.image:
-        face = load_image(args.image, size)  # any mode (16-bit too), center-cropped to a square, resized
+        face = load_image(image, size)  # any mode (16-bit too), center-cropped to a square, resized
         prompt = args.prompt or f"Cartoon face with {args.hair_color} hair"
     else:
         face, attributes = generate_face(args.face_seed, size=size)

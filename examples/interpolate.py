@@ -29,12 +29,14 @@ def main(argv=None) -> str:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance_scale", type=float, default=3.0)
     parser.add_argument("--scheduler", default="dpm++")
-    parser.add_argument("--duration_ms", type=int, default=150, help="GIF time per frame")
+    parser.add_argument("--duration_ms", type=int, default=150, help="GIF time per frame (at least 10)")
     parser.add_argument("--output", default="interpolation.gif", help=".gif for an animation, .png for a strip")
     parser.add_argument("--model_path", default=None, help="a pipeline folder (default: the shipped model)")
     args = parser.parse_args(argv)
     if args.num_frames < 2:
         raise SystemExit(f"--num_frames must be at least 2, got {args.num_frames}")
+    if args.duration_ms < 10:  # GIF delays count hundredths of a second: below 10 ms PIL writes no delay at all
+        raise SystemExit(f"--duration_ms must be at least 10, got {args.duration_ms}")
     if args.prompt_b is None:
         args.prompt_b = args.prompt_a if args.seed_b not in (None, args.seed_a) else PROMPT_B
 

@@ -369,3 +369,39 @@ def test_cartoon_faces_grid_follows_the_example_conventions(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"wrote {output}" in out and " s" in out
     assert os.listdir(output.parent) == ["grid.png"]  # folder created, no temporary file left
+
+
+def test_architecture_diagram_bad_output_fails_before_drawing(tmp_path, monkeypatch):
+    """A folder or extensionless --output is refused before the models are built, and no temporary file is left."""
+    spec = importlib.util.spec_from_file_location("diagram", EXAMPLES.parent / "docs" / "make_architecture_diagram.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the models were built before --output was checked")
+
+    monkeypatch.setattr(module, "load_models", no_work)
+    (tmp_path / "folder").mkdir()
+    for output in (tmp_path / "folder", tmp_path / "noext"):
+        with pytest.raises(ValueError, match="--output"):
+            module.main(["--output", str(output)])
+    assert [p.name for p in tmp_path.iterdir()] == ["folder"] and not list((tmp_path / "folder").iterdir())
+
+
+@pytest.mark.parametrize("name", ["img2img", "inpaint"])
+def test_unreadable_image_fails_before_the_pipeline_loads(name, tmp_path, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the pipeline was loaded before --image was read")
+
+    monkeypatch.setattr("sdscratch.demo.load_pipeline", no_work)
+    (tmp_path / "notes.png").write_text("not an image")
+    for image in (tmp_path / "missing.png", tmp_path / "notes.png", tmp_path):
+        with pytest.raises(SystemExit, match="--image"):
+            run_example(name, ["--image", str(image), "--output", str(tmp_path / "out.png")])
+
+
+def test_interpolate_refuses_a_gif_delay_it_cannot_write(tmp_path):
+    for duration in ("0", "-5", "9"):  # PIL writes no GIF delay below 10 ms: viewers would pick their own speed
+        with pytest.raises(SystemExit, match="--duration_ms"):
+            run_example("interpolate", ["--duration_ms", duration, "--output", str(tmp_path / "m.gif")])
+    assert list(tmp_path.iterdir()) == []
