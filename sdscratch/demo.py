@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -172,9 +173,28 @@ def load_pipeline(
 
     from .pipelines.pipeline_cartoon_face import CartoonFacePipeline
 
-    pipe = CartoonFacePipeline.from_pretrained(model_path, **kwargs)
+    with _quiet_loading():
+        pipe = CartoonFacePipeline.from_pretrained(model_path, **kwargs)
     pipe.set_progress_bar_config(disable=True)
     return _with_scheduler(pipe, scheduler)
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """No "Loading pipeline components" / "Loading weights" bars (diffusers, transformers) while an example loads a
+    model of a few MB: they would print under the example's own one-line output. Restored after."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    enabled = [(lib, lib.is_progress_bar_enabled()) for lib in (diffusers_logging, transformers_logging)]
+    for lib, _ in enabled:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, was_enabled in enabled:
+            if was_enabled:
+                lib.enable_progress_bar()
 
 
 def _with_scheduler(pipe, scheduler: str | None):

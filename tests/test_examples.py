@@ -405,3 +405,14 @@ def test_interpolate_refuses_a_gif_delay_it_cannot_write(tmp_path):
         with pytest.raises(SystemExit, match="--duration_ms"):
             run_example("interpolate", ["--duration_ms", duration, "--output", str(tmp_path / "m.gif")])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_load_pipeline_prints_no_loading_bars_and_restores_them(tmp_path, capsys):
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    tiny_random_pipeline(seed=0).save_pretrained(tmp_path / "pipe")
+    capsys.readouterr()
+    load_pipeline(tmp_path / "pipe")
+    assert "Loading" not in capsys.readouterr().err  # "Loading pipeline components" / "Loading weights" bars
+    assert diffusers_logging.is_progress_bar_enabled() and transformers_logging.is_progress_bar_enabled()
