@@ -211,6 +211,19 @@ def final_outputs_written(args: argparse.Namespace, resume_path: Optional[str], 
     return False
 
 
+def end_if_finished(accelerator, args, resume_path: Optional[str], global_step: int, repo_id: Optional[str]) -> bool:
+    """For a run resumed at `global_step >= --max_train_steps`: `True` when its final outputs are written
+    (`final_outputs_written`), after uploading them to `repo_id` (--push_to_hub: a run whose upload failed, or
+    that was trained without the flag) and ending the accelerator's trackers; the caller then returns. `False` when
+    the final save is still to be written (the caller writes it without a step)."""
+    if not final_outputs_written(args, resume_path, global_step):
+        return False
+    if repo_id is not None:
+        push_folder_to_hub(args.output_dir, repo_id, args.hub_token, args.logging_dir)
+    accelerator.end_training()
+    return True
+
+
 def check_num_validation_images(args: argparse.Namespace, minimum: int) -> None:
     """`--num_validation_images` (held-out images for grids and metrics) must be at least `minimum`."""
     if args.num_validation_images < minimum:

@@ -248,10 +248,7 @@ def main(args):
         skip_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
 
     if global_step >= args.max_train_steps:  # a finished run started again: no step left to take
-        if tu.final_outputs_written(args, resume_path, global_step):
-            if repo_id is not None:  # its upload failed, or it was trained without --push_to_hub: upload it now
-                tu.push_folder_to_hub(args.output_dir, repo_id, args.hub_token, args.logging_dir)
-            accelerator.end_training()
+        if tu.end_if_finished(accelerator, args, resume_path, global_step, repo_id):  # uploads with --push_to_hub
             return vae
         first_epoch = args.num_train_epochs  # interrupted before its final save: write it, without a step
 
