@@ -584,7 +584,7 @@ class CartoonFacePipeline(DiffusionPipeline):
             seed_a, seed_b (`int`): Endpoint seeds; `seed_b=None` keeps `seed_a`.
             num_images (`int`, defaults to 8): Frames, endpoints included (>= 2).
             height, width, guidance_scale, negative_prompt: As in `__call__` (one negative prompt for every frame).
-            **kwargs: Any other `__call__` argument (`num_inference_steps`, `guidance_scale`, `output_type`, ...).
+            **kwargs: Any other `__call__` argument (`num_inference_steps`, `output_type`, `return_dict`, ...).
 
         Returns:
             As `__call__`, with `num_images` images in order from a to b.
