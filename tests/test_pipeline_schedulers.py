@@ -107,6 +107,27 @@ def test_compare_schedulers_example_writes_grid_and_table(tmp_path, capsys, monk
         assert "skipped" in table and "torchsde" in table
 
 
+def test_compare_schedulers_reports_sampling_errors_and_bad_steps(tmp_path, monkeypatch):
+    # building a scheduler may be skipped with a reason; an error while sampling is a real one, not a "skipped" row
+    module = _compare_schedulers_script(monkeypatch)
+    with pytest.raises(SystemExit, match="--steps must be at least 1, got 0"):
+        module.main(["--steps", "0", "--output", str(tmp_path / "g.png")])
+    from sdscratch.pipelines.pipeline_cartoon_face import CartoonFacePipeline
+
+    calls = []
+
+    def broken(self, *args, **kwargs):
+        calls.append(kwargs.get("num_inference_steps"))
+        if len(calls) > 1:  # after the warm-up call
+            raise ValueError("a bug inside a scheduler")
+        return original(self, *args, **kwargs)
+
+    original = CartoonFacePipeline.__call__
+    monkeypatch.setattr(CartoonFacePipeline, "__call__", broken)
+    with pytest.raises(ValueError, match="a bug inside a scheduler"):
+        module.main(["--steps", "2", "--schedulers", "dpm++", "--output", str(tmp_path / "g.png")])
+
+
 def _missing_weights(name="cartoon-faces"):
     raise FileNotFoundError(name)
 
