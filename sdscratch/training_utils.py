@@ -224,6 +224,16 @@ def end_if_finished(accelerator, args, resume_path: Optional[str], global_step: 
     return True
 
 
+def remove_finished_card(accelerator, output_dir: str) -> None:
+    """For a run that goes on to train or to write its final outputs (`end_if_finished` returned `False` or was not
+    called): deletes the `README.md` of an earlier run in `output_dir` first. The card marks a finished run
+    (`final_outputs_written`); left in place, a run killed after its next checkpoint or during its final save would
+    be taken for finished when started again, its half-written model folder and the old card kept as they are."""
+    card = os.path.join(output_dir, "README.md")
+    if accelerator.is_main_process and os.path.isfile(card):
+        os.remove(card)
+
+
 def check_num_validation_images(args: argparse.Namespace, minimum: int) -> None:
     """`--num_validation_images` (held-out images for grids and metrics) must be at least `minimum`."""
     if args.num_validation_images < minimum:
@@ -614,6 +624,15 @@ class TrainingClock:
         return f"{self.total_s() / 60:.1f} min{runs}"
 
 
+def _remove_folder(path: str) -> None:
+    """Deletes a checkpoint folder by first renaming it to `.tmp-<name>-removed` (atomic), so that a run killed
+    while deleting never leaves a half `checkpoint-<step>` behind for `latest` or `check_checkpoints_compatible`."""
+    trash = os.path.join(os.path.dirname(path), f".tmp-{os.path.basename(path)}-removed")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(path, trash)
+    shutil.rmtree(trash)
+
+
 def save_checkpoint(
     accelerator: Accelerator,
     output_dir: str,
@@ -627,15 +646,12 @@ def save_checkpoint(
     Every process writes its own RNG state into the folder, so all of them call this; only the main process
     prunes and renames, after everyone is done. `clock`'s total wall time so far is stored with the state, and a
     `tokenizer` trained by the run in `tokenizer/` (a resumed run must use that one: `build_or_resume_tokenizer`).
+    Old checkpoints beyond `total_limit` are deleted only once the new one is complete (diffusers deletes them
+    first, which loses every checkpoint when a run with `--checkpoints_total_limit 1` is killed while saving).
     """
     final_path = os.path.join(output_dir, f"checkpoint-{step}")
     tmp_path = os.path.join(output_dir, f".tmp-checkpoint-{step}")
     if accelerator.is_main_process:
-        if total_limit is not None:  # make room first, as diffusers does
-            checkpoints = list_checkpoints(output_dir)
-            for _, old in checkpoints[: max(0, len(checkpoints) - total_limit + 1)]:
-                logger.info(f"Removing old checkpoint {old}")
-                shutil.rmtree(old)
         shutil.rmtree(tmp_path, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(tmp_path)
@@ -645,9 +661,15 @@ def save_checkpoint(
             clock.save(tmp_path)
         if tokenizer is not None:
             tokenizer.save_pretrained(os.path.join(tmp_path, "tokenizer"))
-        shutil.rmtree(final_path, ignore_errors=True)
+        if os.path.isdir(final_path):
+            _remove_folder(final_path)
         os.replace(tmp_path, final_path)
         logger.info(f"Saved state to {final_path}")
+        if total_limit is not None:
+            others = [path for _, path in list_checkpoints(output_dir) if path != final_path]
+            for old in others[: max(0, len(others) - total_limit + 1)]:
+                logger.info(f"Removing old checkpoint {old}")
+                _remove_folder(old)
     accelerator.wait_for_everyone()
     return final_path
 
@@ -745,7 +767,15 @@ def save_validation_grid(
     grid = make_image_grid(images, rows=rows, cols=len(images) // rows)
     path = os.path.join(output_dir, "validation", f"{tag}-{step:06d}.png")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    grid.save(path)
+    # under a temporary name first: a grid cut off right after its checkpoint would never be written again (the
+    # leading dot sorts it before every grid, so export_pretrained's "last grid" is never a leftover of it)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    try:
+        grid.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     for tracker in accelerator.trackers:
         if tracker.name == "tensorboard":
             tracker.writer.add_images(tag, np.asarray(grid)[None], step, dataformats="NHWC")

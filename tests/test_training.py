@@ -837,6 +837,90 @@ def test_model_card_is_never_left_half_written(tmp_path, monkeypatch):
     assert "# t" in (tmp_path / "README.md").read_text()
 
 
+class _SavingAccelerator:
+    """Just what `tu.save_checkpoint` uses of an `Accelerator`: `save_state` writes one file, or is cut off."""
+
+    is_main_process, cut_off = True, False
+
+    def wait_for_everyone(self):
+        pass
+
+    def save_state(self, path):
+        os.makedirs(path)
+        (Path(path) / "model.safetensors").write_text("half" if self.cut_off else "whole")
+        if self.cut_off:
+            raise KeyboardInterrupt
+
+
+def test_a_checkpoint_cut_off_keeps_the_previous_one_under_checkpoints_total_limit(tmp_path, monkeypatch):
+    accelerator = _SavingAccelerator()
+    tu.save_checkpoint(accelerator, str(tmp_path), 2, total_limit=1)
+    accelerator.cut_off = True  # killed while saving step 4: checkpoint-2 must survive for `latest`
+    with pytest.raises(KeyboardInterrupt):
+        tu.save_checkpoint(accelerator, str(tmp_path), 4, total_limit=1)
+    assert tu.resolve_resume_checkpoint(str(tmp_path), "latest") == str(tmp_path / "checkpoint-2")
+    accelerator.cut_off = False
+    tu.save_checkpoint(accelerator, str(tmp_path), 4, total_limit=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4"]  # pruned, no temporary folder left
+    # killed while deleting checkpoint-4: no half checkpoint-4 is left for `latest` to pick up
+    tu.save_checkpoint(accelerator, str(tmp_path), 6, total_limit=2)
+    rmtree = shutil.rmtree
+
+    def cut_off_rmtree(path, *args, **kwargs):
+        if ".tmp-checkpoint-6" not in str(path) and Path(path).exists():
+            os.remove(Path(path) / "model.safetensors")
+            raise KeyboardInterrupt
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(tu.shutil, "rmtree", cut_off_rmtree)
+    with pytest.raises(KeyboardInterrupt):
+        tu.save_checkpoint(accelerator, str(tmp_path), 8, total_limit=2)
+    monkeypatch.undo()
+    assert [step for step, _ in tu.list_checkpoints(str(tmp_path))] == [6, 8]
+    assert (tmp_path / "checkpoint-8" / "model.safetensors").read_text() == "whole"
+
+
+def test_a_run_killed_during_its_final_save_is_not_taken_for_finished(tmp_path, monkeypatch):
+    # a finished 2-step run trained on to step 4, killed while writing vae/: the card of step 2 must not mark the
+    # folder as finished, so that the command started again writes the final outputs of step 4
+    out = tmp_path / "vae"
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", out, *TINY_VAE, "--checkpointing_steps", 2]
+    argv += ["--num_validation_images", 4, "--max_train_samples", 20, "--resume_from_checkpoint", "latest"]
+    run(train_vae, [*argv, "--max_train_steps", 2])
+    save_pretrained = SmallVAE.save_pretrained
+
+    def cut_off(self, path, *args, **kwargs):
+        if Path(path) == out / "vae":
+            (out / "vae" / "config.json").write_text("{")
+            raise KeyboardInterrupt
+        save_pretrained(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(SmallVAE, "save_pretrained", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        run(train_vae, [*argv, "--max_train_steps", 4])
+    monkeypatch.undo()
+    assert not (out / "README.md").exists()
+    run(train_vae, [*argv, "--max_train_steps", 4])
+    assert "Steps: 4 " in (out / "README.md").read_text()
+    assert_same_weights(weights(out / "checkpoint-4" / "vae"), weights(out / "vae"))
+
+
+def test_validation_grids_are_never_left_half_written(tmp_path, monkeypatch):
+    def cut_off(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"\x89PNG")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", cut_off)
+    images = [Image.new("RGB", (4, 4))] * 2
+    with pytest.raises(KeyboardInterrupt):
+        tu.save_validation_grid(mock.Mock(trackers=[]), images, 1, str(tmp_path), 2, "samples")
+    assert not list((tmp_path / "validation").iterdir())  # neither the grid nor its temporary file
+    monkeypatch.undo()
+    path = tu.save_validation_grid(mock.Mock(trackers=[]), images, 1, str(tmp_path), 2, "samples")
+    assert Image.open(path).size == (8, 4)
+    assert sorted(p.name for p in (tmp_path / "validation").iterdir()) == ["samples-000002.png"]
+
+
 def test_card_reports_the_total_batch_size():
     args = train_vae.parse_args(["--dataset_name", FACES, "--train_batch_size", "4"])
     args.gradient_accumulation_steps = 3

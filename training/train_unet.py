@@ -385,6 +385,7 @@ def main(args):
         if tu.end_if_finished(accelerator, args, resume_path, global_step, repo_id):  # uploads with --push_to_hub
             return
         first_epoch = args.num_train_epochs  # interrupted before its final save: write it, without a step
+    tu.remove_finished_card(accelerator, args.output_dir)  # written again last, once this run is finished
 
     validation_prompts = args.validation_prompts or unique_captions[:-1][:8]
     prediction_type = noise_scheduler.config.prediction_type

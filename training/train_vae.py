@@ -251,6 +251,7 @@ def main(args):
         if tu.end_if_finished(accelerator, args, resume_path, global_step, repo_id):  # uploads with --push_to_hub
             return vae
         first_epoch = args.num_train_epochs  # interrupted before its final save: write it, without a step
+    tu.remove_finished_card(accelerator, args.output_dir)  # written again last, once this run is finished
 
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info(
