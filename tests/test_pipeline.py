@@ -425,6 +425,17 @@ def test_parity_with_stable_diffusion_pipeline_on_diffusers_parts(tokenizer):
         p.set_progress_bar_config(disable=True)
     kwargs = dict(negative_prompt="black hair", num_images_per_prompt=2, guidance_scale=3.0)
     np.testing.assert_allclose(run(ours, **kwargs), run(theirs, **kwargs), atol=1e-6)
+    # guidance_rescale (Lin et al. 2023) as StableDiffusionPipeline applies it
+    rescaled = run(ours, **kwargs, guidance_rescale=0.7)
+    np.testing.assert_allclose(rescaled, run(theirs, **kwargs, guidance_rescale=0.7), atol=1e-6)
+    assert np.abs(rescaled - run(ours, **kwargs)).max() > 1e-4  # applied: 100x the parity tolerance
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "0.5", None])
+def test_bad_guidance_rescale_raises_before_the_models(pipe, value):
+    pipe.text_encoder.register_forward_pre_hook(lambda *args: pytest.fail("the text encoder ran before the check"))
+    with pytest.raises(ValueError, match="`guidance_rescale` must be a real number in \\[0, 1\\]"):
+        pipe("face", guidance_rescale=value, num_inference_steps=2)
 
 
 def test_our_parts_plug_into_stable_diffusion_pipelines(pipe):

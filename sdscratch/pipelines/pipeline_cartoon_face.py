@@ -46,6 +46,7 @@ from diffusers import (
 )
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, PreTrainedTokenizerBase
@@ -391,6 +392,7 @@ class CartoonFacePipeline(DiffusionPipeline):
         image: PipelineImageInput | None = None,
         strength: float = 0.8,
         mask_image: PipelineImageInput | None = None,
+        guidance_rescale: float = 0.0,
     ) -> ImagePipelineOutput | tuple:
         r"""Generates images; with `image`, img2img (SDEdit); with `image` and `mask_image`, inpainting.
 
@@ -427,6 +429,11 @@ class CartoonFacePipeline(DiffusionPipeline):
                 mask or one per prompt. numpy masks may be `(B, H, W, 1)`, `(B, H, W)`, `(H, W, 1)` or `(H, W)`; values
                 >= 0.5 (floats in [0, 1], uint8 0/1 or 0/255, booleans) are repainted.
 
+            guidance_rescale (`float`, defaults to 0.0): Rescales the guided noise prediction towards the
+                conditional one's standard deviation (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample
+                Steps are Flawed", section 3.4; as `StableDiffusionPipeline`), in [0, 1]; for models trained with
+                zero terminal SNR (`rescale_betas_zero_snr`), where strong guidance over-exposes.
+
         Returns:
             [`ImagePipelineOutput`] or `tuple`: the images (list of PIL images, `(B, H, W, C)` array, or
             `(B, C, H, W)` tensor / latents).
@@ -444,6 +451,8 @@ class CartoonFacePipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs, image, strength, mask_image,
         )  # fmt: skip
         strength = float(strength)  # a real number in [0, 1] (numpy scalars and 0-d tensors included)
+        if not is_real_number(guidance_rescale) or not 0.0 <= float(guidance_rescale) <= 1.0:
+            raise ValueError(f"`guidance_rescale` must be a real number in [0, 1], got {guidance_rescale!r}.")
         # unconditional request: the condition is the empty prompt, so guidance would be a no-op; skip its batch
         no_text = prompt in (None, "") and prompt_embeds is None
         no_negative = negative_prompt is None and negative_prompt_embeds is None
@@ -513,6 +522,8 @@ class CartoonFacePipeline(DiffusionPipeline):
                 if self.do_classifier_free_guidance:
                     noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
                     noise_pred = noise_pred_uncond + self.guidance_scale * (noise_pred_text - noise_pred_uncond)
+                    if guidance_rescale > 0:
+                        noise_pred = rescale_noise_cfg(noise_pred, noise_pred_text, guidance_rescale=guidance_rescale)
 
                 # compute the previous noisy sample x_t -> x_t-1
                 latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
