@@ -131,3 +131,10 @@ def test_console_script_and_module_entry_points():
     result = subprocess.run([sys.executable, "-m", "sdscratch", "models"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "cartoon-faces: " in result.stdout
+
+
+def test_import_prints_nothing():
+    # e.g. importing diffusers' Stable Diffusion pipeline module pulls transformers' image processors, which warn
+    # about torchvision on stderr: README command 1 must print its one line only
+    result = subprocess.run([sys.executable, "-c", "import sdscratch"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == "" and result.stdout == ""

@@ -46,7 +46,6 @@ from diffusers import (
 )
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
-from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, PreTrainedTokenizerBase
@@ -58,6 +57,7 @@ from .pipeline_utils import (
     check_inputs,
     image_layout,
     is_real_number,
+    rescale_noise_cfg,
     retrieve_latents,
     retrieve_timesteps,
     slerp,
