@@ -40,7 +40,7 @@ from .evaluation.adherence import (
 from .evaluation.classifier import AttributeClassifier, load_classifier, pretrained_classifier_path
 from .evaluation.frechet import frechet_distance_from_features
 from .evaluation.grid import captioned_grid
-from .evaluation.reconstruction import reconstruct_images, reconstruction_metrics
+from .evaluation.reconstruction import reconstruct_images, reconstruction_metrics, similarity_text
 from .evaluation.references import evaluation_face_sets, split_digits_reference
 from .evaluation.text_separation import text_encoder_separation
 
@@ -446,7 +446,9 @@ def model_card_section(metrics: dict, command: str, caption_style: str = "templa
     ]
     if metrics.get("reconstruction"):
         r = metrics["reconstruction"]
-        lines.append(f"VAE reconstruction on held-out images: PSNR {r['psnr']:.2f} dB, SSIM {_ssim_text(r['ssim'])}.")
+        lines.append(
+            f"VAE reconstruction on held-out images: PSNR {r['psnr']:.2f} dB, SSIM {similarity_text(r['ssim'])}."
+        )
     lines += [
         "",
         f"{metrics['seconds_per_image']:.3f} s per image on this machine.",
@@ -454,11 +456,6 @@ def model_card_section(metrics: dict, command: str, caption_style: str = "templa
         f"![evaluation grid](./{grid})",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _ssim_text(value: Optional[float]) -> str:
-    """SSIM / MS-SSIM for a summary line: "n/a" where the images are too small for them (`None`)."""
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _separation_text(separation: dict, name: str) -> str:
@@ -544,8 +541,8 @@ def _evaluate_vae_command(args, vae) -> dict:
         f"Frechet classifier distance: VAE reconstructions {fd['vae_reconstructions']:.3f}, real floor {fd['real_floor']:.3f}"
     )
     print(
-        f"VAE reconstruction: PSNR {r['psnr']:.2f} dB, SSIM {_ssim_text(r['ssim'])}, MS-SSIM "
-        f"{_ssim_text(r['ms_ssim'])} ({r['ms_ssim_scales']} scales)"
+        f"VAE reconstruction: PSNR {r['psnr']:.2f} dB, SSIM {similarity_text(r['ssim'])}, MS-SSIM "
+        f"{similarity_text(r['ms_ssim'])} ({r['ms_ssim_scales']} scales)"
     )
     grid = " and grid.png (reconstructions)" if args.grid_images else ""
     print(f"wrote {os.path.join(args.output_dir, 'metrics.json')}{grid}")
@@ -569,8 +566,8 @@ def _print_summary(metrics: dict) -> None:
     if metrics["reconstruction"]:
         r = metrics["reconstruction"]
         print(
-            f"VAE reconstruction: PSNR {r['psnr']:.2f} dB, SSIM {_ssim_text(r['ssim'])}, MS-SSIM "
-            f"{_ssim_text(r['ms_ssim'])} ({r['ms_ssim_scales']} scales)"
+            f"VAE reconstruction: PSNR {r['psnr']:.2f} dB, SSIM {similarity_text(r['ssim'])}, MS-SSIM "
+            f"{similarity_text(r['ms_ssim'])} ({r['ms_ssim_scales']} scales)"
         )
 
 

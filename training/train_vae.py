@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from sdscratch import SmallVAE
 from sdscratch import training_utils as tu
-from sdscratch.evaluation.reconstruction import evaluate_reconstruction
+from sdscratch.evaluation.reconstruction import evaluate_reconstruction, similarity_text
 
 logger = get_logger(__name__, log_level="INFO")
 SCALING_FACTOR_IMAGES = 1024  # training images used to measure std(latents)
@@ -346,10 +346,9 @@ def main(args):
         metrics["scaling_factor"] = vae.config.scaling_factor
         with open(os.path.join(args.output_dir, "reconstruction_metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)
-        ssim_text = "n/a" if metrics["ssim"] is None else f"{metrics['ssim']:.4f}"  # None below 11x11 images
         accelerator.print(
             f"held-out reconstruction ({metrics['num_images']} images): MSE {metrics['mse']:.5f}, "
-            f"PSNR {metrics['psnr']:.2f} dB, SSIM {ssim_text}; scaling_factor {vae.config.scaling_factor:.4f}"
+            f"PSNR {metrics['psnr']:.2f} dB, SSIM {similarity_text(metrics['ssim'])}; scaling_factor {vae.config.scaling_factor:.4f}"
         )
         if args.pretrained_vae_model_name_or_path is None:
             origin = "trained from scratch"

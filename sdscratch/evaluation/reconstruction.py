@@ -269,3 +269,8 @@ def evaluate_reconstruction(
     """
     reconstructions = reconstruct_images(vae, images, batch_size, sample_posterior, generator)
     return reconstruction_metrics(reconstructions, images)
+
+
+def similarity_text(value: Optional[float]) -> str:
+    """SSIM / MS-SSIM for a summary line: "n/a" where the images are too small for them (`None`)."""
+    return "n/a" if value is None else f"{value:.4f}"

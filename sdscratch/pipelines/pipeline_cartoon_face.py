@@ -57,7 +57,6 @@ from .pipeline_utils import (
     check_inputs,
     image_layout,
     is_real_number,
-    rescale_noise_cfg,
     retrieve_latents,
     retrieve_timesteps,
     slerp,
@@ -453,6 +452,10 @@ class CartoonFacePipeline(DiffusionPipeline):
         strength = float(strength)  # a real number in [0, 1] (numpy scalars and 0-d tensors included)
         if not is_real_number(guidance_rescale) or not 0.0 <= float(guidance_rescale) <= 1.0:
             raise ValueError(f"`guidance_rescale` must be a real number in [0, 1], got {guidance_rescale!r}.")
+        rescale_noise_cfg = None
+        if guidance_rescale > 0:  # diffusers' own; imported here, not at import time (its module pulls transformers'
+            # image processors, which warn about torchvision in every example)
+            from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
         # unconditional request: the condition is the empty prompt, so guidance would be a no-op; skip its batch
         no_text = prompt in (None, "") and prompt_embeds is None
         no_negative = negative_prompt is None and negative_prompt_embeds is None
@@ -522,7 +525,7 @@ class CartoonFacePipeline(DiffusionPipeline):
                 if self.do_classifier_free_guidance:
                     noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
                     noise_pred = noise_pred_uncond + self.guidance_scale * (noise_pred_text - noise_pred_uncond)
-                    if guidance_rescale > 0:
+                    if rescale_noise_cfg is not None:
                         noise_pred = rescale_noise_cfg(noise_pred, noise_pred_text, guidance_rescale=guidance_rescale)
 
                 # compute the previous noisy sample x_t -> x_t-1

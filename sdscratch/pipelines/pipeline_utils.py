@@ -82,16 +82,6 @@ def start_schedule_at(scheduler: SchedulerMixin, t_start: int) -> torch.Tensor:
     return scheduler.timesteps[t_start * scheduler.order :]
 
 
-def rescale_noise_cfg(noise_cfg: torch.Tensor, noise_pred_text: torch.Tensor, guidance_rescale: float = 0.0):
-    """Guidance rescale (Lin et al. 2023, arXiv:2305.08891, section 3.4), as diffusers' function of the same name:
-    the guided prediction scaled to the conditional one's per-sample standard deviation, mixed in by
-    `guidance_rescale`. Defined here: importing diffusers' Stable Diffusion pipeline module for it would import
-    transformers' image processors (warnings about torchvision, and time, in every example)."""
-    dims = list(range(1, noise_pred_text.ndim))
-    rescaled = noise_cfg * (noise_pred_text.std(dim=dims, keepdim=True) / noise_cfg.std(dim=dims, keepdim=True))
-    return guidance_rescale * rescaled + (1 - guidance_rescale) * noise_cfg
-
-
 def retrieve_latents(encoder_output: Any, generator: torch.Generator | None = None, sample_mode: str = "argmax"):
     """The latents of a VAE encoder output: the posterior mean ("argmax") or a sample ("sample")."""
     if hasattr(encoder_output, "latent_dist"):
