@@ -14,6 +14,7 @@ from diffusers import (
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
     StableDiffusionPipeline,
+    UniPCMultistepScheduler,
 )
 
 from sdscratch import CartoonFacePipeline, SmallUNet, SmallVAE
@@ -403,8 +404,8 @@ def test_saved_scheduler_config_is_explicit(pipe, tmp_path):
 # ---------------------------------------------------------------- parity with diffusers parts
 
 
-def test_parity_with_stable_diffusion_pipeline_on_diffusers_parts(tokenizer):
-    """Same diffusers AutoencoderKL + UNet2DConditionModel, same seed: our pipeline == StableDiffusionPipeline."""
+def diffusers_pipelines(tokenizer, text_layers=1, scheduler=None):
+    """Ours and `StableDiffusionPipeline` on the same seeded diffusers AutoencoderKL + UNet2DConditionModel."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     torch.manual_seed(0)
@@ -415,20 +416,109 @@ def test_parity_with_stable_diffusion_pipeline_on_diffusers_parts(tokenizer):
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=2,
     )  # fmt: skip
-    text_encoder = build_text_encoder(tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+    text_encoder = build_text_encoder(tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=text_layers,
                                       num_attention_heads=2)  # fmt: skip
-    parts = dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=make_scheduler())
+    scheduler = scheduler or make_scheduler()
+    parts = dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
     ours = CartoonFacePipeline(**parts)
     theirs = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
                                      requires_safety_checker=False)  # fmt: skip
     for p in (ours, theirs):
         p.set_progress_bar_config(disable=True)
+    return ours, theirs
+
+
+def test_parity_with_stable_diffusion_pipeline_on_diffusers_parts(tokenizer):
+    """Same diffusers AutoencoderKL + UNet2DConditionModel, same seed: our pipeline == StableDiffusionPipeline."""
+    ours, theirs = diffusers_pipelines(tokenizer)
     kwargs = dict(negative_prompt="black hair", num_images_per_prompt=2, guidance_scale=3.0)
     np.testing.assert_allclose(run(ours, **kwargs), run(theirs, **kwargs), atol=1e-6)
     # guidance_rescale (Lin et al. 2023) as StableDiffusionPipeline applies it
     rescaled = run(ours, **kwargs, guidance_rescale=0.7)
     np.testing.assert_allclose(rescaled, run(theirs, **kwargs, guidance_rescale=0.7), atol=1e-6)
     assert np.abs(rescaled - run(ours, **kwargs)).max() > 1e-4  # applied: 100x the parity tolerance
+
+
+def test_sigmas_and_clip_skip_as_stable_diffusion_pipeline(tokenizer, monkeypatch):
+    """Custom `sigmas` (Euler) and `clip_skip` give StableDiffusionPipeline's images on the same parts."""
+    from transformers import CLIPTextModel
+
+    # diffusers 0.42 reads `text_encoder.text_model`, which transformers >= 5.6 removed (diffusers issue 14124)
+    monkeypatch.setattr(CLIPTextModel, "text_model", property(lambda self: self), raising=False)
+    ours, theirs = diffusers_pipelines(tokenizer, text_layers=2, scheduler=make_scheduler(EulerDiscreteScheduler))
+    karras = make_scheduler(EulerDiscreteScheduler, use_karras_sigmas=True)
+    karras.set_timesteps(3)
+    sigmas = karras.sigmas.tolist()  # 3 steps, then the final sigma 0
+    kwargs = dict(negative_prompt="black hair", guidance_scale=3.0)
+    with_sigmas = run(ours, **kwargs, sigmas=sigmas)
+    np.testing.assert_allclose(with_sigmas, run(theirs, **kwargs, sigmas=sigmas), atol=1e-6)
+    assert np.abs(with_sigmas - run(ours, **kwargs, num_inference_steps=3)).max() > 1e-3  # not the default grid
+    ours.scheduler.set_timesteps(3)  # the default grid given as sigmas is the default call
+    np.testing.assert_allclose(run(ours, **kwargs, sigmas=ours.scheduler.sigmas.tolist()),
+                               run(ours, **kwargs, num_inference_steps=3), atol=1e-6)  # fmt: skip
+    # diffusers skips CLIP layers for the prompt only: equal without a negative prompt (no guidance)
+    skipped = run(ours, guidance_scale=1.0, clip_skip=1)
+    np.testing.assert_allclose(skipped, run(theirs, guidance_scale=1.0, clip_skip=1), atol=1e-6)
+    assert np.abs(skipped - run(ours, guidance_scale=1.0)).max() > 1e-3
+    # ours skips them for the negative prompt too: the embeddings of "" through layer 1 and the final norm
+    cpu = torch.device("cpu")
+    _, negative = ours.encode_prompt(PROMPT, cpu, 1, True, negative_prompt="black hair", clip_skip=1)
+    torch.testing.assert_close(negative, ours.encode_prompt("black hair", cpu, 1, False, clip_skip=1)[0])
+    hidden = ours.text_encoder(tokenizer("black hair", padding="max_length", return_tensors="pt").input_ids,
+                               output_hidden_states=True).hidden_states  # fmt: skip
+    torch.testing.assert_close(negative, ours.text_encoder.final_layer_norm(hidden[1]))
+
+
+def test_sigmas_in_img2img_and_interpolate_with_clip_skip(tokenizer):
+    pipe = tiny_pipeline(tokenizer, scheduler=make_scheduler(EulerDiscreteScheduler))
+    sigmas = [10.0, 3.0, 0.5, 0.0]
+    # strength 1 starts from pure noise: the text-to-image images, with the same custom sigmas
+    np.testing.assert_allclose(run(pipe, sigmas=sigmas, image=_face(), strength=1.0), run(pipe, sigmas=sigmas),
+                               atol=1e-6)  # fmt: skip
+    half = run(pipe, sigmas=sigmas, image=_face(), strength=0.67)  # the last 2 of the 3 steps
+    assert half.shape == (1, 16, 16, 3) and np.isfinite(half).all()
+    with pytest.raises(ValueError, match="`strength`=0.2 with `num_inference_steps`=3"):  # counted from sigmas
+        run(pipe, sigmas=sigmas, image=_face(), strength=0.2)
+    pipe.text_encoder = build_text_encoder(tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                           num_attention_heads=2)  # fmt: skip
+    frames = pipe.interpolate(PROMPT, "other", num_images=2, num_inference_steps=STEPS, output_type="np",
+                              guidance_scale=3.0, clip_skip=1).images  # fmt: skip
+    np.testing.assert_allclose(frames[:1], run(pipe, guidance_scale=3.0, clip_skip=1), atol=1e-6)
+    assert np.abs(frames[:1] - run(pipe, guidance_scale=3.0)).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "scheduler, kwargs, match",
+    [
+        (DDIMScheduler, dict(sigmas=[10.0, 1.0, 0.0]), "`sigmas`: DDIMScheduler.set_timesteps does not accept"),
+        (UniPCMultistepScheduler, dict(sigmas=[10.0, 1.0, 0.0]), "`sigmas`: UniPCMultistepScheduler takes custom"),
+        (EulerDiscreteScheduler, dict(sigmas=[1.0, 10.0, 0.0]), "`sigmas` must be a list of at least 2"),
+        (EulerDiscreteScheduler, dict(sigmas=[10.0, -1.0]), "`sigmas` must be a list of at least 2"),
+        (EulerDiscreteScheduler, dict(sigmas=[10.0, float("nan")]), "`sigmas` must be a list of at least 2"),
+        (EulerDiscreteScheduler, dict(sigmas=[10.0]), "`sigmas` must be a list of at least 2"),
+        (EulerDiscreteScheduler, dict(sigmas="10, 0"), "`sigmas` must be a list of at least 2"),
+        (EulerDiscreteScheduler, dict(sigmas=[10.0, 0.0], timesteps=[999]), "either `timesteps` or `sigmas`"),
+        (EulerDiscreteScheduler, dict(clip_skip=1), "`clip_skip` must be an integer in \\[0, 1\\)"),
+        (EulerDiscreteScheduler, dict(clip_skip=-1), "`clip_skip` must be an integer"),
+        (EulerDiscreteScheduler, dict(clip_skip=True), "`clip_skip` must be an integer"),
+        (EulerDiscreteScheduler, dict(clip_skip=0.5), "`clip_skip` must be an integer"),
+    ],
+)
+def test_bad_sigmas_and_clip_skip_raise_before_the_models(tokenizer, scheduler, kwargs, match):
+    pipe = tiny_pipeline(tokenizer, scheduler=make_scheduler(scheduler))
+    for model in (pipe.unet, pipe.vae.encoder, pipe.vae.decoder, pipe.text_encoder):
+        model.register_forward_pre_hook(lambda *args: pytest.fail("a model ran before the inputs were checked"))
+    with pytest.raises(ValueError, match=match):
+        pipe(PROMPT, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        pipe.interpolate(PROMPT, "other", num_images=2, **kwargs)
+
+
+def test_clip_skip_needs_a_clip_text_encoder(pipe):
+    embeds = pipe.encode_prompt(PROMPT, torch.device("cpu"), 1, False)[0]
+    pipe.text_encoder = None
+    with pytest.raises(ValueError, match="`clip_skip`=1 needs a CLIP text encoder"):
+        pipe(prompt_embeds=embeds, guidance_scale=1.0, clip_skip=1)
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.5, "0.5", None])

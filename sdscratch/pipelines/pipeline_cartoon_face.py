@@ -54,7 +54,9 @@ from ..models.unet import SmallUNet
 from ..models.vae import SmallVAE
 from .pipeline_utils import (
     as_float_images,
+    check_clip_skip,
     check_inputs,
+    clip_final_layer_norm,
     image_layout,
     is_real_number,
     retrieve_latents,
@@ -169,6 +171,7 @@ class CartoonFacePipeline(DiffusionPipeline):
         negative_prompt: str | list[str] | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
+        clip_skip: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         r"""Encodes the prompt into text encoder hidden states, as `StableDiffusionPipeline.encode_prompt`.
 
@@ -180,6 +183,10 @@ class CartoonFacePipeline(DiffusionPipeline):
             negative_prompt (`str` or `list[str]`, *optional*): What to guide away from; default `""`.
             prompt_embeds, negative_prompt_embeds (`torch.Tensor`, *optional*): Precomputed
                 `(batch, seq_len, hidden)` embeddings.
+            clip_skip (`int`, *optional*): Layers to skip from the end of the CLIP text encoder: the embeddings are
+                the output of layer `num_hidden_layers - clip_skip` through the final layer norm (1 = the
+                penultimate layer). Applied to the prompt and the negative prompt alike (diffusers'
+                `StableDiffusionPipeline` applies it to the prompt only).
 
         Returns:
             `tuple[torch.Tensor, torch.Tensor | None]`: `prompt_embeds` and `negative_prompt_embeds`, each
@@ -206,14 +213,16 @@ class CartoonFacePipeline(DiffusionPipeline):
                     f"{prompt if prompt_embeds is None else 'prompt_embeds'} has batch size {batch_size}. Please make "
                     "sure that passed `negative_prompt` matches the batch size of `prompt`."
                 )
+        if clip_skip is not None:
+            check_clip_skip(self.text_encoder, clip_skip)
         if prompt_embeds is None:
-            prompt_embeds = self._encode_text(prompt, device)
+            prompt_embeds = self._encode_text(prompt, device, clip_skip)
         if do_classifier_free_guidance and negative_prompt_embeds is None:
             if negative_prompt is None:
                 negative_prompt = [""] * batch_size
             elif isinstance(negative_prompt, str):
                 negative_prompt = [negative_prompt] * batch_size
-            negative_prompt_embeds = self._encode_text(negative_prompt, device)
+            negative_prompt_embeds = self._encode_text(negative_prompt, device, clip_skip)
 
         dtype = self.text_encoder.dtype if self.text_encoder is not None else self.unet.dtype
         # (batch, L, D) -> (batch * num_images_per_prompt, L, D), each prompt's copies next to each other
@@ -223,8 +232,10 @@ class CartoonFacePipeline(DiffusionPipeline):
             negative_prompt_embeds = negative_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
         return prompt_embeds, negative_prompt_embeds
 
-    def _encode_text(self, text: str | list[str], device: torch.device) -> torch.Tensor:
-        """Tokenizes (padded to `model_max_length`, as the model was trained) and encodes -> `(B, L, D)`.
+    def _encode_text(self, text: str | list[str], device: torch.device, clip_skip: int | None = None) -> torch.Tensor:
+        """Tokenizes (padded to `model_max_length`, as the model was trained) and encodes -> `(B, L, D)`; with
+        `clip_skip`, the hidden states `clip_skip` layers before the last, through the final layer norm (as
+        `StableDiffusionPipeline.encode_prompt`).
 
         Text beyond `model_max_length` tokens is truncated, with a warning (as `StableDiffusionPipeline`).
         """
@@ -254,7 +265,11 @@ class CartoonFacePipeline(DiffusionPipeline):
         attention_mask = None
         if getattr(self.text_encoder.config, "use_attention_mask", False):
             attention_mask = text_inputs.attention_mask.to(device)
-        return self.text_encoder(text_inputs.input_ids.to(device), attention_mask=attention_mask)[0]
+        input_ids = text_inputs.input_ids.to(device)
+        if clip_skip is None:
+            return self.text_encoder(input_ids, attention_mask=attention_mask)[0]
+        hidden_states = self.text_encoder(input_ids, attention_mask=attention_mask, output_hidden_states=True)[-1]
+        return clip_final_layer_norm(self.text_encoder)(hidden_states[-(clip_skip + 1)])
 
     def prepare_extra_step_kwargs(self, generator, eta: float) -> dict[str, Any]:
         """`eta` (DDIM's eta, arXiv:2010.02502) and `generator` for the schedulers whose `step` takes them."""
@@ -376,6 +391,7 @@ class CartoonFacePipeline(DiffusionPipeline):
         width: int | None = None,
         num_inference_steps: int = 25,
         timesteps: list[int] | None = None,
+        sigmas: list[float] | None = None,
         guidance_scale: float = 7.5,
         negative_prompt: str | list[str] | None = None,
         num_images_per_prompt: int = 1,
@@ -392,6 +408,7 @@ class CartoonFacePipeline(DiffusionPipeline):
         strength: float = 0.8,
         mask_image: PipelineImageInput | None = None,
         guidance_rescale: float = 0.0,
+        clip_skip: int | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""Generates images; with `image`, img2img (SDEdit); with `image` and `mask_image`, inpainting.
 
@@ -402,6 +419,9 @@ class CartoonFacePipeline(DiffusionPipeline):
             num_inference_steps (`int`, defaults to 25): Denoising steps (before `strength` is applied).
             timesteps (`list[int]`, *optional*): Custom timesteps, strictly descending, for schedulers that take
                 them (`set_timesteps(timesteps=...)`); overrides `num_inference_steps`.
+            sigmas (`list[float]`, *optional*): Custom noise levels, strictly descending, for schedulers that take
+                them (`EulerDiscreteScheduler`: one sigma per step, then the final one, usually 0); overrides
+                `num_inference_steps`. Pass `timesteps` or `sigmas`, not both.
             guidance_scale (`float`, defaults to 7.5): Classifier-free guidance weight; <= 1 disables guidance
                 (one UNet batch instead of two).
             negative_prompt (`str` or `list[str]`, *optional*): What to guide away from (default `""`).
@@ -432,6 +452,8 @@ class CartoonFacePipeline(DiffusionPipeline):
                 conditional one's standard deviation (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample
                 Steps are Flawed", section 3.4; as `StableDiffusionPipeline`), in [0, 1]; for models trained with
                 zero terminal SNR (`rescale_betas_zero_snr`), where strong guidance over-exposes.
+            clip_skip (`int`, *optional*): Layers to skip from the end of the CLIP text encoder (1 = the
+                penultimate layer's output, through the final layer norm), for the prompt and the negative prompt.
 
         Returns:
             [`ImagePipelineOutput`] or `tuple`: the images (list of PIL images, `(B, H, W, C)` array, or
@@ -447,7 +469,7 @@ class CartoonFacePipeline(DiffusionPipeline):
         batch_size = check_inputs(
             self, prompt, height, width, num_inference_steps, timesteps, guidance_scale, negative_prompt,
             num_images_per_prompt, generator, latents, prompt_embeds, negative_prompt_embeds, output_type,
-            callback_on_step_end_tensor_inputs, image, strength, mask_image,
+            callback_on_step_end_tensor_inputs, image, strength, mask_image, sigmas=sigmas, clip_skip=clip_skip,
         )  # fmt: skip
         strength = float(strength)  # a real number in [0, 1] (numpy scalars and 0-d tensors included)
         if not is_real_number(guidance_rescale) or not 0.0 <= float(guidance_rescale) <= 1.0:
@@ -472,7 +494,7 @@ class CartoonFacePipeline(DiffusionPipeline):
                 prompt = [""] * batch_size
             prompt_embeds, negative_prompt_embeds = self.encode_prompt(
                 prompt, device, num_images_per_prompt, self.do_classifier_free_guidance, negative_prompt,
-                prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+                prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds, clip_skip=clip_skip,
             )  # fmt: skip
         unet_embeds = prompt_embeds
         if self.do_classifier_free_guidance:
@@ -480,7 +502,9 @@ class CartoonFacePipeline(DiffusionPipeline):
         dtype = prompt_embeds.dtype if prompt_embeds is not None else self.unet.dtype
 
         # 4. Prepare timesteps (img2img / inpainting: skip the first 1 - strength of them)
-        timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps)
+        timesteps, num_inference_steps = retrieve_timesteps(
+            self.scheduler, num_inference_steps, device, timesteps, sigmas
+        )
         if image is not None:
             timesteps, num_inference_steps = self.get_timesteps(num_inference_steps, strength)
 
@@ -635,6 +659,7 @@ class CartoonFacePipeline(DiffusionPipeline):
             self, prompt_a or None, height, width, arg("num_inference_steps"), arg("timesteps"), guidance_scale,
             negative_prompt, num_images, None, None, None, None, arg("output_type"),
             arg("callback_on_step_end_tensor_inputs"), None, arg("strength"), arg("mask_image"),
+            sigmas=arg("sigmas"), clip_skip=arg("clip_skip"),
         )  # fmt: skip
         shape = (1, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
         noise_a, noise_b = (randn_tensor(shape, generator=torch.Generator().manual_seed(s)) for s in (seed_a, seed_b))
@@ -648,7 +673,11 @@ class CartoonFacePipeline(DiffusionPipeline):
             # as in __call__: guiding "" towards "" is a no-op, so a promptless interpolation skips guidance
             guidance = guidance_scale > 1 and bool(prompt_a or prompt_b or negative_prompt)
             device = self._execution_device
-            embeds = [self.encode_prompt(p or "", device, 1, guidance, negative_prompt) for p in (prompt_a, prompt_b)]
+            clip_skip = kwargs.pop("clip_skip", None)  # applied here: __call__ gets the embeddings
+            embeds = [
+                self.encode_prompt(p or "", device, 1, guidance, negative_prompt, clip_skip=clip_skip)
+                for p in (prompt_a, prompt_b)
+            ]
             kwargs["prompt_embeds"] = torch.cat([torch.lerp(embeds[0][0], embeds[1][0], f) for f in fractions])
             if guidance:
                 kwargs["negative_prompt_embeds"] = torch.cat([embeds[0][1]] * num_images)

@@ -25,31 +25,39 @@ def retrieve_timesteps(
     num_inference_steps: int | None = None,
     device: str | torch.device | None = None,
     timesteps: list[int] | None = None,
+    sigmas: list[float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Calls `scheduler.set_timesteps` and returns its timesteps, as diffusers' `retrieve_timesteps`.
 
     Args:
         scheduler (`SchedulerMixin`): The scheduler to get timesteps from.
-        num_inference_steps (`int`, *optional*): Number of denoising steps; ignored when `timesteps` is given.
+        num_inference_steps (`int`, *optional*): Number of denoising steps; ignored when `timesteps` or `sigmas`
+            is given.
         device (`str` or `torch.device`, *optional*): Where the timesteps go.
         timesteps (`list[int]`, *optional*): Custom timesteps (descending) overriding the scheduler's spacing.
+        sigmas (`list[float]`, *optional*): Custom sigmas (descending) overriding the scheduler's spacing, for
+            schedulers whose `set_timesteps` takes them (`EulerDiscreteScheduler`: the final sigma included).
 
     Returns:
         `tuple[torch.Tensor, int]`: The timestep schedule and the number of inference steps.
 
     Raises:
-        `ValueError`: If `timesteps` is given and the scheduler cannot take custom timesteps.
+        `ValueError`: If both `timesteps` and `sigmas` are given, or the scheduler cannot take the one given.
     """
+    if timesteps is not None and sigmas is not None:
+        raise ValueError("Pass either `timesteps` or `sigmas`, not both.")
     if timesteps is not None:
-        check_scheduler_accepts_timesteps(scheduler)
+        check_scheduler_accepts(scheduler, "timesteps")
         # the steps asked for: a second-order scheduler (Heun) lists 2 * len(timesteps) - 1 timesteps for them
         num_inference_steps = len(timesteps)
         scheduler.set_timesteps(timesteps=timesteps, device=device)
-        timesteps = scheduler.timesteps
+    elif sigmas is not None:
+        check_scheduler_accepts(scheduler, "sigmas")
+        scheduler.set_timesteps(sigmas=sigmas, device=device)
+        num_inference_steps = len(scheduler.timesteps) // scheduler.order
     else:
         scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = scheduler.timesteps
-    return timesteps, num_inference_steps
+    return scheduler.timesteps, num_inference_steps
 
 
 def start_schedule_at(scheduler: SchedulerMixin, t_start: int) -> torch.Tensor:
@@ -241,15 +249,23 @@ def check_image_type(image: Any, name: str) -> None:
         raise TypeError(f"`{name}`: a list must hold images of one type (PIL, numpy or torch), got {kinds}.")
 
 
-def check_scheduler_accepts_timesteps(scheduler: SchedulerMixin) -> None:
-    """Raises `ValueError` naming `timesteps` unless `scheduler.set_timesteps` takes custom timesteps (it does not
-    with a Karras, exponential, beta or Lu-lambda sigma schedule)."""
-    if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
+def check_scheduler_accepts(scheduler: SchedulerMixin, name: str) -> None:
+    """Raises `ValueError` naming `name` (`"timesteps"` or `"sigmas"`) unless `scheduler.set_timesteps` takes a
+    custom schedule of that kind (custom timesteps do not go with a Karras, exponential, beta or Lu-lambda sigma
+    schedule; custom sigmas need the scheduler's own sigma convention: see its `set_timesteps`)."""
+    if name not in inspect.signature(scheduler.set_timesteps).parameters:
+        example = "DDPMScheduler, EulerDiscreteScheduler" if name == "timesteps" else "EulerDiscreteScheduler"
         raise ValueError(
-            f"`timesteps`: {type(scheduler).__name__}.set_timesteps does not accept custom timesteps; "
-            "pass `num_inference_steps` instead or use a scheduler that does (e.g. DDPMScheduler, "
-            "EulerDiscreteScheduler)."
+            f"`{name}`: {type(scheduler).__name__}.set_timesteps does not accept custom {name}; "
+            f"pass `num_inference_steps` instead or use a scheduler that does (e.g. {example})."
         )
+    if name == "sigmas":
+        if getattr(scheduler.config, "use_flow_sigmas", None) is False:  # UniPC / DPM-Solver: flow matching only
+            raise ValueError(
+                f"`sigmas`: {type(scheduler).__name__} takes custom sigmas only with use_flow_sigmas=True (flow "
+                "matching models); for this model use EulerDiscreteScheduler, or `timesteps`."
+            )
+        return
     # diffusers' set_timesteps refuses these too, but only after the text encoder has run
     sigma_schedules = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
     own = [key for key in sigma_schedules if getattr(scheduler.config, key, False)]
@@ -314,10 +330,51 @@ def _check_prompt(prompt: Any, name: str) -> int | None:
     raise TypeError(f"`{name}` must be a string or a non-empty list of strings, got {prompt!r}.")
 
 
+def clip_final_layer_norm(text_encoder: Any) -> torch.nn.Module | None:
+    """A CLIP text encoder's `final_layer_norm` (`None` if it has none): on the model itself in transformers >= 5.6,
+    which flattened `CLIPTextModel`, on its `text_model` before (and in `CLIPTextModelWithProjection`). diffusers
+    0.42's `clip_skip` reads `text_encoder.text_model.final_layer_norm` and fails on the former (diffusers issue
+    14124)."""
+    return getattr(getattr(text_encoder, "text_model", text_encoder), "final_layer_norm", None)
+
+
+def check_clip_skip(text_encoder: Any, clip_skip: Any) -> None:
+    """Raises unless `clip_skip` (layers skipped from the end of a `CLIPTextModel`) can be applied to `text_encoder`."""
+    if clip_final_layer_norm(text_encoder) is None:
+        raise ValueError(
+            f"`clip_skip`={clip_skip!r} needs a CLIP text encoder (with a `final_layer_norm`); this pipeline's "
+            f"text_encoder is {type(text_encoder).__name__ if text_encoder is not None else None}."
+        )
+    num_layers = text_encoder.config.num_hidden_layers
+    if not isinstance(clip_skip, numbers.Integral) or isinstance(clip_skip, bool) or not 0 <= clip_skip < num_layers:
+        raise ValueError(
+            f"`clip_skip` must be an integer in [0, {num_layers}) (the text encoder has {num_layers} layers; 1 uses "
+            f"the penultimate layer's output), got {clip_skip!r}."
+        )
+
+
+def _check_sigmas(scheduler: SchedulerMixin, sigmas: Any) -> int:
+    """Checks custom `sigmas` (values, and that `scheduler` takes them) and returns the steps they make."""
+    check_scheduler_accepts(scheduler, "sigmas")
+    values = sigmas.tolist() if isinstance(sigmas, (np.ndarray, torch.Tensor)) and sigmas.ndim == 1 else sigmas
+    valid = isinstance(values, (list, tuple)) and len(values) >= 2
+    valid = valid and all(is_real_number(v) and math.isfinite(float(v)) and float(v) >= 0 for v in values)
+    if not valid or any(float(a) <= float(b) for a, b in zip(values, values[1:])):
+        raise ValueError(
+            "`sigmas` must be a list of at least 2 finite real numbers >= 0 in strictly descending order (the "
+            f"noise level of each step, then the final one, usually 0), got {sigmas!r}."
+        )
+    # the scheduler's own conversion (no model involved): its errors now, and the step count for `strength`
+    steps = retrieve_timesteps(scheduler, sigmas=[float(v) for v in values])[1]
+    if steps < 1:
+        raise ValueError(f"`sigmas` {sigmas!r} make no denoising step with {type(scheduler).__name__}.")
+    return steps
+
+
 def check_inputs(
     pipe, prompt, height, width, num_inference_steps, timesteps, guidance_scale, negative_prompt,
     num_images_per_prompt, generator, latents, prompt_embeds, negative_prompt_embeds, output_type,
-    callback_on_step_end_tensor_inputs, image, strength, mask_image,
+    callback_on_step_end_tensor_inputs, image, strength, mask_image, *, sigmas=None, clip_skip=None,
 ) -> int:  # fmt: skip
     """Validates every `CartoonFacePipeline.__call__` argument before any model runs.
 
@@ -369,6 +426,8 @@ def check_inputs(
         raise TypeError(
             f"`guidance_scale` must be a real number (e.g. 7.5; <= 1 disables guidance), got {guidance_scale!r}."
         )
+    if clip_skip is not None:
+        check_clip_skip(pipe.text_encoder, clip_skip)
     do_cfg = guidance_scale > 1 and pipe.is_text_conditioned
     if do_cfg and not has_text and negative_prompt_embeds is None:
         raise ValueError(
@@ -397,10 +456,15 @@ def check_inputs(
                 f"`{name}` must be a positive multiple of {factor} (VAE factor {pipe.vae_scale_factor} x UNet "
                 f"factor {pipe.unet_scale_factor}), got {value!r}."
             )
-    if timesteps is None and (not isinstance(num_inference_steps, int) or num_inference_steps < 1):
+    if timesteps is not None and sigmas is not None:
+        raise ValueError("Pass either `timesteps` or `sigmas`, not both.")
+    custom = timesteps is not None or sigmas is not None
+    if not custom and (not isinstance(num_inference_steps, int) or num_inference_steps < 1):
         raise ValueError(f"`num_inference_steps` must be an integer >= 1, got {num_inference_steps!r}.")
+    if sigmas is not None:
+        num_inference_steps = _check_sigmas(pipe.scheduler, sigmas)
     if timesteps is not None:
-        check_scheduler_accepts_timesteps(pipe.scheduler)
+        check_scheduler_accepts(pipe.scheduler, "timesteps")
         num_train_timesteps = pipe.scheduler.config.num_train_timesteps
         valid = isinstance(timesteps, (list, tuple)) and len(timesteps) > 0
         valid = valid and all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in timesteps)
@@ -415,7 +479,7 @@ def check_inputs(
     if not is_real_number(strength) or not 0 <= strength <= 1:
         raise ValueError(f"`strength` must be a real number in [0, 1], got {strength!r}.")
     if image is not None and strength > 0:
-        steps = len(timesteps) if timesteps is not None else num_inference_steps
+        steps = len(timesteps) if timesteps is not None else num_inference_steps  # (sigmas: set above)
         if int(steps * float(strength)) < 1:  # as `get_timesteps`
             raise ValueError(
                 f"`strength`={float(strength)} with `num_inference_steps`={steps} leaves "
@@ -454,7 +518,7 @@ def check_inputs(
         )
 
     prk_steps = getattr(pipe.scheduler.config, "skip_prk_steps", True) is False
-    if prk_steps and timesteps is None and num_inference_steps < getattr(pipe.scheduler, "pndm_order", 4):
+    if prk_steps and not custom and num_inference_steps < getattr(pipe.scheduler, "pndm_order", 4):
         raise ValueError(
             f"`num_inference_steps`={num_inference_steps}: {type(pipe.scheduler).__name__} with skip_prk_steps=False "
             "needs at least 4 steps for its Runge-Kutta warm-up; use more steps or skip_prk_steps=True."
