@@ -26,8 +26,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import diffusers
 import numpy as np
 import torch
+import transformers
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
@@ -319,7 +321,8 @@ def tracker_config(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 def make_accelerator(args: argparse.Namespace) -> Accelerator:
     """An `Accelerator` whose data order is a pure function of `(seed, epoch)`, so that a resumed run sees the same
-    batches as an uninterrupted one (`use_seedable_sampler`)."""
+    batches as an uninterrupted one (`use_seedable_sampler`). Processes other than each machine's main one log
+    errors only (diffusers, transformers and sdscratch), as diffusers' training scripts do."""
     project_config = ProjectConfiguration(
         project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
     )
@@ -330,6 +333,10 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
         project_config=project_config,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
+    if not accelerator.is_local_main_process:  # as diffusers' scripts: one copy of each warning, not one per process
+        diffusers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.set_verbosity_error()
+        logging.getLogger(__name__.partition(".")[0]).setLevel(logging.ERROR)  # sdscratch's own modules
     message = idle_cores_message(accelerator)
     if message is not None and accelerator.is_local_main_process:
         logger.warning(message)

@@ -628,6 +628,32 @@ def test_text_encoder_freeze_steps_hold_the_text_encoder_then_release_it_across_
         )
 
 
+@pytest.mark.parametrize("main_process", [True, False])
+def test_only_each_machines_main_process_logs_warnings(tmp_path, monkeypatch, main_process):
+    """As diffusers' scripts: the other processes log errors only (each would repeat every warning)."""
+    import diffusers
+    import transformers
+
+    libraries = (diffusers.utils.logging, transformers.utils.logging)
+    saved = [library.get_verbosity() for library in libraries]
+    ours = logging.getLogger("sdscratch")
+    monkeypatch.setattr(ours, "level", ours.level)  # restored after the test
+    monkeypatch.setattr(Accelerator, "is_local_main_process", property(lambda self: main_process))
+    args = train_vae.parse_args(
+        ["--dataset_name", "builtin:cartoon-faces", "--output_dir", str(tmp_path), "--report_to", "none"]
+    )
+    AcceleratorState._reset_state(True)
+    try:
+        tu.make_accelerator(args)
+        verbosities = [library.get_verbosity() for library in libraries]
+        assert verbosities == (saved if main_process else [logging.ERROR] * 2)
+        assert (ours.getEffectiveLevel() == logging.ERROR) is not main_process
+    finally:
+        for library, verbosity in zip(libraries, saved):
+            library.set_verbosity(verbosity)
+        AcceleratorState._reset_state(True)
+
+
 def test_idle_cores_are_reported_on_cpu():
     accelerator = mock.Mock(device=torch.device("cpu"), num_processes=1)
     with (
