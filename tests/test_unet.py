@@ -89,6 +89,8 @@ def test_save_load_round_trip(tmp_path):
 
 def test_fourier_buffer_survives_round_trip(tmp_path):
     unet = make_unet(time_embedding_type="fourier")
+    with torch.no_grad():  # other frequencies than a fresh model's: the checkpoint's own must be the ones loaded
+        unet.time_embedding.fourier_weight.mul_(1.5)
     sample, _, text = make_inputs()
     unet.save_pretrained(tmp_path)
     loaded = SmallUNet.from_pretrained(tmp_path).eval()
@@ -434,6 +436,20 @@ def test_text_to_unconditional_unet_raises():
         (dict(attention_head_dim=(16,)), "one positive int per level"),
         (dict(layers_per_block=0), "layers_per_block"),
         (dict(layers_per_block=(1, 2, 1)), "layers_per_block"),
+        # each key named, where torch failed with an unrelated message or a wrong value was used silently
+        (dict(in_channels=0), "`in_channels` must be a positive int"),
+        (dict(out_channels=None), "`out_channels` must be a positive int"),
+        (dict(sample_size="16"), "`sample_size` must be a positive int"),
+        (dict(cross_attention_dim="24"), "`cross_attention_dim` must be a positive int or None"),
+        (dict(cross_attention_dim=24.0), "`cross_attention_dim` must be a positive int or None"),
+        (dict(dropout="0.1"), "`dropout` must be a probability"),
+        (dict(dropout=1.5), "`dropout` must be a probability"),
+        (dict(flip_sin_to_cos="false"), "`flip_sin_to_cos` must be True or False"),  # was read as True
+        (dict(freq_shift=None), "`freq_shift` must be a number below"),
+        (dict(freq_shift=8), "`freq_shift` must be a number below block_out_channels\\[0\\] // 2 = 8"),  # NaN output
+        (dict(transformer_levels=("false", "true")), "`transformer_levels` must hold True or False"),  # both on
+        (dict(cross_attention_levels=("yes", False)), "`cross_attention_levels` must hold True or False"),
+        (dict(block_out_channels=(16, True)), "block_out_channels"),
     ],
 )
 def test_bad_config_raises(kwargs, message):
@@ -586,3 +602,80 @@ def test_dtype_cast_without_diffusers_bogus_fp32_warning():
         assert any("should be kept in float32: ['time_embedding']" in m for m in records.messages)
     finally:
         diffusers_logger.removeHandler(records)
+
+
+def test_levels_take_and_give_skips_as_values_under_offload_hooks(tmp_path):
+    """Hooks that move a module's inputs hand it a *copy* of its arguments: diffusers' block-level group offload,
+    accelerate's dispatch with disk offload (`from_pretrained(device_map=..., offload_folder=...)`). A level that
+    appended to or popped from a `skips` list argument lost its changes there: the up path then failed with a
+    size mismatch. Both give the plain model's output exactly."""
+    unet = make_unet()
+    sample, t, text = make_inputs()
+    expected = run(unet, sample, t, text)
+
+    offloaded = copy.deepcopy(unet)
+    offloaded.enable_group_offload(
+        torch.device("cpu"), offload_device=torch.device("cpu"), offload_type="block_level", num_blocks_per_group=1
+    )
+    torch.testing.assert_close(run(offloaded, sample, t, text), expected, rtol=0, atol=0)
+
+    unet.save_pretrained(tmp_path / "unet")
+    device_map = {
+        "time_embedding": "cpu",
+        "conv_in": "cpu",
+        "down_blocks": "disk",
+        "mid_block": "cpu",
+        "up_blocks": "disk",
+        "conv_norm_out": "cpu",
+        "conv_out": "cpu",
+    }
+    dispatched = SmallUNet.from_pretrained(tmp_path / "unet", device_map=device_map, offload_folder=tmp_path / "off")
+    torch.testing.assert_close(run(dispatched.eval(), sample, t, text), expected, rtol=0, atol=0)
+
+
+def test_ema_model_save_pretrained_keeps_the_fourier_frequencies(tmp_path):
+    """diffusers' training-script pattern: `EMAModel(unet.parameters(), model_cls=SmallUNet,
+    model_config=unet.config).save_pretrained(path)` rebuilds the model `from_config` and copies the *parameters*
+    only. The Fourier frequencies are a buffer: they were drawn afresh from the global RNG there, so the saved EMA
+    model gave other outputs than the model it averaged (0.1 apart here). Now every model of a config has the same
+    ones, drawn from a fixed seed."""
+    from diffusers.training_utils import EMAModel
+
+    torch.manual_seed(0)
+    unet = SmallUNet(**{**TINY, "time_embedding_type": "fourier"}).eval()
+    torch.manual_seed(1)  # another global RNG state: the frequencies must not depend on it
+    assert torch.equal(
+        SmallUNet(**{**TINY, "time_embedding_type": "fourier"}).time_embedding.fourier_weight,
+        unet.time_embedding.fourier_weight,
+    )
+    ema = EMAModel(unet.parameters(), model_cls=SmallUNet, model_config=unet.config)
+    ema.step(unet.parameters())
+    ema.save_pretrained(tmp_path / "unet_ema")
+    loaded = SmallUNet.from_pretrained(tmp_path / "unet_ema").eval()
+    sample, _, text = make_inputs()
+    sigma = torch.tensor([0.5, 0.01])
+    torch.testing.assert_close(run(loaded, sample, sigma, text), run(unet, sample, sigma, text), rtol=0, atol=0)
+    # and the EMA reloaded as diffusers' scripts do on resume, copied into a fresh model
+    restored = EMAModel.from_pretrained(tmp_path / "unet_ema", model_cls=SmallUNet)
+    fresh = SmallUNet.from_config(unet.config).eval()
+    restored.copy_to(fresh.parameters())
+    torch.testing.assert_close(run(fresh, sample, sigma, text), run(unet, sample, sigma, text), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("time_embedding_type", ["positional", "fourier"])
+def test_meta_device_build_then_load_state_dict(time_embedding_type):
+    """Built on the meta device (`with torch.device("meta")`, accelerate's `init_empty_weights(include_buffers=
+    True)`), then `to_empty` + `load_state_dict`: every tensor the model computes with comes from the checkpoint or
+    the config, as with UNet2DConditionModel. The positional frequencies were a non-persistent buffer, in no
+    checkpoint: they kept `to_empty`'s uninitialised memory, and the outputs were wrong, silently."""
+    unet = make_unet(time_embedding_type=time_embedding_type)
+    sample, t, text = make_inputs()
+    if time_embedding_type == "fourier":
+        t = torch.tensor([0.5, 0.01])
+    with torch.device("meta"):
+        empty = SmallUNet(**{**TINY, "time_embedding_type": time_embedding_type})
+    empty.to_empty(device="cpu")
+    for tensor in empty.state_dict().values():
+        tensor.fill_(1e6)  # what uninitialised memory may hold
+    empty.load_state_dict(unet.state_dict())
+    torch.testing.assert_close(run(empty.eval(), sample, t, text), run(unet, sample, t, text), rtol=0, atol=0)

@@ -238,6 +238,13 @@ def test_bad_input_raises(call, error, words):
         ({"block_out_channels": (8, 0)}, "block_out_channels"),
         ({"block_out_channels": 8}, "block_out_channels"),
         ({"block_out_channels": (8, 16), "norm_num_groups": 3}, "norm_num_groups`=3 .* 8 channels"),
+        ({"scaling_factor": float("inf")}, "scaling_factor"),
+        ({"scaling_factor": float("nan")}, "scaling_factor"),
+        ({"in_channels": 0}, "`in_channels` must be a positive int"),
+        ({"out_channels": 3.0}, "`out_channels` must be a positive int"),
+        ({"latent_channels": "4"}, "`latent_channels` must be a positive int"),
+        ({"force_upcast": "false"}, "`force_upcast` must be True or False"),  # was read as True
+        ({"mid_block_add_attention": "false"}, "`mid_block_add_attention` must be True or False"),
     ],
 )
 def test_bad_config_raises(kwargs, name):
@@ -262,3 +269,17 @@ def test_plugs_in_where_autoencoder_kl_does():
         image = model.decode(latents / model.config.scaling_factor, return_dict=False)[0]
     assert image.shape == x.shape
     assert model.config.force_upcast is False and model.dtype == torch.float32
+
+
+def test_enable_tiling_raises_even_after_disable_tiling():
+    """SmallVAE has no tiled encode / decode. diffusers' `AutoencoderMixin.enable_tiling` raises only while the model
+    has no `use_tiling` attribute, and `disable_tiling()` creates it: `disable_tiling(); enable_tiling()` then
+    set a flag nothing reads, silently. It raises every time now; `use_tiling` stays False, as AutoencoderKL's
+    attribute reads when off."""
+    model = tiny_vae()
+    assert model.use_tiling is False
+    model.disable_tiling()
+    for _ in range(2):
+        with pytest.raises(NotImplementedError, match="enable_tiling"):
+            model.enable_tiling()
+        assert model.use_tiling is False

@@ -110,11 +110,31 @@ class SmallUNet(QuietDtypeCastMixin, ModelMixin, ConfigMixin):
         if (
             not isinstance(block_out_channels, (list, tuple))
             or len(block_out_channels) < 1
-            or any(not isinstance(c, int) or c < 1 for c in block_out_channels)
+            or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in block_out_channels)
         ):
             raise ValueError(
                 f"`block_out_channels` must be one or more positive channel counts, got {block_out_channels!r}."
             )
+        for key, value in (("sample_size", sample_size), ("in_channels", in_channels), ("out_channels", out_channels)):
+            _check_positive_int(value, key)
+        if cross_attention_dim is not None:
+            _check_positive_int(cross_attention_dim, "cross_attention_dim", "or None (unconditional)")
+        if not _is_real(dropout) or not 0 <= dropout <= 1:
+            raise ValueError(f"`dropout` must be a probability in [0, 1], got {dropout!r}.")
+        if not isinstance(flip_sin_to_cos, bool):
+            raise ValueError(f"`flip_sin_to_cos` must be True or False, got {flip_sin_to_cos!r}.")
+        half = block_out_channels[0] // 2  # sinusoidal frequencies exp(-ln(10000) * i / (half - freq_shift))
+        if not _is_real(freq_shift) or (time_embedding_type == "positional" and half and freq_shift >= half):
+            raise ValueError(
+                f"`freq_shift` must be a number below block_out_channels[0] // 2 = {half} (diffusers uses 0 or 1), "
+                f"got {freq_shift!r}."
+            )
+        for key, flags in (
+            ("transformer_levels", transformer_levels),
+            ("cross_attention_levels", cross_attention_levels),
+        ):
+            if isinstance(flags, (list, tuple)) and any(not isinstance(f, int) or f not in (0, 1) for f in flags):
+                raise ValueError(f"`{key}` must hold True or False for each level, got {flags!r}.")
         layers = _per_level(layers_per_block, "layers_per_block", len(block_out_channels))
         head_dims = _per_level(attention_head_dim, "attention_head_dim", len(block_out_channels))
         if not isinstance(norm_num_groups, int) or norm_num_groups < 1:
@@ -363,14 +383,19 @@ class SmallUNet(QuietDtypeCastMixin, ModelMixin, ConfigMixin):
         hidden_states = self.conv_in(sample.contiguous())
         skips = [hidden_states]
         for block in self.down_blocks:
-            hidden_states = block(hidden_states, temb, skips, encoder_hidden_states, attn_bias)
+            hidden_states, level_skips = block(hidden_states, temb, (), encoder_hidden_states, attn_bias)
+            skips.extend(level_skips)
 
         # 5. Mid block
         hidden_states = self.mid_block(hidden_states, temb, encoder_hidden_states, attn_bias)
 
-        # 6. Up path: each layer merges one skip (concat or add)
+        # 6. Up path: each layer merges one skip (concat or add), the latest first; each level is handed its own
+        # skips as a tuple (not the list to pop from: hooks that move inputs pass modules a copy of their arguments)
         for block in self.up_blocks:
-            hidden_states = block(hidden_states, temb, skips, encoder_hidden_states, attn_bias)
+            num_layers = len(block.resnets)
+            level_skips = tuple(skips[-num_layers:])
+            del skips[-num_layers:]
+            hidden_states = block(hidden_states, temb, level_skips, encoder_hidden_states, attn_bias)
         assert not skips, "every skip must be consumed"
 
         # 7. Output
@@ -394,6 +419,15 @@ def _per_level(value, name: str, num_levels: int) -> list[int]:
             f"({num_levels} levels), got {value!r}."
         )
     return list(values)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_positive_int(value, name: str, alternative: str = "") -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int{' ' + alternative if alternative else ''}, got {value!r}.")
 
 
 def _shape(tensor: Optional[torch.Tensor]):

@@ -25,6 +25,10 @@ from .layers import Downsample, ResnetBlock, Upsample
 
 # Gaussian Fourier features: frequencies ~ N(0, FOURIER_SCALE^2), as diffusers' UNet2DModel and score-SDE use.
 FOURIER_SCALE = 16.0
+# ... drawn from their own generator with this seed, never from the global RNG: every SmallUNet of a config gets the
+# same frequencies, so a model rebuilt from the config alone (diffusers' `EMAModel.save_pretrained` does
+# `from_config` and copies only the *parameters*) keeps the ones the trained model used.
+FOURIER_SEED = 0
 
 
 class TimestepEmbedding(nn.Module):
@@ -53,17 +57,20 @@ class TimestepEmbedding(nn.Module):
         self.freq_shift = freq_shift
         half = channels // 2
         if embedding_type == "fourier":
-            # fixed random frequencies; a buffer, so they are saved with the weights
-            self.register_buffer("fourier_weight", torch.randn(half) * FOURIER_SCALE)
-        else:
-            exponent = -math.log(10000.0) * torch.arange(half, dtype=torch.float32) / (half - freq_shift)
-            self.register_buffer("frequencies", torch.exp(exponent), persistent=False)
+            # fixed random frequencies, the same for every model of a config (see FOURIER_SEED); a buffer, so they
+            # are saved with the weights (a checkpoint's own frequencies are loaded, whatever they are)
+            generator = torch.Generator().manual_seed(FOURIER_SEED)
+            self.register_buffer("fourier_weight", torch.randn(half, generator=generator) * FOURIER_SCALE)
+        # positional: the frequencies are computed in `features`, as diffusers' `get_timestep_embedding` does. No
+        # buffer: a non-persistent one is in no checkpoint, so a model built on the meta device (accelerate's
+        # `init_empty_weights(include_buffers=True)`, `with torch.device("meta")`) then `to_empty` +
+        # `load_state_dict` kept uninitialised memory as its frequencies, and gave wrong outputs silently.
         self.linear_1 = nn.Linear(channels, time_embed_dim)
         self.linear_2 = nn.Linear(time_embed_dim, time_embed_dim)
 
     def _apply(self, fn, recurse=True):
-        """Keep the frequency buffers in float32 when the model is cast (``unet.to(torch.bfloat16)``): rounded to
-        bf16 they would shift the phase of ``t * f`` at t = 1000 by up to 0.44 radians with 64 channels (1.9 with 320)."""
+        """Keep the Fourier frequency buffer in float32 when the model is cast (``unet.to(torch.bfloat16)``): rounded
+        to bf16, frequencies would shift the phase of ``t * f`` by radians at large t."""
         frequencies = {name: buf for name, buf in self._buffers.items() if buf is not None}
         super()._apply(fn, recurse)
         for name, original in frequencies.items():
@@ -77,7 +84,9 @@ class TimestepEmbedding(nn.Module):
         if self.embedding_type == "fourier":
             args = timesteps[:, None] * self.fourier_weight.float()[None, :] * (2 * math.pi)
         else:
-            args = timesteps[:, None] * self.frequencies[None, :]
+            half = self.channels // 2
+            exponent = torch.arange(half, dtype=torch.float32, device=timesteps.device) * (-math.log(10000.0))
+            args = timesteps[:, None] * torch.exp(exponent / (half - self.freq_shift))[None, :]
         emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)  # (B, 2 * half)
         if self.flip_sin_to_cos:
             emb = torch.cat([emb[:, emb.shape[1] // 2 :], emb[:, : emb.shape[1] // 2]], dim=-1)
@@ -286,14 +295,26 @@ class UNetLevel(nn.Module):
         self,
         hidden_states: torch.Tensor,
         temb: torch.Tensor,
-        skips: list[torch.Tensor],
+        skips: tuple[torch.Tensor, ...] = (),
         context: Optional[torch.Tensor] = None,
         attn_bias: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
-        """Down path: appends one skip per layer and one after the resampler. Up path: pops one per layer."""
+    ):
+        """Down path: returns ``(hidden_states, skips)``, one skip per layer and one after the resampler. Up path:
+        ``skips`` holds this level's ``num_layers`` skips in the order the down path made them; the first layer
+        merges the last one. Returns ``hidden_states``.
+
+        Skips go in and out as values, never by changing a list in place: hooks that move a module's inputs
+        (accelerate's ``device_map`` dispatch and disk offload, diffusers' ``enable_group_offload``) hand it a
+        copy of its arguments, so a list appended to or popped inside the level would be lost.
+        """
+        if self.up and len(skips) != len(self.resnets):
+            raise ValueError(
+                f"An up level of {len(self.resnets)} layers needs {len(self.resnets)} skips, got {len(skips)}."
+            )
+        new_skips = []
         for i, resnet in enumerate(self.resnets):
             if self.up:
-                skip = skips.pop()
+                skip = skips[len(skips) - 1 - i]
                 if self.skip_connection == "concat":
                     hidden_states = torch.cat([hidden_states, skip], dim=1)  # (B, 2C, H, W)
                 else:
@@ -302,12 +323,14 @@ class UNetLevel(nn.Module):
             if self.attentions is not None:
                 hidden_states = self._call(self.attentions[i], hidden_states, context, attn_bias)
             if not self.up:
-                skips.append(hidden_states)
+                new_skips.append(hidden_states)
         if self.resampler is not None:
             hidden_states = self.resampler(hidden_states)
             if not self.up:
-                skips.append(hidden_states)
-        return hidden_states
+                new_skips.append(hidden_states)
+        if self.up:
+            return hidden_states
+        return hidden_states, tuple(new_skips)
 
 
 class MidBlock(nn.Module):

@@ -10,6 +10,7 @@ Conv-heavy for CPU speed: self-attention appears once per side, in the mid block
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Union
 
 import torch
@@ -185,10 +186,24 @@ class SmallVAE(QuietDtypeCastMixin, ModelMixin, AutoencoderMixin, ConfigMixin):
             or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in block_out_channels)
         ):
             raise ValueError(f"`block_out_channels` must be one or more positive widths, got {block_out_channels!r}.")
-        for key, value in (("layers_per_block", layers_per_block), ("sample_size", sample_size)):
+        positive_ints = (
+            ("layers_per_block", layers_per_block),
+            ("sample_size", sample_size),
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("latent_channels", latent_channels),
+        )
+        for key, value in positive_ints:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"`{key}` must be a positive int, got {value!r}.")
-        if not isinstance(scaling_factor, (int, float)) or isinstance(scaling_factor, bool):
+        for key, value in (("force_upcast", force_upcast), ("mid_block_add_attention", mid_block_add_attention)):
+            if not isinstance(value, bool):
+                raise ValueError(f"`{key}` must be True or False, got {value!r}.")
+        if (
+            not isinstance(scaling_factor, (int, float))
+            or isinstance(scaling_factor, bool)
+            or not math.isfinite(scaling_factor)
+        ):
             raise ValueError(f"`scaling_factor` must be a positive number, got {scaling_factor!r}.")
         if sample_size % self.downsample_factor != 0:
             raise ValueError(
@@ -204,6 +219,17 @@ class SmallVAE(QuietDtypeCastMixin, ModelMixin, AutoencoderMixin, ConfigMixin):
         self.quant_conv = nn.Conv2d(2 * latent_channels, 2 * latent_channels, kernel_size=1)
         self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, kernel_size=1)
         self.use_slicing = False  # toggled by AutoencoderMixin.enable_slicing() / disable_slicing()
+        self.use_tiling = False  # always: see enable_tiling
+
+    def enable_tiling(self, *args, **kwargs) -> None:
+        """Raises `NotImplementedError`: SmallVAE has no tiled encode / decode (images go through in one pass).
+
+        `AutoencoderMixin.enable_tiling` raises only while `use_tiling` is unset, so after `disable_tiling()` it
+        would set the flag and be silently ignored. `enable_slicing()` saves memory on batches."""
+        raise NotImplementedError(
+            "SmallVAE has no tiled encode / decode (`enable_tiling`): images are encoded and decoded in one pass. "
+            "`enable_slicing()` encodes and decodes a batch one image at a time."
+        )
 
     @property
     def downsample_factor(self) -> int:
