@@ -155,6 +155,12 @@ def check_common_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--num_train_epochs must be >= 1, got {args.num_train_epochs}.")
     if args.resolution < 1:
         raise ValueError(f"--resolution must be >= 1, got {args.resolution}.")
+    if args.max_train_samples is not None and args.max_train_samples < 1:
+        raise ValueError(f"--max_train_samples must be >= 1 (or left out: every image), got {args.max_train_samples}.")
+    if args.dataloader_num_workers < 0:
+        raise ValueError(
+            f"--dataloader_num_workers must be >= 0 (0: load in the main process), got {args.dataloader_num_workers}."
+        )
     if not args.learning_rate > 0:
         raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate}.")
     if args.lr_warmup_steps < 0:
@@ -871,8 +877,9 @@ def push_folder_to_hub(folder: str, repo_id: str, token: Optional[str], logging_
 # ---------------------------------------------------------------------------------------------------------------
 # Data (thin wrappers over sdscratch.data.loading, so both scripts read the flags the same way)
 # ---------------------------------------------------------------------------------------------------------------
-def load_train_dataset(args: argparse.Namespace):
-    """The training images and captions (columns `image`, `text`) named by the data flags."""
+def load_train_dataset(args: argparse.Namespace, captions: bool = True):
+    """The training images and captions (columns `image`, `text`) named by the data flags; `captions=False` (the
+    VAE): images alone, so that a folder of images without captions loads."""
     from .data.loading import load_image_caption_dataset
 
     return load_image_caption_dataset(
@@ -884,6 +891,7 @@ def load_train_dataset(args: argparse.Namespace):
         max_samples=args.max_train_samples,
         cache_dir=args.cache_dir,
         seed=args.seed,
+        captions=captions,
     )
 
 

@@ -241,3 +241,124 @@ def test_transform_resizes_like_torchvision():
     for resolution in (0, -4, 2.5, True, "64"):
         with pytest.raises(ValueError, match="resolution must be a positive integer"):
             build_image_transform(resolution)
+
+
+def _jpeg_bytes(array, mode=None, orientation=None, **save):
+    image = Image.fromarray(array)
+    image = image.convert(mode) if mode else image
+    exif = image.getexif()
+    if orientation is not None:
+        exif[0x0112] = orientation  # EXIF Orientation
+    buffer = __import__("io").BytesIO()
+    image.save(buffer, save.pop("format", "JPEG"), exif=exif.tobytes(), **save)
+    return buffer.getvalue()
+
+
+def _bytes_repo(images: list[bytes], folder):
+    features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
+    rows = {"image": [{"bytes": b, "path": None} for b in images], "text": [f"c{i}" for i in range(len(images))]}
+    return _as_hub_repo(datasets.Dataset.from_dict(rows, features=features), folder)
+
+
+def test_rgb_images_are_not_re_encoded(tmp_path):
+    # Hub data sets store image bytes: an RGB JPEG / WebP handed back to `datasets` as a PIL image was saved again at
+    # PIL's default quality (JPEG 75, WebP 80): training on a lossy copy (lossless WebP came back off by up to 147)
+    rng = np.random.default_rng(0)
+    smooth = (np.add.outer(np.arange(48), np.arange(40))[..., None] * np.array([1, 3, 5]) % 256).astype(np.uint8)
+    noisy = np.clip(smooth.astype(int) + rng.integers(-20, 20, smooth.shape), 0, 255).astype(np.uint8)
+    sources = [_jpeg_bytes(noisy, quality=95), _jpeg_bytes(smooth, format="WEBP", lossless=True)]
+    repo = _bytes_repo(sources, tmp_path / "repo")
+    out = load_image_caption_dataset(dataset_name=repo)
+    reference = datasets.load_dataset(repo, split="train")
+    for ours, theirs in zip(out["image"], reference["image"]):
+        assert ours.mode == "RGB" and np.array_equal(np.asarray(ours), np.asarray(theirs))
+    assert np.array_equal(np.asarray(out[1]["image"]), smooth)  # lossless stays lossless
+
+
+def test_images_are_turned_upright_by_their_exif_orientation(tmp_path):
+    # a 40x20 photo with Orientation 6 (rotate 90 degrees) shows, and datasets decodes it, as 20x40
+    array = np.zeros((20, 40, 3), dtype=np.uint8)
+    array[:, :20] = (255, 0, 0)
+    repo = _bytes_repo([_jpeg_bytes(array, orientation=6)], tmp_path / "repo")  # RGB bytes (Hub layout)
+    assert datasets.load_dataset(repo, split="train")[0]["image"].size == (20, 40)
+    assert load_image_caption_dataset(dataset_name=repo)[0]["image"].size == (20, 40)
+    folder = tmp_path / "folder"  # a grayscale JPEG in an imagefolder (converted to RGB by the loader)
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(_jpeg_bytes(array, mode="L", orientation=6))
+    (folder / "metadata.jsonl").write_text(json.dumps({"file_name": "a.jpg", "text": "a"}) + "\n")
+    image = load_image_caption_dataset(train_data_dir=str(folder))[0]["image"]
+    assert image.size == (20, 40) and image.mode == "RGB"
+    assert abs(image.getpixel((10, 5))[0] - 76) <= 3 and image.getpixel((10, 35))[0] <= 3  # red (left) now on top
+
+
+def test_train_data_dir_reads_every_image_under_it_as_diffusers(tmp_path):
+    # diffusers: load_dataset("imagefolder", data_files={"train": dir/**}). With data_dir=, train/ and test/
+    # subfolders became splits: test/ dropped, the top metadata.jsonl ignored, and a crash on labels of None
+    rows = []
+    for split, n in (("train", 3), ("test", 2), ("more/deeper", 1)):
+        (tmp_path / split).mkdir(parents=True)
+        for i, image in enumerate(_images(n)):
+            image.save(tmp_path / split / f"{i}.png")
+            rows.append({"file_name": f"{split}/{i}.png", "text": f"{split} {i}"})
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = load_image_caption_dataset(train_data_dir=str(tmp_path))
+    assert sorted(out["text"]) == sorted(row["text"] for row in rows)
+    with pytest.raises(ValueError, match=r"split='test': an image folder .* is read whole as the 'train' split"):
+        load_image_caption_dataset(train_data_dir=str(tmp_path), split="test")
+    # read by datasets.load_dataset(folder) instead (dataset_name), the split folders come back with labels of None
+    with pytest.raises(
+        ValueError, match=r"class-label column 'label' holds no label \(None\) in row 0.*train_data_dir"
+    ):
+        load_image_caption_dataset(dataset_name=str(tmp_path))
+
+
+def test_a_train_data_dir_without_images_says_so(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"train_data_dir=.*empty' holds no image files"):
+        load_image_caption_dataset(train_data_dir=str(tmp_path / "empty"))
+    repo = _as_hub_repo(datasets.Dataset.from_dict({"image": _images(2), "text": ["a", "b"]}), tmp_path / "repo")
+    with pytest.raises(ValueError, match=r"holds no image files.*load with dataset_name=<the folder>"):
+        load_image_caption_dataset(train_data_dir=repo)
+    assert load_image_caption_dataset(dataset_name=repo)["text"] == ["a", "b"]
+
+
+def test_images_alone_load_without_captions(tmp_path):
+    for i, image in enumerate(_images(3)):
+        image.save(tmp_path / f"{i}.png")
+    with pytest.raises(ValueError, match="no caption source found"):
+        load_image_caption_dataset(train_data_dir=str(tmp_path))
+    out = load_image_caption_dataset(train_data_dir=str(tmp_path), captions=False)
+    assert out.column_names == ["image"] and len(out) == 3 and out[0]["image"].mode == "RGB"
+    with pytest.raises(ValueError, match=r"caption_column='txt' is not a column"):  # a typo is still caught
+        load_image_caption_dataset(train_data_dir=str(tmp_path), caption_column="txt", captions=False)
+
+
+def test_random_crops_differ_across_dataloader_workers_and_epochs():
+    # each worker gets a copy of the transform's generator: every worker drew the same crops, every epoch again
+    ramp = np.tile(np.arange(64, dtype=np.uint8)[None, :, None], (16, 1, 3))  # pixel value = x: reads the crop back
+    ds = datasets.Dataset.from_dict({"image": [Image.fromarray(ramp)] * 8}).cast_column("image", datasets.Image())
+    transform = build_image_transform(16, generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        ds.with_transform(lambda batch: {"x": [transform(image) for image in batch["image"]]}),
+        batch_size=2,
+        num_workers=2,
+        generator=torch.Generator().manual_seed(0),
+        collate_fn=lambda rows: torch.stack([row["x"] for row in rows]),
+    )
+
+    def offsets():
+        return [round((x[0, 0, 0].item() + 1) * 127.5) for batch in loader for x in batch]
+
+    first, second, again = offsets(), offsets(), None
+    assert first[:4] != first[4:8] and first != second  # workers 0 and 1 (batches 0 / 1), epochs 0 / 1
+    loader.generator.manual_seed(0)
+    again = offsets()
+    assert again == first  # seeded: the same run draws the same crops
+
+
+def test_center_crop_offset_rounds_like_torchvision():
+    # torchvision's CenterCrop: top = int(round((height - size) / 2)), half to even: 3 / 2 -> 2 (floor gave 1)
+    for height, top in ((19, 2), (21, 2), (23, 4), (17, 0)):
+        column = np.arange(height, dtype=np.uint8)[:, None, None].repeat(16, 1).repeat(3, 2)
+        pixels = build_image_transform(16, center_crop=True)(Image.fromarray(column))
+        assert round((pixels[0, 0, 0].item() + 1) * 127.5) == top, height

@@ -352,6 +352,25 @@ def test_missing_columns_are_listed(tmp_path):
         run(train_unet, [*argv, "--image_column", "picture"])
 
 
+def test_vae_trains_on_a_folder_of_images_without_captions(tmp_path):
+    # the VAE reads no captions: images alone (no metadata.jsonl) must do, of any size, mode and orientation
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(
+        Image.new(mode, (24 + 4 * i, 20), 90) for i, mode in enumerate(["RGB", "L", "RGBA"] * 2)
+    ):
+        image.save(folder / f"{i}.png")
+    out = tmp_path / "o"
+    run(train_vae, [*COMMON, "--train_data_dir", folder, "--output_dir", out, "--max_train_steps", 1, *TINY_VAE,
+                    "--resolution", 16, "--train_batch_size", 2, "--num_validation_images", 2])  # fmt: skip
+    assert (out / "vae" / "config.json").is_file()
+    with pytest.raises(ValueError, match="no caption source found"):  # train_unet needs the captions
+        run(
+            train_unet,
+            [*COMMON, "--train_data_dir", folder, "--output_dir", tmp_path / "u", "--unet_config", TINY_UNET],
+        )
+
+
 def test_data_flags_reach_the_loader():
     args = train_vae.parse_args(["--dataset_name", "user/set", "--dataset_config_name", "small", "--cache_dir", "c"])
     with mock.patch("sdscratch.data.loading.load_image_caption_dataset") as load:
@@ -970,6 +989,8 @@ def test_card_reports_the_total_batch_size():
         (train_vae, ["--train_data_dir", "images"], "either --dataset_name or --train_data_dir, not both"),
         (train_unet, ["--mixed_precision", "fp16"], "fp16 has no fast path on CPU.*--mixed_precision bf16"),
         (train_vae, ["--kl_weight", "-0.5"], r"--kl_weight must be >= 0, got -0.5"),
+        (train_unet, ["--max_train_samples", "0"], r"--max_train_samples must be >= 1 \(or left out"),
+        (train_clip, ["--dataloader_num_workers", "-1"], r"--dataloader_num_workers must be >= 0"),
         (train_vae, ["--vae_config", "missing.json"], "--vae_config missing.json: cannot read a JSON config"),
         (train_vae, ["--vae_config", TINY_UNET], "--vae_config .*tiny.json is not a SmallVAE config: unknown keys"),
     ],

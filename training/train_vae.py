@@ -203,7 +203,7 @@ def main(args):
         )
 
     # ---- data: held-out images for grids/metrics, the rest for training ----
-    dataset = tu.load_train_dataset(args)
+    dataset = tu.load_train_dataset(args, captions=False)  # images alone: a folder without captions trains too
     num_holdout = min(args.num_validation_images, len(dataset) // 2)
     train_images = dataset.select(range(len(dataset) - num_holdout))
     tu.check_enough_training_images(len(train_images), args.train_batch_size, accelerator.num_processes)

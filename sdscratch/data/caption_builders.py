@@ -93,6 +93,21 @@ def label_caption_builder(column: str, feature) -> Callable[[dict, int], str]:
     ``sdscratch.data.digits`` captions ("mixed" style by row), the 102 Oxford flower categories by name, other
     named classes as ``"a photo of a {name}"``."""
     names = list(getattr(feature, "names", None) or [])
+    builder = _label_caption_builder(column, names)
+
+    def caption(row, index):
+        if row[column] is None:  # e.g. an imagefolder whose class folders `datasets` could not label
+            raise ValueError(
+                f"class-label column {column!r} holds no label (None) in row {index}, so that image has no caption; "
+                "pass caption_column naming a text column (an image folder read by `datasets.load_dataset(folder)` "
+                "drops a top-level metadata.jsonl when it has train/ or test/ subfolders: pass it as train_data_dir)"
+            )
+        return builder(row, index)
+
+    return caption
+
+
+def _label_caption_builder(column: str, names: list) -> Callable[[dict, int], str]:
     if names == [str(d) for d in range(10)]:
         return lambda row, index: digit_caption(int(row[column]), "mixed", index)
     if not names:

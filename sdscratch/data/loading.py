@@ -95,10 +95,38 @@ def _load_raw(dataset_name, train_data_dir, dataset_config_name, split, cache_di
             )
         return datasets.load_from_disk(str(folder))  # Dataset.save_to_disk
     if train_data_dir is not None:
-        if not folder.is_dir():
-            raise ValueError(f"train_data_dir={train_data_dir!r} is not a folder")
-        return datasets.load_dataset("imagefolder", data_dir=str(folder), split=split, cache_dir=cache_dir)
+        return _load_imagefolder(folder, train_data_dir, split, cache_dir)
     return datasets.load_dataset(dataset_name, dataset_config_name, split=split, cache_dir=cache_dir)
+
+
+def _load_imagefolder(folder, train_data_dir: str, split: Optional[str], cache_dir: Optional[str]):
+    """Every image under ``folder`` (nested folders included) as the ``train`` split, as diffusers'
+    ``train_text_to_image.py`` reads ``--train_data_dir`` (``data_files={"train": folder/**}``). (``data_dir=``
+    would read ``train/`` / ``test/`` subfolders as splits, silently dropping the other images, and ignore a
+    ``metadata.jsonl`` at the top next to them.)"""
+    import datasets
+
+    if not folder.is_dir():
+        raise ValueError(f"train_data_dir={train_data_dir!r} is not a folder")
+    if split not in ("train", None):
+        raise ValueError(
+            f"split={split!r}: an image folder (train_data_dir={train_data_dir!r}) is read whole as the 'train' "
+            "split, as diffusers' --train_data_dir; load it with split='train' (or None)"
+        )
+    try:
+        return datasets.load_dataset(
+            "imagefolder", data_files={"train": str(folder / "**")}, split="train", cache_dir=cache_dir
+        )
+    except FileNotFoundError as error:  # datasets' EmptyDatasetError: no data file at all
+        no_images = error
+    except ValueError as error:  # datasets: 'Instruction "train" corresponds to no data!'
+        if "corresponds to no data" not in str(error):
+            raise
+        no_images = error
+    raise ValueError(
+        f"train_data_dir={train_data_dir!r} holds no image files (nested folders included). Parquet / arrow shards "
+        "in the Hub's layout (data/train-*.parquet) load with dataset_name=<the folder>."
+    ) from no_images
 
 
 def _find_image_column(dataset, image_column: Optional[str]) -> str:
@@ -118,13 +146,17 @@ def _find_image_column(dataset, image_column: Optional[str]) -> str:
     raise ValueError(f"no image column found (tried {IMAGE_COLUMNS}); pass image_column, one of {columns}")
 
 
+def _check_caption_column(dataset, caption_column: Optional[str]) -> None:
+    if caption_column is not None and caption_column not in dataset.column_names:
+        raise ValueError(f"caption_column={caption_column!r} is not a column; the data set has {dataset.column_names}")
+
+
 def _caption_builder(dataset, caption_column: Optional[str]) -> Callable[[dict, int], str]:
     """A function ``(row, index) -> caption`` for the data set's schema."""
     import datasets
 
     columns, features = dataset.column_names, dataset.features
-    if caption_column is not None and caption_column not in columns:
-        raise ValueError(f"caption_column={caption_column!r} is not a column; the data set has {columns}")
+    _check_caption_column(dataset, caption_column)
     candidates = [caption_column] if caption_column else [c for c in TEXT_COLUMNS if c in columns]
     for name in candidates:
         feature = features[name]
@@ -209,7 +241,8 @@ def to_rgb(image: Image.Image, background=(255, 255, 255)) -> Image.Image:
 
 
 def _open_image(value, index: int, column: str) -> Image.Image:
-    """Decode one undecoded ``datasets.Image`` value (``{"bytes", "path"}``), naming the row if it fails."""
+    """Decode one undecoded ``datasets.Image`` value (``{"bytes", "path"}``) as it is stored (mode and orientation
+    untouched), naming the row if it fails."""
     import io
 
     path = value.get("path") if isinstance(value, dict) else None
@@ -224,7 +257,25 @@ def _open_image(value, index: int, column: str) -> Image.Image:
     except Exception as error:
         where = f"file {path!r}" if path else "embedded bytes"
         raise ValueError(f"cannot read the image in row {index} of column {column!r} ({where}): {error}") from error
-    return to_rgb(image)
+    return image
+
+
+def _rgb_value(value, index: int, column: str) -> dict:
+    """One image of the source as the stored value of an RGB ``datasets.Image`` column. An RGB image is kept as it is
+    stored (its original bytes or path: re-encoding would go through PIL's default JPEG / WebP quality, a lossy
+    copy of every photo); ``datasets`` turns it upright on decode from its EXIF orientation. Any other mode is
+    turned upright (``exif_transpose``, as ``datasets`` decodes), made RGB (`to_rgb`) and stored as a lossless PNG."""
+    import io
+
+    from PIL import ImageOps
+
+    image = _open_image(value, index, column)  # decoded once here: a corrupt file fails now, naming its row
+    if image.mode == "RGB" and isinstance(value, dict):
+        return {"bytes": value.get("bytes"), "path": value.get("path")}
+    image = to_rgb(ImageOps.exif_transpose(image))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return {"bytes": buffer.getvalue(), "path": None}
 
 
 def _select(dataset, max_samples: Optional[int], seed: int):
@@ -245,8 +296,9 @@ def load_image_caption_dataset(
     max_samples: Optional[int] = None,
     cache_dir: Optional[str] = None,
     seed: int = 0,
+    captions: bool = True,
 ):
-    """Load any supported source as image-caption pairs.
+    """Load any supported source as image-caption pairs (or images alone, ``captions=False``).
 
     Args:
         dataset_name: a Hub name (or local folder ``datasets.load_dataset`` reads), or ``"builtin:cartoon-faces"`` /
@@ -260,12 +312,15 @@ def load_image_caption_dataset(
         max_samples: keep this many rows, drawn by shuffling with ``seed`` (as diffusers' ``max_train_samples``).
         cache_dir: ``datasets`` cache folder.
         seed: the shuffle seed of ``max_samples``.
+        captions: ``False`` for images alone (``train_vae.py``): no caption is read or required, so a folder of
+            images without ``metadata.jsonl`` loads; a ``caption_column`` given must still be a column.
 
     Returns:
         ``datasets.Dataset`` with columns ``image`` (PIL RGB) and ``text``, plus the source's other columns. A
         caption column of lists (several captions per image, e.g. COCO's five) gives ``text`` = the first and
         ``all_captions`` = all of them, of which the training scripts draw one each time the image is used (the
-        built-in faces' ``captions_per_image`` option does the same).
+        built-in faces' ``captions_per_image`` option does the same). With ``captions=False``: ``image`` plus the
+        source's other columns, no ``text`` made.
     """
     import datasets
 
@@ -275,27 +330,35 @@ def load_image_caption_dataset(
         return _select(dataset, max_samples, seed)  # already RGB with captions: skip the decode / re-encode pass
     dataset = _select(dataset, max_samples, seed)
     image_name = _find_image_column(dataset, image_column)
-    caption = _caption_builder(dataset, caption_column)
-    caption_list = _caption_list_column(dataset, caption_column)
+    if captions:
+        caption = _caption_builder(dataset, caption_column)
+        caption_list = _caption_list_column(dataset, caption_column)
+    else:
+        _check_caption_column(dataset, caption_column)
+        caption, caption_list = None, None
 
     dataset = dataset.cast_column(image_name, datasets.Image(decode=False))
     features = dataset.features.copy()
     features.pop(image_name)
-    features["image"], features["text"] = datasets.Image(), datasets.Value("string")
+    features["image"] = datasets.Image()
+    if captions:
+        features["text"] = datasets.Value("string")
     if caption_list is not None:
         features[ALL_CAPTIONS] = datasets.List(datasets.Value("string"))
     remove = [image_name] if image_name != "image" else []
 
     def convert(batch: dict, indices: list) -> dict:
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        batch["image"] = [_open_image(row[image_name], i, image_name) for row, i in zip(rows, indices)]
-        batch["text"] = [caption(row, i) for row, i in zip(rows, indices)]
+        batch["image"] = [_rgb_value(row[image_name], i, image_name) for row, i in zip(rows, indices)]
+        if captions:
+            batch["text"] = [caption(row, i) for row, i in zip(rows, indices)]
         if caption_list is not None:  # every caption: training draws one per use (diffusers: random.choice)
             batch[ALL_CAPTIONS] = [_caption_list(row[caption_list], i, caption_list) for row, i in zip(rows, indices)]
         return batch
 
     dataset = dataset.map(convert, batched=True, with_indices=True, features=features, remove_columns=remove)
-    return dataset.select_columns(["image", "text"] + [c for c in dataset.column_names if c not in ("image", "text")])
+    first = ["image", "text"] if captions else ["image"]
+    return dataset.select_columns(first + [c for c in dataset.column_names if c not in first])
 
 
 def resized_size(width: int, height: int, resolution: int) -> tuple[int, int]:
@@ -323,7 +386,10 @@ def build_image_transform(
         center_crop: crop the centre (else a random crop).
         random_flip: flip horizontally with probability 1/2.
         channels: 3 (RGB) or 1 (grayscale, "L").
-        generator: draws the random crop and flip (``None``: torch's global generator).
+        generator: draws the random crop and flip (``None``: torch's global generator). Inside a ``DataLoader``
+            worker, whose copy of the transform would restart the same stream in every worker and every epoch, the
+            worker's own global generator draws instead: seeded by the loader per worker and per epoch, as
+            torchvision's random transforms in diffusers' scripts.
     """
     if isinstance(resolution, bool) or not isinstance(resolution, numbers.Integral) or resolution < 1:
         raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
@@ -331,19 +397,23 @@ def build_image_transform(
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
 
+    def random_generator() -> Optional[torch.Generator]:
+        in_worker = torch.utils.data.get_worker_info() is not None
+        return None if in_worker else generator
+
     def transform(image: Image.Image) -> torch.Tensor:
         image = to_rgb(image).convert("L" if channels == 1 else "RGB")
         w, h = image.size
         new_w, new_h = resized_size(w, h, resolution)
         if (new_w, new_h) != (w, h):
             image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-        if center_crop:
-            left, top = (new_w - resolution) // 2, (new_h - resolution) // 2
+        if center_crop:  # torchvision's CenterCrop rounds the offset (half to even), not floors it
+            left, top = int(round((new_w - resolution) / 2.0)), int(round((new_h - resolution) / 2.0))
         else:
-            left = int(torch.randint(0, new_w - resolution + 1, (1,), generator=generator))
-            top = int(torch.randint(0, new_h - resolution + 1, (1,), generator=generator))
+            left = int(torch.randint(0, new_w - resolution + 1, (1,), generator=random_generator()))
+            top = int(torch.randint(0, new_h - resolution + 1, (1,), generator=random_generator()))
         image = image.crop((left, top, left + resolution, top + resolution))
-        if random_flip and torch.rand(1, generator=generator).item() < 0.5:
+        if random_flip and torch.rand(1, generator=random_generator()).item() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         array = np.asarray(image, dtype=np.float32).reshape(resolution, resolution, channels)
         return torch.from_numpy(array / 127.5 - 1.0).permute(2, 0, 1).contiguous()  # (C, H, W)
