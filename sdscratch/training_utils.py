@@ -79,12 +79,20 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 def add_optimization_args(parser: argparse.ArgumentParser, learning_rate: float) -> None:
     group = parser.add_argument_group("optimization")
     group.add_argument("--train_batch_size", type=int, default=32, help="Batch size per device.")
-    group.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    group.add_argument(
+        "--gradient_accumulation_steps",
+        type=int,
+        default=1,
+        help="Micro-batches summed into each optimizer step (one step = this many batches per process).",
+    )
     group.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_train_epochs.")
     group.add_argument("--num_train_epochs", type=int, default=10)
     group.add_argument("--learning_rate", type=float, default=learning_rate, help="Peak learning rate.")
     group.add_argument(
-        "--scale_lr", action="store_true", help="Multiply the LR by batch size x accumulation x processes."
+        "--scale_lr",
+        action="store_true",
+        help="Multiply --learning_rate by batch size x accumulation x processes (train_unet.py's --text_encoder_lr "
+        "is taken as given, as in diffusers' DreamBooth scripts).",
     )
     group.add_argument(
         "--lr_scheduler",
@@ -92,41 +100,68 @@ def add_optimization_args(parser: argparse.ArgumentParser, learning_rate: float)
         default="constant",
         choices=["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
     )
-    group.add_argument("--lr_warmup_steps", type=int, default=0)
+    group.add_argument(
+        "--lr_warmup_steps",
+        type=int,
+        default=0,
+        help="Linear warmup from 0 (every schedule but `constant`, which diffusers gives no warmup: use "
+        "constant_with_warmup).",
+    )
     group.add_argument(
         "--lr_num_cycles", type=int, default=1, help="Number of hard resets of the cosine_with_restarts schedule."
     )
-    group.add_argument("--lr_power", type=float, default=1.0, help="Power factor of the polynomial schedule.")
-    group.add_argument("--adam_beta1", type=float, default=0.9)
-    group.add_argument("--adam_beta2", type=float, default=0.999)
-    group.add_argument("--adam_weight_decay", type=float, default=1e-2)
-    group.add_argument("--adam_epsilon", type=float, default=1e-08)
-    group.add_argument("--max_grad_norm", type=float, default=1.0)
+    group.add_argument(
+        "--lr_power", type=float, default=1.0, help="Power factor of the polynomial schedule (>= 0; decays to 1e-7)."
+    )
+    group.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW's beta1, in [0, 1).")
+    group.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW's beta2, in [0, 1).")
+    group.add_argument("--adam_weight_decay", type=float, default=1e-2, help="AdamW's decoupled weight decay (>= 0).")
+    group.add_argument("--adam_epsilon", type=float, default=1e-08, help="AdamW's epsilon (>= 0).")
+    group.add_argument(
+        "--max_grad_norm", type=float, default=1.0, help="Clip the gradients' global norm to this (> 0; inf: no clip)."
+    )
     group.add_argument(
         "--mixed_precision",
         type=str,
         default=None,
         choices=["no", "fp16", "bf16"],
-        help="Defaults to the accelerate config. On CPU use `bf16` (fp16 has no fast path there).",
+        help="Defaults to the accelerate config. On CPU use `bf16` (fp16 is refused there: it has no fast path).",
     )
     group.add_argument("--gradient_checkpointing", action="store_true", help="Save memory at the cost of speed.")
     group.add_argument("--use_ema", action="store_true", help="Keep an EMA of the weights and save that.")
-    group.add_argument("--ema_decay", type=float, default=0.9999, help="Largest EMA decay (reached after warmup).")
-    group.add_argument("--seed", type=int, default=0, help="Seed for initialisation, data order and noise.")
+    group.add_argument(
+        "--ema_decay", type=float, default=0.9999, help="Largest EMA decay, in [0, 1] (reached after warmup)."
+    )
+    group.add_argument(
+        "--seed", type=int, default=0, help="Seed for initialisation, data order and noise, in [0, 2**32 - 1]."
+    )
 
 
-def add_output_args(parser: argparse.ArgumentParser, output_dir: str) -> None:
+def add_output_args(parser: argparse.ArgumentParser, output_dir: str, tracker_project_name: str) -> None:
     group = parser.add_argument_group("output, logging, checkpoints, Hub")
     group.add_argument("--output_dir", type=str, default=output_dir)
-    group.add_argument("--logging_dir", type=str, default="logs", help="Under --output_dir.")
-    group.add_argument("--report_to", type=str, default="tensorboard", help='"tensorboard", "wandb", "all" or "none".')
+    group.add_argument("--logging_dir", type=str, default="logs", help="Under --output_dir (unless absolute).")
+    group.add_argument(
+        "--report_to",
+        type=str,
+        default="tensorboard",
+        help='"tensorboard", "wandb", "comet_ml", "mlflow" or any tracker accelerate knows, several separated by '
+        'commas; "all" (every one installed) or "none".',
+    )
+    group.add_argument(
+        "--tracker_project_name",
+        type=str,
+        default=tracker_project_name,
+        help="The project name given to the trackers (wandb's project, tensorboard's subfolder of --logging_dir).",
+    )
     group.add_argument("--checkpointing_steps", type=int, default=500, help="Save the training state every X steps.")
     group.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many.")
     group.add_argument(
         "--resume_from_checkpoint",
         type=str,
         default=None,
-        help='A checkpoint folder, or "latest" for the last one in --output_dir (starts fresh when none).',
+        help='A checkpoint folder (or a checkpoint-<step> name in --output_dir), or "latest" for the last one in '
+        "--output_dir (starts fresh when none). Without it, an --output_dir holding checkpoints is refused.",
     )
     group.add_argument("--validation_steps", type=int, default=500, help="Write a validation grid every X steps.")
     group.add_argument("--push_to_hub", action="store_true", help="Upload the final folder to the Hub.")
@@ -167,6 +202,21 @@ def check_common_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--lr_warmup_steps must be >= 0, got {args.lr_warmup_steps}.")
     if getattr(args, "lr_num_cycles", 1) < 1:
         raise ValueError(f"--lr_num_cycles must be >= 1, got {args.lr_num_cycles}.")
+    if not getattr(args, "lr_power", 1.0) >= 0:  # a negative power raises the LR, then divides by 0 at the last step
+        raise ValueError(f"--lr_power must be >= 0, got {args.lr_power}.")
+    # torch checks these only when the optimizer is built, after the data, without naming the flags
+    for name in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be in [0, 1), got {getattr(args, name)}.")
+    for name in ("adam_weight_decay", "adam_epsilon"):
+        if not getattr(args, name) >= 0:
+            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}.")
+    if not args.max_grad_norm > 0:  # clip_grad_norm_ scales by max_norm / norm: 0 zeroes, < 0 flips every gradient
+        raise ValueError(f"--max_grad_norm must be > 0 (inf: no clipping), got {args.max_grad_norm}.")
+    if not 0 <= args.ema_decay <= 1:  # EMAModel clamps a negative decay to 0: the "EMA" would be the raw weights
+        raise ValueError(f"--ema_decay must be in [0, 1], got {args.ema_decay}.")
+    if not 0 <= args.seed < 2**32:  # numpy's limit (accelerate's set_seed seeds numpy too)
+        raise ValueError(f"--seed must be in [0, 2**32 - 1], got {args.seed}.")
     if getattr(args, "snr_gamma", None) is not None and not args.snr_gamma > 0:
         # min(SNR, 0) = 0 would weight every timestep's loss by 0: nothing would train
         raise ValueError(f"--snr_gamma must be > 0 (5.0 recommended) or left out, got {args.snr_gamma}.")
@@ -179,6 +229,25 @@ def check_common_args(args: argparse.Namespace) -> None:
     if args.report_to == "wandb" and args.hub_token is not None:
         raise ValueError("--report_to=wandb with --hub_token would expose the token: use `hf auth login` instead.")
     check_trackers_installed(args.report_to)
+    warn_unused_schedule_flags(args)
+
+
+def warn_unused_schedule_flags(args: argparse.Namespace) -> None:
+    """A warning for LR schedule flags that diffusers' `get_scheduler` ignores with the chosen `--lr_scheduler`
+    (as diffusers' scripts, the run goes on): `--lr_warmup_steps` with `constant`, `--lr_num_cycles` with anything
+    but `cosine_with_restarts`, `--lr_power` with anything but `polynomial`. train_unet.py's
+    `--text_encoder_freeze_steps` ramps the text encoder over `--lr_warmup_steps` (when no
+    `--text_encoder_warmup_steps` is given), whatever the schedule: that use is not warned about."""
+    unused = []
+    ramps_text_encoder = getattr(args, "text_encoder_freeze_steps", 0) and args.text_encoder_warmup_steps is None
+    if args.lr_scheduler == "constant" and args.lr_warmup_steps > 0 and not ramps_text_encoder:
+        unused.append(f"--lr_warmup_steps {args.lr_warmup_steps} (use --lr_scheduler constant_with_warmup)")
+    if args.lr_scheduler != "cosine_with_restarts" and getattr(args, "lr_num_cycles", 1) != 1:
+        unused.append(f"--lr_num_cycles {args.lr_num_cycles} (only cosine_with_restarts has cycles)")
+    if args.lr_scheduler != "polynomial" and getattr(args, "lr_power", 1.0) != 1.0:
+        unused.append(f"--lr_power {args.lr_power} (only polynomial has a power)")
+    if unused:
+        logger.warning(f"--lr_scheduler {args.lr_scheduler} ignores " + "; ".join(unused) + ".")
 
 
 # the packages each tracker of accelerate's needs (any one of them); a tracker not listed needs its own name
@@ -335,7 +404,7 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
+        log_with=report_to_trackers(args.report_to),
         project_config=project_config,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
@@ -347,6 +416,13 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
     if message is not None and accelerator.is_local_main_process:
         logger.warning(message)
     return accelerator
+
+
+def report_to_trackers(report_to: Optional[str]) -> Optional[list[str]]:
+    """`--report_to` as accelerate's `log_with`: a comma-separated list of trackers (accelerate takes a list, not a
+    comma-separated string), `None` for `none`."""
+    names = [name.strip() for name in (report_to or "").split(",") if name.strip() not in ("", "none")]
+    return names or None
 
 
 def idle_cores_message(accelerator: Accelerator) -> Optional[str]:
@@ -445,7 +521,7 @@ def seed_each_process(accelerator: Accelerator, seed: int) -> None:
     timesteps, flips, crops and caption drops instead of the same ones. The main process keeps its stream, so a
     one-process run is unchanged; checkpoints save each process's RNG state, so runs still resume exactly."""
     if accelerator.process_index > 0:
-        set_seed(seed + accelerator.process_index)
+        set_seed((seed + accelerator.process_index) % 2**32)  # numpy takes seeds below 2**32
 
 
 def checkpoint_num_processes(checkpoint: str) -> int:
@@ -484,10 +560,16 @@ def enable_transformers_checkpointing(model) -> None:
     enable()
 
 
-def make_ema(model: torch.nn.Module, decay: float) -> EMAModel:
+def make_ema(model: torch.nn.Module, decay: float, device: Optional[torch.device] = None) -> EMAModel:
     """diffusers' `EMAModel` with warmup (decay grows as `1 - (1 + step) ** -2/3` up to `decay`), which suits the
-    few thousand steps of a CPU run better than a fixed 0.9999. `foreach` updates all tensors in one call."""
-    return EMAModel(model.parameters(), decay=decay, use_ema_warmup=True, power=2 / 3, foreach=True)
+    few thousand steps of a CPU run better than a fixed 0.9999. `foreach` updates all tensors in one call.
+
+    Its copy of the weights goes to `device` (the accelerator's), as diffusers' scripts move theirs: the model is
+    built on the CPU and accelerate moves only the model, and `step` cannot average CPU copies with GPU weights."""
+    ema = EMAModel(model.parameters(), decay=decay, use_ema_warmup=True, power=2 / 3, foreach=True)
+    if device is not None:
+        ema.to(device=device)
+    return ema
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -505,9 +587,20 @@ def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
 def resolve_resume_checkpoint(output_dir: str, resume_from_checkpoint: Optional[str]) -> Optional[str]:
     """The checkpoint folder to resume from: `None` to start fresh.
 
-    `"latest"` with no checkpoint starts fresh (with a message); a path that does not exist is an error.
+    `"latest"` with no checkpoint starts fresh (with a message); a path that does not exist is an error. A new run
+    (no `--resume_from_checkpoint`) in an `output_dir` that holds checkpoints is an error too: its checkpoints
+    would be pruned and numbered among the earlier run's (diffusers mixes them), so that a later `latest` could
+    resume the earlier run instead of this one.
     """
     if resume_from_checkpoint is None:
+        earlier = [os.path.basename(path) for _, path in list_checkpoints(output_dir)]
+        if earlier:
+            shown = ", ".join((["..."] if len(earlier) > 3 else []) + earlier[-3:])
+            raise ValueError(
+                f"--output_dir {output_dir} holds checkpoints of an earlier run ({shown}). Continue it with "
+                "--resume_from_checkpoint latest (a finished run then stops without a step), or start this run in "
+                "another --output_dir (or delete the checkpoint-* folders)."
+            )
         return None
     if resume_from_checkpoint == "latest":
         checkpoints = list_checkpoints(output_dir)
@@ -528,16 +621,16 @@ def resolve_resume_checkpoint(output_dir: str, resume_from_checkpoint: Optional[
 
 
 def check_resume_ema(resume_path: Optional[str], names: list[str], use_ema: bool) -> None:
-    """With `--use_ema`, the checkpoint to resume from must hold the EMA of each trained model (`<name>_ema/`,
-    written by `register_checkpoint_hooks`): checked right after the checkpoint is resolved, before data and
-    models. A model folder the checkpoint lacks altogether is left to `check_checkpoints_compatible`. (Resuming
-    an EMA checkpoint without `--use_ema` drops the EMA, as diffusers' scripts do.)"""
-    if resume_path is None or not use_ema:
+    """The checkpoint to resume from must hold a folder for each trained model (`<name>/`; else it comes from
+    another kind of run, e.g. a VAE's checkpoint given to train_unet.py) and, with `--use_ema`, its EMA
+    (`<name>_ema/`, written by `register_checkpoint_hooks`): checked right after the checkpoint is resolved, before
+    data and models. (Resuming an EMA checkpoint without `--use_ema` drops the EMA, as diffusers' scripts do.)"""
+    if resume_path is None:
         return
     for name in names:
-        if os.path.isdir(os.path.join(resume_path, name)) and not os.path.isfile(
-            os.path.join(resume_path, f"{name}_ema", "ema_state.json")
-        ):
+        if not os.path.isdir(os.path.join(resume_path, name)):
+            raise ValueError(f"{resume_path} holds no {name}/ folder: it comes from another kind of run. {_FIX}")
+        if use_ema and not os.path.isfile(os.path.join(resume_path, f"{name}_ema", "ema_state.json")):
             raise ValueError(
                 f"--use_ema: the checkpoint {resume_path} holds no {name}_ema/ (it was written by a run without "
                 "--use_ema). Resume it without --use_ema, or start a new run in another --output_dir."
@@ -720,11 +813,13 @@ def _save_ema(ema: EMAModel, model: torch.nn.Module, path: str) -> None:
         json.dump(counters, f, indent=2)
 
 
-def _load_ema(ema: EMAModel, model_cls, path: str) -> None:
+def _load_ema(ema: EMAModel, model: torch.nn.Module, path: str) -> None:
+    # read on the CPU, then put where the (prepared) model trains, as `make_ema` put the EMA of a new run
     with open(os.path.join(path, "ema_state.json")) as f:
         counters = json.load(f)
-    loaded = model_cls.from_pretrained(path)
+    loaded = type(model).from_pretrained(path)
     ema.load_state_dict({**counters, "shadow_params": [p.detach().clone() for p in loaded.parameters()]})
+    ema.to(device=next(model.parameters()).device)
 
 
 def register_checkpoint_hooks(
@@ -752,7 +847,7 @@ def register_checkpoint_hooks(
             loaded = type(model).from_pretrained(os.path.join(input_dir, name))
             model.load_state_dict(loaded.state_dict())
             if name in emas:
-                _load_ema(emas[name], type(model), os.path.join(input_dir, f"{name}_ema"))
+                _load_ema(emas[name], model, os.path.join(input_dir, f"{name}_ema"))
         prepared_models.clear()  # loaded above
 
     accelerator.register_save_state_pre_hook(save_model_hook)

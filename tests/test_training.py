@@ -481,7 +481,8 @@ def test_an_output_dir_with_an_incompatible_previous_run(vae_dir, tmp_path):
         run(train_vae, [*COMMON, "--dataset_name", FACES, "--output_dir", vae_dir, "--resume_from_checkpoint",
                         "latest", "--vae_config", other])  # fmt: skip
     with pytest.raises(ValueError, match="holds no unet/ folder"):
-        run(train_unet, [*COMMON, "--dataset_name", FACES, "--output_dir", vae_dir, "--unet_config", TINY_UNET])
+        run(train_unet, [*COMMON, "--dataset_name", FACES, "--output_dir", vae_dir, "--unet_config", TINY_UNET,
+                         "--resume_from_checkpoint", "latest"])  # fmt: skip
 
 
 def test_latest_ignores_half_written_checkpoints(tmp_path):
@@ -993,6 +994,23 @@ def test_card_reports_the_total_batch_size():
         (train_clip, ["--dataloader_num_workers", "-1"], r"--dataloader_num_workers must be >= 0"),
         (train_vae, ["--vae_config", "missing.json"], "--vae_config missing.json: cannot read a JSON config"),
         (train_vae, ["--vae_config", TINY_UNET], "--vae_config .*tiny.json is not a SmallVAE config: unknown keys"),
+        # values torch / numpy / EMAModel took silently or refused late without naming the flag
+        (train_vae, ["--max_grad_norm", "-1"], r"--max_grad_norm must be > 0 \(inf: no clipping\), got -1.0"),
+        (train_unet, ["--max_grad_norm", "0"], "--max_grad_norm must be > 0"),
+        (train_clip, ["--max_grad_norm", "nan"], "--max_grad_norm must be > 0"),
+        (train_unet, ["--adam_beta1", "1"], r"--adam_beta1 must be in \[0, 1\), got 1.0"),
+        (train_vae, ["--adam_beta2", "-0.1"], r"--adam_beta2 must be in \[0, 1\)"),
+        (train_clip, ["--adam_epsilon", "-1"], "--adam_epsilon must be >= 0"),
+        (train_vae, ["--adam_weight_decay", "-0.01"], "--adam_weight_decay must be >= 0"),
+        (train_unet, ["--ema_decay", "-0.5"], r"--ema_decay must be in \[0, 1\], got -0.5"),
+        (train_vae, ["--ema_decay", "1.5"], r"--ema_decay must be in \[0, 1\]"),
+        (train_unet, ["--seed", "-1"], r"--seed must be in \[0, 2\*\*32 - 1\], got -1"),
+        (train_clip, ["--seed", str(2**32)], r"--seed must be in \[0, 2\*\*32 - 1\]"),
+        (train_vae, ["--dataloader_num_workers", "-1"], "--dataloader_num_workers must be >= 0"),
+        (train_unet, ["--max_train_samples", "0"], "--max_train_samples must be >= 1"),
+        (train_vae, ["--lr_scheduler", "polynomial", "--lr_power", "-1"], "--lr_power must be >= 0, got -1.0"),
+        (train_unet, ["--input_perturbation", "-0.1"], "--input_perturbation must be >= 0"),
+        (train_clip, ["--train_batch_size", "1"], "--train_batch_size must be >= 2 for the contrastive loss"),
     ],
 )
 def test_bad_flags_are_refused_before_any_work(script, extra, message, monkeypatch):
@@ -1191,3 +1209,143 @@ def test_a_grayscale_vae_config_trains_on_one_channel_images(tmp_path):
     config.write_text(json.dumps({"in_channels": 1}))
     with pytest.raises(ValueError, match="out_channels 3 must equal in_channels 1"):
         train_vae.parse_args(["--dataset_name", FACES, "--vae_config", str(config)])
+
+
+# ---- flags as diffusers' training scripts take them ----
+def test_flags_at_their_limits_are_taken(monkeypatch):
+    base = ["--dataset_name", FACES, "--output_dir", "x"]
+    args = train_vae.parse_args([*base, "--max_grad_norm", "inf", "--ema_decay", "1", "--seed", str(2**32 - 1)])
+    assert args.max_grad_norm == float("inf") and args.seed == 2**32 - 1
+    train_unet.parse_args([*base, "--adam_beta1", "0", "--adam_epsilon", "0", "--adam_weight_decay", "0"])
+    train_vae.parse_args([*base, "--lr_scheduler", "polynomial", "--lr_power", "0"])
+    for process_index in (1, 2):  # seed + process index wraps below numpy's 2**32
+        tu.seed_each_process(mock.Mock(process_index=process_index), 2**32 - 1)
+    assert torch.initial_seed() == 1
+
+
+def test_min_snr_weights_are_diffusers_and_stay_finite_at_zero_terminal_snr():
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import compute_snr
+
+    timesteps = torch.arange(1000)
+    for zero_snr in (False, True):
+        scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                  rescale_betas_zero_snr=zero_snr)  # fmt: skip
+        snr = compute_snr(scheduler, timesteps)
+        for prediction_type in ("epsilon", "v_prediction"):
+            weights = train_unet.min_snr_weights(snr, 5.0, prediction_type)
+            # diffusers' train_text_to_image.py, verbatim
+            diffusers_weights = torch.stack([snr, 5.0 * torch.ones_like(timesteps)], dim=1).min(dim=1)[0]
+            diffusers_weights = diffusers_weights / (snr if prediction_type == "epsilon" else snr + 1)
+            assert torch.isfinite(weights).all(), (zero_snr, prediction_type)
+            if zero_snr and prediction_type == "epsilon":  # SNR(T) = 0: diffusers' 0 / 0, the limit here
+                assert snr[-1] == 0 and diffusers_weights[-1].isnan() and weights[-1] == 1
+                weights, diffusers_weights = weights[:-1], diffusers_weights[:-1]
+            assert torch.equal(weights, diffusers_weights)
+
+
+def test_a_prediction_type_the_loop_does_not_train_is_refused_before_the_data(tmp_path):
+    config = json.loads(Path(TINY_UNET).read_text())
+    config["scheduler"]["prediction_type"] = "sample"  # was trained on v, and saved as "sample"
+    (tmp_path / "sample.json").write_text(json.dumps(config))
+    argv = [
+        *COMMON,
+        "--dataset_name",
+        FACES,
+        "--output_dir",
+        tmp_path / "o",
+        "--unet_config",
+        tmp_path / "sample.json",
+    ]
+    with mock.patch.object(tu, "load_train_dataset") as load:
+        with pytest.raises(ValueError, match="prediction_type 'sample' is not trained by train_unet.py; use one of"):
+            run(train_unet, argv)
+        run_args = train_unet.parse_args([str(a) for a in argv] + ["--prediction_type", "v_prediction"])
+        assert train_unet.load_config(run_args)["scheduler"]["prediction_type"] == "v_prediction"  # the flag wins
+    load.assert_not_called()
+
+
+def test_input_perturbation_noises_the_input_more_than_the_target_says(tmp_path):
+    from diffusers import DDPMScheduler
+
+    def noises(*flags):
+        add_noise = DDPMScheduler.add_noise
+        with mock.patch.object(DDPMScheduler, "add_noise", autospec=True, side_effect=add_noise) as spy:
+            with mock.patch.object(train_unet.F, "mse_loss", wraps=train_unet.F.mse_loss) as loss:
+                run(train_unet, [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path / str(flags[-1]), "--resolution",
+                                 32, "--unet_config", TINY_UNET, "--max_train_steps", 1, *flags])  # fmt: skip
+        return spy.call_args_list[0].args[2], loss.call_args_list[0].args[1]  # add_noise's noise, the target
+
+    model_input_noise, target = noises("--input_perturbation", 0)
+    assert torch.equal(model_input_noise, target)
+    model_input_noise, target = noises("--input_perturbation", 0.1)  # (8, 3, 32, 32): 24,576 draws
+    assert (model_input_noise - target).std().item() == pytest.approx(0.1, rel=0.05)
+
+
+def test_tracker_project_name_names_the_trackers_project(vae_dir, tmp_path):
+    assert (vae_dir / "tb" / "train_vae").is_dir()  # the default: the script's name
+    out = tmp_path / "o"
+    run(train_vae, [*COMMON, "--dataset_name", FACES, "--output_dir", out, "--max_train_steps", 1, "--resolution", 32,
+                    *TINY_VAE, "--report_to", "tensorboard", "--tracker_project_name", "faces-vae"])  # fmt: skip
+    assert [p.name for p in (out / "logs").iterdir()] == ["faces-vae"]
+
+
+def test_report_to_takes_a_comma_separated_list():
+    assert tu.report_to_trackers("tensorboard, wandb") == ["tensorboard", "wandb"]
+    assert tu.report_to_trackers("none") is None and tu.report_to_trackers("tensorboard,none") == ["tensorboard"]
+    args = train_vae.parse_args(["--dataset_name", FACES, "--output_dir", "x", "--report_to", "tensorboard,none"])
+    AcceleratorState._reset_state(True)
+    assert [str(t) for t in tu.make_accelerator(args).log_with] == ["tensorboard"]  # accelerate refused the string
+
+
+@pytest.mark.parametrize(
+    "flags, ignored",
+    [
+        (["--lr_warmup_steps", "5"], "--lr_scheduler constant ignores --lr_warmup_steps 5 .*constant_with_warmup"),
+        (["--lr_scheduler", "cosine", "--lr_num_cycles", "3"], "cosine ignores --lr_num_cycles 3"),
+        (["--lr_scheduler", "linear", "--lr_power", "2"], "linear ignores --lr_power 2.0"),
+        (["--lr_scheduler", "constant_with_warmup", "--lr_warmup_steps", "5"], None),
+        (["--lr_warmup_steps", "5", "--text_encoder_freeze_steps", "2"], None),  # the text encoder's ramp
+    ],
+)
+def test_schedule_flags_the_schedule_ignores_are_warned_about(flags, ignored, caplog):
+    caplog.set_level(logging.WARNING)
+    train_unet.parse_args(["--dataset_name", FACES, "--output_dir", "x", *flags])
+    if ignored is None:
+        assert "ignores" not in caplog.text
+    else:
+        assert re.search(ignored, caplog.text)
+
+
+def test_a_new_run_in_an_output_dir_with_checkpoints_is_refused_before_any_work(tmp_path):
+    # left alone, the new run's checkpoints would be pruned among the earlier run's, and `latest` would later resume
+    # the earlier run's last one (diffusers mixes them so)
+    for step in (4, 6):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path, *TINY_VAE]
+    with mock.patch.object(tu, "load_train_dataset") as load:
+        with pytest.raises(ValueError, match=r"holds checkpoints of an earlier run \(checkpoint-4, checkpoint-6\)\. "
+                                             "Continue it with --resume_from_checkpoint latest"):  # fmt: skip
+            run(train_vae, argv)
+    load.assert_not_called()
+    assert tu.resolve_resume_checkpoint(str(tmp_path), "latest") == str(tmp_path / "checkpoint-6")
+    assert tu.resolve_resume_checkpoint(str(tmp_path / "empty"), None) is None
+
+
+@pytest.mark.filterwarnings("ignore:.*to a meta parameter")  # the model's load_state_dict onto meta: a no-op
+def test_the_ema_lives_on_the_training_device_also_when_resumed(tmp_path):
+    # accelerate moves only the models it prepares: an EMA left on the CPU beside a model on the GPU made
+    # `ema.step` fail at the first optimizer step of every --use_ema run on a GPU (diffusers moves its EMA too)
+    meta = torch.device("meta")  # stands in for a GPU on this CPU-only test machine
+    vae = SmallVAE(block_out_channels=[8, 16], latent_channels=4, layers_per_block=1, norm_num_groups=4)
+    ema = tu.make_ema(vae, 0.99, meta)
+    assert {p.device for p in ema.shadow_params} == {meta}
+    assert {p.device for p in vae.parameters()} == {torch.device("cpu")}  # the model stays for prepare() to move
+    tu._save_ema(tu.make_ema(vae, 0.99), vae, str(tmp_path / "vae_ema"))  # a checkpoint's EMA folder
+    vae.save_pretrained(tmp_path / "vae")
+    accelerator = mock.Mock()
+    tu.register_checkpoint_hooks(accelerator, {"vae": vae.to(meta)}, {"vae": ema})  # resumed once prepared
+    load_hook = accelerator.register_load_state_pre_hook.call_args.args[0]
+    load_hook([], str(tmp_path))
+    assert {p.device for p in ema.shadow_params} == {meta}  # read on the CPU, then put beside the model
+    ema.step(vae.parameters())  # the EMA update of a training step: on one device

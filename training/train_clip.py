@@ -10,7 +10,8 @@ One CPU, built-in data, no download:
     python training/train_clip.py --dataset_name "builtin:cartoon-faces?caption_style=mixed" \
         --output_dir outputs/clip --train_batch_size 256 --max_train_steps 1500 --mixed_precision bf16
     accelerate launch training/train_unet.py ... --pretrained_text_encoder outputs/clip
-Several processes (the contrastive loss is computed within each process's batch). GPUs:
+Several processes (the contrastive loss is computed within each process's batch: neither more processes nor
+--gradient_accumulation_steps give an image more negatives, only --train_batch_size does). GPUs:
     accelerate launch --num_processes N training/train_clip.py --dataset_name builtin:cartoon-faces ...
 CPU (`accelerate launch --num_processes 2` alone starts ONE process on a machine without GPUs; docs/training.md):
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \
@@ -52,7 +53,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     tu.add_data_args(parser)
     tu.add_optimization_args(parser, learning_rate=1e-3)
-    tu.add_output_args(parser, output_dir="outputs/clip")
+    tu.add_output_args(parser, output_dir="outputs/clip", tracker_project_name="train_clip")
     group = parser.add_argument_group("CLIP")
     group.add_argument(
         "--config", type=str, default=DEFAULT_CONFIG, help="train_unet.py's JSON: its text_encoder + tokenizer."
@@ -65,6 +66,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.command = tu.redacted_command("training/train_clip.py", sys.argv[1:] if argv is None else argv)
     tu.check_common_args(args)
+    if args.train_batch_size < 2:  # one pair per batch: the contrastive loss is 0, nothing would train
+        raise ValueError(
+            f"--train_batch_size must be >= 2 for the contrastive loss (each image's negatives are the rest of its "
+            f"batch), got {args.train_batch_size}."
+        )
     if args.vision_patch_size < 1 or args.resolution % args.vision_patch_size:
         raise ValueError(
             f"--vision_patch_size must divide --resolution {args.resolution}, got {args.vision_patch_size}."
@@ -229,7 +235,7 @@ def main(args):
     if args.gradient_checkpointing:
         tu.enable_transformers_checkpointing(model)
     tu.check_checkpoints_compatible(args.output_dir, {"clip": model}, resume_path)
-    ema = tu.make_ema(model, args.ema_decay) if args.use_ema else None
+    ema = tu.make_ema(model, args.ema_decay, accelerator.device) if args.use_ema else None
     tu.register_checkpoint_hooks(accelerator, {"clip": model}, {"clip": ema} if args.use_ema else None)
 
     train_dataloader = torch.utils.data.DataLoader(
@@ -248,7 +254,7 @@ def main(args):
     model_ddp, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     tu.seed_each_process(accelerator, args.seed)  # each process its own flips and caption draws
     if accelerator.is_main_process:
-        accelerator.init_trackers("train_clip", tu.tracker_config(args))
+        accelerator.init_trackers(args.tracker_project_name, tu.tracker_config(args))
 
     global_step, first_epoch, skip_batches = 0, 0, 0
     if resume_path is not None:

@@ -47,6 +47,7 @@ from sdscratch.pipelines.pipeline_utils import default_scheduler_config
 from sdscratch.text import load_text_components
 
 logger = get_logger(__name__, log_level="INFO")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "cartoon-faces.json")
 
 
@@ -54,7 +55,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     tu.add_data_args(parser)
     tu.add_optimization_args(parser, learning_rate=3e-4)
-    tu.add_output_args(parser, output_dir="outputs/unet")
+    tu.add_output_args(parser, output_dir="outputs/unet", tracker_project_name="train_unet")
     group = parser.add_argument_group("models and diffusion")
     group.add_argument(
         "--pretrained_vae_model_name_or_path",
@@ -81,7 +82,9 @@ def parse_args(argv=None):
     group.add_argument(
         "--beta_schedule", type=str, default=None, choices=["linear", "scaled_linear", "squaredcos_cap_v2"]
     )
-    group.add_argument("--prediction_type", type=str, default=None, choices=["epsilon", "v_prediction"])
+    group.add_argument(
+        "--prediction_type", type=str, default=None, choices=PREDICTION_TYPES, help="Overrides the config."
+    )
     group.add_argument(
         "--cache_latents",
         action=argparse.BooleanOptionalAction,
@@ -117,6 +120,13 @@ def parse_args(argv=None):
     )
     group.add_argument("--snr_gamma", type=float, default=None, help="Min-SNR weighting gamma (5.0 recommended).")
     group.add_argument("--noise_offset", type=float, default=0.0, help="Offset noise scale (e.g. 0.05).")
+    group.add_argument(
+        "--input_perturbation",
+        type=float,
+        default=0.0,
+        help="Input perturbation scale (Ning et al. 2023; 0.1 recommended): the UNet's input is noised with "
+        "noise + scale * extra noise, its target stays the unperturbed noise (or v).",
+    )
     group.add_argument("--validation_prompts", type=str, nargs="+", default=None, help="Default: 8 training captions.")
     args = parser.parse_args(argv)
     args.command = tu.redacted_command("training/train_unet.py", sys.argv[1:] if argv is None else argv)
@@ -141,6 +151,8 @@ def parse_args(argv=None):
             f"--text_encoder_warmup_steps must be >= 0 and comes with --text_encoder_freeze_steps, got "
             f"{args.text_encoder_warmup_steps} with --text_encoder_freeze_steps {args.text_encoder_freeze_steps}."
         )
+    if not args.input_perturbation >= 0:
+        raise ValueError(f"--input_perturbation must be >= 0 (0.1 recommended), got {args.input_perturbation}.")
     if args.text_encoder_lr is not None and not args.text_encoder_lr > 0:
         raise ValueError(f"--text_encoder_lr must be positive, got {args.text_encoder_lr}.")
     return args
@@ -160,7 +172,24 @@ def load_config(args) -> dict:
     for key in ("num_train_timesteps", "beta_schedule", "prediction_type"):
         if getattr(args, key) is not None:
             config["scheduler"][key] = getattr(args, key)
+    prediction_type = config["scheduler"].get("prediction_type", "epsilon")
+    if prediction_type not in PREDICTION_TYPES:  # the loop has a target for these two only
+        raise ValueError(
+            f"--unet_config {args.unet_config}: scheduler prediction_type {prediction_type!r} is not trained by "
+            f"train_unet.py; use one of {list(PREDICTION_TYPES)} (or --prediction_type)."
+        )
     return config
+
+
+def min_snr_weights(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023, arXiv:2303.09556, section 3.4 / 4.2) `(B,)` of the per-sample
+    MSE, for the SNR `(B,)` of each timestep: min(SNR, gamma) / SNR on the noise (epsilon), min(SNR, gamma) /
+    (SNR + 1) on v, as diffusers' train_text_to_image.py; where SNR = 0 (zero terminal SNR, `rescale_betas_zero_snr`)
+    the epsilon weight is its limit 1, not diffusers' 0 / 0 = NaN (which makes the whole batch's loss NaN)."""
+    weights = torch.clamp(snr, max=gamma)
+    if prediction_type == "epsilon":
+        return torch.where(snr == 0, 1.0, weights / snr)
+    return weights / (snr + 1)
 
 
 def build_text_components(args, config, captions, resume_path=None, device=None):
@@ -305,7 +334,9 @@ def main(args):
 
     trained = {"unet": unet, "text_encoder": text_encoder} if train_text_encoder else {"unet": unet}
     tu.check_checkpoints_compatible(args.output_dir, trained, resume_path)
-    emas = {name: tu.make_ema(model, args.ema_decay) for name, model in trained.items()} if args.use_ema else {}
+    emas = {}  # EMA copies on the accelerator's device, where prepare() puts the models
+    if args.use_ema:
+        emas = {name: tu.make_ema(model, args.ema_decay, accelerator.device) for name, model in trained.items()}
     tu.register_checkpoint_hooks(accelerator, trained, emas)
 
     # ---- latent cache: the whole data set encoded once (both flips with --random_flip) ----
@@ -357,7 +388,7 @@ def main(args):
     optimizer, lr_scheduler = prepared[-2:]
     tu.seed_each_process(accelerator, args.seed)  # each process its own noise, timesteps, flips and caption drops
     if accelerator.is_main_process:
-        accelerator.init_trackers("train_unet", tu.tracker_config(args))
+        accelerator.init_trackers(args.tracker_project_name, tu.tracker_config(args))
 
     # ---- resume: same step count, LR schedule, EMA, RNG and data order ----
     global_step, first_epoch, skip_batches = 0, 0, 0
@@ -473,7 +504,10 @@ def main(args):
                 if args.noise_offset:  # https://www.crosslabs.org//blog/diffusion-with-offset-noise
                     noise += args.noise_offset * torch.randn((bsz, latents.shape[1], 1, 1), device=latents.device)
                 timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), device=latents.device)
-                noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
+                input_noise = noise  # --input_perturbation: the input gets more noise than the target says
+                if args.input_perturbation:  # https://arxiv.org/abs/2301.11706
+                    input_noise = noise + args.input_perturbation * torch.randn_like(noise)
+                noisy_latents = noise_scheduler.add_noise(latents, input_noise, timesteps)
                 target = (
                     noise if prediction_type == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
                 )
@@ -483,8 +517,7 @@ def main(args):
                 if args.snr_gamma is None:
                     loss = F.mse_loss(model_pred.float(), target.float())
                 else:  # min-SNR weighting, Hang et al. 2023 (arXiv:2303.09556), section 3.4 / 4.2
-                    snr = compute_snr(noise_scheduler, timesteps)
-                    weights = torch.clamp(snr, max=args.snr_gamma) / (snr if prediction_type == "epsilon" else snr + 1)
+                    weights = min_snr_weights(compute_snr(noise_scheduler, timesteps), args.snr_gamma, prediction_type)
                     loss = F.mse_loss(model_pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
                     loss = (loss * weights).mean()
 

@@ -49,7 +49,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     tu.add_data_args(parser)
     tu.add_optimization_args(parser, learning_rate=1e-3)
-    tu.add_output_args(parser, output_dir="outputs/vae")
+    tu.add_output_args(parser, output_dir="outputs/vae", tracker_project_name="train_vae")
     group = parser.add_argument_group("VAE")
     group.add_argument(
         "--pretrained_vae_model_name_or_path",
@@ -225,7 +225,7 @@ def main(args):
     if args.gradient_checkpointing:
         vae.enable_gradient_checkpointing()
     tu.check_checkpoints_compatible(args.output_dir, {"vae": vae}, resume_path)
-    ema_vae = tu.make_ema(vae, args.ema_decay) if args.use_ema else None
+    ema_vae = tu.make_ema(vae, args.ema_decay, accelerator.device) if args.use_ema else None
     tu.register_checkpoint_hooks(accelerator, {"vae": vae}, {"vae": ema_vae} if args.use_ema else None)
     train_dataloader = accelerator.prepare(train_dataloader)  # shards the batches: its length is per process
     num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
@@ -235,7 +235,7 @@ def main(args):
     model, optimizer, lr_scheduler = accelerator.prepare(VAEWithPosterior(vae), optimizer, lr_scheduler)
     tu.seed_each_process(accelerator, args.seed)  # each process its own posterior samples, flips and crops
     if accelerator.is_main_process:
-        accelerator.init_trackers("train_vae", tu.tracker_config(args))
+        accelerator.init_trackers(args.tracker_project_name, tu.tracker_config(args))
 
     # ---- resume: same step count, LR schedule, EMA, RNG and data order ----
     global_step, first_epoch, skip_batches = 0, 0, 0
