@@ -11,6 +11,8 @@ import torch
 from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EDMEulerScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
     StableDiffusionPipeline,
@@ -514,6 +516,47 @@ def test_bad_sigmas_and_clip_skip_raise_before_the_models(tokenizer, scheduler, 
         pipe.interpolate(PROMPT, "other", num_images=2, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "scheduler, config, kwargs, match",
+    [
+        # refused as a scheduler, not by its own set_timesteps (which wants a tensor: AttributeError)
+        (EDMEulerScheduler, {}, dict(sigmas=[10.0, 1.0, 0.0]), "`scheduler`: EDMEulerScheduler feeds the UNet"),
+        # UniPC takes no custom timesteps: not offered as the way out
+        (UniPCMultistepScheduler, {}, dict(sigmas=[10.0, 1.0, 0.0]), r"EulerDiscreteScheduler \(or pass `num_infer"),
+        (UniPCMultistepScheduler, dict(use_flow_sigmas=True), dict(sigmas=[10.0, 1.0, 0.0]), r"levels in \(0, 1\]"),
+        # diffusers' set_timesteps crashed here ('NoneType' + 'int') after the text encoder
+        (DPMSolverMultistepScheduler, dict(use_flow_sigmas=True), dict(timesteps=[999, 500]), "use_flow_sigmas=True"),
+    ],
+)
+def test_custom_schedules_a_scheduler_cannot_take_raise_before_the_models(tokenizer, scheduler, config, kwargs, match):
+    pipe = tiny_pipeline(tokenizer, scheduler=make_scheduler(scheduler, **config))
+    for model in (pipe.unet, pipe.vae.encoder, pipe.vae.decoder, pipe.text_encoder):
+        model.register_forward_pre_hook(lambda *args: pytest.fail("a model ran before the inputs were checked"))
+    with pytest.raises(ValueError, match=match) as raised:
+        pipe(PROMPT, **kwargs)
+    assert "or `timesteps`" not in str(raised.value)
+
+
+def test_flow_sigmas_with_unipc_run(tokenizer):
+    """UniPC's flow sigmas (one per step, in (0, 1]) reach its set_timesteps as an array: a list crashed it."""
+    pipe = tiny_pipeline(tokenizer, scheduler=make_scheduler(UniPCMultistepScheduler, use_flow_sigmas=True))
+    images = run(pipe, sigmas=[1.0, 0.6, 0.2])
+    assert np.isfinite(images).all() and pipe.scheduler.timesteps.tolist() == [999, 600, 200]
+
+
+@pytest.mark.parametrize("array", [np.array, torch.tensor])
+def test_custom_timesteps_and_sigmas_as_arrays_and_tensors(tokenizer, array):
+    """As diffusers' schedulers take them (e.g. AYS schedules, a scheduler's own `timesteps` / `sigmas`)."""
+    pipe = tiny_pipeline(tokenizer, scheduler=make_scheduler(EulerDiscreteScheduler))
+    timesteps, sigmas = [999, 500, 100], [10.0, 3.0, 0.5, 0.0]
+    np.testing.assert_array_equal(run(pipe, timesteps=array(timesteps)), run(pipe, timesteps=timesteps))
+    np.testing.assert_array_equal(run(pipe, sigmas=array(sigmas)), run(pipe, sigmas=sigmas))
+    np.testing.assert_array_equal(run(pipe, timesteps=array(timesteps), image=_face(), strength=0.7),
+                                  run(pipe, timesteps=timesteps, image=_face(), strength=0.7))  # fmt: skip
+    with pytest.raises(ValueError, match="`timesteps` must be a non-empty list"):
+        run(pipe, timesteps=array([100, 500]))
+
+
 def test_clip_skip_needs_a_clip_text_encoder(pipe):
     embeds = pipe.encode_prompt(PROMPT, torch.device("cpu"), 1, False)[0]
     pipe.text_encoder = None
@@ -848,6 +891,7 @@ def test_float_images_above_1_are_refused_before_the_models(pipe):
         ({"output_type": "jpeg"}, "`output_type`"),
         ({"mask_image": np.ones((16, 16), dtype=np.float32)}, "`mask_image` needs `image`"),
         ({"num_inference_step": 4}, "unexpected keyword arguments ['num_inference_step']"),
+        ({"guidance_rescale": 2.0}, "`guidance_rescale` must be a real number in [0, 1]"),
     ],
 )
 def test_interpolate_checks_every_argument_before_the_text_encoder(pipe, kwargs, error):

@@ -418,10 +418,12 @@ class CartoonFacePipeline(DiffusionPipeline):
                 `unet.config.sample_size * vae_scale_factor`. Must be divisible by the VAE's and the UNet's factor.
             num_inference_steps (`int`, defaults to 25): Denoising steps (before `strength` is applied).
             timesteps (`list[int]`, *optional*): Custom timesteps, strictly descending, for schedulers that take
-                them (`set_timesteps(timesteps=...)`); overrides `num_inference_steps`.
+                them (`set_timesteps(timesteps=...)`); overrides `num_inference_steps`. A 1-D numpy array or tensor
+                works too.
             sigmas (`list[float]`, *optional*): Custom noise levels, strictly descending, for schedulers that take
-                them (`EulerDiscreteScheduler`: one sigma per step, then the final one, usually 0); overrides
-                `num_inference_steps`. Pass `timesteps` or `sigmas`, not both.
+                them (`EulerDiscreteScheduler`: one sigma per step, then the final one, usually 0; `UniPC` with
+                `use_flow_sigmas=True`: one per step, in (0, 1]); overrides `num_inference_steps`. A 1-D numpy array
+                or tensor works too. Pass `timesteps` or `sigmas`, not both.
             guidance_scale (`float`, defaults to 7.5): Classifier-free guidance weight; <= 1 disables guidance
                 (one UNet batch instead of two).
             negative_prompt (`str` or `list[str]`, *optional*): What to guide away from (default `""`).
@@ -470,10 +472,9 @@ class CartoonFacePipeline(DiffusionPipeline):
             self, prompt, height, width, num_inference_steps, timesteps, guidance_scale, negative_prompt,
             num_images_per_prompt, generator, latents, prompt_embeds, negative_prompt_embeds, output_type,
             callback_on_step_end_tensor_inputs, image, strength, mask_image, sigmas=sigmas, clip_skip=clip_skip,
+            guidance_rescale=guidance_rescale,
         )  # fmt: skip
         strength = float(strength)  # a real number in [0, 1] (numpy scalars and 0-d tensors included)
-        if not is_real_number(guidance_rescale) or not 0.0 <= float(guidance_rescale) <= 1.0:
-            raise ValueError(f"`guidance_rescale` must be a real number in [0, 1], got {guidance_rescale!r}.")
         rescale_noise_cfg = None
         if guidance_rescale > 0:  # diffusers' own; imported here, not at import time (its module pulls transformers'
             # image processors, which warn about torchvision in every example)
@@ -659,7 +660,7 @@ class CartoonFacePipeline(DiffusionPipeline):
             self, prompt_a or None, height, width, arg("num_inference_steps"), arg("timesteps"), guidance_scale,
             negative_prompt, num_images, None, None, None, None, arg("output_type"),
             arg("callback_on_step_end_tensor_inputs"), None, arg("strength"), arg("mask_image"),
-            sigmas=arg("sigmas"), clip_skip=arg("clip_skip"),
+            sigmas=arg("sigmas"), clip_skip=arg("clip_skip"), guidance_rescale=arg("guidance_rescale"),
         )  # fmt: skip
         shape = (1, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
         noise_a, noise_b = (randn_tensor(shape, generator=torch.Generator().manual_seed(s)) for s in (seed_a, seed_b))

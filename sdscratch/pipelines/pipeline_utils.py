@@ -34,9 +34,11 @@ def retrieve_timesteps(
         num_inference_steps (`int`, *optional*): Number of denoising steps; ignored when `timesteps` or `sigmas`
             is given.
         device (`str` or `torch.device`, *optional*): Where the timesteps go.
-        timesteps (`list[int]`, *optional*): Custom timesteps (descending) overriding the scheduler's spacing.
-        sigmas (`list[float]`, *optional*): Custom sigmas (descending) overriding the scheduler's spacing, for
-            schedulers whose `set_timesteps` takes them (`EulerDiscreteScheduler`: the final sigma included).
+        timesteps (`list[int]`, *optional*): Custom timesteps (descending) overriding the scheduler's spacing (a
+            1-D numpy array or tensor works too).
+        sigmas (`list[float]`, *optional*): Custom sigmas (descending; a 1-D array or tensor works too) overriding
+            the scheduler's spacing, for schedulers whose `set_timesteps` takes them (`EulerDiscreteScheduler`: the
+            final sigma included).
 
     Returns:
         `tuple[torch.Tensor, int]`: The timestep schedule and the number of inference steps.
@@ -48,16 +50,26 @@ def retrieve_timesteps(
         raise ValueError("Pass either `timesteps` or `sigmas`, not both.")
     if timesteps is not None:
         check_scheduler_accepts(scheduler, "timesteps")
+        timesteps = as_list(timesteps)
         # the steps asked for: a second-order scheduler (Heun) lists 2 * len(timesteps) - 1 timesteps for them
         num_inference_steps = len(timesteps)
         scheduler.set_timesteps(timesteps=timesteps, device=device)
     elif sigmas is not None:
         check_scheduler_accepts(scheduler, "sigmas")
-        scheduler.set_timesteps(sigmas=sigmas, device=device)
+        # an array, as the schedulers compute with it (UniPC's flow sigmas cannot take a list; a GPU tensor is read)
+        scheduler.set_timesteps(sigmas=np.asarray(as_list(sigmas), dtype=np.float64), device=device)
         num_inference_steps = len(scheduler.timesteps) // scheduler.order
     else:
         scheduler.set_timesteps(num_inference_steps, device=device)
     return scheduler.timesteps, num_inference_steps
+
+
+def as_list(values: Any) -> Any:
+    """A 1-D numpy array or tensor (custom `timesteps` / `sigmas`, as diffusers' schedulers take them) as a list of
+    Python numbers; anything else unchanged."""
+    if isinstance(values, (np.ndarray, torch.Tensor)) and values.ndim == 1:
+        return values.tolist()
+    return values
 
 
 def start_schedule_at(scheduler: SchedulerMixin, t_start: int) -> torch.Tensor:
@@ -261,13 +273,17 @@ def check_scheduler_accepts(scheduler: SchedulerMixin, name: str) -> None:
         )
     if name == "sigmas":
         if getattr(scheduler.config, "use_flow_sigmas", None) is False:  # UniPC / DPM-Solver: flow matching only
+            takes_timesteps = "timesteps" in inspect.signature(scheduler.set_timesteps).parameters
             raise ValueError(
                 f"`sigmas`: {type(scheduler).__name__} takes custom sigmas only with use_flow_sigmas=True (flow "
-                "matching models); for this model use EulerDiscreteScheduler, or `timesteps`."
+                "matching models); for this model use EulerDiscreteScheduler"
+                + (", or `timesteps`." if takes_timesteps else " (or pass `num_inference_steps`).")
             )
         return
-    # diffusers' set_timesteps refuses these too, but only after the text encoder has run
+    # diffusers' set_timesteps refuses these too, but only after the text encoder has run (and with flow sigmas,
+    # DPM-Solver++ multistep crashes: 'NoneType' + 'int')
     sigma_schedules = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
+    sigma_schedules += ("use_flow_sigmas",)
     own = [key for key in sigma_schedules if getattr(scheduler.config, key, False)]
     if own:
         raise ValueError(
@@ -356,13 +372,18 @@ def check_clip_skip(text_encoder: Any, clip_skip: Any) -> None:
 def _check_sigmas(scheduler: SchedulerMixin, sigmas: Any) -> int:
     """Checks custom `sigmas` (values, and that `scheduler` takes them) and returns the steps they make."""
     check_scheduler_accepts(scheduler, "sigmas")
-    values = sigmas.tolist() if isinstance(sigmas, (np.ndarray, torch.Tensor)) and sigmas.ndim == 1 else sigmas
+    values = as_list(sigmas)
     valid = isinstance(values, (list, tuple)) and len(values) >= 2
     valid = valid and all(is_real_number(v) and math.isfinite(float(v)) and float(v) >= 0 for v in values)
     if not valid or any(float(a) <= float(b) for a, b in zip(values, values[1:])):
         raise ValueError(
             "`sigmas` must be a list of at least 2 finite real numbers >= 0 in strictly descending order (the "
             f"noise level of each step, then the final one, usually 0), got {sigmas!r}."
+        )
+    if getattr(scheduler.config, "use_flow_sigmas", False) and not all(0 < float(v) <= 1 for v in values):
+        raise ValueError(
+            f"`sigmas`: {type(scheduler).__name__} with use_flow_sigmas=True takes flow-matching noise levels in "
+            f"(0, 1], one per step (it appends the final 0 itself), got {sigmas!r}."
         )
     # the scheduler's own conversion (no model involved): its errors now, and the step count for `strength`
     steps = retrieve_timesteps(scheduler, sigmas=[float(v) for v in values])[1]
@@ -375,6 +396,7 @@ def check_inputs(
     pipe, prompt, height, width, num_inference_steps, timesteps, guidance_scale, negative_prompt,
     num_images_per_prompt, generator, latents, prompt_embeds, negative_prompt_embeds, output_type,
     callback_on_step_end_tensor_inputs, image, strength, mask_image, *, sigmas=None, clip_skip=None,
+    guidance_rescale=0.0,
 ) -> int:  # fmt: skip
     """Validates every `CartoonFacePipeline.__call__` argument before any model runs.
 
@@ -456,6 +478,12 @@ def check_inputs(
                 f"`{name}` must be a positive multiple of {factor} (VAE factor {pipe.vae_scale_factor} x UNet "
                 f"factor {pipe.unet_scale_factor}), got {value!r}."
             )
+    if hasattr(pipe.scheduler, "precondition_noise"):  # (before `sigmas`, which it would read its own way)
+        raise ValueError(
+            f"`scheduler`: {type(pipe.scheduler).__name__} feeds the UNet EDM's noise conditioning "
+            "c_noise = log(sigma) / 4 instead of the discrete training timesteps this model was trained on; use "
+            "EulerDiscreteScheduler (with use_karras_sigmas=True for the EDM/Karras sigma schedule) instead."
+        )
     if timesteps is not None and sigmas is not None:
         raise ValueError("Pass either `timesteps` or `sigmas`, not both.")
     custom = timesteps is not None or sigmas is not None
@@ -466,18 +494,21 @@ def check_inputs(
     if timesteps is not None:
         check_scheduler_accepts(pipe.scheduler, "timesteps")
         num_train_timesteps = pipe.scheduler.config.num_train_timesteps
+        timesteps = as_list(timesteps)  # a 1-D array or tensor, as diffusers' schedulers take
         valid = isinstance(timesteps, (list, tuple)) and len(timesteps) > 0
         valid = valid and all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in timesteps)
         valid = valid and all(0 <= t < num_train_timesteps for t in timesteps)
         if not valid or any(a <= b for a, b in zip(timesteps, timesteps[1:])):
             raise ValueError(
-                "`timesteps` must be a non-empty list of integers in [0, "
+                "`timesteps` must be a non-empty list (or 1-D array / tensor) of integers in [0, "
                 f"{num_train_timesteps}) in strictly descending order, got {timesteps!r}."
             )
     if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
         raise ValueError(f"`num_images_per_prompt` must be an integer >= 1, got {num_images_per_prompt!r}.")
     if not is_real_number(strength) or not 0 <= strength <= 1:
         raise ValueError(f"`strength` must be a real number in [0, 1], got {strength!r}.")
+    if not is_real_number(guidance_rescale) or not 0 <= guidance_rescale <= 1:
+        raise ValueError(f"`guidance_rescale` must be a real number in [0, 1], got {guidance_rescale!r}.")
     if image is not None and strength > 0:
         steps = len(timesteps) if timesteps is not None else num_inference_steps  # (sigmas: set above)
         if int(steps * float(strength)) < 1:  # as `get_timesteps`
@@ -510,13 +541,6 @@ def check_inputs(
         raise ValueError(f"`latents` must be a tensor of shape {latent_shape}, got {got}.")
 
     # scheduler
-    if hasattr(pipe.scheduler, "precondition_noise"):
-        raise ValueError(
-            f"`scheduler`: {type(pipe.scheduler).__name__} feeds the UNet EDM's noise conditioning "
-            "c_noise = log(sigma) / 4 instead of the discrete training timesteps this model was trained on; use "
-            "EulerDiscreteScheduler (with use_karras_sigmas=True for the EDM/Karras sigma schedule) instead."
-        )
-
     prk_steps = getattr(pipe.scheduler.config, "skip_prk_steps", True) is False
     if prk_steps and not custom and num_inference_steps < getattr(pipe.scheduler, "pndm_order", 4):
         raise ValueError(
