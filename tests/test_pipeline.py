@@ -557,6 +557,16 @@ def test_custom_timesteps_and_sigmas_as_arrays_and_tensors(tokenizer, array):
         run(pipe, timesteps=array([100, 500]))
 
 
+def test_clip_skip_reads_the_hidden_states_when_attentions_are_output_too(tokenizer):
+    pipe = tiny_pipeline(tokenizer)
+    pipe.text_encoder = build_text_encoder(tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                           num_attention_heads=2)  # fmt: skip
+    expected = run(pipe, guidance_scale=1.0, clip_skip=1)
+    pipe.text_encoder.set_attn_implementation("eager")  # sdpa cannot output attentions
+    pipe.text_encoder.config.output_attentions = True
+    np.testing.assert_allclose(run(pipe, guidance_scale=1.0, clip_skip=1), expected, atol=1e-6)
+
+
 def test_clip_skip_needs_a_clip_text_encoder(pipe):
     embeds = pipe.encode_prompt(PROMPT, torch.device("cpu"), 1, False)[0]
     pipe.text_encoder = None

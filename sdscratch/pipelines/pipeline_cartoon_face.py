@@ -268,7 +268,10 @@ class CartoonFacePipeline(DiffusionPipeline):
         input_ids = text_inputs.input_ids.to(device)
         if clip_skip is None:
             return self.text_encoder(input_ids, attention_mask=attention_mask)[0]
-        hidden_states = self.text_encoder(input_ids, attention_mask=attention_mask, output_hidden_states=True)[-1]
+        outputs = self.text_encoder(
+            input_ids, attention_mask=attention_mask, output_hidden_states=True, return_dict=True
+        )
+        hidden_states = outputs.hidden_states  # (by name: with output_attentions set, [-1] would be the attentions)
         return clip_final_layer_norm(self.text_encoder)(hidden_states[-(clip_skip + 1)])
 
     def prepare_extra_step_kwargs(self, generator, eta: float) -> dict[str, Any]:
