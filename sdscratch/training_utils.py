@@ -994,8 +994,10 @@ def image_transform(args: argparse.Namespace, process_index: int = 0, channels: 
     """PIL image -> `(channels, resolution, resolution)` tensor in [-1, 1] (1 channel = grayscale).
 
     Flips are left to the training loop, where they draw from the global RNG that checkpoints save. Random crops
-    (without --center_crop, for images larger than --resolution) draw from their own generator, so that the data
-    loader never touches the global RNG; a resumed run gets other crops than an uninterrupted one.
+    (without --center_crop, for images larger than --resolution) never touch the global RNG: images decoded once
+    (caches) draw from a generator of this process (`seed + process_index`); the training loop's images, decoded
+    by the data loader, from one per image and epoch (`TrainingImages`), so that a resumed run crops as an
+    uninterrupted one.
     """
     from .data.loading import build_image_transform
 
@@ -1003,6 +1005,47 @@ def image_transform(args: argparse.Namespace, process_index: int = 0, channels: 
     return build_image_transform(
         args.resolution, args.center_crop, random_flip=False, channels=channels, generator=generator
     )
+
+
+def image_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The generator of image `index`'s random crop in `epoch`: a pure function of the three numbers."""
+    return torch.Generator().manual_seed(
+        int(np.random.SeedSequence((seed, epoch, index)).generate_state(1, np.uint64)[0])
+    )
+
+
+class TrainingImages(torch.utils.data.Dataset):
+    """Row i of a data set -> `{"index": i}`, plus `"pixel_values"`: its image through `transform` (an
+    `image_transform`) when one is given (none: a cache holds the images), decoded as the data loader asks.
+
+    Each image's random crop draws from its own generator, seeded by `(seed, epoch, i)` (the training loop calls
+    `set_epoch` with the data loader's): a new crop every epoch, as diffusers' scripts draw, and the same one in any
+    DataLoader worker, process or run. A generator of the transform's own, or a worker's (seeded by the loader's
+    generator), restarts when a run is resumed and sees the batches the resumed run skips shifted between the
+    workers: the resumed run would train on other crops than the uninterrupted one.
+    """
+
+    def __init__(self, dataset, transform=None, seed: int = 0):
+        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:  # one batch decoded at once, as datasets does
+        indices = [int(i) for i in indices]
+        if self.transform is None:
+            return [{"index": i} for i in indices]
+        images = self.dataset[indices]["image"]
+        return [
+            {"index": i, "pixel_values": self.transform(image, generator=image_generator(self.seed, self.epoch, i))}
+            for i, image in zip(indices, images)
+        ]
 
 
 class RandomCropWatch:

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from unittest import mock
 
+import datasets
+import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
@@ -193,6 +195,69 @@ def test_resume_matches_an_uninterrupted_run(vae_dir, tmp_path, captions_per_ima
     if captions_per_image > 1:  # every caption of a face is in the table the steps draw from
         assert re.search(r"24 images \(3 captions each at most\), (\d+) distinct", caplog.text)
         assert int(re.search(r"(\d+) distinct captions", caplog.text).group(1)) > 24
+
+
+def write_noise_imagefolder(folder: Path, size: tuple, num_images: int) -> Path:
+    """Random-pixel images (every crop window differs) with captions."""
+    folder.mkdir(parents=True)
+    pixels = torch.randint(0, 256, (num_images, size[1], size[0], 3), generator=torch.Generator().manual_seed(0))
+    with open(folder / "metadata.jsonl", "w") as f:
+        for i, image in enumerate(pixels.to(torch.uint8).numpy()):
+            Image.fromarray(image).save(folder / f"{i}.png")
+            f.write(json.dumps({"file_name": f"{i}.png", "text": f"Cartoon face {i % 2}"}) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_with_random_crops_matches_an_uninterrupted_run(tmp_path, num_workers):
+    # 20x16 images at --resolution 16 get a random crop each time they are loaded; its generator was the
+    # transform's own (restarted by a resumed run) or the DataLoader worker's (seeded from the loader's generator,
+    # which a resumed run had not advanced, and the skipped batches shifted between the workers): every weight
+    # of the resumed run differed. 8 training images, batch 4: resumed at step 1, mid-epoch, into epoch 2.
+    folder = write_noise_imagefolder(tmp_path / "images", (20, 16), 12)
+    argv = [*COMMON, "--train_data_dir", folder, "--resolution", 16, *TINY_VAE, "--num_validation_images", 4]
+    argv += ["--train_batch_size", 4, "--max_train_steps", 3, "--checkpointing_steps", 1]
+    argv += ["--dataloader_num_workers", num_workers]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    run(train_vae, argv + ["--output_dir", full])
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-1", resumed / "checkpoint-1")
+    run(train_vae, argv + ["--output_dir", resumed, "--resume_from_checkpoint", "latest"])
+    assert_same_weights(weights(full / "vae"), weights(resumed / "vae"))
+    assert (full / "vae" / "config.json").read_text() == (resumed / "vae" / "config.json").read_text()  # scaling
+
+
+def test_unet_without_cached_latents_resumes_with_the_same_random_crops(vae_dir, tmp_path):
+    folder = write_noise_imagefolder(tmp_path / "images", (20, 16), 8)
+    argv = [*COMMON, "--train_data_dir", folder, "--resolution", 16, "--unet_config", TINY_UNET, "--no-cache_latents"]
+    argv += ["--pretrained_vae_model_name_or_path", vae_dir, "--validation_prompts", "Cartoon face 0"]
+    argv += ["--train_batch_size", 4, "--max_train_steps", 3, "--checkpointing_steps", 1]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    run(train_unet, argv + ["--output_dir", full])
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-1", resumed / "checkpoint-1")
+    run(train_unet, argv + ["--output_dir", resumed, "--resume_from_checkpoint", "latest"])
+    assert_same_weights(weights(full / "unet"), weights(resumed / "unet"))
+
+
+def test_training_images_crop_each_row_by_seed_epoch_and_row():
+    ramp = np.tile(np.arange(64, dtype=np.uint8)[None, :, None], (16, 1, 3))  # pixel value = x: reads the crop back
+    dataset = datasets.Dataset.from_dict({"image": [Image.fromarray(ramp)] * 16}).cast_column(
+        "image", datasets.Image()
+    )
+    rows = tu.TrainingImages(
+        dataset, tu.image_transform(train_vae.parse_args(["--dataset_name", FACES, "--resolution", "16"])), seed=0
+    )
+
+    def offsets(indices):
+        return [round((row["pixel_values"][0, 0, 0].item() + 1) * 127.5) for row in rows.__getitems__(indices)]
+
+    epoch_0 = offsets(range(16))
+    assert offsets([5, 3]) == [epoch_0[5], epoch_0[3]] and rows[7]["index"] == 7  # whatever the batch or order
+    assert len(set(epoch_0)) > 8  # a crop of its own for each row
+    rows.set_epoch(1)
+    assert offsets(range(16)) != epoch_0  # and new ones every epoch
+    assert tu.TrainingImages(dataset)[3] == {"index": 3}  # no transform: the rows of a cache
 
 
 def test_text_encoder_warmup_steps_set_the_ramp_after_the_freeze(vae_dir, tmp_path):
@@ -1083,6 +1148,37 @@ def test_resuming_with_another_text_encoder_lr_choice_names_the_flags(unet_dir, 
     argv += ["--resume_from_checkpoint", "latest"]
     with pytest.raises(ValueError, match=r"checkpoint-2 was written with --text_encoder_lr / --text_encoder_freeze_"):
         run(train_unet, argv)
+
+
+def test_resuming_with_another_text_encoder_choice_names_the_flags_before_any_work(unet_dir, tmp_path):
+    # a from-scratch run's checkpoint resumed with a frozen --pretrained_text_encoder (e.g. recipes/cartoon-faces.sh
+    # run with CLIP=1 after the default run, same --output_dir) failed in the optimizer's state after the data and
+    # the latents, with torch's bare "parameter group that doesn't match the size of optimizer's group"; fine-tuned,
+    # it trained on with the pretrained tokenizer's ids instead of the checkpoint's
+    out = tmp_path / "o"
+    shutil.copytree(unet_dir / "checkpoint-2", out / "checkpoint-2")  # text encoder trained from scratch
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", out, "--resume_from_checkpoint", "latest"]
+    argv += ["--pretrained_text_encoder", unet_dir]
+    with mock.patch.object(tu, "load_train_dataset") as load:
+        for extra, now in (([], "frozen"), (["--train_text_encoder"], "fine-tuned")):
+            with pytest.raises(ValueError, match=rf"was written by a run whose text encoder was trained from scratch "
+                                                 rf"\(no --pretrained_text_encoder\); this run's is {now} "):  # fmt: skip
+                run(train_unet, argv + extra)
+    load.assert_not_called()
+    checkpoint, scratch, frozen = out / "checkpoint-2", [], ["--pretrained_text_encoder", "x"]
+    fine_tuned = frozen + ["--train_text_encoder"]
+    # a fine-tuned run's checkpoint holds no tokenizer/ (from scratch: left to build_or_resume_tokenizer, which names
+    # the missing folder), a frozen run's no text_encoder/ either
+    for removed, resumes in ((None, [scratch]), ("tokenizer", [fine_tuned, scratch]), ("text_encoder", [frozen])):
+        if removed:
+            shutil.rmtree(checkpoint / removed)
+        for flags in (scratch, fine_tuned, frozen):
+            args = train_unet.parse_args(["--dataset_name", FACES, *flags])
+            if flags in resumes:
+                train_unet.check_resume_text_encoder(args, str(checkpoint))
+                continue
+            with pytest.raises(ValueError, match="Resume with the text-encoder flags of the run that wrote"):
+                train_unet.check_resume_text_encoder(args, str(checkpoint))
 
 
 @pytest.mark.parametrize(

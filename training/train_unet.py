@@ -238,19 +238,37 @@ def sample_from_cache(cache, index, flip):
     return mean if std is None else mean + std * torch.randn_like(std)
 
 
-class IndexDataset(torch.utils.data.Dataset):
-    """Row i -> {"index": i}, plus "pixel_values" when latents are not cached (images decoded lazily)."""
-
-    def __init__(self, dataset, transform=None):
-        self.dataset, self.transform = dataset, transform
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        if self.transform is None:
-            return {"index": i}
-        return {"index": i, "pixel_values": self.transform(self.dataset[i]["image"])}
+def check_resume_text_encoder(args, resume_path) -> None:
+    """A checkpoint resumes only with its run's choice of text encoder, told by the folders it holds: trained from
+    scratch (`text_encoder/` + `tokenizer/`), --pretrained_text_encoder with --train_text_encoder (`text_encoder/`
+    alone) or frozen (neither). Checked before any work: another choice would fail in the optimizer's state after
+    the data and the latents (torch's bare "parameter group that doesn't match the size"), or train the fine-tuned
+    encoder on another tokenizer's ids. Checkpoints of another kind of run (no `unet/`) are left to
+    `check_resume_ema`, and a from-scratch run on a checkpoint without `tokenizer/` to `build_or_resume_tokenizer`."""
+    if resume_path is None or not os.path.isdir(os.path.join(resume_path, "unet")):
+        return
+    has_encoder = os.path.isdir(os.path.join(resume_path, "text_encoder"))
+    has_tokenizer = os.path.isdir(os.path.join(resume_path, "tokenizer"))
+    if not has_encoder:
+        then = "frozen (--pretrained_text_encoder without --train_text_encoder)"
+    elif has_tokenizer:
+        then = "trained from scratch (no --pretrained_text_encoder)"
+    else:
+        then = "fine-tuned (--pretrained_text_encoder with --train_text_encoder)"
+    if args.pretrained_text_encoder is None:
+        now, same = "trained from scratch (no --pretrained_text_encoder)", has_encoder
+    elif args.train_text_encoder:
+        now, same = (
+            "fine-tuned (--pretrained_text_encoder with --train_text_encoder)",
+            has_encoder and not has_tokenizer,
+        )
+    else:
+        now, same = "frozen (--pretrained_text_encoder without --train_text_encoder)", not has_encoder
+    if not same:
+        raise ValueError(
+            f"{resume_path} was written by a run whose text encoder was {then}; this run's is {now}. Resume with "
+            "the text-encoder flags of the run that wrote the checkpoint, or start a new run in another --output_dir."
+        )
 
 
 def main(args):
@@ -264,6 +282,7 @@ def main(args):
     set_seed(args.seed)  # same initial weights on every process
     resume_path = tu.resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
     trains_text_encoder = args.pretrained_text_encoder is None or args.train_text_encoder
+    check_resume_text_encoder(args, resume_path)
     tu.check_resume_ema(resume_path, ["unet"] + (["text_encoder"] if trains_text_encoder else []), args.use_ema)
     clock = tu.TrainingClock(resume_path)  # wall time of the whole run, across resumes
     config = load_config(args)
@@ -357,8 +376,10 @@ def main(args):
             ),
             "--center_crop, or --no-cache_latents for a fresh random crop of each image every epoch",
         )
+    # rows {"index"} (+ "pixel_values" decoded by the loader, each crop seeded by (seed, epoch, row), without a cache)
+    train_data = tu.TrainingImages(dataset, None if args.cache_latents else transform, args.seed)
     train_dataloader = torch.utils.data.DataLoader(
-        IndexDataset(dataset, None if args.cache_latents else transform),
+        train_data,
         batch_size=args.train_batch_size,
         shuffle=True,
         drop_last=True,
@@ -472,6 +493,7 @@ def main(args):
         unet_ddp.train()
         text_encoder_ddp.train(train_text_encoder)
         train_dataloader.set_epoch(epoch)  # the shuffle order is a function of (seed, epoch)
+        train_data.set_epoch(epoch)  # so are the random crops
         batches = skip_first_batches(train_dataloader, skip_batches) if epoch == first_epoch else train_dataloader
         for batch in batches:
             with accelerator.accumulate(*prepared[: len(trained)]):

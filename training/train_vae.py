@@ -211,8 +211,9 @@ def main(args):
     holdout_images = torch.stack(
         [transform(image) for image in dataset.select(range(len(train_images), len(dataset)))["image"]]
     )
+    train_data = tu.TrainingImages(train_images, transform, args.seed)  # each image's crop: (seed, epoch, row)
     train_dataloader = torch.utils.data.DataLoader(
-        train_images.with_transform(lambda batch: {"pixel_values": [transform(i) for i in batch["image"]]}),
+        train_data,
         batch_size=args.train_batch_size,
         shuffle=True,
         drop_last=True,
@@ -280,6 +281,7 @@ def main(args):
     for epoch in range(first_epoch, args.num_train_epochs):
         model.train()
         train_dataloader.set_epoch(epoch)  # the shuffle order is a function of (seed, epoch)
+        train_data.set_epoch(epoch)  # so are the random crops
         batches = skip_first_batches(train_dataloader, skip_batches) if epoch == first_epoch else train_dataloader
         for pixel_values in batches:  # (B, C, H, W) in [-1, 1]
             with accelerator.accumulate(model):

@@ -389,7 +389,9 @@ def build_image_transform(
         generator: draws the random crop and flip (``None``: torch's global generator). Inside a ``DataLoader``
             worker, whose copy of the transform would restart the same stream in every worker and every epoch, the
             worker's own global generator draws instead: seeded by the loader per worker and per epoch, as
-            torchvision's random transforms in diffusers' scripts.
+            torchvision's random transforms in diffusers' scripts. The transform also takes a ``generator=``
+            keyword of its own, which draws that image's crop and flip instead (in a worker too), e.g. one seeded
+            per image and epoch, as the training scripts do so that a resumed run crops as an uninterrupted one.
     """
     if isinstance(resolution, bool) or not isinstance(resolution, numbers.Integral) or resolution < 1:
         raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
@@ -397,11 +399,11 @@ def build_image_transform(
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
 
-    def random_generator() -> Optional[torch.Generator]:
-        in_worker = torch.utils.data.get_worker_info() is not None
-        return None if in_worker else generator
+    default_generator = generator
 
-    def transform(image: Image.Image) -> torch.Tensor:
+    def transform(image: Image.Image, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        if generator is None and torch.utils.data.get_worker_info() is None:
+            generator = default_generator  # (in a worker: the worker's global generator)
         image = to_rgb(image).convert("L" if channels == 1 else "RGB")
         w, h = image.size
         new_w, new_h = resized_size(w, h, resolution)
@@ -410,10 +412,10 @@ def build_image_transform(
         if center_crop:  # torchvision's CenterCrop rounds the offset (half to even), not floors it
             left, top = int(round((new_w - resolution) / 2.0)), int(round((new_h - resolution) / 2.0))
         else:
-            left = int(torch.randint(0, new_w - resolution + 1, (1,), generator=random_generator()))
-            top = int(torch.randint(0, new_h - resolution + 1, (1,), generator=random_generator()))
+            left = int(torch.randint(0, new_w - resolution + 1, (1,), generator=generator))
+            top = int(torch.randint(0, new_h - resolution + 1, (1,), generator=generator))
         image = image.crop((left, top, left + resolution, top + resolution))
-        if random_flip and torch.rand(1, generator=random_generator()).item() < 0.5:
+        if random_flip and torch.rand(1, generator=generator).item() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         array = np.asarray(image, dtype=np.float32).reshape(resolution, resolution, channels)
         return torch.from_numpy(array / 127.5 - 1.0).permute(2, 0, 1).contiguous()  # (C, H, W)

@@ -14,6 +14,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 # the jointly trained encoder is held at learning rate 0 for its first 1,000 steps, then raised to the UNet's
 # rate over 3,000 steps (docs/evaluation.md)
 TEXT_ENCODER_FLAGS=(--text_encoder_freeze_steps 1000 --text_encoder_warmup_steps 3000)
+PIPELINE="$OUT/pipeline"
 
 accelerate launch training/train_vae.py --dataset_name builtin:cartoon-faces --resolution 64 \
     --train_batch_size 32 --max_train_steps 1700 --learning_rate 1e-3 --lr_scheduler cosine --lr_warmup_steps 100 \
@@ -26,11 +27,14 @@ if [ "${CLIP:-0}" = 1 ]; then
         --lr_scheduler cosine --lr_warmup_steps 100 --mixed_precision bf16 --validation_steps 250 \
         --checkpointing_steps 250 --checkpoints_total_limit 2 --resume_from_checkpoint latest --seed 0
     TEXT_ENCODER_FLAGS=(--pretrained_text_encoder "$OUT/clip")
+    # its own UNet folder: a checkpoint of the default run's (text encoder trained with the UNet) cannot be resumed
+    # with a frozen one, so `latest` there would stop the stage
+    PIPELINE="$OUT/pipeline-clip"
 fi
 
 accelerate launch training/train_unet.py --dataset_name "builtin:cartoon-faces?caption_style=mixed" --resolution 64 \
     --pretrained_vae_model_name_or_path "$OUT/vae" --unet_config training/configs/cartoon-faces.json \
-    --output_dir "$OUT/pipeline" --max_train_steps "${UNET_STEPS:-5500}" --train_batch_size 64 \
+    --output_dir "$PIPELINE" --max_train_steps "${UNET_STEPS:-5500}" --train_batch_size 64 \
     --learning_rate 5e-4 --lr_scheduler constant_with_warmup --lr_warmup_steps 200 --snr_gamma 5 \
     --use_ema --mixed_precision bf16 --checkpointing_steps 250 --checkpoints_total_limit 2 \
     --validation_steps 1000 --seed 1 --resume_from_checkpoint latest "${TEXT_ENCODER_FLAGS[@]}"
@@ -42,7 +46,7 @@ accelerate launch training/train_vae.py --dataset_name builtin:cartoon-faces --r
     --lr_warmup_steps 50 --mixed_precision bf16 --output_dir "$OUT/vae-decoder" --validation_steps 500 \
     --checkpointing_steps 250 --checkpoints_total_limit 2 --resume_from_checkpoint latest --seed 1
 
-python training/export_pretrained.py --model_path "$OUT/pipeline" --name cartoon-faces \
+python training/export_pretrained.py --model_path "$PIPELINE" --name cartoon-faces \
     --vae_path "$OUT/vae" "$OUT/vae-decoder"
 python -m sdscratch.evaluate --model_path sdscratch/pretrained/cartoon-faces --output_dir "$OUT/eval" \
     --task cartoon-faces --num_images 512 --num_inference_steps 25 --guidance_scale 3 --scheduler dpm++ --seed 0 \
