@@ -208,6 +208,16 @@ def write_noise_imagefolder(folder: Path, size: tuple, num_images: int) -> Path:
     return folder
 
 
+def run_then_resume_from_step_1(script, argv, tmp_path):
+    """Runs `script` uninterrupted into tmp_path/full, then from a copy of its checkpoint-1 into tmp_path/resumed."""
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    run(script, argv + ["--output_dir", full])
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-1", resumed / "checkpoint-1")
+    run(script, argv + ["--output_dir", resumed, "--resume_from_checkpoint", "latest"])
+    return full, resumed
+
+
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_resume_with_random_crops_matches_an_uninterrupted_run(tmp_path, num_workers):
     # 20x16 images at --resolution 16 get a random crop each time they are loaded; its generator was the
@@ -218,11 +228,7 @@ def test_resume_with_random_crops_matches_an_uninterrupted_run(tmp_path, num_wor
     argv = [*COMMON, "--train_data_dir", folder, "--resolution", 16, *TINY_VAE, "--num_validation_images", 4]
     argv += ["--train_batch_size", 4, "--max_train_steps", 3, "--checkpointing_steps", 1]
     argv += ["--dataloader_num_workers", num_workers]
-    full, resumed = tmp_path / "full", tmp_path / "resumed"
-    run(train_vae, argv + ["--output_dir", full])
-    resumed.mkdir()
-    shutil.copytree(full / "checkpoint-1", resumed / "checkpoint-1")
-    run(train_vae, argv + ["--output_dir", resumed, "--resume_from_checkpoint", "latest"])
+    full, resumed = run_then_resume_from_step_1(train_vae, argv, tmp_path)
     assert_same_weights(weights(full / "vae"), weights(resumed / "vae"))
     assert (full / "vae" / "config.json").read_text() == (resumed / "vae" / "config.json").read_text()  # scaling
 
@@ -232,11 +238,7 @@ def test_unet_without_cached_latents_resumes_with_the_same_random_crops(vae_dir,
     argv = [*COMMON, "--train_data_dir", folder, "--resolution", 16, "--unet_config", TINY_UNET, "--no-cache_latents"]
     argv += ["--pretrained_vae_model_name_or_path", vae_dir, "--validation_prompts", "Cartoon face 0"]
     argv += ["--train_batch_size", 4, "--max_train_steps", 3, "--checkpointing_steps", 1]
-    full, resumed = tmp_path / "full", tmp_path / "resumed"
-    run(train_unet, argv + ["--output_dir", full])
-    resumed.mkdir()
-    shutil.copytree(full / "checkpoint-1", resumed / "checkpoint-1")
-    run(train_unet, argv + ["--output_dir", resumed, "--resume_from_checkpoint", "latest"])
+    full, resumed = run_then_resume_from_step_1(train_unet, argv, tmp_path)
     assert_same_weights(weights(full / "unet"), weights(resumed / "unet"))
 
 
