@@ -46,7 +46,7 @@ def main(argv=None) -> str:
     parser.add_argument("--schedulers", default=",".join(SCHEDULER_ALIASES),
                         help="comma-separated short names (see sdscratch.schedulers.registry) or diffusers class names")  # fmt: skip
     parser.add_argument("--output", default="compare_schedulers.png")
-    parser.add_argument("--model_path", default=None, help="a pipeline folder (default: the shipped model)")
+    parser.add_argument("--model_path", default=None, help="a pipeline folder or Hub id (default: the shipped model)")
     args = parser.parse_args(argv)
     if args.steps < 1:
         raise SystemExit(f"--steps must be at least 1, got {args.steps}")

@@ -38,7 +38,7 @@ def main(argv=None) -> str:
     parser.add_argument("--scheduler", default="dpm++")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="trajectory.png")
-    parser.add_argument("--model_path", default=None, help="a pipeline folder (default: the shipped model)")
+    parser.add_argument("--model_path", default=None, help="a pipeline folder or Hub id (default: the shipped model)")
     args = parser.parse_args(argv)
     if args.num_snapshots < 1:
         raise SystemExit(f"--num_snapshots must be at least 1, got {args.num_snapshots}")

@@ -25,7 +25,7 @@ def main(argv=None) -> str:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=4, help="enlarge the grid this many times")
     parser.add_argument("--output", default="digits.png")
-    parser.add_argument("--model_path", default=None, help="a pipeline folder (default: the shipped model)")
+    parser.add_argument("--model_path", default=None, help="a pipeline folder or Hub id (default: the shipped model)")
     args = parser.parse_args(argv)
     if args.num_images < 1 or args.scale < 1:
         raise SystemExit("--num_images and --scale must be at least 1")

@@ -27,7 +27,7 @@ def parse_args(argv=None):
     parser.add_argument("--scheduler", default="dpm++", help="dpm++, unipc, ddim, euler, euler-a, heun, ...")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image")
     parser.add_argument("--output", default="out.png", help="PNG to write")
-    parser.add_argument("--model_path", default=None, help="a pipeline folder (default: the shipped model)")
+    parser.add_argument("--model_path", default=None, help="a pipeline folder or Hub id (default: the shipped model)")
     parser.add_argument(
         "--dtype",
         default="auto",

@@ -42,7 +42,7 @@ def main(argv=None) -> str:
     parser.add_argument("--scheduler", default="dpm++")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="inpaint.png")
-    parser.add_argument("--model_path", default=None, help="a pipeline folder (default: the shipped model)")
+    parser.add_argument("--model_path", default=None, help="a pipeline folder or Hub id (default: the shipped model)")
     args = parser.parse_args(argv)
     if not 0 < args.mask_fraction <= 1:
         raise SystemExit(f"--mask_fraction must be in (0, 1], got {args.mask_fraction}")

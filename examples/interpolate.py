@@ -31,7 +31,7 @@ def main(argv=None) -> str:
     parser.add_argument("--scheduler", default="dpm++")
     parser.add_argument("--duration_ms", type=int, default=150, help="GIF time per frame (at least 10)")
     parser.add_argument("--output", default="interpolation.gif", help=".gif for an animation, .png for a strip")
-    parser.add_argument("--model_path", default=None, help="a pipeline folder (default: the shipped model)")
+    parser.add_argument("--model_path", default=None, help="a pipeline folder or Hub id (default: the shipped model)")
     args = parser.parse_args(argv)
     if args.num_frames < 2:
         raise SystemExit(f"--num_frames must be at least 2, got {args.num_frames}")

@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--model",
         default="cartoon-faces",
-        help=f"a shipped model ({', '.join(PRETRAINED_MODELS)}) or a pipeline folder (default: cartoon-faces)",
+        help=f"a shipped model ({', '.join(PRETRAINED_MODELS)}) or a pipeline folder, local or a Hub id "
+        "(owner/name; offline: the HF cache) (default: cartoon-faces)",
     )
     generate.add_argument("--prompt", default=None, help="what to draw (default: an example prompt of the model)")
     generate.add_argument("--negative_prompt", default=None, help="what to steer away from")
@@ -90,14 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_model(model: str) -> tuple[str, Optional[str]]:
-    """`--model` -> (the shipped model to load when no folder is given, the pipeline folder or None)."""
+    """`--model` -> (the shipped model to load when no folder is given, the pipeline folder or None). A Hub id gives
+    the folder of its snapshot in the HF cache (`sdscratch.hub.snapshot_folder`)."""
     if model in PRETRAINED_MODELS:
         return model, None
+    from .hub import PIPELINE_FILES, snapshot_folder
+
+    allowed = f"--model must be one of {list(PRETRAINED_MODELS)} or a pipeline folder with a model_index.json"
+    try:
+        model = snapshot_folder(model, "--model", PIPELINE_FILES)  # a Hub id: its snapshot in the HF cache
+    except ValueError as error:
+        raise ValueError(f"{allowed} (a local one, or a Hub id): {error}") from None
     if not os.path.isfile(os.path.join(model, "model_index.json")):
-        raise ValueError(
-            f"--model must be one of {list(PRETRAINED_MODELS)} or a pipeline folder with a model_index.json, "
-            f"got {model!r}"
-        )
+        raise ValueError(f"{allowed}, got {model!r}")
     # a folder of your own gets the digits defaults when it is a 1-channel (grayscale) pixel-space model
     with open(os.path.join(model, "model_index.json")) as f:
         has_vae = json.load(f).get("vae", [None, None])[0] is not None

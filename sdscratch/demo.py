@@ -138,7 +138,8 @@ def load_pipeline(
 
     Args:
         model_path (`str` or `os.PathLike`, *optional*): A pipeline folder (`model_index.json` + components), e.g.
-            the output of `training/train_unet.py`.
+            the output of `training/train_unet.py`, or the Hub id of one (`owner/name`: downloaded when the Hub can
+            be reached, else read from the HF cache; see `sdscratch.hub.snapshot_folder`).
         name (`str`, defaults to `"cartoon-faces"`): A shipped model of `sdscratch.PRETRAINED_MODELS`.
         scheduler (`str`, *optional*): Swap in another scheduler by short name (`"dpm++"`, `"unipc"`, `"euler"`,
             ... see `sdscratch.schedulers.registry`), built from the pipeline's own scheduler config.
@@ -167,6 +168,9 @@ def load_pipeline(
             pipe = tiny_random_pipeline(name=name)
             dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
             return _with_scheduler(pipe.to(dtype=dtype) if dtype is not None else pipe, scheduler)
+    from .hub import PIPELINE_FILES, snapshot_folder
+
+    model_path = snapshot_folder(model_path, "`model_path`", PIPELINE_FILES)  # a Hub id: its snapshot in the HF cache
     if not os.path.isfile(os.path.join(model_path, "model_index.json")):
         raise ValueError(f"`model_path` must be a pipeline folder with a model_index.json, got {str(model_path)!r}.")
     import sdscratch  # noqa: F401  (diffusers loads our components only if their modules are imported)

@@ -274,6 +274,11 @@ def load_vae_folder(path: str):
     return None
 
 
+def _model_name(model_path: str) -> str:
+    """How metrics.json names the model: a local folder as an absolute path, a Hub id as it is."""
+    return os.path.abspath(model_path) if os.path.isdir(model_path) else model_path
+
+
 def _json_safe(value):
     """Strict JSON: non-finite floats (an infinite PSNR) become `None`."""
     if isinstance(value, dict):
@@ -300,7 +305,7 @@ def parse_args(argv=None, prog: str | None = None):
         "--model_path",
         required=True,
         help="A pipeline folder (model_index.json + components), or a VAE folder to evaluate alone (train_vae.py's "
-        "output): reconstructions only, no UNet.",
+        "output): reconstructions only, no UNet. Local, or a Hub id (owner/name; offline: the HF cache).",
     )
     parser.add_argument("--output_dir", required=True, help="Where metrics.json and grid.png are written.")
     parser.add_argument("--task", choices=["cartoon-faces", "digits"], default="cartoon-faces")
@@ -339,6 +344,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--grid_images must be >= 1, or 0 for no grid, got {args.grid_images}")
     if args.grid_images == 0 and args.model_card:
         parser.error("--model_card puts grid.png in the card: use --grid_images >= 1 with it")
+    if args.model_card and not os.path.isdir(args.model_path):
+        parser.error(
+            f"--model_card writes into the README.md of --model_path, a folder: {args.model_path!r} is none (a Hub "
+            "id's files in the HF cache are shared and must not change: evaluate a local copy, `hf download "
+            f"{args.model_path} --local-dir <folder>`)"
+        )
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
     if args.num_inference_steps < 1:
@@ -360,11 +371,13 @@ def main(argv=None, prog: str = "python -m sdscratch.evaluate") -> dict:
     when run through the `sdscratch` command)."""
     args = parse_args(argv, prog=prog)
     import sdscratch  # noqa: F401  (registers every component module, as diffusers' loading needs)
+    from sdscratch.hub import PIPELINE_FILES, snapshot_folder
     from sdscratch.pipelines.pipeline_cartoon_face import CartoonFacePipeline
     from sdscratch.schedulers.registry import get_scheduler
 
-    if not os.path.isfile(os.path.join(args.model_path, "model_index.json")):
-        vae = load_vae_folder(args.model_path)
+    model_path = snapshot_folder(args.model_path, "--model_path", PIPELINE_FILES)  # a Hub id: its cached snapshot
+    if not os.path.isfile(os.path.join(model_path, "model_index.json")):
+        vae = load_vae_folder(model_path)
         if vae is None:
             raise ValueError(
                 f"--model_path {args.model_path!r} is neither a pipeline folder (model_index.json) nor a VAE folder "
@@ -373,7 +386,7 @@ def main(argv=None, prog: str = "python -m sdscratch.evaluate") -> dict:
         if args.model_card:
             raise ValueError("--model_card writes a pipeline's card; drop it to evaluate a VAE folder alone.")
         return _evaluate_vae_command(args, vae)
-    pipeline = CartoonFacePipeline.from_pretrained(args.model_path)
+    pipeline = CartoonFacePipeline.from_pretrained(model_path)
     if args.scheduler != "saved":
         pipeline.scheduler = get_scheduler(args.scheduler, pipeline.scheduler.config)
     classifier_path = args.classifier_path or pretrained_classifier_path(args.task)
@@ -389,7 +402,7 @@ def main(argv=None, prog: str = "python -m sdscratch.evaluate") -> dict:
         batch_size=args.batch_size,
         caption_style=args.caption_style,
     )
-    metrics = {"model_path": os.path.abspath(args.model_path), "scheduler_name": args.scheduler, **metrics}
+    metrics = {"model_path": _model_name(args.model_path), "scheduler_name": args.scheduler, **metrics}
     classifier_metrics = os.path.join(classifier_path, "training_metrics.json")
     if os.path.isfile(classifier_metrics):
         with open(classifier_metrics) as f:
@@ -531,7 +544,7 @@ def _evaluate_vae_command(args, vae) -> dict:
     metrics, outputs = evaluate_vae(
         vae, args.task, classifier, args.num_images, args.seed, args.batch_size, args.caption_style
     )
-    metrics = {"model_path": os.path.abspath(args.model_path), "model_type": type(vae).__name__, **metrics}
+    metrics = {"model_path": _model_name(args.model_path), "model_type": type(vae).__name__, **metrics}
     _write_outputs(args, metrics, outputs)
     for name, accuracy in metrics["adherence_vae_reconstructions"].items():
         real = metrics["adherence_real_images"].get(name, float("nan"))

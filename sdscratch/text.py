@@ -321,13 +321,21 @@ def load_text_components(
             Load the text encoder in this dtype (default float32, whatever dtype its weights are stored in; use
             float32 or bfloat16 on CPU).
         kwargs:
-            Passed to both `from_pretrained` calls (e.g. `revision`, `local_files_only`).
+            Passed to both `from_pretrained` calls (e.g. `revision`, `local_files_only`). Without them, a Hub id is
+            read from its snapshot folder (`sdscratch.hub.snapshot_folder`: downloaded when the Hub answers, else
+            the cached one, at once, or a clear error).
 
     Returns:
         `tuple[CLIPTokenizer, CLIPTextModel]`: the text encoder is in eval mode. Raises a `ValueError` when the
         encoder has fewer tokens than the tokenizer, or fewer `max_position_embeddings` than the tokenizer's
         `model_max_length` (or the tokenizer has no `model_max_length`).
     """
+    if not kwargs:  # no Hub options: one request at most (transformers retries every file when the network is down)
+        from .hub import TEXT_ENCODER_FILES, snapshot_folder
+
+        pretrained_model_name_or_path = snapshot_folder(
+            pretrained_model_name_or_path, "pretrained_model_name_or_path", TEXT_ENCODER_FILES
+        )
     tokenizer = CLIPTokenizer.from_pretrained(
         pretrained_model_name_or_path, **({"subfolder": tokenizer_subfolder} if tokenizer_subfolder else {}), **kwargs
     )

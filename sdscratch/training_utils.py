@@ -40,6 +40,7 @@ from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
 from PIL import Image
 
 from ._cpu import omp_threads_from_accelerate_launch, usable_cores
+from .hub import VAE_FILES, looks_like_local_path, snapshot_folder
 from .models.vae import SmallVAE
 
 logger = logging.getLogger(__name__)
@@ -315,25 +316,6 @@ def check_num_validation_images(args: argparse.Namespace, minimum: int) -> None:
     """`--num_validation_images` (held-out images for grids and metrics) must be at least `minimum`."""
     if args.num_validation_images < minimum:
         raise ValueError(f"--num_validation_images must be >= {minimum}, got {args.num_validation_images}.")
-
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
-
-
-def looks_like_local_path(path: str) -> bool:
-    """Whether `path` can only be a local folder, not a Hub repo id (`name` or `owner/name`): absolute or
-    relative-dot paths, `~`, more than one `/`, characters a repo id cannot hold, or a first part that is a
-    local folder (`outputs/clip` while `outputs/` exists)."""
-    if os.path.isabs(path) or path.startswith((".", "~")) or "\\" in path or not _HUB_ID.match(path):
-        return True
-    return "/" in path and os.path.isdir(path.split("/")[0])
-
-
-def check_local_path_exists(flag: str, path: Optional[str]) -> None:
-    """A clear error naming `flag` when `path` is meant as a local folder (`looks_like_local_path`) that does
-    not exist; Hub ids are left to the loader."""
-    if path is not None and not os.path.exists(path) and looks_like_local_path(path):
-        raise ValueError(f"{flag} {path}: no such folder (give an existing folder or a Hub id like owner/name).")
 
 
 def _cpu_only() -> bool:
@@ -1082,8 +1064,10 @@ def check_resolution(resolution: int, factor: int) -> None:
 
 
 def load_frozen_vae(path: str, flag: str = "--pretrained_vae_model_name_or_path"):
-    """The frozen SmallVAE in `path` or `path/vae` (train_vae.py's output), and that folder; a clear error, naming
-    the command-line `flag` that gave `path`, for anything else."""
+    """The frozen SmallVAE in `path` or `path/vae` (train_vae.py's output), and that folder; `path` may be a Hub id
+    (`sdscratch.hub.snapshot_folder`: its cached snapshot offline). A clear error, naming the command-line `flag`
+    that gave `path`, for anything else."""
+    path = snapshot_folder(path, flag, VAE_FILES)
     folder = path if os.path.isfile(os.path.join(path, "config.json")) else os.path.join(path, "vae")
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise ValueError(f"{flag} {path}: no config.json there or in its vae/ subfolder.")

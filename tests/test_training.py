@@ -1092,7 +1092,6 @@ def test_a_missing_pretrained_text_encoder_folder_is_named(tmp_path):
         with pytest.raises(ValueError, match="--pretrained_text_encoder .*missing-clip: no such folder"):
             run(train_unet, [*argv, "--pretrained_text_encoder", tmp_path / "missing-clip"])
     load.assert_not_called()
-    tu.check_local_path_exists("--pretrained_text_encoder", "openai/clip-vit-base-patch32")  # a Hub id: the loader's
 
 
 def test_help_says_how_to_run_several_processes_on_cpu():

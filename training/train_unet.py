@@ -43,6 +43,7 @@ from sdscratch import CartoonFacePipeline, SmallUNet, build_text_encoder
 from sdscratch import training_utils as tu
 from sdscratch.evaluation.text_separation import TASKS as SEPARATION_TASKS
 from sdscratch.evaluation.text_separation import text_encoder_separation
+from sdscratch.hub import TEXT_ENCODER_FILES, snapshot_folder
 from sdscratch.pipelines.pipeline_utils import default_scheduler_config
 from sdscratch.text import load_text_components
 
@@ -61,13 +62,15 @@ def parse_args(argv=None):
         "--pretrained_vae_model_name_or_path",
         type=str,
         default=None,
-        help="A SmallVAE folder (train_vae.py's output or its vae/ subfolder); none = diffusion in pixel space.",
+        help="A SmallVAE folder (train_vae.py's output or its vae/ subfolder), or the Hub id of one; none = "
+        "diffusion in pixel space.",
     )
     group.add_argument(
         "--pretrained_text_encoder",
         type=str,
         default=None,
-        help="A frozen CLIP text encoder: Hub id (e.g. openai/clip-vit-base-patch32) or folder; default: train one.",
+        help="A frozen CLIP text encoder: Hub id (e.g. openai/clip-vit-base-patch32) or folder, a CLIP or a "
+        "pipeline (tokenizer/ + text_encoder/); default: train one.",
     )
     group.add_argument(
         "--train_text_encoder",
@@ -192,16 +195,21 @@ def min_snr_weights(snr: torch.Tensor, gamma: float, prediction_type: str) -> to
     return weights / (snr + 1)
 
 
-def build_text_components(args, config, captions, resume_path=None, device=None):
+def build_text_components(args, config, captions, resume_path=None, device=None, pretrained_path=None):
     """A tokenizer trained on the captions (or the resumed checkpoint's) + a fresh CLIPTextModel (default), or a
-    pretrained pair (its text encoder frozen unless --train_text_encoder). A frozen text encoder goes to `device`:
-    accelerate places only the models it prepares, and the validation pipeline runs on the UNet's device."""
+    pretrained pair (its text encoder frozen unless --train_text_encoder) from `pretrained_path`, the local folder of
+    --pretrained_text_encoder (default: found here, a Hub id's snapshot in the HF cache). A frozen text encoder goes
+    to `device`: accelerate places only the models it prepares, and the validation pipeline runs on the UNet's
+    device."""
     if args.pretrained_text_encoder is None:
         tokenizer = tu.build_or_resume_tokenizer(captions, resume_path, **config["tokenizer"])
         return tokenizer, build_text_encoder(tokenizer, **config["text_encoder"])
-    subfolders = os.path.isdir(os.path.join(args.pretrained_text_encoder, "text_encoder"))  # a pipeline folder
+    pretrained_path = pretrained_path or snapshot_folder(
+        args.pretrained_text_encoder, "--pretrained_text_encoder", TEXT_ENCODER_FILES
+    )
+    subfolders = os.path.isdir(os.path.join(pretrained_path, "text_encoder"))  # a pipeline folder
     tokenizer, text_encoder = load_text_components(
-        args.pretrained_text_encoder,
+        pretrained_path,
         tokenizer_subfolder="tokenizer" if subfolders else None,
         text_encoder_subfolder="text_encoder" if subfolders else None,
     )
@@ -272,8 +280,13 @@ def check_resume_text_encoder(args, resume_path) -> None:
 
 
 def main(args):
-    # here, not in parse_args: recipes are parse-checked before the folders they name exist
-    tu.check_local_path_exists("--pretrained_text_encoder", args.pretrained_text_encoder)
+    # here, not in parse_args: recipes are parse-checked before the folders they name exist. A Hub id becomes its
+    # snapshot in the HF cache (downloaded, or the cached one offline) before any work
+    text_encoder_path = (
+        snapshot_folder(args.pretrained_text_encoder, "--pretrained_text_encoder", TEXT_ENCODER_FILES)
+        if args.pretrained_text_encoder is not None
+        else None
+    )
     accelerator = tu.make_accelerator(args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
@@ -327,7 +340,9 @@ def main(args):
     empty_row = len(unique_captions) - 1
 
     # ---- text encoder: trained from scratch (default), frozen pretrained, or pretrained and fine-tuned ----
-    tokenizer, text_encoder = build_text_components(args, config, captions, resume_path, accelerator.device)
+    tokenizer, text_encoder = build_text_components(
+        args, config, captions, resume_path, accelerator.device, text_encoder_path
+    )
     train_text_encoder = args.pretrained_text_encoder is None or args.train_text_encoder
     caption_input_ids = tu.tokenize_captions(tokenizer, unique_captions)  # (U, L), as CartoonFacePipeline tokenizes
     if not train_text_encoder:  # frozen: (U, L, D) hidden states computed once, kept on the CPU

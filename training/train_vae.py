@@ -55,7 +55,8 @@ def parse_args(argv=None):
         "--pretrained_vae_model_name_or_path",
         type=str,
         default=None,
-        help="Start from this trained SmallVAE (a folder, or an output folder with vae/) instead of random weights.",
+        help="Start from this trained SmallVAE (a folder, or an output folder with vae/; or the Hub id of one) "
+        "instead of random weights.",
     )
     group.add_argument(
         "--train_decoder_only",

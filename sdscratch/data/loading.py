@@ -96,7 +96,36 @@ def _load_raw(dataset_name, train_data_dir, dataset_config_name, split, cache_di
         return datasets.load_from_disk(str(folder))  # Dataset.save_to_disk
     if train_data_dir is not None:
         return _load_imagefolder(folder, train_data_dir, split, cache_dir)
-    return datasets.load_dataset(dataset_name, dataset_config_name, split=split, cache_dir=cache_dir)
+    return _load_hub_dataset(dataset_name, dataset_config_name, split, cache_dir)
+
+
+def _load_hub_dataset(dataset_name, dataset_config_name, split, cache_dir):
+    """``datasets.load_dataset(dataset_name)``, except for a Hub id when the Hub cannot be used (``HF_HUB_OFFLINE=1``,
+    no connection): then the data set's snapshot in the HF cache, where ``load_dataset`` keeps a Hub data set's
+    files (or ``hf download --repo-type dataset`` put them), is read as a local folder. ``datasets`` alone finds
+    only the Arrow cache of an earlier ``load_dataset`` there and, without ``HF_HUB_OFFLINE``, first retries each
+    file it misses for about 25 s."""
+    import datasets
+    import huggingface_hub
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    from ..hub import snapshot_folder
+
+    def load(path):
+        return datasets.load_dataset(path, dataset_config_name, split=split, cache_dir=cache_dir)
+
+    if dataset_name in _PACKAGED_DATASETS_MODULES:  # a builder ("parquet", "imagefolder", ...), not a Hub id
+        return load(dataset_name)
+    try:
+        folder = snapshot_folder(dataset_name, "--dataset_name", repo_type="dataset", download=False)
+    except ValueError as not_cached:
+        if not huggingface_hub.is_offline_mode():
+            raise
+        try:  # HF_HUB_OFFLINE=1 (no network call): the Arrow cache of an earlier load_dataset, if any
+            return load(dataset_name)
+        except ConnectionError:
+            raise not_cached from None
+    return load(dataset_name if folder is None else folder)
 
 
 def _load_imagefolder(folder, train_data_dir: str, split: Optional[str], cache_dir: Optional[str]):
