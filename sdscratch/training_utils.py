@@ -1134,6 +1134,12 @@ def training_card_body(
     return "\n".join(lines)
 
 
+def model_reference(args: argparse.Namespace, repo_id: Optional[str]) -> str:
+    """What a model card's usage snippet loads: the Hub repo the run uploads to (as diffusers' cards), else the
+    output folder."""
+    return repo_id if repo_id is not None else args.output_dir
+
+
 def write_unet_card(
     args: argparse.Namespace,
     metrics: dict,
@@ -1144,9 +1150,11 @@ def write_unet_card(
     prompts: list[str],
     vae_folder: Optional[str],
     num_processes: int = 1,
+    repo_id: Optional[str] = None,
 ) -> ModelCard:
     """The model card of a pipeline folder written by `train_unet.py` (plus the VAE's held-out metrics that
-    `train_vae.py` wrote next to its `vae/` folder, when found)."""
+    `train_vae.py` wrote next to its `vae/` folder, when found). Its usage snippet loads `repo_id` when the run
+    uploads there, else `args.output_dir`."""
     pixel_space = vae_folder is None
     vae_metrics = os.path.join(vae_folder or "", "..", "reconstruction_metrics.json")
     if not pixel_space and os.path.isfile(vae_metrics):
@@ -1167,7 +1175,7 @@ def write_unet_card(
     )
     usage = (
         "import torch\nfrom sdscratch import CartoonFacePipeline\n\n"
-        'pipe = CartoonFacePipeline.from_pretrained("<this repo or folder>")\n'
+        f'pipe = CartoonFacePipeline.from_pretrained("{model_reference(args, repo_id)}")\n'
         f"image = pipe({prompts[0]!r}, num_inference_steps=25, guidance_scale=3.0,\n"
         "             generator=torch.Generator().manual_seed(0)).images[0]"
     )

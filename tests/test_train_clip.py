@@ -62,6 +62,7 @@ def test_writes_a_hub_clip_layout_with_metrics_and_a_card(clip_dir):
     card = (clip_dir / "README.md").read_text()
     assert "--pretrained_text_encoder" in card and "zero_shot_mouth" in card and "Steps: 4" in card
     assert card.startswith("---\nlibrary_name: transformers\n")  # a CLIPModel folder, loaded by transformers
+    assert f'load_text_components("{clip_dir}")' in card  # the usage snippet loads this folder
     # the saved model is the EMA one and reloads as a plain CLIPModel
     clip = CLIPModel.from_pretrained(clip_dir)
     ema = load_file(clip_dir / "checkpoint-4" / "clip_ema" / "model.safetensors")

@@ -127,6 +127,7 @@ def test_train_vae_writes_a_scaled_vae_metrics_grids_and_pruned_checkpoints(vae_
     assert list((vae_dir / "tb").rglob("events.out.tfevents*"))
     card = (vae_dir / "README.md").read_text()
     assert "library_name: diffusers" in card and "scaling_factor" in card
+    assert f'SmallVAE.from_pretrained("{vae_dir}", subfolder="vae")' in card  # not uploaded: the output folder
 
 
 def test_train_unet_writes_a_pipeline_that_loads_and_generates(unet_dir):
@@ -155,6 +156,7 @@ def test_model_card(unet_dir, tmp_path):
     assert "| vae psnr |" in card and "final_train_loss" in card
     assert "| text encoder separation mouth |" in card  # built-in faces: logged at every validation
     assert "![validation grid](./validation/samples-000003.png)" in card
+    assert 'CartoonFacePipeline.from_pretrained("someone/tiny-faces")' in card  # the repo it was uploaded to
     card = tu.write_model_card(str(tmp_path), "t", "body", "Skiittoo/cartoon-faces", ["x"], "text-to-image")
     assert card.data.datasets == ["Skiittoo/cartoon-faces"] and card.data.library_name == "diffusers"
 

@@ -366,7 +366,7 @@ def main(args):
             "contrastive loss. Its text encoder conditions a UNet frozen, as in Stable Diffusion: "
             "`train_unet.py --pretrained_text_encoder <this folder>`.",
             "from sdscratch import load_text_components\n"
-            'tokenizer, text_encoder = load_text_components("<this repo or folder>")',
+            f'tokenizer, text_encoder = load_text_components("{tu.model_reference(args, repo_id)}")',
             args,
             global_step,
             clock.describe(),

@@ -622,6 +622,7 @@ def main(args):
             validation_prompts,
             vae_folder,
             num_processes=accelerator.num_processes,
+            repo_id=repo_id,
         )
         if args.push_to_hub:
             tu.push_folder_to_hub(args.output_dir, repo_id, args.hub_token, args.logging_dir)

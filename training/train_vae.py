@@ -362,7 +362,8 @@ def main(args):
             f"A `SmallVAE` (sdscratch) {origin} on `{args.dataset_name or args.train_data_dir}`: "
             f"{args.resolution}x{args.resolution} images <-> latents {downsample}x smaller per side, "
             f"`scaling_factor` {vae.config.scaling_factor:.4f} (= 1 / std of training latents).",
-            'import sdscratch\nvae = sdscratch.SmallVAE.from_pretrained("<this repo or folder>", subfolder="vae")',
+            "import sdscratch\n"
+            f'vae = sdscratch.SmallVAE.from_pretrained("{tu.model_reference(args, repo_id)}", subfolder="vae")',
             args,
             global_step,
             clock.describe(),
