@@ -70,7 +70,12 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image_column", type=str, default=None, help="Column holding the images (default: image).")
     group.add_argument("--caption_column", type=str, default=None, help="Column holding the captions (default: text).")
     group.add_argument("--cache_dir", type=str, default=None, help="Where downloaded data sets are cached.")
-    group.add_argument("--max_train_samples", type=int, default=None, help="Truncate the data set (debugging).")
+    group.add_argument(
+        "--max_train_samples",
+        type=int,
+        default=None,
+        help="Keep this many rows, a random subset drawn with --seed (debugging, quicker runs).",
+    )
     group.add_argument("--resolution", type=int, default=64, help="Images are resized (and cropped) to this size.")
     group.add_argument("--center_crop", action="store_true", help="Center crop instead of random crop.")
     group.add_argument("--random_flip", action="store_true", help="Flip images horizontally at random.")

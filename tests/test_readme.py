@@ -63,13 +63,13 @@ def test_readme_python_blocks_run(tiny_model_folders, tmp_path, monkeypatch):
     assert len(namespace["eights"]) == 8 and namespace["eights"][0].size == (16, 16)
 
 
-def check_commands_parse(text: str) -> int:
+def check_commands_parse(text: str, parsed: list | None = None) -> int:
     """Runs every `training/*.py`, `python -m sdscratch.evaluate` / `.data.cartoon_faces` and `sdscratch` command of
     a shell text (backslash
     continuations joined, `${VAR:-default}` expanded to its default, `"${ARRAY[@]}"` to the array's first
     definition in the text, or to nothing, comments skipped)
     through its script's own argument parser; an unknown or renamed flag raises SystemExit. Returns how many
-    commands were checked."""
+    commands were checked; `parsed` (a list) gets each `training/*.py` command's (script, parsed arguments)."""
     text = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", text.replace("\\\n", " "))
     arrays = {}  # a flag array's first definition (NAME=(...)) is its default; an undefined one is empty
     for name, value in re.findall(r"^(\w+)=\((.*)\)\s*$", text, flags=re.MULTILINE):
@@ -97,7 +97,9 @@ def check_commands_parse(text: str) -> int:
         else:
             continue
         parse = module.build_parser().parse_args if module.__name__ == "sdscratch.cli" else module.parse_args
-        parse(args)  # SystemExit (argparse error) fails the test
+        namespace = parse(args)  # SystemExit (argparse error) fails the test
+        if parsed is not None and argv[0].startswith("training/"):
+            parsed.append((argv[0], namespace))
         checked += 1
     return checked
 
@@ -106,6 +108,33 @@ def test_readme_training_commands_parse():
     """Every training, export and evaluation command in the README has flags its parser knows."""
     blocks = re.findall(r"^```bash\n(.*?)^```", README.read_text(), flags=re.DOTALL | re.MULTILINE)
     assert check_commands_parse("\n".join(blocks)) >= 11  # 5 training / export / evaluation, 6 `sdscratch`
+
+
+def test_readme_training_commands_are_the_recipes():
+    """The README says its training commands trained the shipped model: each has the recipe's settings, all but
+    where it writes and how often it checkpoints and validates (its decoder stage once lacked the recipe's --seed 1:
+    another decoder)."""
+    readme, recipe = [], []
+    check_commands_parse(
+        "\n".join(re.findall(r"^```bash\n(.*?)^```", README.read_text(), re.DOTALL | re.MULTILINE)), readme
+    )
+    check_commands_parse((ROOT / "training" / "recipes" / "cartoon-faces.sh").read_text(), recipe)
+    where = {"output_dir", "pretrained_vae_model_name_or_path", "checkpointing_steps", "checkpoints_total_limit"}
+    where |= {"validation_steps", "resume_from_checkpoint", "command"}
+
+    def settings(commands):  # stage (script, decoder only) -> the flags that decide the weights
+        return {
+            (script, getattr(args, "train_decoder_only", False)): {
+                k: v for k, v in vars(args).items() if k not in where
+            }
+            for script, args in commands
+            if script != "training/export_pretrained.py"
+        }
+
+    readme, recipe = settings(readme), settings(recipe)
+    assert len(readme) == 3 and set(readme) <= set(recipe)
+    for stage, flags in readme.items():
+        assert flags == recipe[stage], stage
 
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "training" / "recipes").glob("*.sh")), ids=lambda p: p.name)
