@@ -726,6 +726,14 @@ def _remove_folder(path: str) -> None:
     shutil.rmtree(trash)
 
 
+def is_checkpoint_step(global_step: int, args: argparse.Namespace) -> bool:
+    """Whether the training state is saved after optimizer step `global_step`: every `--checkpointing_steps`, and
+    at the last step (diffusers' scripts save none there), so that a finished run started again with
+    `--resume_from_checkpoint latest` resumes at `--max_train_steps` and takes no step instead of training its last
+    steps again (the recipes' VAE stages would redo 100 and 200 steps)."""
+    return global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps
+
+
 def save_checkpoint(
     accelerator: Accelerator,
     output_dir: str,

@@ -335,7 +335,7 @@ def main(args):
                 progress_bar.update(1)
                 progress_bar.set_postfix(loss=f"{logs['loss']:.4f}", samples_per_s=f"{logs['samples_per_s']:.1f}")
                 accelerator.log(logs, step=global_step)
-                if global_step % args.checkpointing_steps == 0:
+                if tu.is_checkpoint_step(global_step, args):
                     tu.save_checkpoint(
                         accelerator, args.output_dir, global_step, args.checkpoints_total_limit, clock, tokenizer
                     )
