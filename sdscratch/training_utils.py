@@ -232,7 +232,7 @@ def check_common_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
         raise ValueError(f"--checkpoints_total_limit must be >= 1, got {args.checkpoints_total_limit}.")
-    if args.report_to == "wandb" and args.hub_token is not None:
+    if "wandb" in (report_to_trackers(args.report_to) or []) and args.hub_token is not None:
         raise ValueError("--report_to=wandb with --hub_token would expose the token: use `hf auth login` instead.")
     check_trackers_installed(args.report_to)
     warn_unused_schedule_flags(args)
