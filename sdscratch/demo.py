@@ -144,6 +144,8 @@ def load_pipeline(
         scheduler (`str`, *optional*): Swap in another scheduler by short name (`"dpm++"`, `"unipc"`, `"euler"`,
             ... see `sdscratch.schedulers.registry`), built from the pipeline's own scheduler config.
         kwargs: Passed to `CartoonFacePipeline.from_pretrained` (e.g. `dtype=torch.bfloat16`, see [`fast_dtype`]).
+            With a Hub option (`revision`, `cache_dir`, `token`, `local_files_only`, ...), a Hub id is passed on as it
+            is, for diffusers to resolve with them.
 
     Returns:
         `CartoonFacePipeline`, with progress bars off.
@@ -168,11 +170,15 @@ def load_pipeline(
             pipe = tiny_random_pipeline(name=name)
             dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
             return _with_scheduler(pipe.to(dtype=dtype) if dtype is not None else pipe, scheduler)
-    from .hub import PIPELINE_FILES, snapshot_folder
+    from .hub import HUB_OPTIONS, PIPELINE_FILES, looks_like_local_path, snapshot_folder
 
-    model_path = snapshot_folder(model_path, "`model_path`", PIPELINE_FILES)  # a Hub id: its snapshot in the HF cache
-    if not os.path.isfile(os.path.join(model_path, "model_index.json")):
-        raise ValueError(f"`model_path` must be a pipeline folder with a model_index.json, got {str(model_path)!r}.")
+    if HUB_OPTIONS.isdisjoint(kwargs) or os.path.isdir(model_path) or looks_like_local_path(model_path):
+        model_path = snapshot_folder(model_path, "`model_path`", PIPELINE_FILES)  # a Hub id: its cached snapshot
+        if not os.path.isfile(os.path.join(model_path, "model_index.json")):
+            raise ValueError(
+                f"`model_path` must be a pipeline folder with a model_index.json, got {str(model_path)!r}."
+            )
+    # else a Hub id with `revision`, `cache_dir`, ...: diffusers resolves it with them
     import sdscratch  # noqa: F401  (diffusers loads our components only if their modules are imported)
 
     from .pipelines.pipeline_cartoon_face import CartoonFacePipeline

@@ -11,14 +11,16 @@ given a local folder and makes no network call.
 
 Example:
     ```py
-    >>> from sdscratch.hub import snapshot_folder
-    >>> folder = snapshot_folder("openai/clip-vit-base-patch32", "--pretrained_text_encoder")  # or a local folder
+    >>> from sdscratch.hub import TEXT_ENCODER_FILES, snapshot_folder
+    >>> folder = snapshot_folder("openai/clip-vit-base-patch32", "--pretrained_text_encoder", TEXT_ENCODER_FILES)
     ```
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import posixpath
 import re
 from typing import Optional
 
@@ -33,8 +35,21 @@ VAE_FILES = [
     "reconstruction_metrics.json",
 ]
 #: A CLIP tokenizer and text encoder at the root (a CLIP repo) or in `tokenizer/` + `text_encoder/` (a pipeline):
-#: safetensors weights only, not a CLIP repo's other formats (PyTorch, TF, Flax: 600 MB each for openai's ViT-B/32).
-TEXT_ENCODER_FILES = ["*.json", "*.txt", "model*.safetensors", "text_encoder/model*.safetensors"]
+#: safetensors weights (one file or shards), not a CLIP repo's other formats (TF, Flax: 600 MB each for openai's
+#: ViT-B/32) nor a pipeline's variants (`model.fp16.safetensors`, not loaded). Where a folder has no safetensors
+#: weights, `snapshot_folder` downloads its `pytorch_model.bin` instead, as transformers would load it (openai's
+#: ViT-B/32 has only that on `main`).
+TEXT_ENCODER_FILES = [
+    "*.json",
+    "*.txt",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "text_encoder/model.safetensors",
+    "text_encoder/model-*-of-*.safetensors",
+]
+#: The options that make `from_pretrained` resolve a Hub id its own way (another revision, cache or token): a loader
+#: given any of them passes the Hub id on instead of `snapshot_folder`'s `main` snapshot in the default cache.
+HUB_OPTIONS = frozenset({"revision", "cache_dir", "token", "local_files_only", "force_download", "proxies"})
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
 
@@ -60,26 +75,42 @@ def cached_snapshot(repo_id: str, repo_type: str = "model") -> Optional[str]:
     if not os.path.isfile(ref):
         return None
     with open(ref) as f:
-        folder = os.path.join(storage, "snapshots", f.read().strip())
-    return folder if os.path.isdir(folder) else None
+        commit = f.read().strip()
+    folder = os.path.join(storage, "snapshots", commit)
+    return folder if commit and os.path.isdir(folder) else None  # an empty ref is no snapshot (not snapshots/)
 
 
-def hub_unreachable_reason(repo_id: str, repo_type: str = "model") -> Optional[str]:
-    """`None` when the Hub answers for `repo_id`, else why it cannot be used: `HF_HUB_OFFLINE=1`, no connection
-    (one request with a 10 s timeout, no retries), or an answer that it has no such (public) repo."""
+def _repo_info(repo_id: str, repo_type: str):
+    """`(the Hub's info on repo_id, None)` when the Hub answers, else `(None, why it cannot be used)`:
+    `HF_HUB_OFFLINE=1`, no connection (one request with a 10 s timeout, no retries), or an answer that it has no
+    such (public) repo."""
     import huggingface_hub
     from huggingface_hub.errors import RepositoryNotFoundError
 
     if huggingface_hub.is_offline_mode():
-        return "HF_HUB_OFFLINE=1 is set, so nothing is downloaded"
+        return None, "HF_HUB_OFFLINE=1 is set, so nothing is downloaded"
     try:
-        huggingface_hub.HfApi().repo_info(repo_id, repo_type=repo_type, timeout=10)
+        return huggingface_hub.HfApi().repo_info(repo_id, repo_type=repo_type, timeout=10), None
     except RepositoryNotFoundError:
         kind = "data set" if repo_type == "dataset" else "model"
-        return f"the Hub has no {kind} {repo_id!r} (or it is private or gated: log in with `hf auth login`)"
+        return None, f"the Hub has no {kind} {repo_id!r} (or it is private or gated: log in with `hf auth login`)"
     except Exception as error:  # no connection, a timeout, the Hub down: the cache is all there is
-        return f"the Hub cannot be reached ({type(error).__name__}: {error})"
-    return None
+        return None, f"the Hub cannot be reached ({type(error).__name__}: {error})"
+
+
+def _with_pickle_weights(allow_patterns: Optional[list[str]], files: Optional[list[str]]) -> Optional[list[str]]:
+    """`allow_patterns`, plus `pytorch_model*.bin` for each folder whose transformers weights (`model*.safetensors`
+    patterns) match none of the repo's `files`: transformers then loads those, so they must be downloaded."""
+    if allow_patterns is None or files is None:
+        return allow_patterns
+    extra = []
+    for pattern in allow_patterns:
+        folder, name = posixpath.split(pattern)
+        if name.startswith("model") and name.endswith(".safetensors"):
+            in_folder = [p for p in allow_patterns if posixpath.split(p)[0] == folder and p.endswith(".safetensors")]
+            if not any(fnmatch.fnmatch(file, p) for p in in_folder for file in files):
+                extra.append(posixpath.join(folder, "pytorch_" + name[: -len(".safetensors")] + ".bin"))
+    return allow_patterns + extra
 
 
 def snapshot_folder(
@@ -96,7 +127,8 @@ def snapshot_folder(
         name_or_path (`str` or `os.PathLike`): A local folder or a Hub repo id.
         flag (`str`): The command-line flag (or argument) that gave it, named in errors.
         allow_patterns (`list[str]`, *optional*): The files to download (`snapshot_download`'s patterns): keeps
-            a download to what the caller loads (e.g. not the other weight formats of a CLIP repo).
+            a download to what the caller loads (e.g. not the other weight formats of a CLIP repo). A folder with
+            none of the `model*.safetensors` weights asked for gets its `pytorch_model*.bin` instead.
         repo_type (`str`, defaults to `"model"`): `"model"` or `"dataset"`.
         download (`bool`, defaults to `True`): `False`: return `None` for a Hub id when the Hub answers (the
             caller's own loader downloads what it needs, e.g. `datasets.load_dataset` only one configuration).
@@ -114,13 +146,14 @@ def snapshot_folder(
         return path
     if looks_like_local_path(path):
         raise ValueError(f"{flag} {path}: no such folder (give an existing folder or a Hub id like owner/name).")
-    reason = hub_unreachable_reason(path, repo_type)
+    info, reason = _repo_info(path, repo_type)
     if reason is None:
         if not download:
             return None
         from huggingface_hub import snapshot_download
 
-        return snapshot_download(path, repo_type=repo_type, allow_patterns=allow_patterns)
+        files = [sibling.rfilename for sibling in info.siblings] if getattr(info, "siblings", None) else None
+        return snapshot_download(path, repo_type=repo_type, allow_patterns=_with_pickle_weights(allow_patterns, files))
     folder = cached_snapshot(path, repo_type)
     if folder is None:
         from huggingface_hub import constants

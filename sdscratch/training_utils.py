@@ -69,7 +69,12 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--image_column", type=str, default=None, help="Column holding the images (default: image).")
     group.add_argument("--caption_column", type=str, default=None, help="Column holding the captions (default: text).")
-    group.add_argument("--cache_dir", type=str, default=None, help="Where downloaded data sets are cached.")
+    group.add_argument(
+        "--cache_dir",
+        type=str,
+        default=None,
+        help="datasets' Arrow cache (the downloaded files themselves go to the HF cache: HF_HOME / HF_HUB_CACHE).",
+    )
     group.add_argument(
         "--max_train_samples",
         type=int,

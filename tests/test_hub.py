@@ -5,14 +5,17 @@ every command and loader that takes a folder is given the repo id, offline (conf
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 import datasets
 import pytest
+import torch
 from huggingface_hub import constants
 from huggingface_hub.utils import filter_repo_objects
 from PIL import Image
@@ -23,7 +26,7 @@ from sdscratch import training_utils as tu
 from sdscratch.data import generate_face
 from sdscratch.data.loading import load_image_caption_dataset
 from sdscratch.demo import load_pipeline, tiny_random_pipeline
-from sdscratch.hub import snapshot_folder
+from sdscratch.hub import TEXT_ENCODER_FILES, cached_snapshot, snapshot_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
@@ -184,10 +187,91 @@ def test_when_the_hub_answers_only_the_files_a_loader_reads_are_downloaded(hub, 
     monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
     assert load_text_components("someone/clip")[1].config.model_type == "clip_text_model"
     assert downloads == [
-        ("someone/clip", "model", ["*.json", "*.txt", "model*.safetensors", "text_encoder/model*.safetensors"])
+        ("someone/clip", "model", TEXT_ENCODER_FILES)  # no file list from the Hub: the patterns as they are
     ]
     # a data set is left to datasets.load_dataset, which downloads one configuration only
     with mock.patch.object(datasets, "load_dataset", side_effect=RuntimeError("load_dataset")) as load:
         with pytest.raises(RuntimeError, match="load_dataset"):
             load_image_caption_dataset("someone/data")
     assert load.call_args.args[0] == "someone/data" and len(downloads) == 1
+
+
+def answering_hub(monkeypatch, tmp_path, repos):
+    """The Hub answering for `repos` (repo id -> the folder it holds): `repo_info` lists the folder's files, and
+    `snapshot_download` copies those that its `allow_patterns` select (huggingface_hub's own filter) into a new
+    folder. Returns repo id -> the files downloaded."""
+    monkeypatch.setattr("huggingface_hub.is_offline_mode", lambda: False)
+
+    def files(repo_id):
+        return sorted(p.relative_to(repos[repo_id]).as_posix() for p in repos[repo_id].rglob("*") if p.is_file())
+
+    def repo_info(self, repo_id, **kwargs):
+        return SimpleNamespace(siblings=[SimpleNamespace(rfilename=name) for name in files(repo_id)])
+
+    downloaded = {}
+
+    def snapshot_download(repo_id, repo_type, allow_patterns):
+        downloaded[repo_id] = sorted(filter_repo_objects(files(repo_id), allow_patterns=allow_patterns))
+        for name in downloaded[repo_id]:
+            (tmp_path / repo_id / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(repos[repo_id] / name, tmp_path / repo_id / name)
+        return str(tmp_path / repo_id)
+
+    monkeypatch.setattr("huggingface_hub.HfApi.repo_info", repo_info)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    return downloaded
+
+
+def test_a_clip_repo_without_safetensors_downloads_its_pytorch_weights_and_no_variants(hub, tmp_path, monkeypatch):
+    """openai/clip-vit-base-patch32 has only pytorch_model.bin (and TF, Flax) on main: it was downloaded without any
+    weights, so the text encoder failed to load; a pipeline repo's fp16 text encoder was downloaded with the fp32."""
+    clip = tmp_path / "openai-like"
+    shutil.copytree(hub / "clip", clip)
+    text_encoder = load_text_components(hub / "clip")[1]
+    torch.save(text_encoder.state_dict(), clip / "pytorch_model.bin")
+    (clip / "model.safetensors").unlink()
+    for name in ("tf_model.h5", "flax_model.msgpack"):
+        (clip / name).write_bytes(b"other formats")
+    pipeline = tmp_path / "pipeline"
+    shutil.copytree(hub / "faces", pipeline)
+    shutil.copy(pipeline / "text_encoder" / "model.safetensors", pipeline / "text_encoder" / "model.fp16.safetensors")
+    downloaded = answering_hub(monkeypatch, tmp_path / "downloads", {"openai/clip": clip, "someone/sd": pipeline})
+
+    loaded = load_text_components("openai/clip")[1]
+    assert "pytorch_model.bin" in downloaded["openai/clip"] and "tf_model.h5" not in downloaded["openai/clip"]
+    assert all(torch.equal(value, text_encoder.state_dict()[key]) for key, value in loaded.state_dict().items())
+    snapshot_folder("someone/sd", "--pretrained_text_encoder", TEXT_ENCODER_FILES)
+    weights = [name for name in downloaded["someone/sd"] if name.endswith((".safetensors", ".bin"))]
+    assert weights == ["text_encoder/model.safetensors"]
+
+
+def test_load_pipeline_leaves_a_hub_id_with_hub_options_to_diffusers(hub, tmp_path):
+    """`revision` / `cache_dir` were ignored: the `main` snapshot of the default cache loaded instead, silently."""
+    with pytest.raises(OSError, match="not fully cached"):
+        load_pipeline("me/faces", revision="v2")
+    with pytest.raises(OSError, match="not fully cached"):
+        load_pipeline("me/faces", cache_dir=str(tmp_path))
+    assert isinstance(load_pipeline("me/faces", local_files_only=True), CartoonFacePipeline)
+    with pytest.raises(ValueError, match="no such folder"):
+        load_pipeline("./missing/pipeline", revision="v2")
+
+
+def test_dataset_paths_datasets_resolves_itself_and_local_typos_offline(hub, monkeypatch):
+    with pytest.raises(ValueError, match=r"--dataset_name datasets/me/data: no such folder"):  # was datasets' error
+        load_image_caption_dataset("datasets/me/data")
+    monkeypatch.setattr("huggingface_hub.is_offline_mode", lambda: False)  # online: were refused as no such folder
+    with mock.patch.object(datasets, "load_dataset", side_effect=RuntimeError("load_dataset")) as load:
+        for name in ("hf://datasets/me/data", "buckets/me/bucket/images"):
+            with pytest.raises(RuntimeError, match="load_dataset"):
+                load_image_caption_dataset(name)
+            assert load.call_args.args[0] == name
+
+
+def test_an_empty_ref_is_no_snapshot(hub):
+    storage = Path(constants.HF_HUB_CACHE) / "models--me--emptyref"
+    (storage / "snapshots").mkdir(parents=True)
+    (storage / "refs").mkdir()
+    (storage / "refs" / "main").write_text("")
+    assert cached_snapshot("me/emptyref") is None  # was snapshots/ itself
+    with pytest.raises(ValueError, match=NOT_CACHED):
+        snapshot_folder("me/emptyref", "--flag")

@@ -109,17 +109,18 @@ def _load_hub_dataset(dataset_name, dataset_config_name, split, cache_dir):
     import huggingface_hub
     from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 
-    from ..hub import snapshot_folder
+    from ..hub import looks_like_local_path, snapshot_folder
 
     def load(path):
         return datasets.load_dataset(path, dataset_config_name, split=split, cache_dir=cache_dir)
 
-    if dataset_name in _PACKAGED_DATASETS_MODULES:  # a builder ("parquet", "imagefolder", ...), not a Hub id
+    # a builder ("parquet", "imagefolder", ...), or a Hub path datasets resolves itself (hf://datasets/..., buckets/)
+    if dataset_name in _PACKAGED_DATASETS_MODULES or dataset_name.startswith(("hf://", "buckets/")):
         return load(dataset_name)
     try:
         folder = snapshot_folder(dataset_name, "--dataset_name", repo_type="dataset", download=False)
     except ValueError as not_cached:
-        if not huggingface_hub.is_offline_mode():
+        if not huggingface_hub.is_offline_mode() or looks_like_local_path(dataset_name):  # a Hub id's only
             raise
         try:  # HF_HUB_OFFLINE=1 (no network call): the Arrow cache of an earlier load_dataset, if any
             return load(dataset_name)
