@@ -50,6 +50,20 @@ def test_shipped_models_load_offline_in_float32(name):
     assert card.startswith("---\nlibrary_name: diffusers") and "## Evaluation" in card
 
 
+@pytest.mark.parametrize("name", sorted(sdscratch.PRETRAINED_MODELS))
+def test_shipped_cards_usage_snippet_runs(name):
+    """The `## Usage` code of each shipped card, as a user pastes it (2 steps instead of 25)."""
+    import re
+
+    card = (Path(sdscratch.pretrained(name)) / "README.md").read_text()
+    code = re.search(r"## Usage\n\n```python\n(.*?)```", card, re.S).group(1)
+    assert f'sdscratch.pretrained("{name}")' in code
+    namespace = {}
+    exec(code.replace("num_inference_steps=25", "num_inference_steps=2"), namespace)
+    size = namespace["pipe"].unet.config.sample_size * namespace["pipe"].vae_scale_factor
+    assert namespace["image"].size == (size, size)
+
+
 def test_export_writes_fp16_weights_that_load_as_float32(tmp_path):
     pipe = tiny_random_pipeline(seed=0, name="digits")
     source = tmp_path / "trained"
@@ -101,6 +115,31 @@ def test_export_names_the_card_after_the_shipped_model(tmp_path):
     (source / "README.md").write_text("# My model\n" + body)
     target = export.main(["--model_path", str(source), "--name", "digits", "--output_root", str(tmp_path / "pkg")])
     assert (Path(target) / "README.md").read_text() == "# My model\n" + body
+
+
+def test_export_card_usage_loads_the_exported_model(tmp_path, monkeypatch):
+    """train_unet.py's card loads the run's output folder (or its Hub repo): the exported card loads the export,
+    as `sdscratch.pretrained(name)` when it is written into the repository's shipped models."""
+    source = tmp_path / "outputs" / "digits"
+    tiny_random_pipeline(seed=0, name="digits").save_pretrained(source)
+    usage = (
+        "## Usage\n\n```python\nimport torch\nfrom sdscratch import CartoonFacePipeline\n\n"
+        'pipe = CartoonFacePipeline.from_pretrained("{}")\nimage = pipe("3").images[0]\n```\n'
+    )
+    card = "---\nlibrary_name: diffusers\n---\n\n# digits: text-to-image from scratch\n\nA card.\n\n"
+    (source / "README.md").write_text(card + usage.format(source) + "\n## Training\n\n- Steps: 9\n")
+    export = load_script("export_pretrained")
+    root = tmp_path / "my_models"
+    target = export.main(export_args(source, root))
+    assert (Path(target) / "README.md").read_text() == (
+        card + usage.format(root / "digits") + "\n## Training\n\n- Steps: 9\n"
+    )
+    monkeypatch.setattr(export, "REPO_PRETRAINED_DIR", str(root))  # the repository's sdscratch/pretrained
+    target = export.main(export_args(source, root))
+    text = (Path(target) / "README.md").read_text()
+    assert "import torch\nimport sdscratch\nfrom sdscratch import CartoonFacePipeline\n" in text
+    assert 'pipe = CartoonFacePipeline.from_pretrained(sdscratch.pretrained("digits"))\n' in text
+    assert str(source) not in text and text.endswith("\n## Training\n\n- Steps: 9\n")
 
 
 def test_export_adds_the_vae_training_section(tmp_path):
@@ -206,8 +245,8 @@ def test_interrupted_export_leaves_a_complete_model_and_no_leftover(tmp_path, mo
             export.main(export_args(source, root))
         assert complete_model_card(target) == "# new model\n"  # in place before the old one is deleted
         monkeypatch.setattr(shutil, "rmtree", real_rmtree)
-        # the interrupted clean-up's half-deleted `digits.old` is never loaded, and the next export removes it
-        assert not (root / "digits.old" / "model_index.json").exists()
+        # the interrupted clean-up's half-deleted `.digits.old` is never loaded, and the next export removes it
+        assert not (root / ".digits.old" / "model_index.json").exists()
         export.main(export_args(source, root))
         assert complete_model_card(target) == "# new model\n"
     else:
@@ -216,6 +255,41 @@ def test_interrupted_export_leaves_a_complete_model_and_no_leftover(tmp_path, mo
             export.main(export_args(source, root))
         assert complete_model_card(target) == "# old model\n"  # the old model put back
     assert sorted(p.name for p in root.iterdir()) == ["digits"]  # no digits.tmp / digits.old to package
+
+
+def test_a_killed_exports_leftover_is_not_packaged(tmp_path, monkeypatch):
+    """A killed export (SIGKILL, a closed terminal) runs no clean-up: its temporary folder, beside the shipped models,
+    has a hidden name that setup.cfg's package_data globs skip (`digits.tmp/` went into the wheel)."""
+    import configparser
+    import glob
+
+    source, package = tmp_path / "trained", tmp_path / "sdscratch"
+    root = package / "pretrained"
+    tiny_random_pipeline(seed=0, name="digits").save_pretrained(source)
+    (source / "README.md").write_text("# old model\n")
+    export = load_script("export_pretrained")
+    target = Path(export.main(export_args(source, root)))
+    (source / "README.md").write_text("# new model\n")
+
+    def killed(*args):  # the weights written, then the process dies: no `finally` runs
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(export, "compute_in_float32", killed)
+        patch.setattr(export, "recover_interrupted_export", lambda target: None)
+        with pytest.raises(KeyboardInterrupt):
+            export.main(export_args(source, root))
+    leftovers = [p for p in root.iterdir() if p.name != "digits"]
+    assert leftovers and all(p.name.startswith(".") for p in leftovers)
+    assert any(p.suffix == ".safetensors" for p in leftovers[0].rglob("*"))
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    patterns = [p.strip() for p in config["options.package_data"]["sdscratch"].split(",")]
+    packaged = {Path(path) for pattern in patterns for path in glob.glob(str(package / pattern), recursive=True)}
+    assert target / "model_index.json" in packaged and complete_model_card(target) == "# old model\n"
+    assert not [path for path in packaged if any(leftover in path.parents for leftover in leftovers)]
+    export.main(export_args(source, root))  # the next export removes the leftover
+    assert sorted(p.name for p in root.iterdir()) == ["digits"] and complete_model_card(target) == "# new model\n"
 
 
 def test_export_recovers_a_model_moved_aside_by_an_interrupted_export(tmp_path):
@@ -268,6 +342,25 @@ def test_export_checks_model_path_and_output_root_before_loading(tmp_path, monke
         export.main(export_args(source, tmp_path / "file"))
     with pytest.raises(ValueError, match="--output_root .*cannot be created"):
         export.main(export_args(source, tmp_path / "file" / "pkg"))
+    with pytest.raises(ValueError, match="--output_root is empty"):  # makedirs("") failed after the loading
+        export.main(export_args(source, ""))
+    (source / "README.md").write_text("# card\n\n## Training\n\n- Steps: 9\n")
+    with pytest.raises(ValueError, match="--text_encoder_path .*is a pipeline folder"):
+        export.main(export_args(source, tmp_path / "pkg", "--text_encoder_path", source))
+    with pytest.raises(ValueError, match="--text_encoder_path .*does not exist"):
+        export.main(export_args(source, tmp_path / "pkg", "--text_encoder_path", tmp_path / "missing"))
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_export_names_the_text_encoder_flag_when_it_holds_no_clip(tmp_path):
+    source, not_clip = tmp_path / "trained", tmp_path / "not-clip"
+    tiny_random_pipeline(seed=0, name="digits").save_pretrained(source)
+    not_clip.mkdir()
+    (not_clip / "README.md").write_text("# SmallVAE\n\n## Training\n\n- Steps: 9\n")
+    export = load_script("export_pretrained")
+    with pytest.raises(ValueError, match="--text_encoder_path .*no CLIP tokenizer and text encoder could be loaded"):
+        export.main(export_args(source, tmp_path / "pkg", "--text_encoder_path", not_clip))
+    assert not (tmp_path / "pkg").exists()
 
 
 def test_export_writes_into_the_repository_when_sdscratch_is_installed_elsewhere(tmp_path, monkeypatch):

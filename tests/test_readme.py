@@ -6,9 +6,12 @@ exercise the real loading and calling code in seconds, whether or not the shippe
 
 import importlib
 import importlib.util
+import os
 import re
 import runpy
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -150,6 +153,33 @@ def test_recipe_flag_arrays_are_checked():
     with pytest.raises(SystemExit):
         check_commands_parse(text)
     assert check_commands_parse(text.replace("stepz", "steps")) == 1
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the recipes are bash scripts")
+@pytest.mark.parametrize("clip", ["0", "1"])
+def test_recipe_export_tells_every_trained_part(clip, tmp_path):
+    """The cartoon-faces recipe as a user runs it (its commands echoed, not run): the export passes both VAE stages,
+    and with CLIP=1 the CLIP the UNet stage used (--text_encoder_path), as docs/evaluation.md says."""
+    for command in ("accelerate", "python"):
+        (tmp_path / command).write_text('#!/bin/sh\necho "$@"\n')
+        (tmp_path / command).chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}", "CLIP": clip, "OUT": "out"}
+    lines = subprocess.run(
+        ["bash", str(ROOT / "training" / "recipes" / "cartoon-faces.sh")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    (command,) = [line.split() for line in lines if line.startswith("training/export_pretrained.py")]
+    unet = [line.split() for line in lines if line.startswith("launch training/train_unet.py")][0]
+    spec = importlib.util.spec_from_file_location("export_pretrained", ROOT / command[0])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = module.parse_args(command[1:])
+    assert args.model_path == unet[unet.index("--output_dir") + 1] and args.vae_path == ["out/vae", "out/vae-decoder"]
+    assert args.text_encoder_path == ("out/clip" if clip == "1" else None)
 
 
 SCRIPTS = sorted(

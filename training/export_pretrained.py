@@ -9,9 +9,10 @@ Writes `sdscratch/pretrained/<name>/` of this repository (model_index.json, one 
 card and its images): the folder setup.cfg packages and the recipes then evaluate, also when sdscratch is installed
 from a wheel (its copy in site-packages is left alone). The weights are stored in float16 to stay small;
 `CartoonFacePipeline.from_pretrained` upcasts them to float32 (fp16 has no fast path on most CPUs). The folder is
-written as `<name>.tmp`, the previous model moved aside
-to `<name>.old` and the new one renamed into place (atomic renames), then the old one deleted, so an interrupted
-export never leaves a half model that `sdscratch.pretrained()` would load, nor a leftover folder to package. Run
+written as `.<name>.tmp`, the previous model moved aside to `.<name>.old` and the new one renamed into place (atomic
+renames), then the old one deleted, so an interrupted export never leaves a half model that `sdscratch.pretrained()`
+would load. The temporaries are hidden (setup.cfg's package_data globs skip dot names), so even a killed export's
+leftover is never packaged; the next export removes it. Run
 `python -m sdscratch.evaluate --model_path sdscratch/pretrained/<name> ... --model_card` afterwards, so that the
 card's numbers are those of the stored fp16 weights.
 """
@@ -102,11 +103,25 @@ def check_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"--model_path {args.model_path!r} is not a pipeline folder (no model_index.json).")
     for path in args.vae_path or []:
         check_vae_run(path)
-    if args.text_encoder_path and not os.path.isfile(os.path.join(args.text_encoder_path, "README.md")):
-        raise ValueError(
-            f"--text_encoder_path {args.text_encoder_path!r} has no README.md (expected train_clip.py's output folder)."
-        )
+    if args.text_encoder_path:
+        check_clip_run(args.text_encoder_path)
     check_output_root(args.output_root)
+
+
+def check_clip_run(path: str) -> None:
+    """Raises a `ValueError` naming `--text_encoder_path` unless `path` is a folder with a model card and no
+    `model_index.json`, as train_clip.py writes (a pipeline folder's card describes its UNet run: it must not become
+    the "Text encoder training" section)."""
+    expected = "expected train_clip.py's output folder"
+    if not os.path.isdir(path):
+        raise ValueError(f"--text_encoder_path {path!r} does not exist or is not a folder ({expected}).")
+    if os.path.isfile(os.path.join(path, "model_index.json")):
+        raise ValueError(
+            f"--text_encoder_path {path!r} is a pipeline folder (it has a model_index.json: train_unet.py's output?); "
+            f"{expected}."
+        )
+    if not os.path.isfile(os.path.join(path, "README.md")):
+        raise ValueError(f"--text_encoder_path {path!r} has no README.md ({expected}).")
 
 
 def check_vae_run(path: str) -> None:
@@ -140,6 +155,8 @@ def check_vae_run(path: str) -> None:
 def check_output_root(output_root: str) -> None:
     """Raises a `ValueError` naming `--output_root` unless it is a writable directory or can be created as one
     (its nearest existing ancestor is a writable directory). Creates nothing."""
+    if not output_root:  # os.path.abspath("") is the current folder, os.makedirs("") fails after the loading
+        raise ValueError("--output_root is empty: give the folder that receives the exported model.")
     path = os.path.abspath(output_root)
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"--output_root {output_root!r} exists and is not a directory.")
@@ -162,14 +179,25 @@ def to_float16(pipeline: CartoonFacePipeline) -> CartoonFacePipeline:
     return pipeline
 
 
+def temporary_paths(target: str) -> tuple[str, str]:
+    """`(tmp, old)`: where the export of `target` writes the new model and moves the previous one aside, hidden
+    names beside it (`.<name>.tmp`, `.<name>.old`): setup.cfg's package_data globs skip names starting with a dot, so
+    a leftover of a killed export (SIGKILL, a closed terminal: no clean-up runs) is never packaged."""
+    parent, name = os.path.split(target)
+    return os.path.join(parent, f".{name}.tmp"), os.path.join(parent, f".{name}.old")
+
+
 def recover_interrupted_export(target: str) -> None:
-    """Cleans up after an export that was interrupted: a `<name>.old` left while `<name>` is missing is the complete
-    previous model (moved aside, the new one not yet in place) and is put back; any other `<name>.tmp` /
-    `<name>.old` is a leftover and is deleted (setup.cfg's package_data would ship it)."""
-    old, tmp = target + ".old", target + ".tmp"
-    if os.path.isdir(old) and not os.path.lexists(target):
-        os.replace(old, target)
-    for leftover in (tmp, old):
+    """Cleans up after an export that was interrupted: a `.<name>.old` left while `<name>` is missing is the complete
+    previous model (moved aside, the new one not yet in place) and is put back; any other `.<name>.tmp` /
+    `.<name>.old` is a leftover and is deleted (so are the `<name>.tmp` / `<name>.old` of earlier versions of this
+    script, which setup.cfg's package_data would ship)."""
+    tmp, old = temporary_paths(target)
+    leftovers = (tmp, old, target + ".tmp", target + ".old")
+    for moved_aside in (old, target + ".old"):
+        if os.path.isdir(moved_aside) and not os.path.lexists(target):
+            os.replace(moved_aside, target)
+    for leftover in leftovers:
         if os.path.lexists(leftover):
             shutil.rmtree(leftover, ignore_errors=True)
 
@@ -177,9 +205,10 @@ def recover_interrupted_export(target: str) -> None:
 def main(argv: Optional[list[str]] = None) -> str:
     """Exports `--model_path` as the shipped model `--name` under `--output_root`; returns the written folder.
 
-    The new folder is written as `<name>.tmp`, the previous model (if any) is moved aside to `<name>.old` by an
+    The new folder is written as `.<name>.tmp`, the previous model (if any) is moved aside to `.<name>.old` by an
     atomic rename, the new one renamed into place, and only then is the old one deleted: at any moment `<name>` is
-    either missing (a first export) or a complete model. Whatever happens, no `<name>.tmp` / `<name>.old` is left.
+    either a complete model or missing (a first export, or a process killed between the two renames: the next
+    export puts the previous model back). Unless the process is killed, no `.<name>.tmp` / `.<name>.old` is left.
     """
     args = parse_args(argv)
     check_paths(args)
@@ -189,7 +218,7 @@ def main(argv: Optional[list[str]] = None) -> str:
     if args.vae_path:
         pipeline.register_modules(vae=same_latents_vae(pipeline.vae, args.vae_path[-1]))
     target = os.path.join(args.output_root, args.name)
-    tmp, old = target + ".tmp", target + ".old"
+    tmp, old = temporary_paths(target)
     os.makedirs(args.output_root, exist_ok=True)
     recover_interrupted_export(target)
     try:
@@ -215,6 +244,7 @@ def write_export(pipeline: CartoonFacePipeline, args: argparse.Namespace, tmp: s
             shutil.copyfile(os.path.join(args.model_path, name), os.path.join(tmp, name))
     if os.path.isfile(os.path.join(tmp, "README.md")):
         retitle_card(os.path.join(tmp, "README.md"), args.name)
+        point_usage_at_export(os.path.join(tmp, "README.md"), args.name, args.output_root)
     validation = os.path.join(args.model_path, "validation")
     if os.path.isdir(validation):
         last = sorted(os.listdir(validation))[-1:]  # the final grid only: the card shows it
@@ -244,6 +274,32 @@ def retitle_card(card_path: str, name: str) -> None:
         lines[title] = re.sub(r"^# [^:]+: ", f"# {name}: ", lines[title])
     with open(card_path, "w") as f:
         f.write("\n".join(lines))
+
+
+def point_usage_at_export(card_path: str, name: str, output_root: str) -> None:
+    """Makes the card's usage snippet load the exported model: train_unet.py's loads the run's output folder (or the
+    Hub repo it uploaded to), neither of which is what is shipped. Exported into this repository's
+    sdscratch/pretrained, the model loads as `sdscratch.pretrained(name)`; exported elsewhere, from its folder."""
+    with open(card_path) as f:
+        card = f.read()
+    start = card.find("\n## Usage\n")
+    if start < 0:
+        return
+    end = card.find("\n## ", start + 1)
+    end = len(card) if end < 0 else end
+    loading = re.compile(r'CartoonFacePipeline\.from_pretrained\("[^"\n]*"\)')
+    usage = card[start:end]
+    if not loading.search(usage):  # not train_unet.py's snippet: left as written
+        return
+    if os.path.realpath(output_root) == os.path.realpath(REPO_PRETRAINED_DIR):
+        source = f'sdscratch.pretrained("{name}")'
+        if "\nimport sdscratch\n" not in usage:
+            usage = usage.replace("\nfrom sdscratch import ", "\nimport sdscratch\nfrom sdscratch import ", 1)
+    else:
+        source = json.dumps(os.path.join(output_root, name))
+    usage = loading.sub(lambda _: f"CartoonFacePipeline.from_pretrained({source})", usage, count=1)
+    with open(card_path, "w") as f:
+        f.write(card[:start] + usage + card[end:])
 
 
 def same_latents_vae(pipeline_vae: Optional[SmallVAE], vae_path: str) -> SmallVAE:
@@ -277,7 +333,13 @@ def check_same_text_encoder(pipeline: CartoonFacePipeline, text_encoder_path: st
     encoder weights and tokenizer vocabulary: the card must describe the encoder the UNet was trained on. With
     `fine_tuned` (the UNet run used `--train_text_encoder`), the weights moved by design: the tokenizer must still
     be the same and the encoder the same architecture (tensor names and shapes)."""
-    tokenizer, text_encoder = load_text_components(text_encoder_path)
+    try:
+        tokenizer, text_encoder = load_text_components(text_encoder_path)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"--text_encoder_path {text_encoder_path!r}: no CLIP tokenizer and text encoder could be loaded from it "
+            f"(expected train_clip.py's output folder): {error}"
+        ) from error
     if pipeline.text_encoder is None or tokenizer.get_vocab() != pipeline.tokenizer.get_vocab():
         raise ValueError(
             f"--text_encoder_path {text_encoder_path!r}: its tokenizer is not the pipeline's (the UNet in "

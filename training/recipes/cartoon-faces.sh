@@ -46,8 +46,10 @@ accelerate launch training/train_vae.py --dataset_name builtin:cartoon-faces --r
     --lr_warmup_steps 50 --mixed_precision bf16 --output_dir "$OUT/vae-decoder" --validation_steps 500 \
     --checkpointing_steps 250 --checkpoints_total_limit 2 --resume_from_checkpoint latest --seed 1
 
-python training/export_pretrained.py --model_path "$PIPELINE" --name cartoon-faces \
-    --vae_path "$OUT/vae" "$OUT/vae-decoder"
+# the exported card tells how every trained part was made: both VAE stages, and the CLIP=1 variant's CLIP
+EXPORT_FLAGS=(--vae_path "$OUT/vae" "$OUT/vae-decoder")
+if [ "${CLIP:-0}" = 1 ]; then EXPORT_FLAGS+=(--text_encoder_path "$OUT/clip"); fi
+python training/export_pretrained.py --model_path "$PIPELINE" --name cartoon-faces "${EXPORT_FLAGS[@]}"
 python -m sdscratch.evaluate --model_path sdscratch/pretrained/cartoon-faces --output_dir "$OUT/eval" \
     --task cartoon-faces --num_images 512 --num_inference_steps 25 --guidance_scale 3 --scheduler dpm++ --seed 0 \
     --model_card
