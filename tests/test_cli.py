@@ -133,6 +133,15 @@ def test_console_script_and_module_entry_points():
     assert "cartoon-faces: " in result.stdout
 
 
+def test_generate_from_the_command_line_exits_cleanly(faces_folder, tmp_path):
+    # a command-line run (argv from sys.argv) freezes the gc before the interpreter's exit: output and file intact
+    output = tmp_path / "cli.png"
+    command = [sys.executable, "-m", "sdscratch", "generate", "--model", faces_folder, *TINY, "--num_images", "1"]
+    result = subprocess.run([*command, "--output", str(output)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"wrote {output} (1 images for ") and Image.open(output).size == (64, 64)
+
+
 def test_import_prints_nothing():
     # e.g. importing diffusers' Stable Diffusion pipeline module pulls transformers' image processors, which warn
     # about torchvision on stderr: README command 1 must print its one line only
