@@ -47,5 +47,7 @@ def pretrained(name: str = "cartoon-faces") -> str:
 
 
 def is_available(name: str) -> bool:
-    """Whether the shipped model `name` is present in this installation."""
-    return name in PRETRAINED_MODELS and (PRETRAINED_DIR / name / "model_index.json").is_file()
+    """Whether the shipped model `name` is present in this installation (`False` for any other value)."""
+    return (
+        isinstance(name, str) and name in PRETRAINED_MODELS and (PRETRAINED_DIR / name / "model_index.json").is_file()
+    )

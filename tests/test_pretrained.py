@@ -25,8 +25,11 @@ def load_script(name):
 
 
 def test_pretrained_rejects_unknown_names():
+    from sdscratch.pretrained import is_available
+
     with pytest.raises(ValueError, match="`name` must be one of"):
         sdscratch.pretrained("flowers")
+    assert not any(is_available(name) for name in ("flowers", ["digits"], None))  # unhashable too: False
 
 
 @pytest.mark.parametrize("name", sorted(sdscratch.PRETRAINED_MODELS))
