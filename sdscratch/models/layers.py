@@ -37,6 +37,24 @@ class QuietDtypeCastMixin:
             modeling_logger.removeFilter(quiet)
 
 
+def check_positive_int(value, name: str, alternative: str = "") -> None:
+    """Raises a `ValueError` naming config key `name` unless `value` is an int >= 1 (not a bool)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int{' ' + alternative if alternative else ''}, got {value!r}.")
+
+
+def check_block_out_channels(block_out_channels) -> None:
+    """Raises a `ValueError` unless `block_out_channels` is a non-empty list / tuple of positive ints."""
+    if (
+        not isinstance(block_out_channels, (list, tuple))
+        or len(block_out_channels) < 1
+        or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in block_out_channels)
+    ):
+        raise ValueError(
+            f"`block_out_channels` must be one or more positive channel counts, got {block_out_channels!r}."
+        )
+
+
 def group_norm(num_channels: int, num_groups: int, eps: float = 1e-6) -> nn.GroupNorm:
     """GroupNorm over ``num_channels`` in ``num_groups`` groups (the models' ``norm_num_groups``).
 

@@ -30,7 +30,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import nn
 
-from .layers import QuietDtypeCastMixin, group_norm
+from .layers import QuietDtypeCastMixin, check_block_out_channels, check_positive_int, group_norm
 from .unet_blocks import MidBlock, TimestepEmbedding, UNetLevel, num_heads_for
 
 SKIP_CONNECTIONS = ("concat", "add")
@@ -107,18 +107,11 @@ class SmallUNet(QuietDtypeCastMixin, ModelMixin, ConfigMixin):
             raise ValueError(
                 f"`time_cond_proj_dim` must be None (SmallUNet has no guidance embedding), got {time_cond_proj_dim}."
             )
-        if (
-            not isinstance(block_out_channels, (list, tuple))
-            or len(block_out_channels) < 1
-            or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in block_out_channels)
-        ):
-            raise ValueError(
-                f"`block_out_channels` must be one or more positive channel counts, got {block_out_channels!r}."
-            )
+        check_block_out_channels(block_out_channels)
         for key, value in (("sample_size", sample_size), ("in_channels", in_channels), ("out_channels", out_channels)):
-            _check_positive_int(value, key)
+            check_positive_int(value, key)
         if cross_attention_dim is not None:
-            _check_positive_int(cross_attention_dim, "cross_attention_dim", "or None (unconditional)")
+            check_positive_int(cross_attention_dim, "cross_attention_dim", "or None (unconditional)")
         if not _is_real(dropout) or not 0 <= dropout <= 1:
             raise ValueError(f"`dropout` must be a probability in [0, 1], got {dropout!r}.")
         if not isinstance(flip_sin_to_cos, bool):
@@ -423,11 +416,6 @@ def _per_level(value, name: str, num_levels: int) -> list[int]:
 
 def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_positive_int(value, name: str, alternative: str = "") -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int{' ' + alternative if alternative else ''}, got {value!r}.")
 
 
 def _shape(tensor: Optional[torch.Tensor]):

@@ -21,7 +21,16 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
-from .layers import Downsample, QuietDtypeCastMixin, ResnetBlock, SpatialSelfAttention, Upsample, group_norm
+from .layers import (
+    Downsample,
+    QuietDtypeCastMixin,
+    ResnetBlock,
+    SpatialSelfAttention,
+    Upsample,
+    check_block_out_channels,
+    check_positive_int,
+    group_norm,
+)
 
 
 class _CheckpointedStack(nn.Module):
@@ -180,12 +189,7 @@ class SmallVAE(QuietDtypeCastMixin, ModelMixin, AutoencoderMixin, ConfigMixin):
         mid_block_add_attention: bool = True,
     ):
         super().__init__()
-        if (
-            not isinstance(block_out_channels, (list, tuple))
-            or len(block_out_channels) < 1
-            or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in block_out_channels)
-        ):
-            raise ValueError(f"`block_out_channels` must be one or more positive widths, got {block_out_channels!r}.")
+        check_block_out_channels(block_out_channels)
         positive_ints = (
             ("layers_per_block", layers_per_block),
             ("sample_size", sample_size),
@@ -194,8 +198,7 @@ class SmallVAE(QuietDtypeCastMixin, ModelMixin, AutoencoderMixin, ConfigMixin):
             ("latent_channels", latent_channels),
         )
         for key, value in positive_ints:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{key}` must be a positive int, got {value!r}.")
+            check_positive_int(value, key)
         for key, value in (("force_upcast", force_upcast), ("mid_block_add_attention", mid_block_add_attention)):
             if not isinstance(value, bool):
                 raise ValueError(f"`{key}` must be True or False, got {value!r}.")
