@@ -39,9 +39,9 @@ from diffusers.utils.hub_utils import populate_model_card
 from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
 from PIL import Image
 
-from ._cpu import omp_threads_from_accelerate_launch, usable_cores
-from .hub import VAE_FILES, looks_like_local_path, snapshot_folder
-from .models.vae import SmallVAE
+from .._cpu import omp_threads_from_accelerate_launch, usable_cores
+from ..hub import VAE_FILES, looks_like_local_path, snapshot_folder
+from ..models.vae import SmallVAE
 
 logger = logging.getLogger(__name__)
 
@@ -789,7 +789,7 @@ def build_or_resume_tokenizer(captions: list[str], resume_path: Optional[str], *
     text encoder resumed on other ids would train on scrambled words."""
     from transformers import CLIPTokenizer
 
-    from .text import build_tokenizer
+    from ..text import build_tokenizer
 
     if resume_path is not None:
         folder = os.path.join(resume_path, "tokenizer")
@@ -975,7 +975,7 @@ def push_folder_to_hub(folder: str, repo_id: str, token: Optional[str], logging_
 def load_train_dataset(args: argparse.Namespace, captions: bool = True):
     """The training images and captions (columns `image`, `text`) named by the data flags; `captions=False` (the
     VAE): images alone, so that a folder of images without captions loads."""
-    from .data.loading import load_image_caption_dataset
+    from ..data.loading import load_image_caption_dataset
 
     return load_image_caption_dataset(
         dataset_name=args.dataset_name,
@@ -999,7 +999,7 @@ def image_transform(args: argparse.Namespace, process_index: int = 0, channels: 
     by the data loader, from one per image and epoch (`TrainingImages`), so that a resumed run crops as an
     uninterrupted one.
     """
-    from .data.loading import build_image_transform
+    from ..data.loading import build_image_transform
 
     generator = torch.Generator().manual_seed(args.seed + process_index)
     return build_image_transform(
@@ -1058,7 +1058,7 @@ class RandomCropWatch:
         self.random_crops = 0
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        from .data.loading import resized_size
+        from ..data.loading import resized_size
 
         if not self.center_crop and resized_size(*image.size, self.resolution) != (self.resolution,) * 2:
             self.random_crops += 1
@@ -1216,7 +1216,7 @@ def write_unet_card(
 def image_caption_lists(dataset) -> list[list[str]]:
     """Every image's captions: a data set's `all_captions` column when it has several per image
     (`load_image_caption_dataset`, the built-in faces' `captions_per_image`), else `[text]` per image."""
-    from .data import ALL_CAPTIONS
+    from ..data import ALL_CAPTIONS
 
     if ALL_CAPTIONS in dataset.column_names:
         return dataset[ALL_CAPTIONS]
