@@ -170,7 +170,7 @@ def test_push_to_hub_uploads_the_model_folder_without_checkpoints_or_logs(tmp_pa
         files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
         uploaded.extend(filter_repo_objects(files, ignore_patterns=ignore_patterns))
 
-    with mock.patch.object(tu, "upload_folder", upload_folder):
+    with mock.patch.object(tu.cards, "upload_folder", upload_folder):
         tu.push_folder_to_hub(str(tmp_path), "me/x", None, logging_dir="tb")
     assert sorted(uploaded) == ["README.md", "model_index.json", "unet/config.json", "validation/samples-000002.png"]
 

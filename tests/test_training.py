@@ -103,7 +103,10 @@ def unet_dir(tmp_path_factory, vae_dir):
     argv += ["--lr_warmup_steps", 1, "--lr_scheduler", "linear", "--adam_weight_decay", 0.0, "--max_grad_norm", 0.5]
     argv += ["--learning_rate", 1e-3, "--adam_beta1", 0.8, "--adam_beta2", 0.99, "--adam_epsilon", 1e-7]
     argv += ["--text_encoder_lr", 4e-3]
-    with mock.patch.object(tu, "create_repo") as create_repo, mock.patch.object(tu, "upload_folder") as upload:
+    with (
+        mock.patch.object(tu.cards, "create_repo") as create_repo,
+        mock.patch.object(tu.cards, "upload_folder") as upload,
+    ):
         create_repo.return_value.repo_id = "someone/tiny-faces"
         run(train_unet, argv)
     create_repo.assert_called_once_with(repo_id="someone/tiny-faces", exist_ok=True, token="hf_fake")
@@ -612,7 +615,7 @@ def test_text_encoder_lr_needs_a_trained_text_encoder():
 def test_delay_param_group_holds_one_group_at_zero_then_ramps_it():
     a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
     optimizer = torch.optim.AdamW([{"params": [a]}, {"params": [b]}], lr=1.0)
-    scheduler = tu.get_scheduler("constant_with_warmup", optimizer=optimizer, num_warmup_steps=2)
+    scheduler = tu.accelerator.get_scheduler("constant_with_warmup", optimizer=optimizer, num_warmup_steps=2)
     tu.delay_param_group(scheduler, 1, delay_steps=3, warmup_steps=2)
     seen = []
     for _ in range(7):
@@ -623,7 +626,7 @@ def test_delay_param_group_holds_one_group_at_zero_then_ramps_it():
     assert [x[1] for x in seen] == pytest.approx([0.0, 0.0, 0.0, 0.5, 1, 1, 1])
     # steps counted per process after accelerate's prepare: 2 processes, delay 1 optimizer step = 2 scheduler steps
     optimizer = torch.optim.AdamW([{"params": [a]}, {"params": [b]}], lr=1.0)
-    scheduler = tu.get_scheduler("constant", optimizer=optimizer)
+    scheduler = tu.accelerator.get_scheduler("constant", optimizer=optimizer)
     tu.delay_param_group(scheduler, 1, delay_steps=1, warmup_steps=0, num_processes=2)
     lrs = []
     for _ in range(3):
@@ -641,7 +644,7 @@ def test_delay_param_group_ramps_alike_with_any_number_of_processes():
     def optimizer_step_lrs(num_processes):
         parameters = [torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))]
         optimizer = torch.optim.AdamW([{"params": [parameters[0]]}, {"params": [parameters[1]]}], lr=1.0)
-        scheduler = tu.get_scheduler("constant", optimizer=optimizer)
+        scheduler = tu.accelerator.get_scheduler("constant", optimizer=optimizer)
         tu.delay_param_group(scheduler, 1, delay_steps=1, warmup_steps=4, num_processes=num_processes)
         lrs = []
         for _ in range(6):
@@ -747,8 +750,9 @@ def test_idle_cores_are_reported_on_cpu():
     accelerator = mock.Mock(device=torch.device("cpu"), num_processes=1)
     with (
         mock.patch.dict(os.environ, {}, clear=False),
-        mock.patch.object(tu, "usable_cores", return_value=4),
-        mock.patch.object(tu, "omp_threads_from_accelerate_launch", return_value=True),  # accelerate's default 1
+        mock.patch.object(tu.accelerator, "usable_cores", return_value=4),
+        # accelerate's default 1
+        mock.patch.object(tu.accelerator, "omp_threads_from_accelerate_launch", return_value=True),
     ):
         os.environ.pop("LOCAL_WORLD_SIZE", None)
         with mock.patch.object(torch, "get_num_threads", return_value=1):
@@ -769,7 +773,7 @@ def test_idle_cores_warning_only_for_accelerate_launch_default_threads(monkeypat
     from sdscratch import _cpu
 
     accelerator = mock.Mock(device=torch.device("cpu"), num_processes=1)
-    monkeypatch.setattr(tu, "usable_cores", lambda: 2)
+    monkeypatch.setattr(tu.accelerator, "usable_cores", lambda: 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     for name in _cpu.ACCELERATE_LAUNCH_MARKERS:
@@ -864,7 +868,10 @@ def test_a_finished_vae_run_started_again_takes_no_step(tmp_path):
     assert_started_again_takes_no_step(train_vae, argv, out, "vae")
     # a finished run (trained without --push_to_hub, or its upload failed) is uploaded by the command with the flag
     before = weights(out / "vae")
-    with mock.patch.object(tu, "create_repo") as create_repo, mock.patch.object(tu, "upload_folder") as upload:
+    with (
+        mock.patch.object(tu.cards, "create_repo") as create_repo,
+        mock.patch.object(tu.cards, "upload_folder") as upload,
+    ):
         create_repo.return_value.repo_id = "me/vae"
         run(train_vae, [*argv, "--push_to_hub"])
     upload.assert_called_once()
@@ -905,9 +912,9 @@ def test_push_to_hub_creates_the_repo_before_any_work(tmp_path):
     out = tmp_path / "my-vae"
     argv = [*COMMON, "--dataset_name", FACES, "--output_dir", out, "--max_train_steps", 2, *TINY_VAE]
     with (
-        mock.patch.object(tu, "create_repo", side_effect=OSError("offline")) as create_repo,
+        mock.patch.object(tu.cards, "create_repo", side_effect=OSError("offline")) as create_repo,
         mock.patch.object(tu, "load_train_dataset") as load,
-        mock.patch.object(tu, "upload_folder") as upload,
+        mock.patch.object(tu.cards, "upload_folder") as upload,
     ):
         with pytest.raises(OSError, match="offline"):
             run(train_vae, [*argv, "--push_to_hub"])
@@ -917,7 +924,10 @@ def test_push_to_hub_creates_the_repo_before_any_work(tmp_path):
 
 
 def test_push_folder_to_hub_leaves_out_the_logging_dir_used(tmp_path):
-    with mock.patch.object(tu, "create_repo") as create_repo, mock.patch.object(tu, "upload_folder") as upload:
+    with (
+        mock.patch.object(tu.cards, "create_repo") as create_repo,
+        mock.patch.object(tu.cards, "upload_folder") as upload,
+    ):
         assert tu.push_folder_to_hub(str(tmp_path), "me/x", "t", logging_dir="tb") == "me/x"
         patterns = upload.call_args.kwargs["ignore_patterns"]
         assert "tb/*" in patterns and "logs/*" not in patterns and "checkpoint-*" in patterns
@@ -943,7 +953,7 @@ def test_model_card_is_never_left_half_written(tmp_path, monkeypatch):
             f.write("---\nlicense")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tu.ModelCard, "save", cut_off)
+    monkeypatch.setattr(tu.cards.ModelCard, "save", cut_off)
     with pytest.raises(KeyboardInterrupt):
         tu.write_model_card(str(tmp_path), "t", "body", None, ["x"])
     assert not (tmp_path / "README.md").exists()
@@ -988,7 +998,7 @@ def test_a_checkpoint_cut_off_keeps_the_previous_one_under_checkpoints_total_lim
             raise KeyboardInterrupt
         rmtree(path, *args, **kwargs)
 
-    monkeypatch.setattr(tu.shutil, "rmtree", cut_off_rmtree)
+    monkeypatch.setattr(tu.checkpoints.shutil, "rmtree", cut_off_rmtree)
     with pytest.raises(KeyboardInterrupt):
         tu.save_checkpoint(accelerator, str(tmp_path), 8, total_limit=2)
     monkeypatch.undo()
@@ -1086,7 +1096,7 @@ def test_card_reports_the_total_batch_size():
     ],
 )
 def test_bad_flags_are_refused_before_any_work(script, extra, message, monkeypatch):
-    monkeypatch.setattr(tu, "_cpu_only", lambda: True)
+    monkeypatch.setattr(tu.flags, "_cpu_only", lambda: True)
     with pytest.raises(ValueError, match=message):
         script.parse_args(["--dataset_name", FACES, "--output_dir", "x", *extra])
 
@@ -1117,8 +1127,10 @@ def test_train_classifier_refuses_zero(flag):
 @pytest.mark.parametrize("tracker", ["wandb", "mlflow", "comet_ml", "tensorboard"])
 def test_a_tracker_that_is_not_installed_is_refused_before_any_work(tracker, monkeypatch):
     missing = {tracker, "tensorboardX"}
-    find_spec = tu.importlib.util.find_spec
-    monkeypatch.setattr(tu.importlib.util, "find_spec", lambda name, *a: None if name in missing else find_spec(name))
+    find_spec = tu.flags.importlib.util.find_spec
+    monkeypatch.setattr(
+        tu.flags.importlib.util, "find_spec", lambda name, *a: None if name in missing else find_spec(name)
+    )
     base = ["--dataset_name", FACES, "--output_dir", "x"]
     for script in (train_vae, train_unet, train_clip):
         with pytest.raises(ImportError, match=f"Make sure to install {tracker}( or tensorboardX)? if you want to use"):
@@ -1126,7 +1138,7 @@ def test_a_tracker_that_is_not_installed_is_refused_before_any_work(tracker, mon
         for other in ("all", "none"):  # all: whatever is installed
             script.parse_args([*base, "--report_to", other])
     missing = {"tensorboard"}  # tensorboardX alone is enough for accelerate's tensorboard tracker
-    monkeypatch.setattr(tu.importlib.util, "find_spec", lambda name, *a: None if name in missing else object())
+    monkeypatch.setattr(tu.flags.importlib.util, "find_spec", lambda name, *a: None if name in missing else object())
     train_vae.parse_args([*base, "--report_to", "tensorboard"])
 
 
