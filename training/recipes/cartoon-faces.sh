@@ -34,7 +34,7 @@ fi
 
 accelerate launch training/train_unet.py --dataset_name "builtin:cartoon-faces?caption_style=mixed" --resolution 64 \
     --pretrained_vae_model_name_or_path "$OUT/vae" --unet_config training/configs/cartoon-faces.json \
-    --output_dir "$PIPELINE" --max_train_steps "${UNET_STEPS:-5500}" --train_batch_size 64 \
+    --output_dir "$PIPELINE" --max_train_steps "${UNET_STEPS:-6500}" --train_batch_size 64 \
     --learning_rate 5e-4 --lr_scheduler constant_with_warmup --lr_warmup_steps 200 --snr_gamma 5 \
     --use_ema --mixed_precision bf16 --checkpointing_steps 250 --checkpoints_total_limit 2 \
     --validation_steps 1000 --seed 1 --resume_from_checkpoint latest "${TEXT_ENCODER_FLAGS[@]}"
