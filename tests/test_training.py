@@ -332,7 +332,7 @@ def test_a_frozen_pretrained_text_encoder_goes_to_the_training_device(tmp_path):
     meta = torch.device("meta")  # stands in for a GPU on this CPU-only test machine
     for extra, expected in (([], meta), (["--train_text_encoder"], torch.device("cpu"))):  # trained: prepare moves it
         args = train_unet.parse_args(["--dataset_name", FACES, "--pretrained_text_encoder", str(tmp_path), *extra])
-        _, text_encoder = train_unet.build_text_components(args, {}, [], device=meta)
+        _, text_encoder = tu.build_text_components(args, {}, [], device=meta)
         assert text_encoder.device == expected and text_encoder.training is False
 
 
@@ -1193,10 +1193,10 @@ def test_resuming_with_another_text_encoder_choice_names_the_flags_before_any_wo
         for flags in (scratch, fine_tuned, frozen):
             args = train_unet.parse_args(["--dataset_name", FACES, *flags])
             if flags in resumes:
-                train_unet.check_resume_text_encoder(args, str(checkpoint))
+                tu.check_resume_text_encoder(args, str(checkpoint))
                 continue
             with pytest.raises(ValueError, match="Resume with the text-encoder flags of the run that wrote"):
-                train_unet.check_resume_text_encoder(args, str(checkpoint))
+                tu.check_resume_text_encoder(args, str(checkpoint))
 
 
 @pytest.mark.parametrize(
@@ -1347,7 +1347,7 @@ def test_min_snr_weights_are_diffusers_and_stay_finite_at_zero_terminal_snr():
                                   rescale_betas_zero_snr=zero_snr)  # fmt: skip
         snr = compute_snr(scheduler, timesteps)
         for prediction_type in ("epsilon", "v_prediction"):
-            weights = train_unet.min_snr_weights(snr, 5.0, prediction_type)
+            weights = tu.min_snr_weights(snr, 5.0, prediction_type)
             # diffusers' train_text_to_image.py, verbatim
             diffusers_weights = torch.stack([snr, 5.0 * torch.ones_like(timesteps)], dim=1).min(dim=1)[0]
             diffusers_weights = diffusers_weights / (snr if prediction_type == "epsilon" else snr + 1)
@@ -1375,7 +1375,7 @@ def test_a_prediction_type_the_loop_does_not_train_is_refused_before_the_data(tm
         with pytest.raises(ValueError, match="prediction_type 'sample' is not trained by train_unet.py; use one of"):
             run(train_unet, argv)
         run_args = train_unet.parse_args([str(a) for a in argv] + ["--prediction_type", "v_prediction"])
-        assert train_unet.load_config(run_args)["scheduler"]["prediction_type"] == "v_prediction"  # the flag wins
+        assert tu.load_config(run_args)["scheduler"]["prediction_type"] == "v_prediction"  # the flag wins
     load.assert_not_called()
 
 

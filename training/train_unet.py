@@ -22,8 +22,6 @@ CartoonFacePipeline folder (EMA weights with --use_ema, DPM-Solver++ scheduler) 
 """
 
 import argparse
-import inspect
-import json
 import logging
 import math
 import os
@@ -39,16 +37,11 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.training_utils import compute_snr
 from tqdm.auto import tqdm
 
-from sdscratch import CartoonFacePipeline, SmallUNet, build_text_encoder
+from sdscratch import CartoonFacePipeline, SmallUNet
 from sdscratch import training_utils as tu
-from sdscratch.evaluation.text_separation import TASKS as SEPARATION_TASKS
-from sdscratch.evaluation.text_separation import text_encoder_separation
-from sdscratch.hub import TEXT_ENCODER_FILES, snapshot_folder
 from sdscratch.pipelines.pipeline_utils import default_scheduler_config
-from sdscratch.text import load_text_components
 
 logger = get_logger(__name__, log_level="INFO")
-PREDICTION_TYPES = ("epsilon", "v_prediction")
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "cartoon-faces.json")
 
 
@@ -86,7 +79,7 @@ def parse_args(argv=None):
         "--beta_schedule", type=str, default=None, choices=["linear", "scaled_linear", "squaredcos_cap_v2"]
     )
     group.add_argument(
-        "--prediction_type", type=str, default=None, choices=PREDICTION_TYPES, help="Overrides the config."
+        "--prediction_type", type=str, default=None, choices=tu.PREDICTION_TYPES, help="Overrides the config."
     )
     group.add_argument(
         "--cache_latents",
@@ -136,157 +129,16 @@ def parse_args(argv=None):
     tu.check_common_args(args)
     if not 0.0 <= args.conditioning_dropout_prob < 1.0:
         raise ValueError(f"--conditioning_dropout_prob must be in [0, 1), got {args.conditioning_dropout_prob}.")
-    for flag, given in (
-        ("--text_encoder_lr", args.text_encoder_lr is not None),
-        ("--text_encoder_freeze_steps", args.text_encoder_freeze_steps != 0),
-    ):
-        if given and args.pretrained_text_encoder is not None and not args.train_text_encoder:
-            raise ValueError(
-                f"{flag} needs a text encoder to train; --pretrained_text_encoder is frozen unless "
-                "--train_text_encoder is given."
-            )
-    if args.text_encoder_freeze_steps < 0:
-        raise ValueError(f"--text_encoder_freeze_steps must be >= 0, got {args.text_encoder_freeze_steps}.")
-    if args.text_encoder_warmup_steps is not None and (
-        args.text_encoder_warmup_steps < 0 or not args.text_encoder_freeze_steps
-    ):
-        raise ValueError(
-            f"--text_encoder_warmup_steps must be >= 0 and comes with --text_encoder_freeze_steps, got "
-            f"{args.text_encoder_warmup_steps} with --text_encoder_freeze_steps {args.text_encoder_freeze_steps}."
-        )
     if not args.input_perturbation >= 0:
         raise ValueError(f"--input_perturbation must be >= 0 (0.1 recommended), got {args.input_perturbation}.")
-    if args.text_encoder_lr is not None and not args.text_encoder_lr > 0:
-        raise ValueError(f"--text_encoder_lr must be positive, got {args.text_encoder_lr}.")
+    tu.check_text_encoder_args(args)
     return args
-
-
-def load_config(args) -> dict:
-    """The --unet_config JSON ({"unet", "text_encoder", "tokenizer", "scheduler"} sections) with flag overrides."""
-    with open(args.unet_config) as f:
-        config = json.load(f)
-    unknown = set(config) - {"unet", "text_encoder", "tokenizer", "scheduler", "description"}
-    if unknown:
-        raise ValueError(f"--unet_config {args.unet_config}: unknown sections {sorted(unknown)}.")
-    config = {key: dict(config.get(key, {})) for key in ("unet", "text_encoder", "tokenizer", "scheduler")}
-    for key in ("block_out_channels", "layers_per_block"):
-        if getattr(args, key) is not None:
-            config["unet"][key] = getattr(args, key)
-    for key in ("num_train_timesteps", "beta_schedule", "prediction_type"):
-        if getattr(args, key) is not None:
-            config["scheduler"][key] = getattr(args, key)
-    prediction_type = config["scheduler"].get("prediction_type", "epsilon")
-    if prediction_type not in PREDICTION_TYPES:  # the loop has a target for these two only
-        raise ValueError(
-            f"--unet_config {args.unet_config}: scheduler prediction_type {prediction_type!r} is not trained by "
-            f"train_unet.py; use one of {list(PREDICTION_TYPES)} (or --prediction_type)."
-        )
-    return config
-
-
-def min_snr_weights(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
-    """Min-SNR-gamma loss weights (Hang et al. 2023, arXiv:2303.09556, section 3.4 / 4.2) `(B,)` of the per-sample
-    MSE, for the SNR `(B,)` of each timestep: min(SNR, gamma) / SNR on the noise (epsilon), min(SNR, gamma) /
-    (SNR + 1) on v, as diffusers' train_text_to_image.py; where SNR = 0 (zero terminal SNR, `rescale_betas_zero_snr`)
-    the epsilon weight is its limit 1, not diffusers' 0 / 0 = NaN (which makes the whole batch's loss NaN)."""
-    weights = torch.clamp(snr, max=gamma)
-    if prediction_type == "epsilon":
-        return torch.where(snr == 0, 1.0, weights / snr)
-    return weights / (snr + 1)
-
-
-def build_text_components(args, config, captions, resume_path=None, device=None, pretrained_path=None):
-    """A tokenizer trained on the captions (or the resumed checkpoint's) + a fresh CLIPTextModel (default), or a
-    pretrained pair (its text encoder frozen unless --train_text_encoder) from `pretrained_path`, the local folder of
-    --pretrained_text_encoder (default: found here, a Hub id's snapshot in the HF cache). A frozen text encoder goes
-    to `device`: accelerate places only the models it prepares, and the validation pipeline runs on the UNet's
-    device."""
-    if args.pretrained_text_encoder is None:
-        tokenizer = tu.build_or_resume_tokenizer(captions, resume_path, **config["tokenizer"])
-        return tokenizer, build_text_encoder(tokenizer, **config["text_encoder"])
-    pretrained_path = pretrained_path or snapshot_folder(
-        args.pretrained_text_encoder, "--pretrained_text_encoder", TEXT_ENCODER_FILES
-    )
-    subfolders = os.path.isdir(os.path.join(pretrained_path, "text_encoder"))  # a pipeline folder
-    tokenizer, text_encoder = load_text_components(
-        pretrained_path,
-        tokenizer_subfolder="tokenizer" if subfolders else None,
-        text_encoder_subfolder="text_encoder" if subfolders else None,
-    )
-    text_encoder.requires_grad_(args.train_text_encoder)
-    return tokenizer, (text_encoder if args.train_text_encoder or device is None else text_encoder.to(device))
-
-
-@torch.no_grad()
-def encode_images(vae, dataset, transform, flip: bool, batch_size: int = 64):
-    """Posterior mean and std `(N, C, h, w)` of every image (pixels and no std in pixel space). Run once: the VAE
-    is frozen, so per-step sampling `mean + std * noise` costs nothing."""
-    means, stds = [], []
-    for start in range(0, len(dataset), batch_size):
-        images = dataset[start : start + batch_size]["image"]
-        pixels = torch.stack([transform(image) for image in images])  # (B, C, H, W)
-        pixels = pixels.flip(-1) if flip else pixels
-        if vae is None:
-            means.append(pixels)
-        else:
-            posterior = vae.encode(pixels.to(vae.device)).latent_dist
-            means.append(posterior.mean.cpu())
-            stds.append(posterior.std.cpu())
-    return torch.cat(means), (torch.cat(stds) if stds else None)
-
-
-def sample_from_cache(cache, index, flip):
-    """x_0 ~ q(z|x) for rows `index` `(B,)` of the cache, from the flipped images where `flip` `(B,)` is set."""
-    mean, std = cache["plain"]
-    mean, std = mean[index], (None if std is None else std[index])
-    if "flipped" in cache:
-        flipped_mean, flipped_std = cache["flipped"]
-        mean = torch.where(flip[:, None, None, None], flipped_mean[index], mean)
-        std = None if std is None else torch.where(flip[:, None, None, None], flipped_std[index], std)
-    return mean if std is None else mean + std * torch.randn_like(std)
-
-
-def check_resume_text_encoder(args, resume_path) -> None:
-    """A checkpoint resumes only with its run's choice of text encoder, told by the folders it holds: trained from
-    scratch (`text_encoder/` + `tokenizer/`), --pretrained_text_encoder with --train_text_encoder (`text_encoder/`
-    alone) or frozen (neither). Checked before any work: another choice would fail in the optimizer's state after
-    the data and the latents (torch's bare "parameter group that doesn't match the size"), or train the fine-tuned
-    encoder on another tokenizer's ids. Checkpoints of another kind of run (no `unet/`) are left to
-    `check_resume_ema`, and a from-scratch run on a checkpoint without `tokenizer/` to `build_or_resume_tokenizer`."""
-    if resume_path is None or not os.path.isdir(os.path.join(resume_path, "unet")):
-        return
-    has_encoder = os.path.isdir(os.path.join(resume_path, "text_encoder"))
-    has_tokenizer = os.path.isdir(os.path.join(resume_path, "tokenizer"))
-    if not has_encoder:
-        then = "frozen (--pretrained_text_encoder without --train_text_encoder)"
-    elif has_tokenizer:
-        then = "trained from scratch (no --pretrained_text_encoder)"
-    else:
-        then = "fine-tuned (--pretrained_text_encoder with --train_text_encoder)"
-    if args.pretrained_text_encoder is None:
-        now, same = "trained from scratch (no --pretrained_text_encoder)", has_encoder
-    elif args.train_text_encoder:
-        now, same = (
-            "fine-tuned (--pretrained_text_encoder with --train_text_encoder)",
-            has_encoder and not has_tokenizer,
-        )
-    else:
-        now, same = "frozen (--pretrained_text_encoder without --train_text_encoder)", not has_encoder
-    if not same:
-        raise ValueError(
-            f"{resume_path} was written by a run whose text encoder was {then}; this run's is {now}. Resume with "
-            "the text-encoder flags of the run that wrote the checkpoint, or start a new run in another --output_dir."
-        )
 
 
 def main(args):
     # here, not in parse_args: recipes are parse-checked before the folders they name exist. A Hub id becomes its
     # snapshot in the HF cache (downloaded, or the cached one offline) before any work
-    text_encoder_path = (
-        snapshot_folder(args.pretrained_text_encoder, "--pretrained_text_encoder", TEXT_ENCODER_FILES)
-        if args.pretrained_text_encoder is not None
-        else None
-    )
+    text_encoder_path = tu.pretrained_text_encoder_folder(args)
     accelerator = tu.make_accelerator(args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
@@ -294,11 +146,11 @@ def main(args):
     repo_id = tu.create_hub_repo(args) if args.push_to_hub and accelerator.is_main_process else None
     set_seed(args.seed)  # same initial weights on every process
     resume_path = tu.resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
-    trains_text_encoder = args.pretrained_text_encoder is None or args.train_text_encoder
-    check_resume_text_encoder(args, resume_path)
-    tu.check_resume_ema(resume_path, ["unet"] + (["text_encoder"] if trains_text_encoder else []), args.use_ema)
+    train_text_encoder = args.pretrained_text_encoder is None or args.train_text_encoder
+    tu.check_resume_text_encoder(args, resume_path)
+    tu.check_resume_ema(resume_path, ["unet"] + (["text_encoder"] if train_text_encoder else []), args.use_ema)
     clock = tu.TrainingClock(resume_path)  # wall time of the whole run, across resumes
-    config = load_config(args)
+    config = tu.load_config(args)
     noise_scheduler = DDPMScheduler.from_config(default_scheduler_config(**config["scheduler"]))
 
     # ---- frozen VAE (or pixel space) and data ----
@@ -312,21 +164,8 @@ def main(args):
     factor = vae.downsample_factor if vae is not None else 1
     tu.check_resolution(args.resolution, factor)
     # the UNet halves the (latent) image len(block_out_channels) - 1 times: checked before the data is loaded
-    levels = config["unet"].get(
-        "block_out_channels", inspect.signature(SmallUNet).parameters["block_out_channels"].default
-    )
-    multiple = factor * 2 ** (len(levels) - 1)
-    if args.resolution % multiple:
-        nearest = sorted(
-            {max(multiple, args.resolution // multiple * multiple), (args.resolution // multiple + 1) * multiple}
-        )
-        raise ValueError(
-            f"--resolution {args.resolution} must be divisible by {multiple}, "
-            + (f"the VAE's downsampling factor {factor} x " if vae is not None else "in pixel space ")
-            + f"the UNet's 2 ** (len(block_out_channels) - 1) with block_out_channels={list(levels)}: e.g. "
-            + " or ".join(map(str, nearest))
-            + "."
-        )
+    levels = config["unet"].get("block_out_channels")  # None: SmallUNet's default
+    tu.check_unet_resolution(args.resolution, factor if vae is not None else None, levels)
     scaling_factor = vae.config.scaling_factor if vae is not None else 1.0
     dataset = tu.load_train_dataset(args)
     tu.check_enough_training_images(len(dataset), args.train_batch_size, accelerator.num_processes)
@@ -340,25 +179,17 @@ def main(args):
     empty_row = len(unique_captions) - 1
 
     # ---- text encoder: trained from scratch (default), frozen pretrained, or pretrained and fine-tuned ----
-    tokenizer, text_encoder = build_text_components(
+    tokenizer, text_encoder = tu.build_text_components(
         args, config, captions, resume_path, accelerator.device, text_encoder_path
     )
-    train_text_encoder = args.pretrained_text_encoder is None or args.train_text_encoder
     caption_input_ids = tu.tokenize_captions(tokenizer, unique_captions)  # (U, L), as CartoonFacePipeline tokenizes
     if not train_text_encoder:  # frozen: (U, L, D) hidden states computed once, kept on the CPU
-        with torch.no_grad():
-            caption_embeds = torch.cat(
-                [text_encoder(ids.to(accelerator.device))[0].cpu() for ids in caption_input_ids.split(256)]
-            )
+        caption_embeds = tu.embed_captions(text_encoder, caption_input_ids, accelerator.device)
 
     # ---- UNet: architecture from the config, shapes from the data / VAE / text encoder ----
     in_channels = vae.config.latent_channels if vae is not None else image_channels
-    unet_config = {
-        **config["unet"],
-        "sample_size": args.resolution // factor,
-        "in_channels": in_channels,
-        "out_channels": in_channels,
-    }
+    unet_config = {**config["unet"], "sample_size": args.resolution // factor}
+    unet_config.update(in_channels=in_channels, out_channels=in_channels)
     unet_config["cross_attention_dim"] = text_encoder.config.hidden_size
     unet = SmallUNet(**unet_config)
     if args.gradient_checkpointing:
@@ -377,20 +208,7 @@ def main(args):
     cache = None
     if args.cache_latents:
         logger.info(f"Encoding {len(dataset)} images once ({'VAE' if vae is not None else 'pixel space'})...")
-        crop_watch = tu.RandomCropWatch(transform, args.resolution, args.center_crop)
-        cache = {"plain": encode_images(vae, dataset, crop_watch, flip=False)}
-        if args.random_flip:
-            cache["flipped"] = encode_images(vae, dataset, transform, flip=True)
-        crop_watch.warn(
-            len(dataset),
-            "--cache_latents (the default) encodes every image once"
-            + (
-                " (with --random_flip, the flipped copy is another random window, not the mirror)"
-                if args.random_flip
-                else ""
-            ),
-            "--center_crop, or --no-cache_latents for a fresh random crop of each image every epoch",
-        )
+        cache = tu.build_latent_cache(vae, dataset, transform, args.resolution, args.center_crop, args.random_flip)
     # rows {"index"} (+ "pixel_values" decoded by the loader, each crop seeded by (seed, epoch, row), without a cache)
     train_data = tu.TrainingImages(dataset, None if args.cache_latents else transform, args.seed)
     train_dataloader = torch.utils.data.DataLoader(
@@ -404,21 +222,9 @@ def main(args):
     train_dataloader = accelerator.prepare(train_dataloader)  # shards the batches: its length is per process
     num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     params = [p for model in trained.values() for p in model.parameters()]
-    groups = params  # one parameter group, unless the text encoder gets its own learning rate or delay
-    if args.text_encoder_lr is not None or args.text_encoder_freeze_steps:
-        text_group = {"params": list(text_encoder.parameters())}
-        if args.text_encoder_lr is not None:
-            text_group["lr"] = args.text_encoder_lr
-        groups = [{"params": list(unet.parameters())}, text_group]
+    groups = tu.text_encoder_param_groups(args, unet, text_encoder, params)  # 1 group, or 2: the text encoder's
     optimizer, lr_scheduler = tu.make_optimizer_and_scheduler(args, groups, accelerator, num_update_steps_per_epoch)
-    if args.text_encoder_freeze_steps:
-        tu.delay_param_group(
-            lr_scheduler,
-            1,
-            args.text_encoder_freeze_steps,
-            args.lr_warmup_steps if args.text_encoder_warmup_steps is None else args.text_encoder_warmup_steps,
-            accelerator.num_processes,
-        )
+    tu.delay_text_encoder(args, lr_scheduler, accelerator.num_processes)  # --text_encoder_freeze_steps
     prepared = accelerator.prepare(*trained.values(), optimizer, lr_scheduler)
     unet_ddp, text_encoder_ddp = prepared[0], (prepared[1] if train_text_encoder else text_encoder)
     optimizer, lr_scheduler = prepared[-2:]
@@ -430,19 +236,7 @@ def main(args):
     global_step, first_epoch, skip_batches = 0, 0, 0
     if resume_path is not None:
         accelerator.print(f"Resuming from checkpoint {resume_path}")
-        try:
-            accelerator.load_state(resume_path)
-        except ValueError as error:
-            if "different number of parameter groups" not in str(error):
-                raise
-            own_group = len(optimizer.param_groups) == 2  # --text_encoder_lr / --text_encoder_freeze_steps
-            raise ValueError(
-                f"{resume_path} was written {'without' if own_group else 'with'} --text_encoder_lr / "
-                f"--text_encoder_freeze_steps (an optimizer with {1 if own_group else 2} parameter group(s)), this "
-                f"run {'gives' if own_group else 'gives neither of'} them ({len(optimizer.param_groups)} group(s)): "
-                "resume with the same choice as the run that wrote the checkpoint, or start a new run in another "
-                "--output_dir."
-            ) from error
+        tu.load_resume_state(accelerator, resume_path, optimizer)  # names the flags if the parameter groups differ
         global_step = tu.checkpoint_step(resume_path)
         tu.rebase_lr_scheduler(accelerator, lr_scheduler, global_step, resume_path)
         first_epoch = global_step // num_update_steps_per_epoch
@@ -465,7 +259,7 @@ def main(args):
 
     # Built-in data: how well the text encoder tells each attribute's words apart, logged at every validation
     # (docs/evaluation.md, "Text encoder separation"): a word it maps like another one, the UNet cannot follow.
-    separation_task = next((t for t in SEPARATION_TASKS if (args.dataset_name or "").startswith(f"builtin:{t}")), None)
+    separation_task = tu.separation_task(args.dataset_name)
     separation = {}
 
     def validation_grid(step):
@@ -475,11 +269,7 @@ def main(args):
         unet.eval()
         text_encoder.eval()
         if separation_task is not None:
-            separation.update(
-                text_encoder_separation(
-                    tokenizer, text_encoder, task=separation_task, num_faces=8, random_init_reference=False
-                )["separation"]
-            )
+            separation.update(tu.text_encoder_separation_scores(tokenizer, text_encoder, separation_task))
             accelerator.log({f"text_encoder_separation/{k}": v for k, v in separation.items()}, step=step)
             logger.info("text encoder separation: " + ", ".join(f"{k} {v:.3f}" for k, v in separation.items()))
         pipeline = make_pipeline()
@@ -495,8 +285,7 @@ def main(args):
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info(
         f"{len(dataset)} images ({caption_rows.shape[1]} captions each at most), {len(unique_captions) - 1} distinct "
-        f"captions; "
-        f"{args.max_train_steps} steps of {total_batch_size}"
+        f"captions; {args.max_train_steps} steps of {total_batch_size}"
     )
     progress_bar = tqdm(
         range(args.max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
@@ -517,7 +306,7 @@ def main(args):
                 # 1. latents x_0 ~ q(z|x) * scaling_factor; a random horizontal flip per image
                 flip = torch.rand(bsz) < 0.5 if args.random_flip else torch.zeros(bsz, dtype=torch.bool)
                 if cache is not None:
-                    latents = sample_from_cache(cache, index, flip)
+                    latents = tu.sample_from_cache(cache, index, flip)
                 else:  # the naive loop: encode every step
                     pixel_values = batch["pixel_values"].cpu()  # (B, C, H, W)
                     pixel_values = torch.where(flip[:, None, None, None], pixel_values.flip(-1), pixel_values)
@@ -530,9 +319,8 @@ def main(args):
                 rows = tu.draw_caption_rows(caption_rows, caption_counts, index)
                 rows = torch.where(torch.rand(bsz) < args.conditioning_dropout_prob, empty_row, rows)
                 if train_text_encoder:
-                    encoder_hidden_states = text_encoder_ddp(caption_input_ids[rows].to(accelerator.device))[
-                        0
-                    ]  # (B, L, D)
+                    input_ids = caption_input_ids[rows].to(accelerator.device)  # (B, L)
+                    encoder_hidden_states = text_encoder_ddp(input_ids)[0]  # (B, L, D)
                 else:
                     encoder_hidden_states = caption_embeds[rows].to(accelerator.device)
 
@@ -554,7 +342,8 @@ def main(args):
                 if args.snr_gamma is None:
                     loss = F.mse_loss(model_pred.float(), target.float())
                 else:  # min-SNR weighting, Hang et al. 2023 (arXiv:2303.09556), section 3.4 / 4.2
-                    weights = min_snr_weights(compute_snr(noise_scheduler, timesteps), args.snr_gamma, prediction_type)
+                    snr = compute_snr(noise_scheduler, timesteps)  # (B,)
+                    weights = tu.min_snr_weights(snr, args.snr_gamma, prediction_type)
                     loss = F.mse_loss(model_pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
                     loss = (loss * weights).mean()
 

@@ -15,7 +15,9 @@ The code lives in one module per concept; every name is re-exported here, so tha
 - `accelerator`: the `Accelerator`, AdamW and the LR schedule, the EMA, per-process seeds, `MicroBatchMean`;
 - `checkpoints`: list, resolve, save, prune and resume checkpoints, the hooks that write `save_pretrained` folders;
 - `cards`: validation grids, the hardware, model cards and the Hub upload; the card marks a finished run;
-- `data`: the training images, their crops, the frozen VAE, every image's captions as token rows.
+- `data`: the training images, their crops, the frozen VAE, every image's captions as token rows;
+- `text_to_image`: what only `train_unet.py` needs: its config, text encoder, latent cache, min-SNR weights, the
+  text encoder's separation, the checks of its flags and checkpoints.
 A name a module looks up is patched in that module (`mock.patch.object(tu.cards, "upload_folder")`): a patch on
 this package reaches only the callers that look the name up here (the scripts' `tu.load_train_dataset(...)`).
 """
@@ -91,17 +93,39 @@ from .flags import (
     tracker_config,
     warn_unused_schedule_flags,
 )
+from .text_to_image import (
+    PREDICTION_TYPES,
+    build_latent_cache,
+    build_text_components,
+    check_resume_text_encoder,
+    check_text_encoder_args,
+    check_unet_resolution,
+    delay_text_encoder,
+    embed_captions,
+    encode_images,
+    load_config,
+    load_resume_state,
+    min_snr_weights,
+    pretrained_text_encoder_folder,
+    sample_from_cache,
+    separation_task,
+    text_encoder_param_groups,
+    text_encoder_separation_scores,
+)
 
 __all__ = [
     "CHECKPOINT_PATTERN",
     "MicroBatchMean",
+    "PREDICTION_TYPES",
     "RandomCropWatch",
     "TrainingClock",
     "TrainingImages",
     "add_data_args",
     "add_optimization_args",
     "add_output_args",
+    "build_latent_cache",
     "build_or_resume_tokenizer",
+    "build_text_components",
     "caption_table",
     "check_checkpoints_compatible",
     "check_common_args",
@@ -110,14 +134,20 @@ __all__ = [
     "check_num_validation_images",
     "check_resolution",
     "check_resume_ema",
+    "check_resume_text_encoder",
+    "check_text_encoder_args",
     "check_trackers_installed",
+    "check_unet_resolution",
     "checkpoint_num_processes",
     "checkpoint_step",
     "create_hub_repo",
     "delay_param_group",
+    "delay_text_encoder",
     "describe_hardware",
     "draw_caption_rows",
+    "embed_captions",
     "enable_transformers_checkpointing",
+    "encode_images",
     "end_if_finished",
     "final_outputs_written",
     "idle_cores_message",
@@ -127,12 +157,16 @@ __all__ = [
     "is_checkpoint_step",
     "is_hub_dataset_id",
     "list_checkpoints",
+    "load_config",
     "load_frozen_vae",
+    "load_resume_state",
     "load_train_dataset",
     "make_accelerator",
     "make_ema",
     "make_optimizer_and_scheduler",
+    "min_snr_weights",
     "model_reference",
+    "pretrained_text_encoder_folder",
     "push_folder_to_hub",
     "rebase_lr_scheduler",
     "redacted_command",
@@ -140,10 +174,14 @@ __all__ = [
     "remove_finished_card",
     "report_to_trackers",
     "resolve_resume_checkpoint",
+    "sample_from_cache",
     "save_checkpoint",
     "save_validation_grid",
     "seed_each_process",
+    "separation_task",
     "state_dict_digest",
+    "text_encoder_param_groups",
+    "text_encoder_separation_scores",
     "to_pil",
     "tokenize_captions",
     "tracker_config",
