@@ -3,7 +3,8 @@
 # then the SmallUNet + text encoder on its cached latents (captions: template and free-form, mixed; the encoder
 # held frozen for the first 1,000 steps, then ramped up slowly), then fine-tune the VAE decoder alone (the
 # encoder, so the latents, stay frozen), export in fp16, evaluate into the model card.
-# About 41 (VAE) + 68 (UNet) + 12 (decoder) + 10 (evaluation) minutes on a 2-core CPU. Run from the repository
+# About 30 (VAE) + 74 (UNet) + 10 (decoder) + 5-10 (evaluation) minutes on a 2-core CPU (measured 2026-11-24:
+# 113.6 min of training in all). Run from the repository
 # root. Each stage resumes from its last checkpoint when run again after an interruption.
 # CLIP=1 runs the variant measured in docs/evaluation.md (not the shipped model): a small CLIP trained first on
 # the captions (train_clip.py, 49 min) whose text encoder the UNet stage uses frozen (measured with UNET_STEPS=4500:
