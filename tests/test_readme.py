@@ -180,6 +180,17 @@ def test_recipe_export_tells_every_trained_part(clip, tmp_path):
     args = module.parse_args(command[1:])
     assert args.model_path == unet[unet.index("--output_dir") + 1] and args.vae_path == ["out/vae", "out/vae-decoder"]
     assert args.text_encoder_path == ("out/clip" if clip == "1" else None)
+    # the default run replaces the shipped model it reproduces; the CLIP=1 variant never overwrites it, and each
+    # run evaluates the model it exported
+    exported = os.path.join(args.output_root, args.name)
+    if clip == "1":
+        assert exported == "out/export/cartoon-faces"
+    else:
+        assert os.path.samefile(args.output_root, ROOT / "sdscratch" / "pretrained")
+    evaluations = [line.split() for line in lines if line.startswith("-m sdscratch.evaluate")]
+    assert len(evaluations) == 2
+    evaluated = exported if clip == "1" else "sdscratch/pretrained/cartoon-faces"
+    assert [e[e.index("--model_path") + 1] for e in evaluations] == [evaluated, evaluated]
 
 
 SCRIPTS = sorted(
