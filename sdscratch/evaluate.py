@@ -15,6 +15,10 @@ Writes `<output_dir>/metrics.json` and `<output_dir>/grid.png` (the first `--gri
 with their prompts; the attributes the classifier read differently are written in red; `--grid_images 0`: no
 grid). `--num_images` must be at least 2 (the Frechet distance fits a covariance). See
 docs/evaluation.md for what each number means and its floor.
+
+The evaluation itself is `sdscratch.evaluation.evaluate_pipeline` / `evaluate_vae`
+(sdscratch/evaluation/pipeline_evaluation.py) and the card section `sdscratch/evaluation/model_card.py`; this
+module is the command line around them (and still exports those names).
 """
 
 from __future__ import annotations
@@ -24,237 +28,29 @@ import json
 import math
 import os
 import shlex
-import shutil
 import sys
-import time
 from typing import Optional
 
-from .evaluation.adherence import (
-    TASK_CAPTION_STYLES,
-    adherence_from_predictions,
-    build_adherence_prompts,
-    evaluate_adherence,
-    measure_adherence,
-    target_matches,
-)
-from .evaluation.classifier import AttributeClassifier, load_classifier, pretrained_classifier_path
-from .evaluation.frechet import frechet_distance_from_features
+from .evaluation.adherence import TASK_CAPTION_STYLES, target_matches
+from .evaluation.classifier import load_classifier, pretrained_classifier_path
 from .evaluation.grid import captioned_grid
-from .evaluation.reconstruction import reconstruct_images, reconstruction_metrics, similarity_text
-from .evaluation.references import evaluation_face_sets, split_digits_reference
-from .evaluation.text_separation import text_encoder_separation
+from .evaluation.model_card import EVALUATION_SECTIONS, _separation_text, model_card_section, update_model_card
+from .evaluation.pipeline_evaluation import evaluate_pipeline, evaluate_vae
+from .evaluation.reconstruction import similarity_text
 
-
-def _real_sets(task: str, num_images: int, seed: int, size: int, prompts_and_targets) -> dict:
-    """Reference images (FD's real side), "perfect model" images (floor) and the targets those satisfy."""
-    if task == "cartoon-faces":
-        sets = evaluation_face_sets(num_images, seed=seed, size=size)
-        return {
-            "reference": sets["reference_faces"],
-            "perfect": sets["prompt_faces"],  # the generator's own faces for exactly these prompts
-            "perfect_targets": [target for _, target in prompts_and_targets],
-        }
-    reference, perfect, perfect_labels = split_digits_reference(size=size, seed=seed)
-    return {
-        "reference": reference,
-        "perfect": perfect,
-        "perfect_targets": [{"digit": str(int(label))} for label in perfect_labels],
-    }
-
-
-def _classified_real_sets(
-    classifier: AttributeClassifier, task: str, num_images: int, seed: int, size: int, prompts_and_targets
-) -> dict:
-    """`_real_sets` read by the classifier: adds `perfect_adherence`, `perfect_features`, `reference_features`."""
-    real = _real_sets(task, num_images, seed, size, prompts_and_targets)
-    real["perfect_adherence"], real["perfect_features"] = measure_adherence(
-        classifier, real["perfect"], real["perfect_targets"]
-    )
-    _, real["reference_features"] = classifier.classify(real["reference"])
-    return real
-
-
-def _check_num_images(num_images: int) -> None:
-    if num_images < 2:
-        raise ValueError(f"num_images must be >= 2 (the Frechet distance fits a covariance), got {num_images}")
-
-
-def _check_task_channels(pipeline, task: str) -> None:
-    """A grayscale pipeline (a digits model) cannot draw the coloured faces the "cartoon-faces" prompts name: its
-    numbers would be meaningless, so refuse before generating anything (e.g. `--task` left at its default)."""
-    vae, unet = getattr(pipeline, "vae", None), getattr(pipeline, "unet", None)
-    model = vae if vae is not None else unet
-    channels = getattr(getattr(model, "config", None), "out_channels", None)
-    if task == "cartoon-faces" and channels == 1:
-        raise ValueError(
-            "task='cartoon-faces' reads coloured faces, but this pipeline draws 1-channel (grayscale) images; "
-            "a digits model is evaluated with task='digits' (--task digits)."
-        )
-
-
-def evaluate_pipeline(
-    pipeline,
-    task: str = "cartoon-faces",
-    classifier: Optional[AttributeClassifier] = None,
-    num_images: int = 500,
-    num_inference_steps: int = 25,
-    guidance_scale: Optional[float] = None,
-    seed: int = 0,
-    batch_size: int = 25,
-    caption_style: str = "template",
-) -> tuple[dict, dict]:
-    """All the metrics of one pipeline.
-
-    Args:
-        pipeline: A `CartoonFacePipeline` (or any pipeline with the same `__call__` and an optional `vae`).
-        task (`str`, defaults to "cartoon-faces"): "cartoon-faces" or "digits"; picks prompts, classifier and
-            real images.
-        classifier (`AttributeClassifier`, *optional*): Defaults to the shipped one for `task`.
-        num_images (`int`, defaults to 500): Generated images (one per prompt), at least 2.
-        num_inference_steps, guidance_scale, seed, batch_size: As `evaluate_adherence`.
-        caption_style (`str`, defaults to "template"): As `build_adherence_prompts` (`TASK_CAPTION_STYLES[task]`).
-
-    Returns:
-        `(metrics, outputs)`: a JSON-able dict of metrics, and `outputs` with `images` (float `(N, H, W, C)`
-        in [0, 1]), `prompts`, `targets` and `predictions` (for grids).
-    """
-    _check_num_images(num_images)
-    _check_task_channels(pipeline, task)
-    classifier = classifier if classifier is not None else load_classifier(task)
-    start = time.perf_counter()
-
-    # 1. Prompt adherence of generated images.
-    prompts_and_targets = build_adherence_prompts(num_images, task=task, caption_style=caption_style, seed=seed)
-    result = evaluate_adherence(
-        pipeline, classifier, prompts_and_targets, num_inference_steps, guidance_scale, seed, batch_size
-    )
-    size = result["images"].shape[1]
-
-    # 2. Real images: the Frechet reference, and the "perfect model" (what the data itself scores).
-    real = _classified_real_sets(classifier, task, num_images, seed, size, prompts_and_targets)
-    perfect_adherence, perfect_features = real["perfect_adherence"], real["perfect_features"]
-    reference_features = real["reference_features"]
-
-    # 3. VAE round trip of the perfect images: reconstruction error and its own adherence / distance.
-    vae = getattr(pipeline, "vae", None)
-    reconstruction, vae_adherence, vae_features = None, None, None
-    if vae is not None:
-        reconstruction, vae_adherence, vae_features, _, _ = _round_trip(vae, classifier, real, batch_size)
-
-    # 4. Frechet classifier distances, all against the same reference set and with the same number of images.
-    count = min(len(result["features"]), len(perfect_features), len(reference_features))
-    generated_fd = frechet_distance_from_features(result["features"][:count], reference_features[:count])
-    floor_fd = frechet_distance_from_features(perfect_features[:count], reference_features[:count])
-    vae_fd = (
-        frechet_distance_from_features(vae_features[:count], reference_features[:count]) if vae is not None else None
-    )
-
-    # 5. Does the text encoder tell each attribute's words apart at all (no images needed)?
-    separation = None
-    if getattr(pipeline, "text_encoder", None) is not None and getattr(pipeline, "tokenizer", None) is not None:
-        separation = text_encoder_separation(pipeline.tokenizer, pipeline.text_encoder, task=task, seed=seed)
-
-    metrics = {
-        "task": task,
-        "num_images": len(prompts_and_targets),
-        "num_inference_steps": num_inference_steps,
-        "guidance_scale": guidance_scale if guidance_scale is not None else getattr(pipeline, "_guidance_scale", None),
-        "scheduler": type(pipeline.scheduler).__name__,
-        "seed": seed,
-        "caption_style": caption_style,
-        "image_size": size,
-        "adherence": result["adherence"],
-        "adherence_real_images": perfect_adherence["accuracy"],
-        "adherence_vae_reconstructions": vae_adherence["accuracy"] if vae_adherence else None,
-        "frechet_distance": {
-            "generated": generated_fd,
-            "real_floor": floor_fd,
-            "vae_reconstructions": vae_fd,
-            "generated_over_vae": generated_fd / vae_fd if vae_fd else None,
-            "num_images": count,
-            "feature_dim": int(reference_features.shape[1]),
-        },
-        "reconstruction": reconstruction,
-        "text_encoder_separation": separation,
-        "seconds_per_image": result["seconds_per_image"],
-        "total_seconds": time.perf_counter() - start,
-    }
-    outputs = {
-        "images": result["images"],
-        "prompts": [prompt for prompt, _ in prompts_and_targets],
-        "targets": [target for _, target in prompts_and_targets],
-        "predictions": result["predictions"],
-    }
-    return metrics, outputs
-
-
-def _round_trip(vae, classifier: AttributeClassifier, real: dict, batch_size: int):
-    """Encode + decode the "perfect" images, classified once: (reconstruction metrics, adherence, classifier
-    features, reconstructions, decoded predictions)."""
-    reconstructions = reconstruct_images(vae, real["perfect"], batch_size=batch_size)
-    predictions, features = classifier.classify(reconstructions)
-    predictions = classifier.decode_predictions(predictions)
-    adherence = adherence_from_predictions(predictions, real["perfect_targets"])
-    return reconstruction_metrics(reconstructions, real["perfect"]), adherence, features, reconstructions, predictions
-
-
-def evaluate_vae(
-    vae,
-    task: str = "cartoon-faces",
-    classifier: Optional[AttributeClassifier] = None,
-    num_images: int = 500,
-    seed: int = 0,
-    batch_size: int = 25,
-    caption_style: str = "template",
-) -> tuple[dict, dict]:
-    """The VAE's share of `evaluate_pipeline`, without a UNet: how well a VAE keeps what the prompts name.
-
-    The held-out images are those `evaluate_pipeline` uses as its "perfect model" for the same `num_images`,
-    `seed` and `caption_style` (the generator's own faces for the evaluation prompts), so the numbers are the
-    ones a pipeline's `adherence_vae_reconstructions`, `reconstruction` and FD `vae_reconstructions` would show.
-
-    Args:
-        vae: An `AutoencoderKL`-compatible model (`SmallVAE`, diffusers' `AutoencoderKL`).
-        task, classifier, num_images, seed, batch_size, caption_style: As `evaluate_pipeline`.
-
-    Returns:
-        `(metrics, outputs)`: metrics as `evaluate_pipeline`'s (no generated-image keys), and `outputs` with the
-        reconstructions as `images` (float `(N, H, W, C)` in [0, 1]), `prompts`, `targets` and `predictions`.
-    """
-    _check_num_images(num_images)
-    classifier = classifier if classifier is not None else load_classifier(task)
-    start = time.perf_counter()
-    prompts_and_targets = build_adherence_prompts(num_images, task=task, caption_style=caption_style, seed=seed)
-    size = int(vae.config.sample_size)
-    real = _classified_real_sets(classifier, task, num_images, seed, size, prompts_and_targets)
-    perfect_features, reference_features = real["perfect_features"], real["reference_features"]
-    reconstruction, adherence, features, images, predictions = _round_trip(vae, classifier, real, batch_size)
-    count = min(len(features), len(perfect_features), len(reference_features))
-    metrics = {
-        "task": task,
-        "num_images": len(prompts_and_targets),
-        "seed": seed,
-        "caption_style": caption_style,
-        "image_size": size,
-        "adherence_real_images": real["perfect_adherence"]["accuracy"],
-        "adherence_vae_reconstructions": adherence["accuracy"],
-        "adherence_vae_reconstructions_per_value": adherence["per_value_accuracy"],
-        "frechet_distance": {
-            "vae_reconstructions": frechet_distance_from_features(features[:count], reference_features[:count]),
-            "real_floor": frechet_distance_from_features(perfect_features[:count], reference_features[:count]),
-            "num_images": count,
-            "feature_dim": int(reference_features.shape[1]),
-        },
-        "reconstruction": reconstruction,
-        "total_seconds": time.perf_counter() - start,
-    }
-    outputs = {
-        "images": ((images.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy(),
-        "prompts": [prompt for prompt, _ in prompts_and_targets],
-        "targets": real["perfect_targets"],
-        "predictions": predictions,
-    }
-    return metrics, outputs
+# The evaluation functions and the card writing moved to sdscratch.evaluation; re-exported here so that
+# `from sdscratch.evaluate import evaluate_pipeline` (docs, existing code) keeps working.
+__all__ = [
+    "EVALUATION_SECTIONS",
+    "check_args",
+    "evaluate_pipeline",
+    "evaluate_vae",
+    "load_vae_folder",
+    "main",
+    "model_card_section",
+    "parse_args",
+    "update_model_card",
+]
 
 
 def load_vae_folder(path: str):
@@ -418,103 +214,6 @@ def main(argv=None, prog: str = "python -m sdscratch.evaluate") -> dict:
         )
         print(f"wrote the evaluation into {card}")
     return metrics
-
-
-def model_card_section(metrics: dict, command: str, caption_style: str = "template") -> str:
-    """The evaluation section of a model card ('## Evaluation' for template prompts, '## Evaluation with free-form
-    prompts' for rich ones): every number of `metrics` and the command that made it."""
-    adherence = metrics["adherence"]
-    real = metrics.get("adherence_real_images", {})
-    heading, grid = EVALUATION_SECTIONS[caption_style]
-    prompts = "prompts covering every value" if caption_style == "template" else "free-form prompts"
-    lines = [
-        heading,
-        "",
-        f"{metrics['num_images']} images generated from {prompts} (caption style `{caption_style}`), "
-        f"{metrics.get('num_inference_steps', '?')} steps of `{metrics['scheduler_name']}`, guidance scale "
-        f"{metrics.get('guidance_scale', 'default')}; read back by the attribute classifier shipped with "
-        "`sdscratch.evaluation` (docs/evaluation.md). Produced by:",
-        "",
-        f"```bash\n{command}\n```",
-        "",
-        "| attribute | adherence | classifier on real images | text encoder separation (fresh encoder) |",
-        "|---|---|---|---|",
-    ]
-    separation = metrics.get("text_encoder_separation") or {}
-    for name, accuracy in adherence["accuracy"].items():
-        real_value = real.get(name)
-        real_text = "n/a" if real_value is None else f"{100 * real_value:.2f}%"
-        lines.append(f"| {name} | {100 * accuracy:.2f}% | {real_text} | {_separation_text(separation, name)} |")
-    per_value = adherence.get("per_value_accuracy", {})
-    if len(per_value) == 1:  # one attribute (digits): show every value
-        ((name, values),) = per_value.items()
-        lines += ["", f"| {name} | " + " | ".join(values) + " |", "|---" * (len(values) + 1) + "|"]
-        lines.append("| adherence | " + " | ".join(f"{100 * v:.1f}%" for v in values.values()) + " |")
-    fd = metrics["frechet_distance"]
-    vae = "n/a" if fd["vae_reconstructions"] is None else f"{fd['vae_reconstructions']:.3f}"
-    lines += [
-        "",
-        f"Frechet classifier distance: generated {fd['generated']:.3f}, VAE reconstructions {vae}, "
-        f"real-vs-real floor {fd['real_floor']:.3f}.",
-    ]
-    if metrics.get("reconstruction"):
-        r = metrics["reconstruction"]
-        lines.append(
-            f"VAE reconstruction on held-out images: PSNR {r['psnr']:.2f} dB, SSIM {similarity_text(r['ssim'])}."
-        )
-    lines += [
-        "",
-        f"{metrics['seconds_per_image']:.3f} s per image on this machine.",
-        "",
-        f"![evaluation grid](./{grid})",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _separation_text(separation: dict, name: str) -> str:
-    value = separation.get("separation", {}).get(name)
-    if value is None:
-        return "n/a"
-    reference = separation.get("random_init_separation", {}).get(name)
-    return f"{value:.3f}" + ("" if reference is None else f" ({reference:.3f})")
-
-
-# caption style -> (card heading, grid file): one section per kind of prompt, each replaced by its own re-run
-EVALUATION_SECTIONS = {
-    "template": ("## Evaluation", "evaluation_grid.png"),
-    "rich": ("## Evaluation with free-form prompts", "evaluation_grid_free_form.png"),
-    "mixed": ("## Evaluation with mixed prompts", "evaluation_grid_mixed.png"),
-}
-
-
-def update_model_card(
-    model_path: str, metrics: dict, command: str, grid_path: str, caption_style: str = "template"
-) -> str:
-    """Writes (or replaces) the evaluation section of `model_path`/README.md for `caption_style` and copies the
-    grid beside it; the sections of other caption styles stay.
-
-    Both files are written under a temporary name and renamed, so a crash never leaves half a card.
-    """
-    heading, grid = EVALUATION_SECTIONS[caption_style]
-    card_path = os.path.join(model_path, "README.md")
-    text = ""
-    if os.path.isfile(card_path):
-        with open(card_path) as f:
-            text = f.read()
-    start = ("\n" + text + "\n").find("\n" + heading + "\n")  # the whole heading line, not a prefix
-    if start >= 0:  # drop the old section (up to the next "## " heading)
-        end = text.find("\n## ", start + len(heading))
-        text = text[:start] + (text[end + 1 :] if end >= 0 else "")
-    text = text.rstrip() + "\n\n" + model_card_section(metrics, command, caption_style)
-    for source, target in ((None, card_path), (grid_path, os.path.join(model_path, grid))):
-        tmp = target + ".tmp"
-        if source is None:
-            with open(tmp, "w") as f:
-                f.write(text)
-        else:
-            shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    return card_path
 
 
 def _write_outputs(args, metrics: dict, outputs: dict) -> None:

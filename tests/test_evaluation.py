@@ -135,7 +135,8 @@ def test_evaluate_reconstruction_of_a_tiny_vae():
 def test_images_smaller_than_the_ssim_window_get_psnr_and_no_ssim(capsys):
     # 8x8 digits (`builtin:digits?size=8`) are a valid size: their VAE round trip reports PSNR, and SSIM (11x11
     # window) as None like MS-SSIM, instead of failing at the end of train_vae.py / the evaluate command.
-    from sdscratch.evaluate import _print_summary, evaluate_vae, model_card_section
+    from sdscratch.evaluate import _print_summary
+    from sdscratch.evaluation import evaluate_vae, model_card_section
 
     x = smooth_images(batch=2, channels=1, size=8)
     metrics = reconstruction_metrics(x, (x * 0.9).clamp(-1, 1))
@@ -453,7 +454,7 @@ def test_evaluate_flags_are_checked_before_any_work(tmp_path, capsys, flags, err
 
 
 def test_evaluate_functions_check_num_images_and_styles_first():
-    from sdscratch.evaluate import evaluate_pipeline, evaluate_vae
+    from sdscratch.evaluation import evaluate_pipeline, evaluate_vae
 
     with pytest.raises(ValueError, match="num_images must be >= 2"):
         evaluate_pipeline(None, num_images=1)  # raises before touching the pipeline
@@ -465,7 +466,8 @@ def test_evaluate_functions_check_num_images_and_styles_first():
 
 def test_a_grayscale_pipeline_is_refused_for_the_cartoon_faces_task(tmp_path, monkeypatch):
     from sdscratch.demo import tiny_random_pipeline
-    from sdscratch.evaluate import evaluate_pipeline, main
+    from sdscratch.evaluate import main
+    from sdscratch.evaluation import evaluate_pipeline
 
     pipeline = tiny_random_pipeline(name="digits")
     monkeypatch.setattr(type(pipeline), "__call__", lambda *a, **k: pytest.fail("generated images"))
@@ -499,3 +501,14 @@ def test_metrics_are_written_before_the_grid(tmp_path, monkeypatch):
     evaluate._write_outputs(args, {"psnr": 30.0}, outputs)  # no grid: captioned_grid is never called
     assert json.loads((tmp_path / "no-grid" / "metrics.json").read_text()) == {"psnr": 30.0, "grid": None}
     assert sorted(os.listdir(tmp_path / "no-grid")) == ["metrics.json"]
+
+
+def test_names_moved_out_of_the_evaluate_command_are_still_importable_from_it():
+    # evaluate_pipeline / evaluate_vae live in evaluation/pipeline_evaluation.py, the card in evaluation/model_card.py
+    from sdscratch import evaluate, evaluation
+    from sdscratch.evaluation import model_card, pipeline_evaluation
+
+    for name in ("evaluate_pipeline", "evaluate_vae"):
+        assert getattr(evaluate, name) is getattr(evaluation, name) is getattr(pipeline_evaluation, name)
+    for name in ("model_card_section", "update_model_card", "EVALUATION_SECTIONS"):
+        assert getattr(evaluate, name) is getattr(model_card, name)

@@ -1,7 +1,8 @@
 """Quality metrics: VAE reconstruction, prompt adherence, Frechet classifier distance and the text encoder's
 separation of attribute words (docs/evaluation.md).
 
-`python -m sdscratch.evaluate` runs them all on a pipeline folder.
+`evaluate_pipeline` runs them all on a pipeline (`evaluate_vae` the VAE's share alone), `update_model_card`
+writes the numbers into its card; `python -m sdscratch.evaluate` is the command line around them.
 """
 
 from .adherence import (
@@ -14,6 +15,8 @@ from .adherence import (
 from .classifier import AttributeClassifier, AttributeClassifierOutput, load_classifier, pretrained_classifier_path
 from .frechet import feature_statistics, frechet_distance, frechet_distance_from_features
 from .grid import captioned_grid
+from .model_card import model_card_section, update_model_card
+from .pipeline_evaluation import evaluate_pipeline, evaluate_vae
 from .reconstruction import (
     evaluate_reconstruction,
     ms_ssim,
@@ -36,7 +39,9 @@ __all__ = [
     "captioned_grid",
     "classifier_labels",
     "evaluate_adherence",
+    "evaluate_pipeline",
     "evaluate_reconstruction",
+    "evaluate_vae",
     "evaluation_face_sets",
     "feature_statistics",
     "frechet_distance",
@@ -44,6 +49,7 @@ __all__ = [
     "generate_images",
     "load_classifier",
     "measure_adherence",
+    "model_card_section",
     "ms_ssim",
     "ms_ssim_num_scales",
     "mse",
@@ -53,4 +59,5 @@ __all__ = [
     "reconstruction_metrics",
     "ssim",
     "text_encoder_separation",
+    "update_model_card",
 ]

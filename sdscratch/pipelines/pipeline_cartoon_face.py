@@ -52,18 +52,9 @@ from transformers import CLIPTextModel, PreTrainedTokenizerBase
 
 from ..models.unet import SmallUNet
 from ..models.vae import SmallVAE
-from .pipeline_utils import (
-    as_float_images,
-    check_clip_skip,
-    check_inputs,
-    clip_final_layer_norm,
-    image_layout,
-    is_real_number,
-    retrieve_latents,
-    retrieve_timesteps,
-    slerp,
-    start_schedule_at,
-)
+from .image_inputs import as_float_images, image_layout
+from .input_checks import check_clip_skip, check_inputs, is_real_number
+from .pipeline_utils import clip_final_layer_norm, retrieve_latents, retrieve_timesteps, slerp, start_schedule_at
 
 logger = logging.get_logger(__name__)
 

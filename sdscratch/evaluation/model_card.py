@@ -1,0 +1,106 @@
+"""The evaluation section of a model card (README.md): every number of `metrics.json` and the command that made
+it, one section per caption style, written by `python -m sdscratch.evaluate --model_card`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from .reconstruction import similarity_text
+
+# caption style -> (card heading, grid file): one section per kind of prompt, each replaced by its own re-run
+EVALUATION_SECTIONS = {
+    "template": ("## Evaluation", "evaluation_grid.png"),
+    "rich": ("## Evaluation with free-form prompts", "evaluation_grid_free_form.png"),
+    "mixed": ("## Evaluation with mixed prompts", "evaluation_grid_mixed.png"),
+}
+
+
+def model_card_section(metrics: dict, command: str, caption_style: str = "template") -> str:
+    """The evaluation section of a model card ('## Evaluation' for template prompts, '## Evaluation with free-form
+    prompts' for rich ones): every number of `metrics` and the command that made it."""
+    adherence = metrics["adherence"]
+    real = metrics.get("adherence_real_images", {})
+    heading, grid = EVALUATION_SECTIONS[caption_style]
+    prompts = "prompts covering every value" if caption_style == "template" else "free-form prompts"
+    lines = [
+        heading,
+        "",
+        f"{metrics['num_images']} images generated from {prompts} (caption style `{caption_style}`), "
+        f"{metrics.get('num_inference_steps', '?')} steps of `{metrics['scheduler_name']}`, guidance scale "
+        f"{metrics.get('guidance_scale', 'default')}; read back by the attribute classifier shipped with "
+        "`sdscratch.evaluation` (docs/evaluation.md). Produced by:",
+        "",
+        f"```bash\n{command}\n```",
+        "",
+        "| attribute | adherence | classifier on real images | text encoder separation (fresh encoder) |",
+        "|---|---|---|---|",
+    ]
+    separation = metrics.get("text_encoder_separation") or {}
+    for name, accuracy in adherence["accuracy"].items():
+        real_value = real.get(name)
+        real_text = "n/a" if real_value is None else f"{100 * real_value:.2f}%"
+        lines.append(f"| {name} | {100 * accuracy:.2f}% | {real_text} | {_separation_text(separation, name)} |")
+    per_value = adherence.get("per_value_accuracy", {})
+    if len(per_value) == 1:  # one attribute (digits): show every value
+        ((name, values),) = per_value.items()
+        lines += ["", f"| {name} | " + " | ".join(values) + " |", "|---" * (len(values) + 1) + "|"]
+        lines.append("| adherence | " + " | ".join(f"{100 * v:.1f}%" for v in values.values()) + " |")
+    fd = metrics["frechet_distance"]
+    vae = "n/a" if fd["vae_reconstructions"] is None else f"{fd['vae_reconstructions']:.3f}"
+    lines += [
+        "",
+        f"Frechet classifier distance: generated {fd['generated']:.3f}, VAE reconstructions {vae}, "
+        f"real-vs-real floor {fd['real_floor']:.3f}.",
+    ]
+    if metrics.get("reconstruction"):
+        r = metrics["reconstruction"]
+        lines.append(
+            f"VAE reconstruction on held-out images: PSNR {r['psnr']:.2f} dB, SSIM {similarity_text(r['ssim'])}."
+        )
+    lines += [
+        "",
+        f"{metrics['seconds_per_image']:.3f} s per image on this machine.",
+        "",
+        f"![evaluation grid](./{grid})",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _separation_text(separation: dict, name: str) -> str:
+    value = separation.get("separation", {}).get(name)
+    if value is None:
+        return "n/a"
+    reference = separation.get("random_init_separation", {}).get(name)
+    return f"{value:.3f}" + ("" if reference is None else f" ({reference:.3f})")
+
+
+def update_model_card(
+    model_path: str, metrics: dict, command: str, grid_path: str, caption_style: str = "template"
+) -> str:
+    """Writes (or replaces) the evaluation section of `model_path`/README.md for `caption_style` and copies the
+    grid beside it; the sections of other caption styles stay.
+
+    Both files are written under a temporary name and renamed, so a crash never leaves half a card.
+    """
+    heading, grid = EVALUATION_SECTIONS[caption_style]
+    card_path = os.path.join(model_path, "README.md")
+    text = ""
+    if os.path.isfile(card_path):
+        with open(card_path) as f:
+            text = f.read()
+    start = ("\n" + text + "\n").find("\n" + heading + "\n")  # the whole heading line, not a prefix
+    if start >= 0:  # drop the old section (up to the next "## " heading)
+        end = text.find("\n## ", start + len(heading))
+        text = text[:start] + (text[end + 1 :] if end >= 0 else "")
+    text = text.rstrip() + "\n\n" + model_card_section(metrics, command, caption_style)
+    for source, target in ((None, card_path), (grid_path, os.path.join(model_path, grid))):
+        tmp = target + ".tmp"
+        if source is None:
+            with open(tmp, "w") as f:
+                f.write(text)
+        else:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    return card_path
