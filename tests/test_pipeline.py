@@ -305,20 +305,6 @@ def test_slerp_endpoints_and_norm():
     assert slerp(0.5, a, b).norm() > torch.lerp(a, b, 0.5).norm()  # stays on the sphere, lerp cuts inside
 
 
-def test_input_checks_are_still_importable_from_pipeline_utils():
-    # moved to image_inputs.py / input_checks.py; the old import path keeps working (looked up on first use)
-    from sdscratch.pipelines import image_inputs, input_checks, pipeline_utils
-    from sdscratch.pipelines.pipeline_utils import check_inputs
-
-    assert check_inputs is input_checks.check_inputs
-    for name in ("image_layout", "as_float_images", "check_image_type", "check_float_image_range", "IMAGE_TYPES"):
-        assert getattr(pipeline_utils, name) is getattr(image_inputs, name)
-    for name in ("check_clip_skip", "is_real_number"):
-        assert getattr(pipeline_utils, name) is getattr(input_checks, name)
-    with pytest.raises(AttributeError, match="no attribute 'missing'"):
-        _ = pipeline_utils.missing
-
-
 # ---------------------------------------------------------------- save / load
 
 

@@ -8,7 +8,6 @@ validation of every `__call__` argument, in `image_inputs.py` how image inputs a
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
@@ -207,39 +206,3 @@ def clip_final_layer_norm(text_encoder: Any) -> torch.nn.Module | None:
     0.42's `clip_skip` reads `text_encoder.text_model.final_layer_norm` and fails on the former (diffusers issue
     14124)."""
     return getattr(getattr(text_encoder, "text_model", text_encoder), "final_layer_norm", None)
-
-
-# The input checks moved to `image_inputs.py` and `input_checks.py`; still importable from here (`from
-# sdscratch.pipelines.pipeline_utils import check_inputs`), so that code written before the split keeps working.
-# Looked up on first use: `input_checks` imports this module, so importing it here would be circular.
-_MOVED = {
-    "IMAGE_TYPES": "image_inputs",
-    "as_float_images": "image_inputs",
-    "check_float_image_range": "image_inputs",
-    "check_image_type": "image_inputs",
-    "image_layout": "image_inputs",
-    "check_clip_skip": "input_checks",
-    "check_inputs": "input_checks",
-    "is_real_number": "input_checks",
-}
-
-
-__all__ = [
-    "as_list",
-    "check_scheduler_accepts",
-    "clip_final_layer_norm",
-    "default_scheduler_config",
-    "make_scheduler",
-    "retrieve_latents",
-    "retrieve_timesteps",
-    "slerp",
-    "start_schedule_at",
-    *_MOVED,
-]
-
-
-def __getattr__(name: str) -> Any:
-    """The names moved to `image_inputs` / `input_checks` (see `_MOVED`), as before the split."""
-    if name in _MOVED:
-        return getattr(importlib.import_module(f"{__package__}.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
