@@ -163,8 +163,8 @@ def load_pipeline(
         except FileNotFoundError:
             print(
                 f"NOTICE: no shipped weights for {name!r} exist yet in this installation; using a randomly "
-                "initialised tiny pipeline instead, so the images will be noise. Pass --model_path with a "
-                "trained pipeline folder (see docs/training.md).",
+                "initialised tiny pipeline instead, so the images will be noise. Pass a trained pipeline folder "
+                "(--model_path in the examples, --model with `sdscratch generate`; see docs/training.md).",
                 file=sys.stderr,
             )
             pipe = tiny_random_pipeline(name=name)

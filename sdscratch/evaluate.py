@@ -160,6 +160,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             check_scheduler_name(args.scheduler)
         except ValueError as error:
             parser.error(f"--scheduler: {error} Or 'saved': the pipeline's own.")
+        except ImportError as error:  # e.g. DPMSolverSDEScheduler without torchsde
+            parser.error(f"--scheduler: {str(error).strip()}")
 
 
 def main(argv=None, prog: str = "python -m sdscratch.evaluate") -> dict:

@@ -247,6 +247,18 @@ def test_write_imagefolder_checks_arguments_before_writing(tmp_path, capsys):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_write_imagefolder_under_a_file_is_a_named_error(tmp_path, capsys):
+    (tmp_path / "faces.txt").write_text("not a folder")
+    for output_dir in (tmp_path / "faces.txt", tmp_path / "faces.txt" / "faces"):
+        with pytest.raises(ValueError, match=r"output_dir=.*faces.txt.* cannot be a folder"):
+            cf.write_imagefolder(str(output_dir), 1, size=16)
+    from sdscratch import cli
+
+    with pytest.raises(SystemExit) as exit_info:  # `sdscratch faces`: exit 2 and one line, not a traceback
+        cli.main(["faces", "--output_dir", str(tmp_path / "faces.txt" / "faces"), "--num_images", "1"])
+    assert exit_info.value.code == 2 and "sdscratch faces: error: output_dir=" in capsys.readouterr().err
+
+
 def test_torch_dataset_checks_arguments_on_construction():
     with pytest.raises(ValueError, match="size must be an integer >= 8, got 4"):
         cf.CartoonFacesTorchDataset(3, size=4)

@@ -2,6 +2,7 @@
 list the shipped models, forward `faces` / `evaluate` to their modules, reject bad flags before loading anything."""
 
 import configparser
+import importlib.util
 import subprocess
 import sys
 import time
@@ -58,6 +59,11 @@ def test_generate_a_grayscale_folder_gets_the_digits_defaults(tmp_path, capsys):
         (["--output", "faces.txt"], "`--output` must end in an image file extension"),
         (["--output", str(ROOT / "README.md" / "faces.png")], "README.md' is a file, not a folder"),
         (["--scheduler", "nope"], "`scheduler` 'nope' is not DDPM-compatible"),
+        pytest.param(
+            ["--scheduler", "DPMSolverSDEScheduler"],  # a compatible class, but its package is missing: no traceback
+            "DPMSolverSDEScheduler requires the torchsde library",
+            marks=pytest.mark.skipif(importlib.util.find_spec("torchsde") is not None, reason="torchsde installed"),
+        ),
     ],
 )
 def test_generate_bad_flags_fail_before_loading(argv, message, faces_folder, monkeypatch, capsys):
@@ -71,6 +77,16 @@ def test_generate_bad_flags_fail_before_loading(argv, message, faces_folder, mon
     assert raised.value.code == 2  # argparse's exit status for a usage error, as for an unknown flag
     err = capsys.readouterr().err
     assert err.startswith("sdscratch generate: error: ") and message in err
+
+
+def test_generate_without_shipped_weights_names_its_own_flag(tmp_path, monkeypatch, capsys):
+    def missing(name="cartoon-faces"):
+        raise FileNotFoundError(name)
+
+    monkeypatch.setattr("sdscratch.demo.pretrained", missing)
+    assert cli.main(["generate", *TINY, "--num_images", "1", "--output", str(tmp_path / "noise.png")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("NOTICE: no shipped weights") and "--model with `sdscratch generate`" in err
 
 
 @pytest.mark.parametrize("from_python", [True, False])
@@ -113,6 +129,23 @@ def test_evaluate_errors_exit_like_generate_errors(tmp_path, capsys):
         cli.main(["evaluate", "--model_path", str(tmp_path), "--output_dir", str(tmp_path / "eval")])
     assert raised.value.code == 2
     assert capsys.readouterr().err.startswith(f"sdscratch evaluate: error: --model_path {str(tmp_path)!r} is neither")
+    assert not (tmp_path / "eval").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchsde") is not None, reason="torchsde installed")
+def test_evaluate_refuses_a_scheduler_whose_package_is_missing(faces_folder, tmp_path, capsys):
+    argv = [
+        "--model_path",
+        faces_folder,
+        "--output_dir",
+        str(tmp_path / "eval"),
+        "--scheduler",
+        "DPMSolverSDEScheduler",
+    ]
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["evaluate", *argv])
+    assert raised.value.code == 2
+    assert "--scheduler: DPMSolverSDEScheduler requires the torchsde library" in capsys.readouterr().err
     assert not (tmp_path / "eval").exists()
 
 

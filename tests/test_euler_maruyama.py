@@ -84,6 +84,19 @@ def test_timesteps_decreasing_in_range_and_as_ddpm(spacing, num_inference_steps)
     assert torch.equal(timesteps, ddpm.timesteps)
 
 
+def test_trailing_timesteps_never_overshoot_to_minus_one():
+    # np.arange(1000, 0, -1000 / 61) has 62 entries, the last ~0: DDPM's trailing schedule ends in timestep -1 there
+    # (alphas_cumprod[-1] is ᾱ_999: Euler-Maruyama's last step turned the sample into NaN); 61 steps are 61 steps
+    scheduler, ddpm = EulerMaruyamaScheduler(timestep_spacing="trailing"), DDPMScheduler(timestep_spacing="trailing")
+    for num_inference_steps in range(1, 1001):
+        scheduler.set_timesteps(num_inference_steps)
+        ddpm.set_timesteps(num_inference_steps)
+        assert len(scheduler.timesteps) == num_inference_steps and int(scheduler.timesteps.min()) >= 0
+        assert torch.equal(scheduler.timesteps, ddpm.timesteps[:num_inference_steps])  # as DDPM's, less its extra
+    x = _sample_gaussian(scheduler, 61)
+    assert torch.isfinite(x).all() and abs(x.mean().item() - 0.3) < 0.05
+
+
 def test_custom_timesteps_and_bad_input():
     scheduler = EulerMaruyamaScheduler()
     scheduler.set_timesteps(timesteps=[999, 500, 10])

@@ -202,6 +202,9 @@ def test_transform_and_collate():
         ("builtin:cartoon-faces?num_images=2&num_images=3", r"option 'num_images' is given more than once"),
         ("builtin:cartoon-faces?num_images=abc", r"option 'num_images' in .* must be int value, got 'abc'"),
         ("builtin:digits?test_fraction=half", r"option 'test_fraction' in .* must be float value, got 'half'"),
+        # urllib alone said "bad query field: ''", naming neither the data set nor the format
+        ("builtin:cartoon-faces?num_images=2&", r"options of 'builtin:cartoon-faces\?num_images=2&'.*key=value pairs"),
+        ("builtin:digits?size", r"options of 'builtin:digits\?size'.*key=value pairs joined by '&'"),
     ],
 )
 def test_builtin_options_reject_empty_repeated_and_mistyped_values(name, error):

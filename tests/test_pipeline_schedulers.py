@@ -214,6 +214,22 @@ def test_img2img_and_inpainting_with_an_exact_denoiser_end_on_the_image(name, mo
     assert torch.equal(pipe(image=image, strength=0.0, **kwargs).images, image)  # no step, PNDM included
 
 
+@pytest.mark.parametrize("name", ["DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "EulerMaruyamaScheduler"])
+def test_trailing_spacing_never_steps_to_timestep_minus_one(name, monkeypatch):
+    """diffusers' "trailing" schedule (sdscratch's saved spacing) lists 62 timesteps for 61 steps, the last -1:
+    schedulers that index alphas_cumprod by timestep read ᾱ_999 there and ended on noise (NaN: Euler-Maruyama)."""
+    pipe = tiny_pipeline(pixel_space=True, conditional=False)
+    pipe.scheduler = SCHEDULERS[name].from_config(pipe.scheduler.config)
+    assert pipe.scheduler.config.timestep_spacing == "trailing"
+    x0 = torch.rand(1, 3, 16, 16, generator=gen(5), dtype=torch.float64) * 2 - 1
+    monkeypatch.setattr(pipe, "_predict_noise", _exact_denoiser(pipe.scheduler, x0))
+    seen = []
+    latents = pipe(num_inference_steps=61, generator=gen(0), output_type="latent",
+                   callback_on_step_end=lambda p, i, t, kwargs: seen.append(int(t)) or kwargs).images  # fmt: skip
+    assert min(seen) == 15 and len(set(seen)) == 61
+    assert (latents - x0).abs().max().item() < 0.2  # as with 4 steps in the test above
+
+
 def test_custom_timesteps_on_a_second_order_scheduler_keep_img2img_steps(pipe):
     """Heun lists 2 * 3 - 1 timesteps for `timesteps=[999, 500, 100]`: `strength` takes a share of the 3 steps."""
     original = pipe.scheduler

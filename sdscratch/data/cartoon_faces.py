@@ -417,7 +417,12 @@ def write_imagefolder(
         ``output_dir``.
     """
     num_images, size = _check_face_arguments(num_images, size, caption_style)
-    os.makedirs(output_dir, exist_ok=True)
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:  # a file at output_dir or above it
+        raise ValueError(
+            f"output_dir={output_dir!r} cannot be a folder: {error.strerror} ({error.filename!r})"
+        ) from None
     metadata = os.path.join(output_dir, "metadata.jsonl")
     tmp = metadata + ".tmp"
     try:

@@ -49,7 +49,14 @@ def _load_builtin(name: str, split: str):
         )
     options = {}
     # keep_blank_values: "?num_images=" must be an error, not silently the default
-    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError as error:  # urllib's "bad query field: ''" for "?size=16&" or "?num_images"
+        raise ValueError(
+            f"cannot read the options of {name!r} ({error}): write them as key=value pairs joined by '&', e.g. "
+            f"{BUILTIN_PREFIX}{kind}?{'&'.join(f'{key}=...' for key in list(BUILTIN_OPTIONS[kind])[:2])}"
+        ) from None
+    for key, value in pairs:
         if key not in BUILTIN_OPTIONS[kind]:
             raise ValueError(f"unknown option {key!r} in {name!r}; {kind} takes {list(BUILTIN_OPTIONS[kind])}")
         if key in options:

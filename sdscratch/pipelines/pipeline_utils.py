@@ -13,7 +13,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import DPMSolverMultistepScheduler, LMSDiscreteScheduler, PNDMScheduler, SchedulerMixin
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    LMSDiscreteScheduler,
+    PNDMScheduler,
+    SchedulerMixin,
+)
 
 
 def retrieve_timesteps(
@@ -57,6 +64,11 @@ def retrieve_timesteps(
         num_inference_steps = len(scheduler.timesteps) // scheduler.order
     else:
         scheduler.set_timesteps(num_inference_steps, device=device)
+        if isinstance(scheduler, (DDIMScheduler, DDPMScheduler, PNDMScheduler)) and (scheduler.timesteps < 0).any():
+            # diffusers 0.42's "trailing" spacing (np.arange(T, 0, -T / n)) overshoots for some n (61, 103, ... of
+            # 1000) by one timestep, -1: these schedulers read alphas_cumprod[-1] = ᾱ_T there and end on pure noise.
+            # Their last step already goes to the clean image (prev_t < 0), so the extra one is dropped.
+            scheduler.timesteps = scheduler.timesteps[scheduler.timesteps >= 0]
     return scheduler.timesteps, num_inference_steps
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import diffusers
+from diffusers.utils import DummyObject
+from diffusers.utils.import_utils import requires_backends
 
 #: name -> (diffusers class name, extra config overrides)
 SCHEDULER_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -51,6 +53,7 @@ def check_scheduler_name(name: str) -> tuple[str, dict[str, Any]]:
     Raises:
         `TypeError`: If `name` is not a string.
         `ValueError`: If `name` is neither an alias nor a compatible scheduler class name.
+        `ImportError`: If the scheduler needs a package that is not installed (`DPMSolverSDEScheduler`: torchsde).
     """
     if not isinstance(name, str):
         raise TypeError(f"`name` must be a string, got {type(name).__name__}.")
@@ -61,6 +64,9 @@ def check_scheduler_name(name: str) -> tuple[str, dict[str, Any]]:
             f"`scheduler` {name!r} is not DDPM-compatible; choose a short name "
             f"{sorted(SCHEDULER_ALIASES)} or a class of the DDPM family's `compatibles` {compatibles}."
         )
+    scheduler_cls = getattr(diffusers, class_name, None)
+    if isinstance(scheduler_cls, DummyObject):  # diffusers' stand-in for a class whose optional package is missing
+        requires_backends(scheduler_cls, scheduler_cls._backends)  # its ImportError: "... pip install torchsde"
     return class_name, overrides
 
 
@@ -77,6 +83,7 @@ def get_scheduler(name: str, config: Any) -> Any:
 
     Raises:
         `TypeError`: If `name` is not a string.
+        `ImportError`: If the scheduler needs a package that is not installed (`DPMSolverSDEScheduler`: torchsde).
         `ValueError`: If `name` is neither an alias nor a compatible scheduler class name (flow-matching, inverse
             and score-SDE schedulers such as ``FlowMatchEulerDiscreteScheduler``, ``DDIMInverseScheduler`` or
             ``ScoreSdeVeScheduler`` cannot sample a DDPM-trained model in a text-to-image pipeline).

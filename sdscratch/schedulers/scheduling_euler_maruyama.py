@@ -235,6 +235,9 @@ class EulerMaruyamaScheduler(SchedulerMixin, ConfigMixin):
             else:  # "trailing"
                 step_ratio = num_train_timesteps / num_inference_steps
                 timesteps = np.round(np.arange(num_train_timesteps, 0, -step_ratio)).astype(np.int64) - 1
+                # the float arange can overshoot by one entry, ~0 -> timestep -1 (61 of 1000 steps; DDPM's does too):
+                # it is no training timestep (ᾱ_{-1} wraps to ᾱ_T, NaN images), so keep exactly the steps asked for
+                timesteps = timesteps[:num_inference_steps]
         self.num_inference_steps = len(timesteps)
         self.timesteps = torch.from_numpy(timesteps.copy()).to(device)
         self._step_index = None
