@@ -150,9 +150,20 @@ def test_registry_refuses_schedulers_outside_the_ddpm_family(pipe, name):
         get_scheduler(name, pipe.scheduler.config)
     assert name in str(error.value) and "UniPCMultistepScheduler" in str(error.value) and "dpm++" in str(error.value)
     for accepted in [*SCHEDULERS, "euler-maruyama", "dpm++"]:  # every compatible class and the short names
-        if EXPECTED_ERRORS.get(accepted, (None,))[0] is ImportError:  # accepted, but torchsde is missing
+        if accepted in EXPECTED_ERRORS:  # torchsde missing, or EDM (next test)
             continue
         assert get_scheduler(accepted, pipe.scheduler.config) is not None
+
+
+def test_registry_refuses_edm_schedulers_by_name(pipe):
+    """The pipeline refuses EDMEulerScheduler (its c_noise is not the UNet's timesteps): `--scheduler
+    EDMEulerScheduler` says so before any model is loaded, not after."""
+    from sdscratch.schedulers.registry import check_scheduler_name, get_scheduler
+
+    for call in (lambda: check_scheduler_name("EDMEulerScheduler"), lambda: get_scheduler("EDMEulerScheduler", {})):
+        with pytest.raises(ValueError, match="c_noise") as error:
+            call()
+        assert "EDMEulerScheduler" in str(error.value) and "'euler'" in str(error.value)
 
 
 def test_load_pipeline_refuses_a_scheduler_before_loading_models(monkeypatch):

@@ -52,7 +52,8 @@ def check_scheduler_name(name: str) -> tuple[str, dict[str, Any]]:
 
     Raises:
         `TypeError`: If `name` is not a string.
-        `ValueError`: If `name` is neither an alias nor a compatible scheduler class name.
+        `ValueError`: If `name` is neither an alias nor a compatible scheduler class name, or is an EDM scheduler
+            (`EDMEulerScheduler`: its noise conditioning is not the timesteps a DDPM-trained UNet reads).
         `ImportError`: If the scheduler needs a package that is not installed (`DPMSolverSDEScheduler`: torchsde).
     """
     if not isinstance(name, str):
@@ -65,6 +66,12 @@ def check_scheduler_name(name: str) -> tuple[str, dict[str, Any]]:
             f"{sorted(SCHEDULER_ALIASES)} or a class of the DDPM family's `compatibles` {compatibles}."
         )
     scheduler_cls = getattr(diffusers, class_name, None)
+    if hasattr(scheduler_cls, "precondition_noise"):  # the pipeline refuses it too (input_checks.check_inputs)
+        raise ValueError(
+            f"`scheduler` {name!r} feeds the UNet EDM's noise conditioning c_noise = log(sigma) / 4 instead of the "
+            "discrete training timesteps this model was trained on; use 'euler' (EulerDiscreteScheduler, with "
+            "use_karras_sigmas=True for the EDM/Karras sigma schedule) instead."
+        )
     if isinstance(scheduler_cls, DummyObject):  # diffusers' stand-in for a class whose optional package is missing
         requires_backends(scheduler_cls, scheduler_cls._backends)  # its ImportError: "... pip install torchsde"
     return class_name, overrides
