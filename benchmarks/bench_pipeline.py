@@ -2,8 +2,9 @@
 
     python benchmarks/bench_pipeline.py                 # sizes default + trained, about 2 minutes on a quiet machine
     python benchmarks/bench_pipeline.py --sizes trained     # the 1.5 s target: the shipped model
+    python benchmarks/bench_pipeline.py --sizes trained --steps 15  # the examples' default step count
 
-Task: 8 images of 64x64 from one prompt, 25 DPM-Solver++ steps with classifier-free guidance (one batched UNet
+Task: 8 images of 64x64 from one prompt, 25 DPM-Solver++ steps (`--steps`) with classifier-free guidance (one batched UNet
 call of 16 per step), numpy output. Both pipelines share the tokenizer, the text encoder weights, the scheduler
 config and the prompt; the diffusers side gets a UNet2DConditionModel with the same levels, channels, layers,
 cross-attention levels and head width as the SmallUNet, and an AutoencoderKL with the same levels as the
@@ -87,13 +88,13 @@ def sample(pipe, steps: int = STEPS) -> np.ndarray:
     return np.asarray(images, dtype=np.float32) * 255
 
 
-def timed(pipe, clock, threads: int, repeats: int) -> tuple[float, np.ndarray]:
+def timed(pipe, clock, threads: int, repeats: int, steps: int = STEPS) -> tuple[float, np.ndarray]:
     """-> (best time in s, the images of the last run)."""
     torch.set_num_threads(threads)
     best = float("inf")
     for _ in range(repeats):
         start = clock()
-        images = sample(pipe)
+        images = sample(pipe, steps=steps)
         best = min(best, clock() - start)
     return best, images
 
@@ -101,7 +102,10 @@ def timed(pipe, clock, threads: int, repeats: int) -> tuple[float, np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["default", "trained"], choices=SIZES)
+    parser.add_argument("--steps", type=int, default=STEPS, help="DPM-Solver++ steps per image (default: 25)")
     args = parser.parse_args()
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
     start, load_start = time.perf_counter(), os.getloadavg()[0]
     rows = []
     for size in args.sizes:
@@ -117,8 +121,8 @@ def main() -> None:
                 pipe = pipe.to(torch.float32 if precision == "fp32" else torch.bfloat16)
                 torch.set_num_threads(2)
                 sample(pipe, steps=2)  # warm-up: oneDNN builds its kernels
-                wall, images = timed(pipe, time.perf_counter, threads=2, repeats=2)
-                cpu = timed(pipe, time.process_time, threads=1, repeats=1)[0] if precision == "bf16" else None
+                wall, images = timed(pipe, time.perf_counter, threads=2, repeats=2, steps=args.steps)
+                cpu = timed(pipe, time.process_time, 1, 1, args.steps)[0] if precision == "bf16" else None
                 if reference is None:
                     reference = images
                 diff = float(np.abs(images - reference).mean())
@@ -126,7 +130,8 @@ def main() -> None:
             print(f"  {size} {name} measured", flush=True)
 
     print(
-        f"load average at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f} (2 cores); torch {torch.__version__}"
+        f"load average at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f} (2 cores); torch {torch.__version__}; "
+        f"{args.steps} DPM-Solver++ steps"
     )
     print(
         "| UNet size | pipeline | UNet params (M) | precision | 8 images wall s (2 thr) | images/s "

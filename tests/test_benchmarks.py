@@ -118,3 +118,23 @@ def test_bench_models_times_the_unets_train_step_at_the_large_batch(monkeypatch,
     assert "| train b3 wall ms (2 thr) | train b3 samples/s (2 thr) |" in out
     assert "a / b train batch 3 samples/s (wall clock, 2 threads), each in its best precision: " in out
     assert [r["large_sps"] is None for r in rows] == [False, False, True] * 2  # no bf16-weights training
+
+
+def test_bench_pipeline_times_the_steps_asked_for(monkeypatch):
+    """`bench_pipeline.py --steps 15` times 15-step sampling (the examples' default), not the 25 of the target."""
+    import bench_pipeline
+
+    calls = []
+
+    class Pipe:
+        def __call__(self, prompt, **kwargs):
+            calls.append(kwargs["num_inference_steps"])
+            return type("Output", (), {"images": torch.zeros(8, 64, 64, 3).numpy()})()
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)
+    bench_pipeline.timed(Pipe(), bench_pipeline.time.perf_counter, threads=2, repeats=2, steps=15)
+    bench_pipeline.timed(Pipe(), bench_pipeline.time.perf_counter, threads=2, repeats=1)
+    assert calls == [15, 15, bench_pipeline.STEPS] and bench_pipeline.STEPS == 25
+    monkeypatch.setattr(sys, "argv", ["bench_pipeline.py", "--steps", "0"])
+    with pytest.raises(SystemExit):
+        bench_pipeline.main()
