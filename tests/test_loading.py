@@ -315,6 +315,21 @@ def test_train_data_dir_reads_every_image_under_it_as_diffusers(tmp_path):
         load_image_caption_dataset(dataset_name=str(tmp_path))
 
 
+def test_split_subfolders_without_captions_are_not_taken_for_classes(tmp_path):
+    # no metadata file: datasets labels the images by their subfolders, which became "a photo of a train" /
+    # "a photo of a validation" captions; class folders still caption by their names
+    for folder in ("splits/train", "splits/validation", "classes/cat", "classes/dog"):
+        (tmp_path / folder).mkdir(parents=True)
+        _images(1)[0].save(tmp_path / folder / "0.png")
+    with pytest.raises(ValueError, match=r"\['train', 'validation'\] are split names, not classes.*metadata.jsonl"):
+        load_image_caption_dataset(train_data_dir=str(tmp_path / "splits"))
+    assert len(load_image_caption_dataset(train_data_dir=str(tmp_path / "splits"), captions=False)) == 2  # the VAE's
+    assert load_image_caption_dataset(train_data_dir=str(tmp_path / "classes"))["text"] == [
+        "a photo of a cat",
+        "a photo of a dog",
+    ]
+
+
 def test_a_train_data_dir_without_images_says_so(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"train_data_dir=.*empty' holds no image files"):

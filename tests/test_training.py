@@ -193,6 +193,8 @@ def test_resume_matches_an_uninterrupted_run(vae_dir, tmp_path, captions_per_ima
     assert first_leg["runs"] == 1 and first_leg["wall_time_s"] > 0
     assert json.loads((resumed / "checkpoint-4" / "training_time.json").read_text())["runs"] == 2
     assert "min over 2 runs (resumed from checkpoints)" in (resumed / "README.md").read_text()
+    # so do the last 100 steps' losses: the card's final loss is the whole run's, not the resumed leg's
+    assert final_loss_line((resumed / "README.md").read_text()) == final_loss_line((full / "README.md").read_text())
     assert "runs (resumed" not in (full / "README.md").read_text()
     # the resumed run used the checkpoint's tokenizer: a rebuilt one can number the merges differently
     saved = CLIPTokenizer.from_pretrained(resumed / "checkpoint-2" / "tokenizer")
@@ -200,6 +202,10 @@ def test_resume_matches_an_uninterrupted_run(vae_dir, tmp_path, captions_per_ima
     if captions_per_image > 1:  # every caption of a face is in the table the steps draw from
         assert re.search(r"24 images \(3 captions each at most\), (\d+) distinct", caplog.text)
         assert int(re.search(r"(\d+) distinct captions", caplog.text).group(1)) > 24
+
+
+def final_loss_line(card: str) -> str:
+    return re.search(r"\| final_train_loss .*", card).group(0)
 
 
 def write_noise_imagefolder(folder: Path, size: tuple, num_images: int) -> Path:
@@ -857,6 +863,9 @@ def test_unet_on_an_imagefolder_and_a_finished_run_started_again_takes_no_step(v
     assert f"\n- Data: imagefolder `{folder}`\n" in card  # one code span: no backticks nested in another
     assert "datasets:" not in card.split("---")[1]  # a local folder is no Hub data set
     assert_started_again_takes_no_step(train_unet, argv, out, "unet")  # resumes at checkpoint-2 == max steps
+    # written again without a step, the card keeps the run's final loss and speed (from the checkpoint), not 0
+    assert final_loss_line((out / "README.md").read_text()) == final_loss_line(card)
+    assert float(re.search(r"\| train samples/s \| (\S+) \|", (out / "README.md").read_text()).group(1)) > 0
 
 
 def test_a_finished_vae_run_started_again_takes_no_step(tmp_path):

@@ -290,7 +290,7 @@ def main(args):
     progress_bar = tqdm(
         range(args.max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
     )
-    run_start, run_steps, recent_losses = time.time(), 0, []
+    run_start, run_steps = time.time(), 0
     step_loss = tu.MicroBatchMean()  # the logged loss: the mean over the step's accumulated micro-batches
 
     for epoch in range(first_epoch, args.num_train_epochs):
@@ -368,7 +368,7 @@ def main(args):
                 }
                 if len(last_lr) == 2:
                     logs["text_encoder_lr"] = last_lr[1]
-                recent_losses = (recent_losses + [logs["loss"]])[-100:]
+                clock.log_step(logs["loss"], logs["samples_per_s"])  # the card's final loss and speed, resumed too
                 progress_bar.update(1)
                 progress_bar.set_postfix(loss=f"{logs['loss']:.4f}", samples_per_s=f"{logs['samples_per_s']:.1f}")
                 accelerator.log(logs, step=global_step)
@@ -391,10 +391,13 @@ def main(args):
     accelerator.wait_for_everyone()
     tu.write_rank_digest(accelerator, trained)
     if accelerator.is_main_process:
+        if run_steps:  # else (started again after its last checkpoint): the checkpoint's
+            clock.samples_per_s = run_steps * total_batch_size / (time.time() - run_start)
         metrics = {
-            "final_train_loss (mean of last 100 steps)": sum(recent_losses) / max(1, len(recent_losses)),
-            "train samples/s": run_steps * total_batch_size / (time.time() - run_start),
+            "final_train_loss (mean of last 100 steps)": clock.recent_loss(),
+            "train samples/s": clock.samples_per_s,
         }
+        metrics = {name: value for name, value in metrics.items() if value is not None}  # unknown: older checkpoint
         wall_time, hardware = clock.describe(), tu.describe_hardware(accelerator)
         grid_path = validation_grid(global_step)
         metrics.update({f"text encoder separation {k}": v for k, v in separation.items()})

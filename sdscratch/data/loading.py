@@ -166,6 +166,27 @@ def _load_imagefolder(folder, train_data_dir: str, split: Optional[str], cache_d
     ) from no_images
 
 
+def _check_folder_labels_are_no_splits(dataset, train_data_dir: str) -> None:
+    """An image folder without captions (no metadata file) gets a `label` from its subfolders' names, turned into
+    captions ("a photo of a {name}"). Subfolders named as splits (`train/`, `validation/`) are no classes: refused,
+    where they would silently caption every image "a photo of a train" or "a photo of a validation"."""
+    import datasets
+    from datasets.data_files import SPLIT_KEYWORDS  # the folder names datasets reads as splits ("train", "val", ...)
+
+    feature = dataset.features.get("label")
+    if any(c in dataset.column_names for c in TEXT_COLUMNS) or not isinstance(feature, datasets.ClassLabel):
+        return
+    split_names = {keyword for keywords in SPLIT_KEYWORDS.values() for keyword in keywords}
+    splits = [name for name in feature.names if name.lower() in split_names]
+    if splits:
+        raise ValueError(
+            f"train_data_dir={train_data_dir!r} has no captions (no metadata.jsonl / metadata.csv with a text "
+            f"column), so its images would be captioned by their subfolders' names {feature.names}, and "
+            f"{splits} are split names, not classes ({f'a photo of a {splits[0]}'!r}). Add a metadata.jsonl "
+            '({"file_name": ..., "text": ...} per image; one in each subfolder works), or pass caption_column.'
+        )
+
+
 def _find_image_column(dataset, image_column: Optional[str]) -> str:
     import datasets
 
@@ -368,6 +389,8 @@ def load_image_caption_dataset(
     dataset = _select(dataset, max_samples, seed)
     image_name = _find_image_column(dataset, image_column)
     if captions:
+        if train_data_dir is not None and caption_column is None:
+            _check_folder_labels_are_no_splits(dataset, train_data_dir)
         caption = _caption_builder(dataset, caption_column)
         caption_list = _caption_list_column(dataset, caption_column)
     else:

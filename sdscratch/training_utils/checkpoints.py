@@ -143,23 +143,44 @@ _FIX = "Use another --output_dir, or delete its checkpoint-* folders."
 class TrainingClock:
     """Wall time of a training run across interruptions: every checkpoint stores the total so far
     (`training_time.json`) and a resumed run continues from it, so that a model card states what the whole run
-    cost, not its last leg. Time spent on steps that were redone after an interruption is counted too."""
+    cost, not its last leg. Time spent on steps that were redone after an interruption is counted too.
+
+    The card's running metrics travel the same way (`log_step`): the losses of the last `RECENT_STEPS` optimizer
+    steps and the last samples/s measured, so that a resumed run reports the whole run's final loss, and a run cut
+    off between its last checkpoint and its final save, which takes no step when started again, does not report a
+    loss and a speed of 0."""
 
     FILE = "training_time.json"
+    RECENT_STEPS = 100
 
     def __init__(self, resume_path: Optional[str] = None):
         self.start, self.previous_s, self.runs = time.time(), 0.0, 1
+        self.recent_losses: list[float] = []
+        self.samples_per_s: Optional[float] = None
         if resume_path is not None and os.path.isfile(os.path.join(resume_path, self.FILE)):
             with open(os.path.join(resume_path, self.FILE)) as f:
                 saved = json.load(f)
             self.previous_s, self.runs = float(saved["wall_time_s"]), int(saved["runs"]) + 1
+            # absent from checkpoints written before 2026-11-24
+            self.recent_losses = [float(loss) for loss in saved.get("recent_losses", [])]
+            self.samples_per_s = saved.get("samples_per_s")
 
     def total_s(self) -> float:
         return self.previous_s + time.time() - self.start
 
+    def log_step(self, loss: float, samples_per_s: float) -> None:
+        """Records an optimizer step's logged loss and the speed measured so far."""
+        self.recent_losses = (self.recent_losses + [loss])[-self.RECENT_STEPS :]
+        self.samples_per_s = samples_per_s
+
+    def recent_loss(self) -> Optional[float]:
+        """The mean loss of the last `RECENT_STEPS` optimizer steps of the whole run (None: no step known)."""
+        return sum(self.recent_losses) / len(self.recent_losses) if self.recent_losses else None
+
     def save(self, folder: str) -> None:
+        state = {"wall_time_s": self.total_s(), "runs": self.runs, "recent_losses": self.recent_losses}
         with open(os.path.join(folder, self.FILE), "w") as f:
-            json.dump({"wall_time_s": self.total_s(), "runs": self.runs}, f)
+            json.dump({**state, "samples_per_s": self.samples_per_s}, f)
 
     def describe(self) -> str:
         runs = "" if self.runs == 1 else f" over {self.runs} runs (resumed from checkpoints)"
