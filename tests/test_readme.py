@@ -70,7 +70,7 @@ def check_commands_parse(text: str, parsed: list | None = None) -> int:
     """Runs every `training/*.py`, `python -m sdscratch.evaluate` / `.data.cartoon_faces` and `sdscratch` command of
     a shell text (backslash
     continuations joined, `${VAR:-default}` expanded to its default, `"${ARRAY[@]}"` to the array's first
-    definition in the text, or to nothing, comments skipped)
+    definition in the text, or to nothing, `"$VAR"` to its first definition, comments skipped)
     through its script's own argument parser; an unknown or renamed flag raises SystemExit. Returns how many
     commands were checked; `parsed` (a list) gets each `training/*.py` command's (script, parsed arguments)."""
     text = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", text.replace("\\\n", " "))
@@ -78,6 +78,10 @@ def check_commands_parse(text: str, parsed: list | None = None) -> int:
     for name, value in re.findall(r"^(\w+)=\((.*)\)\s*$", text, flags=re.MULTILINE):
         arrays.setdefault(name, value)
     text = re.sub(r'"?\$\{(\w+)\[@\]\}"?', lambda m: arrays.get(m.group(1), ""), text)
+    scalars = {}  # likewise a variable's first definition (NAME=value) is its value: "$EXPORTED" is a folder
+    for name, value in re.findall(r"^(\w+)=([^\s(]\S*)\s*$", text, flags=re.MULTILINE):
+        scalars.setdefault(name, value.strip('"'))
+    text = re.sub(r"\$(\w+)\b", lambda m: scalars.get(m.group(1), m.group(0)), text)
     checked = 0
     for line in text.splitlines():
         argv = shlex.split(line, comments=True)
