@@ -18,6 +18,7 @@ import argparse
 import gc
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -66,7 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"a shipped model ({', '.join(PRETRAINED_MODELS)}) or a pipeline folder, local or a Hub id "
         "(owner/name; offline: the HF cache) (default: cartoon-faces)",
     )
-    generate.add_argument("--prompt", default=None, help="what to draw (default: an example prompt of the model)")
+    generate.add_argument(
+        "--prompt",
+        default=None,
+        help="what to draw (default: an example prompt of a shipped model; for a folder, the first validation "
+        "prompt its model card names)",
+    )
     generate.add_argument("--negative_prompt", default=None, help="what to steer away from")
     generate.add_argument(
         "--num_images", type=int, default=None, help="images in the grid (default: 16 digits, else 8)"
@@ -122,6 +128,18 @@ def _check_model(model: str) -> tuple[str, Optional[str]]:
     return ("digits" if not has_vae and in_channels == 1 else "cartoon-faces"), model
 
 
+def card_validation_prompt(folder: str) -> Optional[str]:
+    """The first validation prompt named in a pipeline folder's model card (train_unet.py writes "Prompts, left to
+    right: `...`; `...`" under its sample grid), or None: no card, or a card without one."""
+    try:
+        with open(os.path.join(folder, "README.md"), encoding="utf-8") as f:
+            card = f.read()
+    except OSError:
+        return None
+    match = re.search(r"^Prompts, left to right: `([^`]+)`", card, flags=re.MULTILINE)
+    return match.group(1) if match else None
+
+
 def generate(args: argparse.Namespace) -> tuple[str, int, str]:
     """Runs `sdscratch generate`: checks every flag, loads the model, writes the grid. Returns the PNG's path, the
     number of images and the prompt drawn."""
@@ -144,7 +162,9 @@ def generate(args: argparse.Namespace) -> tuple[str, int, str]:
     else:
         dtype = getattr(torch, args.dtype)
     pipe = load_pipeline(model_path, name=name, scheduler=args.scheduler, dtype=dtype)
-    prompt = DEFAULT_PROMPTS[name] if args.prompt is None else args.prompt
+    prompt = args.prompt
+    if prompt is None:  # a folder of your own: the first prompt its training run validated with, when its card says
+        prompt = (model_path and card_validation_prompt(model_path)) or DEFAULT_PROMPTS[name]
     num_images = DEFAULT_NUM_IMAGES[name] if args.num_images is None else args.num_images
     images = pipe(
         prompt,

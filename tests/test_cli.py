@@ -3,6 +3,7 @@ list the shipped models, forward `faces` / `evaluate` to their modules, reject b
 
 import configparser
 import importlib.util
+import shutil
 import subprocess
 import sys
 import time
@@ -180,3 +181,20 @@ def test_import_prints_nothing():
     # about torchvision on stderr: README command 1 must print its one line only
     result = subprocess.run([sys.executable, "-c", "import sdscratch"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stderr == "" and result.stdout == ""
+
+
+def test_generate_a_folder_without_prompt_draws_its_cards_validation_prompt(faces_folder, tmp_path, capsys):
+    """A model of your own is not asked for the shipped model's cartoon-face prompt: without --prompt, the first
+    prompt its training run validated with (its card's "Prompts, left to right" line); else the default one."""
+    folder = tmp_path / "mine"
+    shutil.copytree(faces_folder, folder)
+    argv = ["generate", "--model", str(folder), *TINY, "--num_images", "1", "--output", str(tmp_path / "g.png")]
+    assert cli.card_validation_prompt(str(folder)) is None  # no card
+    cli.main(argv)
+    assert f"images for {cli.DEFAULT_PROMPTS['cartoon-faces']!r}" in capsys.readouterr().out
+    (folder / "README.md").write_text("# mine\n\n![grid](g.png)\n\nPrompts, left to right: `a red rose`; `a tulip`\n")
+    assert cli.card_validation_prompt(str(folder)) == "a red rose"
+    cli.main(argv)
+    assert "(1 images for 'a red rose')" in capsys.readouterr().out
+    (folder / "README.md").write_text("# mine\n\nNo samples.\n")
+    assert cli.card_validation_prompt(str(folder)) is None
