@@ -15,16 +15,9 @@ START = time.perf_counter()  # the wall time reported includes the imports below
 
 import argparse  # noqa: E402
 
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image  # noqa: E402
 
-
-def top_mask(size: int, fraction: float) -> Image.Image:
-    """White over the top `fraction` of a `size` x `size` image (at least one pixel row), black below (white =
-    repaint)."""
-    mask = Image.new("L", (size, size), 0)
-    rows = min(size, max(1, round(fraction * size)))  # a tiny fraction still repaints one row
-    ImageDraw.Draw(mask).rectangle([0, 0, size - 1, rows - 1], fill=255)
-    return mask
+from sdscratch.demo import TOP_MASK_FRACTION, top_mask  # noqa: E402  (shared with the inpainting evaluation)
 
 
 def main(argv=None) -> str:
@@ -34,7 +27,10 @@ def main(argv=None) -> str:
     parser.add_argument("--hair_color", default="blue", help="new hair colour, used when no --prompt is given")
     parser.add_argument("--prompt", default=None, help="default: the face's caption with --hair_color")
     parser.add_argument(
-        "--mask_fraction", type=float, default=0.42, help="how much of the top to repaint (at least one row)"
+        "--mask_fraction",
+        type=float,
+        default=TOP_MASK_FRACTION,
+        help="how much of the top to repaint (at least one row)",
     )
     parser.add_argument("--num_images", type=int, default=4)
     parser.add_argument("--steps", type=int, default=25)

@@ -262,6 +262,23 @@ def set_cpu_threads() -> int:
     return torch.get_num_threads()
 
 
+#: The share of the image `examples/inpaint.py` and the inpainting evaluation repaint: the top of the head (the hair).
+TOP_MASK_FRACTION = 0.42
+
+
+def top_mask(size: int, fraction: float = TOP_MASK_FRACTION):
+    """White over the top `fraction` of a `size` x `size` image (at least one pixel row), black below (white =
+    repaint): a `PIL.Image` of mode "L"."""
+    from PIL import Image, ImageDraw
+
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    mask = Image.new("L", (size, size), 0)
+    rows = min(size, max(1, round(fraction * size)))  # a tiny fraction still repaints one row
+    ImageDraw.Draw(mask).rectangle([0, 0, size - 1, rows - 1], fill=255)
+    return mask
+
+
 def make_grid(images: list, cols: int | None = None, pad: int = 2, background=(255, 255, 255)):
     """Pastes PIL images of one size into a grid (row by row) with `pad` pixels between them.
 

@@ -5,6 +5,8 @@ and how well the text encoder separates the attribute words.
         --num_images 500 --num_inference_steps 25 --guidance_scale 3 --scheduler dpm++ --seed 0
     python -m sdscratch.evaluate --model_path <digits pipeline folder> --output_dir eval/digits --task digits
     python -m sdscratch.evaluate --model_path <train_vae.py output folder> --output_dir eval/vae --num_images 512
+    python -m sdscratch.evaluate --model_path <pipeline folder> --output_dir eval/inpaint --edit inpaint \
+        --num_images 256 --num_inference_steps 25 --guidance_scale 3 --scheduler dpm++ --seed 0
 
 A VAE folder alone (a `SmallVAE` or `AutoencoderKL` config in it or in its `vae/` subfolder, as `train_vae.py`
 writes) is evaluated without a UNet: reconstruction error, the adherence of the reconstructions (what a UNet on
@@ -15,6 +17,11 @@ Writes `<output_dir>/metrics.json` and `<output_dir>/grid.png` (the first `--gri
 with their prompts; the attributes the classifier read differently are written in red; `--grid_images 0`: no
 grid). `--num_images` must be at least 2 (the Frechet distance fits a covariance). See
 docs/evaluation.md for what each number means and its floor.
+
+`--edit inpaint` / `--edit img2img` measures editing instead (`sdscratch.evaluation.evaluate_editing`): each
+held-out face is asked for a new hair colour, repainting the top of the head (inpaint, `--strength` 1.0) or the
+whole image (img2img, `--strength` 0.6); the classifier reads whether the hair colour changed as asked and the
+other attributes did not. Its `grid.png` shows originals above their edits (16 faces unless `--grid_images`).
 
 The evaluation itself is `sdscratch.evaluation.evaluate_pipeline` / `evaluate_vae`
 (sdscratch/evaluation/pipeline_evaluation.py) and the card section `sdscratch/evaluation/model_card.py`; this
@@ -33,8 +40,15 @@ from typing import Optional
 
 from .evaluation.adherence import TASK_CAPTION_STYLES, target_matches
 from .evaluation.classifier import load_classifier, pretrained_classifier_path
+from .evaluation.editing import EDIT_MODES, editing_grid, editing_summary, evaluate_editing
 from .evaluation.grid import captioned_grid
-from .evaluation.model_card import EVALUATION_SECTIONS, _separation_text, model_card_section, update_model_card
+from .evaluation.model_card import (
+    EVALUATION_SECTIONS,
+    _separation_text,
+    model_card_section,
+    update_editing_card,
+    update_model_card,
+)
 from .evaluation.pipeline_evaluation import evaluate_pipeline, evaluate_vae
 from .evaluation.reconstruction import similarity_text
 
@@ -106,6 +120,16 @@ def parse_args(argv=None, prog: str | None = None):
     parser.add_argument("--output_dir", required=True, help="Where metrics.json and grid.png are written.")
     parser.add_argument("--task", choices=["cartoon-faces", "digits"], default="cartoon-faces")
     parser.add_argument("--num_images", type=int, default=500)
+    parser.add_argument(
+        "--edit",
+        choices=list(EDIT_MODES),
+        default=None,
+        help="Measure editing instead of generation: each held-out face asked for a new hair colour by inpainting "
+        "the top of the head or by img2img (cartoon-faces only).",
+    )
+    parser.add_argument(
+        "--strength", type=float, default=None, help="With --edit, in (0, 1]; default 1.0 (inpaint), 0.6 (img2img)."
+    )
     parser.add_argument("--num_inference_steps", type=int, default=25)
     parser.add_argument("--guidance_scale", type=float, default=None, help="Default: the pipeline's default.")
     parser.add_argument(
@@ -118,8 +142,9 @@ def parse_args(argv=None, prog: str | None = None):
     parser.add_argument(
         "--grid_images",
         type=int,
-        default=64,
-        help="Generated images shown in grid.png (>= 1), or 0 for no grid.png.",
+        default=None,
+        help="Generated images shown in grid.png (>= 1; default 64, with --edit 16 faces and their edits), or 0 for "
+        "no grid.png.",
     )
     parser.add_argument(
         "--model_card",
@@ -134,7 +159,13 @@ def parse_args(argv=None, prog: str | None = None):
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject flag values that would only fail after the whole evaluation (before anything is loaded)."""
-    if args.num_images < 2:
+    if args.grid_images is None:
+        args.grid_images = 16 if args.edit else 64
+    if args.edit:
+        _check_edit_args(parser, args)
+    elif args.strength is not None:
+        parser.error("--strength is the strength of an edit: use it with --edit inpaint or --edit img2img")
+    elif args.num_images < 2:
         parser.error(f"--num_images must be >= 2 (the Frechet distance needs 2 images or more), got {args.num_images}")
     if args.grid_images < 0:
         parser.error(f"--grid_images must be >= 1, or 0 for no grid, got {args.grid_images}")
@@ -164,6 +195,22 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error(f"--scheduler: {str(error).strip()}")
 
 
+def _check_edit_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.task != "cartoon-faces":
+        parser.error(f"--edit asks for a new hair colour, a cartoon-faces attribute: not with --task {args.task}")
+    if args.caption_style != "template":
+        parser.error(f"--edit prompts are template captions: not with --caption_style {args.caption_style}")
+    if args.num_images < 1:
+        parser.error(f"--num_images must be >= 1 with --edit, got {args.num_images}")
+    strength = EDIT_MODES[args.edit] if args.strength is None else args.strength
+    if not 0 < strength <= 1:
+        parser.error(f"--strength must be in (0, 1] (0 returns the face unedited), got {args.strength}")
+    if int(args.num_inference_steps * strength) < 1:
+        parser.error(
+            f"--num_inference_steps {args.num_inference_steps} at --strength {strength} runs no step: raise either"
+        )
+
+
 def main(argv=None, prog: str = "python -m sdscratch.evaluate") -> dict:
     """The command line. `prog`: how the command is named in `--help` and in the model card (`sdscratch evaluate`
     when run through the `sdscratch` command)."""
@@ -183,23 +230,25 @@ def main(argv=None, prog: str = "python -m sdscratch.evaluate") -> dict:
             )
         if args.model_card:
             raise ValueError("--model_card writes a pipeline's card; drop it to evaluate a VAE folder alone.")
+        if args.edit:
+            raise ValueError("--edit needs a pipeline folder (model_index.json); a VAE folder alone cannot edit.")
         return _evaluate_vae_command(args, vae)
     pipeline = CartoonFacePipeline.from_pretrained(model_path)
     if args.scheduler != "saved":
         pipeline.scheduler = get_scheduler(args.scheduler, pipeline.scheduler.config)
     classifier_path = args.classifier_path or pretrained_classifier_path(args.task)
     classifier = load_classifier(classifier_path)
-    metrics, outputs = evaluate_pipeline(
-        pipeline,
-        task=args.task,
-        classifier=classifier,
-        num_images=args.num_images,
-        num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance_scale,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        caption_style=args.caption_style,
-    )
+    if args.edit:  # inpainting / img2img of held-out faces (evaluation/editing.py)
+        metrics, outputs = evaluate_editing(
+            pipeline, args.edit, classifier, args.num_images, args.strength, args.num_inference_steps,
+            args.guidance_scale, args.seed, args.batch_size,
+        )  # fmt: skip
+    else:
+        metrics, outputs = evaluate_pipeline(
+            pipeline, task=args.task, classifier=classifier, num_images=args.num_images,
+            num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale, seed=args.seed,
+            batch_size=args.batch_size, caption_style=args.caption_style,
+        )  # fmt: skip
     metrics = {"model_path": _model_name(args.model_path), "scheduler_name": args.scheduler, **metrics}
     classifier_metrics = os.path.join(classifier_path, "training_metrics.json")
     if os.path.isfile(classifier_metrics):
@@ -207,21 +256,26 @@ def main(argv=None, prog: str = "python -m sdscratch.evaluate") -> dict:
             metrics["classifier_held_out_accuracy"] = json.load(f)["held_out_accuracy"]
 
     _write_outputs(args, metrics, outputs)
-    _print_summary(metrics)
+    if args.edit:
+        print(editing_summary(metrics))
+    else:
+        _print_summary(metrics)
     print(f"wrote {os.path.join(args.output_dir, 'metrics.json')}" + (" and grid.png" if args.grid_images else ""))
     if args.model_card:
         command = prog + " " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-        card = update_model_card(
-            args.model_path, metrics, command, os.path.join(args.output_dir, "grid.png"), args.caption_style
-        )
+        grid = os.path.join(args.output_dir, "grid.png")
+        if args.edit:
+            card = update_editing_card(args.model_path, metrics, command, grid)
+        else:
+            card = update_model_card(args.model_path, metrics, command, grid, args.caption_style)
         print(f"wrote the evaluation into {card}")
     return metrics
 
 
 def _write_outputs(args, metrics: dict, outputs: dict) -> None:
-    """metrics.json, then grid.png (the first `--grid_images` images, misread attributes in red; none for
-    `--grid_images 0`) in --output_dir. Each is written under a temporary name and renamed, metrics first, so
-    a failing grid never loses the metrics."""
+    """metrics.json, then grid.png (the first `--grid_images` images, misread attributes in red; with `--edit`,
+    originals above their edits; none for `--grid_images 0`) in --output_dir. Each is written under a temporary
+    name and renamed, metrics first, so a failing grid never loses the metrics."""
     os.makedirs(args.output_dir, exist_ok=True)
     count = min(args.grid_images, len(outputs["prompts"]))
     metrics["grid"] = "grid.png" if count > 0 else None
@@ -231,10 +285,13 @@ def _write_outputs(args, metrics: dict, outputs: dict) -> None:
     os.replace(metrics_path + ".tmp", metrics_path)
     if count < 1:
         return
-    highlights = [_misses(t, p) for t, p in zip(outputs["targets"][:count], outputs["predictions"][:count])]
-    grid = captioned_grid(
-        outputs["images"][:count], outputs["prompts"][:count], columns=min(8, count), highlights=highlights
-    )
+    if "originals" in outputs:  # an editing evaluation
+        grid = editing_grid(outputs, count)
+    else:
+        highlights = [_misses(t, p) for t, p in zip(outputs["targets"][:count], outputs["predictions"][:count])]
+        grid = captioned_grid(
+            outputs["images"][:count], outputs["prompts"][:count], columns=min(8, count), highlights=highlights
+        )
     grid_path = os.path.join(args.output_dir, "grid.png")
     grid.save(grid_path + ".tmp", format="PNG")
     os.replace(grid_path + ".tmp", grid_path)

@@ -1,8 +1,9 @@
-"""Quality metrics: VAE reconstruction, prompt adherence, Frechet classifier distance and the text encoder's
-separation of attribute words (docs/evaluation.md).
+"""Quality metrics: VAE reconstruction, prompt adherence, Frechet classifier distance, the text encoder's
+separation of attribute words, and how well a pipeline edits a face (docs/evaluation.md).
 
-`evaluate_pipeline` runs them all on a pipeline (`evaluate_vae` the VAE's share alone), `update_model_card`
-writes the numbers into its card; `python -m sdscratch.evaluate` is the command line around them.
+`evaluate_pipeline` runs them all on a pipeline (`evaluate_vae` the VAE's share alone, `evaluate_editing` its
+inpainting or img2img), `update_model_card` writes the numbers into its card; `python -m sdscratch.evaluate` is
+the command line around them.
 """
 
 from .adherence import (
@@ -13,9 +14,10 @@ from .adherence import (
     measure_adherence,
 )
 from .classifier import AttributeClassifier, AttributeClassifierOutput, load_classifier, pretrained_classifier_path
+from .editing import evaluate_editing
 from .frechet import feature_statistics, frechet_distance, frechet_distance_from_features
 from .grid import captioned_grid
-from .model_card import model_card_section, update_model_card
+from .model_card import model_card_section, update_editing_card, update_model_card
 from .pipeline_evaluation import evaluate_pipeline, evaluate_vae
 from .reconstruction import (
     evaluate_reconstruction,
@@ -39,6 +41,7 @@ __all__ = [
     "captioned_grid",
     "classifier_labels",
     "evaluate_adherence",
+    "evaluate_editing",
     "evaluate_pipeline",
     "evaluate_reconstruction",
     "evaluate_vae",
@@ -59,5 +62,6 @@ __all__ = [
     "reconstruction_metrics",
     "ssim",
     "text_encoder_separation",
+    "update_editing_card",
     "update_model_card",
 ]

@@ -1,5 +1,5 @@
-"""The evaluation section of a model card (README.md): every number of `metrics.json` and the command that made
-it, one section per caption style, written by `python -m sdscratch.evaluate --model_card`.
+"""The evaluation sections of a model card (README.md): every number of `metrics.json` and the command that made
+it, one section per caption style and one per editing mode, written by `python -m sdscratch.evaluate --model_card`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,11 @@ EVALUATION_SECTIONS = {
     "template": ("## Evaluation", "evaluation_grid.png"),
     "rich": ("## Evaluation with free-form prompts", "evaluation_grid_free_form.png"),
     "mixed": ("## Evaluation with mixed prompts", "evaluation_grid_mixed.png"),
+}
+# editing mode (`--edit`) -> (card heading, grid file)
+EDITING_SECTIONS = {
+    "inpaint": ("## Evaluation of inpainting", "evaluation_grid_inpainting.png"),
+    "img2img": ("## Evaluation of img2img", "evaluation_grid_img2img.png"),
 }
 
 
@@ -76,6 +81,54 @@ def _separation_text(separation: dict, name: str) -> str:
     return f"{value:.3f}" + ("" if reference is None else f" ({reference:.3f})")
 
 
+def editing_card_section(metrics: dict, command: str) -> str:
+    """The card section of an editing evaluation (`evaluate_editing`'s metrics): success, preservation per
+    attribute beside the VAE round trip's, PSNR of the kept region, and the command that made it."""
+    heading, grid = EDITING_SECTIONS[metrics["mode"]]
+    floor = metrics.get("vae_round_trip") or {}
+    region = (
+        f"the top {100 * metrics['mask_fraction']:.0f}% of the image (the hair) repainted"
+        if metrics["mode"] == "inpaint"
+        else "the whole image noised and denoised (SDEdit)"
+    )
+    lines = [
+        heading,
+        "",
+        f"{metrics['num_images']} held-out built-in faces, each asked for one new hair colour (its own template "
+        f"caption with the hair colour replaced; every colour asked for equally often), {region} at strength "
+        f"{metrics['strength']}, {metrics['num_inference_steps']} steps of `{metrics.get('scheduler_name', '?')}`, "
+        f"guidance scale {metrics.get('guidance_scale', 'default')}; the results and the originals read by the "
+        'attribute classifier shipped with `sdscratch.evaluation` (docs/evaluation.md, "Editing"). Produced by:',
+        "",
+        f"```bash\n{command}\n```",
+        "",
+        f"Edit success (hair colour read as the one asked for): **{100 * metrics['edit_success']:.2f}%** "
+        f"(hair colour left as it was: {100 * metrics['hair_color_unchanged']:.2f}%). Every other attribute "
+        f"unchanged: {100 * metrics['all_preserved']:.2f}%; edited and every other attribute unchanged: "
+        f"{100 * metrics['edited_and_all_preserved']:.2f}%.",
+        "",
+        "| attribute | unchanged by the edit | unchanged by the VAE round trip alone (strength 0) |",
+        "|---|---|---|",
+    ]
+    for name, share in metrics["preservation"].items():
+        reference = floor.get("preservation", {}).get(name)
+        note = " (faces without sunglasses)" if name == "eye_color" else ""
+        ref = "n/a" if reference is None else f"{100 * reference:.2f}%"
+        lines.append(f"| {name}{note} | {'n/a' if share is None else f'{100 * share:.2f}%'} | {ref} |")
+    values = metrics["edit_success_per_value"]
+    lines += ["", "| hair colour asked for | " + " | ".join(values) + " |", "|---" * (len(values) + 1) + "|"]
+    lines.append("| edit success | " + " | ".join(f"{100 * v:.0f}%" for v in values.values()) + " |")
+    lines.append("")
+    if metrics.get("kept_region_psnr") is not None:
+        reference = floor.get("kept_region_psnr")
+        ref = "" if reference is None else f" (the VAE round trip alone: {reference:.2f} dB)"
+        lines.append(
+            f"PSNR of the kept (unmasked) region against the original: {metrics['kept_region_psnr']:.2f} dB{ref}."
+        )
+    lines += [f"{metrics['seconds_per_image']:.3f} s per image on this machine.", "", f"![{heading[3:]}](./{grid})"]
+    return "\n".join(lines) + "\n"
+
+
 def update_model_card(
     model_path: str, metrics: dict, command: str, grid_path: str, caption_style: str = "template"
 ) -> str:
@@ -85,6 +138,20 @@ def update_model_card(
     Both files are written under a temporary name and renamed, so a crash never leaves half a card.
     """
     heading, grid = EVALUATION_SECTIONS[caption_style]
+    return replace_card_section(
+        model_path, heading, model_card_section(metrics, command, caption_style), grid_path, grid
+    )
+
+
+def update_editing_card(model_path: str, metrics: dict, command: str, grid_path: str) -> str:
+    """Writes (or replaces) the editing section of `model_path`/README.md for `metrics["mode"]` and its grid."""
+    heading, grid = EDITING_SECTIONS[metrics["mode"]]
+    return replace_card_section(model_path, heading, editing_card_section(metrics, command), grid_path, grid)
+
+
+def replace_card_section(model_path: str, heading: str, section: str, grid_path: str, grid: str) -> str:
+    """Replace the section under the line `heading` of `model_path`/README.md (up to the next "## " heading) by
+    `section`, or append it; copy `grid_path` to `model_path`/`grid`. Returns the card's path."""
     card_path = os.path.join(model_path, "README.md")
     text = ""
     if os.path.isfile(card_path):
@@ -94,7 +161,7 @@ def update_model_card(
     if start >= 0:  # drop the old section (up to the next "## " heading)
         end = text.find("\n## ", start + len(heading))
         text = text[:start] + (text[end + 1 :] if end >= 0 else "")
-    text = text.rstrip() + "\n\n" + model_card_section(metrics, command, caption_style)
+    text = text.rstrip() + "\n\n" + section
     for source, target in ((None, card_path), (grid_path, os.path.join(model_path, grid))):
         tmp = target + ".tmp"
         if source is None:

@@ -113,6 +113,18 @@ def render_faces(attributes_list: list[dict], dataset_seed: int, size: int = 64)
     return uint8_to_float(pil_to_uint8(images, 3))
 
 
+def held_out_faces(num_images: int, seed: int = 0, size: int = 64) -> tuple[list[dict], torch.Tensor]:
+    """The held-out faces every evaluation uses as its real images: the balanced attribute sets of the
+    evaluation prompts (dataset seed `10000 + 2 * seed`) drawn by the generator.
+
+    Returns:
+        `(attributes_list, images)`: one attribute dict per face and float `(N, 3, size, size)` in [-1, 1].
+    """
+    prompt_seed = EVALUATION_SEED_OFFSET + 2 * seed
+    attributes_list = balanced_face_attributes(num_images, seed=prompt_seed)
+    return attributes_list, render_faces(attributes_list, prompt_seed, size)
+
+
 def evaluation_face_sets(num_images: int, seed: int = 0, size: int = 64) -> dict:
     """The faces an evaluation compares against.
 
@@ -123,11 +135,11 @@ def evaluation_face_sets(num_images: int, seed: int = 0, size: int = 64) -> dict
         as float `(N, 3, size, size)` in [-1, 1].
     """
     prompt_seed = EVALUATION_SEED_OFFSET + 2 * seed
-    prompt_attributes = balanced_face_attributes(num_images, seed=prompt_seed)
+    prompt_attributes, prompt_faces = held_out_faces(num_images, seed, size)
     reference_attributes = balanced_face_attributes(num_images, seed=prompt_seed + 1)
     return {
         "prompt_attributes": prompt_attributes,
-        "prompt_faces": render_faces(prompt_attributes, prompt_seed, size),
+        "prompt_faces": prompt_faces,
         "reference_faces": render_faces(reference_attributes, prompt_seed + 1, size),
     }
 
