@@ -18,7 +18,12 @@ import gc  # noqa: E402
 
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--prompt", default="8", help='a digit: "8", "eight", ...')
+    parser.add_argument(
+        "--prompt",
+        default=None,
+        help='a digit: "8", "eight", ... (default: "8"; for a --model_path folder, the first validation prompt its '
+        "model card names, as `sdscratch generate`)",
+    )
     parser.add_argument("--num_images", type=int, default=16)
     parser.add_argument(
         "--steps",
@@ -40,13 +45,16 @@ def main(argv=None) -> str:
     import torch
     from PIL import Image
 
-    from sdscratch.demo import check_output_path, load_pipeline, make_grid, save_atomic
+    from sdscratch.demo import card_validation_prompt, check_output_path, load_pipeline, make_grid, save_atomic
 
     check_output_path(args.output)
 
     pipe = load_pipeline(args.model_path, name="digits", scheduler=args.scheduler)
+    prompt = args.prompt
+    if prompt is None:  # a folder of your own: the first prompt its training run validated with, when its card says
+        prompt = (args.model_path and card_validation_prompt(pipe.name_or_path)) or "8"
     images = pipe(
-        args.prompt,
+        prompt,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
         num_images_per_prompt=args.num_images,
@@ -56,7 +64,7 @@ def main(argv=None) -> str:
     grid = make_grid(images, pad=1)
     grid = grid.resize((grid.width * args.scale, grid.height * args.scale), Image.Resampling.NEAREST)
     path = save_atomic(grid, args.output)
-    print(f"wrote {path} ({args.num_images} digits for {args.prompt!r}) in {time.perf_counter() - START:.1f} s")
+    print(f"wrote {path} ({args.num_images} digits for {prompt!r}) in {time.perf_counter() - START:.1f} s")
     return path
 
 

@@ -20,7 +20,12 @@ DEFAULT_PROMPT = "Cartoon face with glasses, without facial hair, black hair and
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="what to draw")
+    parser.add_argument(
+        "--prompt",
+        default=None,
+        help="what to draw (default: a cartoon-face prompt; for a --model_path folder, the first validation prompt "
+        "its model card names, as `sdscratch generate`)",
+    )
     parser.add_argument("--negative_prompt", default=None, help="what to steer away from")
     parser.add_argument("--num_images", type=int, default=8, help="images in the grid")
     parser.add_argument(
@@ -52,15 +57,25 @@ def main(argv=None) -> str:
     # heavy imports only now, so that --help is instant
     import torch
 
-    from sdscratch.demo import check_output_path, fast_dtype, load_pipeline, make_grid, save_atomic
+    from sdscratch.demo import (
+        card_validation_prompt,
+        check_output_path,
+        fast_dtype,
+        load_pipeline,
+        make_grid,
+        save_atomic,
+    )
 
     check_output_path(args.output)  # before the model runs: a bad --output fails now, not after generating
 
     dtype = fast_dtype() if args.dtype == "auto" else getattr(torch, args.dtype)
     pipe = load_pipeline(args.model_path, name="cartoon-faces", scheduler=args.scheduler, dtype=dtype)
+    prompt = args.prompt
+    if prompt is None:  # a folder of your own: the first prompt its training run validated with, when its card says
+        prompt = (args.model_path and card_validation_prompt(pipe.name_or_path)) or DEFAULT_PROMPT
     generators = [torch.Generator().manual_seed(args.seed + i) for i in range(args.num_images)]
     images = pipe(
-        args.prompt,
+        prompt,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
         negative_prompt=args.negative_prompt,

@@ -18,12 +18,12 @@ import argparse
 import gc
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Optional
 
+from .demo import card_validation_prompt  # the default prompt of a folder (shared with the examples)
 from .pretrained import PRETRAINED_MODELS, is_available, pretrained
 
 #: The prompt `sdscratch generate` draws when none is given, per shipped model.
@@ -126,18 +126,6 @@ def _check_model(model: str) -> tuple[str, Optional[str]]:
         with open(unet_config) as f:
             in_channels = json.load(f).get("in_channels")
     return ("digits" if not has_vae and in_channels == 1 else "cartoon-faces"), model
-
-
-def card_validation_prompt(folder: str) -> Optional[str]:
-    """The first validation prompt named in a pipeline folder's model card (train_unet.py writes "Prompts, left to
-    right: `...`; `...`" under its sample grid), or None: no card, or a card without one."""
-    try:
-        with open(os.path.join(folder, "README.md"), encoding="utf-8") as f:
-            card = f.read()
-    except OSError:
-        return None
-    match = re.search(r"^Prompts, left to right: `([^`]+)`", card, flags=re.MULTILINE)
-    return match.group(1) if match else None
 
 
 def generate(args: argparse.Namespace) -> tuple[str, int, str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import sys
 from typing import Any
 
@@ -260,6 +261,21 @@ def set_cpu_threads() -> int:
         if threads < torch.get_num_threads():
             torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def card_validation_prompt(folder: str | os.PathLike | None) -> str | None:
+    """The first validation prompt named in a pipeline folder's model card (train_unet.py writes "Prompts, left to
+    right: `...`; `...`" under its sample grid), or None: no folder, no card, or a card without one. What
+    `sdscratch generate`, `examples/generate.py` and `examples/digits.py` draw for a folder when no prompt is given."""
+    if folder is None:
+        return None
+    try:
+        with open(os.path.join(folder, "README.md"), encoding="utf-8") as f:
+            card = f.read()
+    except OSError:
+        return None
+    match = re.search(r"^Prompts, left to right: `([^`]+)`", card, flags=re.MULTILINE)
+    return match.group(1) if match else None
 
 
 #: The share of the image `examples/inpaint.py` and the inpainting evaluation repaint: the top of the head (the hair).

@@ -198,3 +198,17 @@ def test_generate_a_folder_without_prompt_draws_its_cards_validation_prompt(face
     assert "(1 images for 'a red rose')" in capsys.readouterr().out
     (folder / "README.md").write_text("# mine\n\nNo samples.\n")
     assert cli.card_validation_prompt(str(folder)) is None
+
+
+@pytest.mark.parametrize("name, example", [("cartoon-faces", "generate"), ("digits", "digits")])
+def test_generate_and_the_example_draw_a_folders_card_prompt_alike(name, example, tmp_path, capsys):
+    """`sdscratch generate` writes the example's grid for the same flags, also without --prompt for a folder whose
+    card names its validation prompts (the examples drew the shipped model's default prompt there)."""
+    folder = tmp_path / name
+    tiny_random_pipeline(seed=0, name=name).save_pretrained(folder)
+    (folder / "README.md").write_text("# mine\n\n![grid](g.png)\n\nPrompts, left to right: `3`; `a tulip`\n")
+    argv = [*TINY, "--num_images", "2"]
+    cli.main(["generate", "--model", str(folder), *argv, "--output", str(tmp_path / "cli.png")])
+    assert "(2 images for '3')" in capsys.readouterr().out
+    run_example(example, argv + ["--model_path", str(folder), "--output", str(tmp_path / "example.png")])
+    assert Image.open(tmp_path / "cli.png").tobytes() == Image.open(tmp_path / "example.png").tobytes()

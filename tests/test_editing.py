@@ -140,6 +140,23 @@ def test_bad_arguments_are_refused_before_sampling(kwargs, error):
         evaluate_editing(pipeline, **{"mode": "inpaint", **kwargs})
 
 
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"num_images": 2.5}, "num_images must be an integer, got 2.5"),  # was: "slice indices must be integers"
+        ({"num_images": "3"}, "num_images must be an integer, got '3'"),
+        ({"num_inference_steps": 2.5}, "num_inference_steps must be an integer, got 2.5"),
+        ({"batch_size": 2.5}, "batch_size must be an integer, got 2.5"),
+        ({"seed": 1.5}, "seed must be an integer, got 1.5"),
+    ],
+)
+def test_non_integer_counts_are_named_before_sampling(kwargs, error, monkeypatch):
+    monkeypatch.setattr("sdscratch.evaluation.editing.load_classifier", lambda *a: pytest.fail("classifier loaded"))
+    pipeline = FakePipeline(lambda *a: pytest.fail("sampled"))
+    with pytest.raises(TypeError, match=error):
+        evaluate_editing(pipeline, **{"mode": "inpaint", **kwargs})
+
+
 def test_a_digits_pipeline_is_refused(monkeypatch):
     pipeline = tiny_random_pipeline(name="digits")
     monkeypatch.setattr(type(pipeline), "__call__", lambda *a, **k: pytest.fail("sampled"))

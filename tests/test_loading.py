@@ -328,6 +328,13 @@ def test_split_subfolders_without_captions_are_not_taken_for_classes(tmp_path):
         "a photo of a cat",
         "a photo of a dog",
     ]
+    # a real class that carries a split name: the error names the way to caption by it anyway
+    (tmp_path / "classes" / "test").mkdir()
+    _images(1)[0].save(tmp_path / "classes" / "test" / "0.png")
+    with pytest.raises(ValueError, match=r"\['test'\] are split names.*caption_column='label'"):
+        load_image_caption_dataset(train_data_dir=str(tmp_path / "classes"))
+    captions = load_image_caption_dataset(train_data_dir=str(tmp_path / "classes"), caption_column="label")["text"]
+    assert sorted(captions) == ["a photo of a cat", "a photo of a dog", "a photo of a test"]
 
 
 def test_a_train_data_dir_without_images_says_so(tmp_path):

@@ -192,9 +192,20 @@ def test_recipe_export_tells_every_trained_part(clip, tmp_path):
     else:
         assert os.path.samefile(args.output_root, ROOT / "sdscratch" / "pretrained")
     evaluations = [line.split() for line in lines if line.startswith("-m sdscratch.evaluate")]
-    assert len(evaluations) == 2
+    assert len(evaluations) == 4
     evaluated = exported if clip == "1" else "sdscratch/pretrained/cartoon-faces"
-    assert [e[e.index("--model_path") + 1] for e in evaluations] == [evaluated, evaluated]
+    assert [e[e.index("--model_path") + 1] for e in evaluations] == [evaluated] * 4
+    # every evaluation section of the shipped card is one the recipe writes again (the editing ones were missing:
+    # a reproduced card lost them), with the same flags but which folder it reads and where it writes
+    card = (ROOT / "sdscratch" / "pretrained" / "cartoon-faces" / "README.md").read_text()
+    produced = [line.split()[2:] for line in card.splitlines() if line.startswith("python -m sdscratch.evaluate ")]
+
+    def flags(argv):
+        paths = {"--model_path", "--output_dir"}
+        return [a for i, a in enumerate(argv) if a not in paths and (i == 0 or argv[i - 1] not in paths)]
+
+    assert len(produced) == 4
+    assert sorted(map(flags, produced)) == sorted(map(flags, [e[1:] for e in evaluations]))
 
 
 SCRIPTS = sorted(

@@ -183,7 +183,8 @@ def _check_folder_labels_are_no_splits(dataset, train_data_dir: str) -> None:
             f"train_data_dir={train_data_dir!r} has no captions (no metadata.jsonl / metadata.csv with a text "
             f"column), so its images would be captioned by their subfolders' names {feature.names}, and "
             f"{splits} are split names, not classes ({f'a photo of a {splits[0]}'!r}). Add a metadata.jsonl "
-            '({"file_name": ..., "text": ...} per image; one in each subfolder works), or pass caption_column.'
+            '({"file_name": ..., "text": ...} per image; one in each subfolder works); if they really are classes, '
+            "pass caption_column='label' (--caption_column label) to caption by them anyway."
         )
 
 

@@ -63,3 +63,10 @@ python -m sdscratch.evaluate --model_path "$EXPORTED" --output_dir "$OUT/eval" \
 python -m sdscratch.evaluate --model_path "$EXPORTED" --output_dir "$OUT/eval-free-form" \
     --task cartoon-faces --num_images 512 --num_inference_steps 25 --guidance_scale 3 --scheduler dpm++ --seed 0 \
     --caption_style rich --model_card
+# the card's editing sections (docs/evaluation.md, "Editing"): a new hair colour by inpainting, then by img2img
+python -m sdscratch.evaluate --model_path "$EXPORTED" --output_dir "$OUT/eval-inpaint" \
+    --task cartoon-faces --edit inpaint --num_images 256 --num_inference_steps 25 --guidance_scale 3 --scheduler dpm++ \
+    --seed 0 --model_card
+python -m sdscratch.evaluate --model_path "$EXPORTED" --output_dir "$OUT/eval-img2img" \
+    --task cartoon-faces --edit img2img --num_images 256 --num_inference_steps 25 --guidance_scale 3 --scheduler dpm++ \
+    --seed 0 --model_card
