@@ -127,15 +127,19 @@ def generate_images(
     guidance_scale: Optional[float] = None,
     seed: int = 0,
     batch_size: int = 16,
+    image: Optional[torch.Tensor] = None,
+    **pipeline_kwargs,
 ) -> np.ndarray:
     """Draw one image per prompt: float `(N, H, W, C)` in [0, 1] (the pipeline's `output_type="np"`).
 
     Image `i` uses its own generator seeded `seed * 1_000_003 + i`, so an image does not depend on the batch
-    size. `guidance_scale=None` keeps the pipeline's default.
+    size. `guidance_scale=None` keeps the pipeline's default. `image` (`(N, C, H, W)` in [0, 1], optional): one
+    input image per prompt for img2img / inpainting, sliced with the prompts; `pipeline_kwargs` (e.g. `strength`,
+    `mask_image`) go to every call.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    kwargs = {"num_inference_steps": num_inference_steps, "output_type": "np"}
+    kwargs = {"num_inference_steps": num_inference_steps, "output_type": "np", **pipeline_kwargs}
     if guidance_scale is not None:
         kwargs["guidance_scale"] = guidance_scale
     if hasattr(pipeline, "set_progress_bar_config"):
@@ -144,6 +148,8 @@ def generate_images(
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
         generators = [torch.Generator().manual_seed(seed * 1_000_003 + start + i) for i in range(len(batch))]
+        if image is not None:
+            kwargs["image"] = image[start : start + len(batch)]
         images.append(np.asarray(pipeline(prompt=batch, generator=generators, **kwargs).images, dtype=np.float32))
     return np.concatenate(images)
 

@@ -23,10 +23,10 @@ from collections import defaultdict
 from typing import Optional
 
 import numpy as np
-import torch
 
 from ..data.cartoon_faces import ATTRIBUTES, make_caption
 from ..demo import TOP_MASK_FRACTION, top_mask
+from .adherence import generate_images
 from .classifier import AttributeClassifier, load_classifier
 from .grid import captioned_grid
 from .reconstruction import reconstruct_images
@@ -115,27 +115,6 @@ def _read_changes(originals: list[dict], results: list[dict], names: list[str]) 
     return shares
 
 
-@torch.no_grad()
-def _edit(pipeline, prompts, faces, mask, strength, num_inference_steps, guidance_scale, seed, batch_size):
-    """Run the pipeline on `faces` (float `(N, 3, H, W)` in [-1, 1]): float `(N, H, W, C)` in [0, 1]."""
-    kwargs = {"strength": strength, "num_inference_steps": num_inference_steps, "output_type": "np"}
-    if guidance_scale is not None:
-        kwargs["guidance_scale"] = guidance_scale
-    if mask is not None:
-        kwargs["mask_image"] = mask
-    if hasattr(pipeline, "set_progress_bar_config"):
-        pipeline.set_progress_bar_config(disable=True)
-    images = []
-    for start in range(0, len(prompts), batch_size):
-        batch = prompts[start : start + batch_size]
-        # image i gets its own generator (as `generate_images`), so results do not depend on the batch size
-        generators = [torch.Generator().manual_seed(seed * 1_000_003 + start + i) for i in range(len(batch))]
-        image = (faces[start : start + len(batch)] + 1) / 2  # (B, 3, H, W) in [0, 1], as the pipeline takes it
-        output = pipeline(prompt=batch, image=image, generator=generators, **kwargs)
-        images.append(np.asarray(output.images, dtype=np.float32))
-    return np.concatenate(images)
-
-
 def evaluate_editing(
     pipeline,
     mode: str = "inpaint",
@@ -185,7 +164,10 @@ def evaluate_editing(
 
     # 3. Edit
     edit_start = time.perf_counter()
-    images = _edit(pipeline, prompts, faces, mask, strength, num_inference_steps, guidance_scale, seed, batch_size)
+    edit_kwargs = {"strength": strength} if mask is None else {"strength": strength, "mask_image": mask}
+    images = generate_images(  # (N, H, W, C) in [0, 1]; the faces go in as the pipeline takes them, in [0, 1]
+        pipeline, prompts, num_inference_steps, guidance_scale, seed, batch_size, image=(faces + 1) / 2, **edit_kwargs
+    )
     seconds_per_image = (time.perf_counter() - edit_start) / num_images
 
     # 4. Read the originals and the results back
