@@ -661,6 +661,11 @@ BAD_INPUTS = [
     ("strength", {"image": _face(), "strength": "0.5"}, ValueError),
     ("guidance_scale", {"guidance_scale": None}, TypeError),
     ("guidance_scale", {"guidance_scale": "7"}, TypeError),
+    ("num_inference_steps", {"num_inference_steps": True}, ValueError),
+    # DDIM's eta is defined on [0, 1]: above 1 DDIM returns NaN (black) images
+    ("eta", {"eta": 1.5}, ValueError),
+    ("eta", {"eta": -0.1}, ValueError),
+    ("eta", {"eta": "0.5"}, ValueError),
 ]
 
 
@@ -829,6 +834,22 @@ def test_strength_accepts_numpy_and_0d_tensor_scalars(pipe):
     np.testing.assert_array_equal(run(pipe, image=image, strength=np.float32(0)), run(pipe, image=image, strength=0))
 
 
+def test_numpy_integers_are_taken_as_diffusers_takes_them(pipe):
+    # e.g. `for steps in np.arange(2, 6): pipe(..., num_inference_steps=steps)`: an integer, not an error
+    sizes = {"num_images_per_prompt": 2, "height": 16, "width": 16}
+    reference = run(pipe, num_inference_steps=3, **sizes)
+    as_numpy = {name: np.int64(value) for name, value in sizes.items()}
+    np.testing.assert_array_equal(run(pipe, num_inference_steps=np.int64(3), **as_numpy), reference)
+    frames = pipe.interpolate(PROMPT, num_images=np.int64(2), num_inference_steps=np.int32(2), output_type="np")
+    assert frames.images.shape == (2, 16, 16, 3)
+
+
+def test_ddim_eta_in_range_gives_finite_images(pipe):
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    assert np.isfinite(run(pipe, eta=1.0, num_inference_steps=3)).all()
+    assert np.isfinite(run(pipe, eta=np.float32(0.5), num_inference_steps=3)).all()
+
+
 def test_long_prompt_truncation_warns(pipe, caplog):
     long_prompt = " ".join(["glasses"] * 30)
     with caplog.at_level("WARNING"):
@@ -902,6 +923,7 @@ def test_float_images_above_1_are_refused_before_the_models(pipe):
         ({"mask_image": np.ones((16, 16), dtype=np.float32)}, "`mask_image` needs `image`"),
         ({"num_inference_step": 4}, "unexpected keyword arguments ['num_inference_step']"),
         ({"guidance_rescale": 2.0}, "`guidance_rescale` must be a real number in [0, 1]"),
+        ({"eta": 2.0}, "`eta` must be a real number in [0, 1]"),
     ],
 )
 def test_interpolate_checks_every_argument_before_the_text_encoder(pipe, kwargs, error):

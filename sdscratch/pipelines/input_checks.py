@@ -24,6 +24,12 @@ def is_real_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
+def is_integer(value: Any) -> bool:
+    """`True` for Python and numpy integers (`np.int64(25)` from a numpy sweep, as diffusers takes them), not
+    booleans."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_prompt(prompt: Any, name: str) -> int | None:
     """Batch size of a prompt argument (`None` stays `None`); `TypeError` unless `str` or a list of `str`."""
     if prompt is None:
@@ -77,7 +83,7 @@ def check_inputs(
     pipe, prompt, height, width, num_inference_steps, timesteps, guidance_scale, negative_prompt,
     num_images_per_prompt, generator, latents, prompt_embeds, negative_prompt_embeds, output_type,
     callback_on_step_end_tensor_inputs, image, strength, mask_image, *, sigmas=None, clip_skip=None,
-    guidance_rescale=0.0,
+    guidance_rescale=0.0, eta=0.0,
 ) -> int:  # fmt: skip
     """Validates every `CartoonFacePipeline.__call__` argument before any model runs.
 
@@ -142,7 +148,7 @@ def check_inputs(
         batch_size = 1
         if image is not None:
             batch_size = image_layout(image, "image", image_grayscale)[0]
-        elif isinstance(latents, torch.Tensor) and latents.ndim == 4 and isinstance(num_images_per_prompt, int):
+        elif isinstance(latents, torch.Tensor) and latents.ndim == 4 and is_integer(num_images_per_prompt):
             batch_size = max(1, latents.shape[0] // max(1, num_images_per_prompt))
     if isinstance(negative_prompt, list) and len(negative_prompt) != batch_size:
         source = "`prompt_embeds`" if prompt_embeds is not None else "`prompt`" if prompt is not None else "the batch"
@@ -154,7 +160,7 @@ def check_inputs(
     # sizes and steps
     factor = pipe.vae_scale_factor * pipe.unet_scale_factor
     for name, value in (("height", height), ("width", width)):
-        if not isinstance(value, int) or value <= 0 or value % factor != 0:
+        if not is_integer(value) or value <= 0 or value % factor != 0:
             raise ValueError(
                 f"`{name}` must be a positive multiple of {factor} (VAE factor {pipe.vae_scale_factor} x UNet "
                 f"factor {pipe.unet_scale_factor}), got {value!r}."
@@ -168,7 +174,7 @@ def check_inputs(
     if timesteps is not None and sigmas is not None:
         raise ValueError("Pass either `timesteps` or `sigmas`, not both.")
     custom = timesteps is not None or sigmas is not None
-    if not custom and (not isinstance(num_inference_steps, int) or num_inference_steps < 1):
+    if not custom and (not is_integer(num_inference_steps) or num_inference_steps < 1):
         raise ValueError(f"`num_inference_steps` must be an integer >= 1, got {num_inference_steps!r}.")
     if sigmas is not None:
         num_inference_steps = _check_sigmas(pipe.scheduler, sigmas)
@@ -184,12 +190,18 @@ def check_inputs(
                 "`timesteps` must be a non-empty list (or 1-D array / tensor) of integers in [0, "
                 f"{num_train_timesteps}) in strictly descending order, got {timesteps!r}."
             )
-    if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+    if not is_integer(num_images_per_prompt) or num_images_per_prompt < 1:
         raise ValueError(f"`num_images_per_prompt` must be an integer >= 1, got {num_images_per_prompt!r}.")
     if not is_real_number(strength) or not 0 <= strength <= 1:
         raise ValueError(f"`strength` must be a real number in [0, 1], got {strength!r}.")
     if not is_real_number(guidance_rescale) or not 0 <= guidance_rescale <= 1:
         raise ValueError(f"`guidance_rescale` must be a real number in [0, 1], got {guidance_rescale!r}.")
+    # DDIM's eta (and TCD's gamma) is defined on [0, 1]; above 1, DDIM's sqrt(1 - alpha_prev - sigma_t^2) is the
+    # root of a negative number at the last steps, and every image comes out NaN (black)
+    if not is_real_number(eta) or not 0 <= eta <= 1:
+        raise ValueError(
+            f"`eta` must be a real number in [0, 1] (0: deterministic DDIM, 1: DDPM-like step noise), got {eta!r}."
+        )
     if image is not None and strength > 0:
         steps = len(timesteps) if timesteps is not None else num_inference_steps  # (sigmas: set above)
         if int(steps * float(strength)) < 1:  # as `get_timesteps`

@@ -53,7 +53,7 @@ from transformers import CLIPTextModel, PreTrainedTokenizerBase
 from ..models.unet import SmallUNet
 from ..models.vae import SmallVAE
 from .image_inputs import as_float_images, image_layout
-from .input_checks import check_clip_skip, check_inputs, is_real_number
+from .input_checks import check_clip_skip, check_inputs, is_integer, is_real_number
 from .pipeline_utils import clip_final_layer_norm, retrieve_latents, retrieve_timesteps, slerp, start_schedule_at
 
 logger = logging.get_logger(__name__)
@@ -422,7 +422,8 @@ class CartoonFacePipeline(DiffusionPipeline):
                 (one UNet batch instead of two).
             negative_prompt (`str` or `list[str]`, *optional*): What to guide away from (default `""`).
             num_images_per_prompt (`int`, defaults to 1): Images per prompt.
-            eta (`float`, defaults to 0.0): DDIM's eta; ignored by other schedulers.
+            eta (`float`, defaults to 0.0): DDIM's eta, in [0, 1] (0: deterministic, 1: DDPM-like step noise);
+                ignored by schedulers whose `step` takes no `eta`.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*): One per image for per-image seeds.
             latents (`torch.Tensor`, *optional*): Initial noise `(batch, c, height / f, width / f)`, unscaled.
             prompt_embeds, negative_prompt_embeds (`torch.Tensor`, *optional*): Precomputed text embeddings.
@@ -466,9 +467,12 @@ class CartoonFacePipeline(DiffusionPipeline):
             self, prompt, height, width, num_inference_steps, timesteps, guidance_scale, negative_prompt,
             num_images_per_prompt, generator, latents, prompt_embeds, negative_prompt_embeds, output_type,
             callback_on_step_end_tensor_inputs, image, strength, mask_image, sigmas=sigmas, clip_skip=clip_skip,
-            guidance_rescale=guidance_rescale,
+            guidance_rescale=guidance_rescale, eta=eta,
         )  # fmt: skip
         strength = float(strength)  # a real number in [0, 1] (numpy scalars and 0-d tensors included)
+        height, width, num_images_per_prompt = int(height), int(width), int(num_images_per_prompt)  # numpy ints too
+        if timesteps is None and sigmas is None:  # (ignored otherwise)
+            num_inference_steps = int(num_inference_steps)
         rescale_noise_cfg = None
         if guidance_rescale > 0:  # diffusers' own; imported here, not at import time (its module pulls transformers'
             # image processors, which warn about torchvision in every example)
@@ -622,8 +626,9 @@ class CartoonFacePipeline(DiffusionPipeline):
         Returns:
             As `__call__`, with `num_images` images in order from a to b.
         """
-        if not isinstance(num_images, int) or num_images < 2:
+        if not is_integer(num_images) or num_images < 2:
             raise ValueError(f"`num_images` must be an integer >= 2, got {num_images!r}.")
+        num_images = int(num_images)
         set_here = ("prompt", "prompt_embeds", "negative_prompt_embeds", "latents", "generator", "image")
         for name in (*set_here, "num_images_per_prompt"):
             if name in kwargs:
@@ -654,7 +659,7 @@ class CartoonFacePipeline(DiffusionPipeline):
             self, prompt_a or None, height, width, arg("num_inference_steps"), arg("timesteps"), guidance_scale,
             negative_prompt, num_images, None, None, None, None, arg("output_type"),
             arg("callback_on_step_end_tensor_inputs"), None, arg("strength"), arg("mask_image"),
-            sigmas=arg("sigmas"), clip_skip=arg("clip_skip"), guidance_rescale=arg("guidance_rescale"),
+            sigmas=arg("sigmas"), clip_skip=arg("clip_skip"), guidance_rescale=arg("guidance_rescale"), eta=arg("eta"),
         )  # fmt: skip
         shape = (1, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
         noise_a, noise_b = (randn_tensor(shape, generator=torch.Generator().manual_seed(s)) for s in (seed_a, seed_b))
