@@ -701,6 +701,18 @@ def test_custom_timesteps_with_a_sigma_schedule_raise_before_the_text_encoder(to
         pipe(PROMPT, timesteps=[999, 500, 10])
 
 
+def test_more_steps_than_training_timesteps_raise_before_the_models(tokenizer):
+    # DPM-Solver took them: 11-19 steps of a 10-timestep model stepped past its schedule (IndexError), 20 of a
+    # 15-timestep one between equal timesteps (nan images)
+    pipe = tiny_pipeline(tokenizer, scheduler=make_scheduler(num_train_timesteps=10))
+    for model in (pipe.unet, pipe.vae.encoder, pipe.vae.decoder, pipe.text_encoder):
+        model.register_forward_pre_hook(lambda *args: pytest.fail("a model ran before the inputs were checked"))
+    with pytest.raises(ValueError, match="`num_inference_steps`=11 is more than the model's 10 training timesteps"):
+        pipe(PROMPT, num_inference_steps=11)
+    pipe = tiny_pipeline(tokenizer, scheduler=make_scheduler(num_train_timesteps=10))
+    assert np.isfinite(run(pipe, num_inference_steps=10)).all()
+
+
 def test_encode_prompt_checks_negative_prompt_batch_before_encoding(pipe):
     pipe.text_encoder.register_forward_pre_hook(lambda *args: pytest.fail("the text encoder ran"))
     cpu = torch.device("cpu")

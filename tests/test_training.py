@@ -932,6 +932,17 @@ def test_push_to_hub_creates_the_repo_before_any_work(tmp_path):
     upload.assert_not_called()
 
 
+def test_validation_grids_reach_wandb_as_in_diffusers(tmp_path):
+    wandb = mock.Mock()
+    wandb.name = "wandb"  # a --report_to wandb run logged its grids nowhere but in the output folder
+    accelerator = mock.Mock(trackers=[wandb])
+    images = [Image.new("RGB", (4, 4))] * 2
+    path = tu.save_validation_grid(accelerator, images, 1, str(tmp_path), 3, "samples")
+    (values,), kwargs = wandb.log_images.call_args
+    assert list(values) == ["samples"] and values["samples"][0].size == (8, 4) and kwargs == {"step": 3}
+    assert Path(path).is_file()
+
+
 def test_push_folder_to_hub_leaves_out_the_logging_dir_used(tmp_path):
     with (
         mock.patch.object(tu.cards, "create_repo") as create_repo,
@@ -1078,7 +1089,7 @@ def test_card_reports_the_total_batch_size():
         (train_clip, ["--num_validation_images", "1"], "--num_validation_images must be >= 2"),
         (train_vae, ["--train_data_dir", "images"], "either --dataset_name or --train_data_dir, not both"),
         (train_unet, ["--mixed_precision", "fp16"], "fp16 has no fast path on CPU.*--mixed_precision bf16"),
-        (train_vae, ["--kl_weight", "-0.5"], r"--kl_weight must be >= 0, got -0.5"),
+        (train_vae, ["--kl_weight", "-0.5"], r"--kl_weight must be >= 0 and finite, got -0.5"),
         (train_unet, ["--max_train_samples", "0"], r"--max_train_samples must be >= 1 \(or left out"),
         (train_clip, ["--dataloader_num_workers", "-1"], r"--dataloader_num_workers must be >= 0"),
         (train_vae, ["--vae_config", "missing.json"], "--vae_config missing.json: cannot read a JSON config"),
@@ -1098,6 +1109,12 @@ def test_card_reports_the_total_batch_size():
         (train_vae, ["--dataloader_num_workers", "-1"], "--dataloader_num_workers must be >= 0"),
         (train_vae, ["--lr_scheduler", "polynomial", "--lr_power", "-1"], "--lr_power must be >= 0, got -1.0"),
         (train_unet, ["--input_perturbation", "-0.1"], "--input_perturbation must be >= 0"),
+        # inf / nan that trained on silently to nan weights
+        (train_vae, ["--learning_rate", "inf"], "--learning_rate must be > 0 and finite, got inf"),
+        (train_unet, ["--text_encoder_lr", "inf"], "--text_encoder_lr must be positive and finite, got inf"),
+        (train_unet, ["--noise_offset", "nan"], r"--noise_offset must be finite \(e.g. 0.05\), got nan"),
+        (train_unet, ["--input_perturbation", "inf"], "--input_perturbation must be >= 0 and finite"),
+        (train_vae, ["--kl_weight", "inf"], "--kl_weight must be >= 0 and finite, got inf"),
         (train_clip, ["--train_batch_size", "1"], "--train_batch_size must be >= 2 for the contrastive loss"),
         # diffusers refuses the token with wandb (it would log it); a list of trackers holding wandb too
         (train_vae, ["--report_to", "wandb", "--hub_token", "x"], "--report_to=wandb with --hub_token"),
@@ -1385,6 +1402,25 @@ def test_a_prediction_type_the_loop_does_not_train_is_refused_before_the_data(tm
             run(train_unet, argv)
         run_args = train_unet.parse_args([str(a) for a in argv] + ["--prediction_type", "v_prediction"])
         assert tu.load_config(run_args)["scheduler"]["prediction_type"] == "v_prediction"  # the flag wins
+    load.assert_not_called()
+
+
+def test_fewer_training_timesteps_than_sampling_steps_validate_and_save(tmp_path):
+    # the validation took 20 DPM-Solver steps: a 15-timestep model's grid was nan (black), a 10-timestep run crashed
+    # with an IndexError after training, before saving; the card's snippet asked for 25 steps
+    out = tmp_path / "o"
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", out, "--resolution", 16, "--unet_config", TINY_UNET]
+    run(
+        train_unet,
+        argv + ["--max_train_steps", 1, "--num_train_timesteps", 10, "--validation_prompts", "Cartoon face"],
+    )
+    assert np.asarray(Image.open(out / "validation" / "samples-000001.png")).max() > 0
+    assert "num_inference_steps=10," in (out / "README.md").read_text()
+    assert CartoonFacePipeline.from_pretrained(out).scheduler.config.num_train_timesteps == 10
+    with mock.patch.object(tu, "load_train_dataset") as load:
+        for value, flag in ((0, "--num_train_timesteps"), (-5, "--num_train_timesteps")):
+            with pytest.raises(ValueError, match=f"{flag} must be an integer >= 1, got {value}"):
+                run(train_unet, argv + ["--output_dir", tmp_path / "e", "--num_train_timesteps", value])
     load.assert_not_called()
 
 

@@ -129,8 +129,12 @@ def parse_args(argv=None):
     tu.check_common_args(args)
     if not 0.0 <= args.conditioning_dropout_prob < 1.0:
         raise ValueError(f"--conditioning_dropout_prob must be in [0, 1), got {args.conditioning_dropout_prob}.")
-    if not args.input_perturbation >= 0:
-        raise ValueError(f"--input_perturbation must be >= 0 (0.1 recommended), got {args.input_perturbation}.")
+    if not 0 <= args.input_perturbation < math.inf:
+        raise ValueError(
+            f"--input_perturbation must be >= 0 and finite (0.1 recommended), got {args.input_perturbation}."
+        )
+    if not math.isfinite(args.noise_offset):  # nan / inf noise: every weight nan at the first step
+        raise ValueError(f"--noise_offset must be finite (e.g. 0.05), got {args.noise_offset}.")
     tu.check_text_encoder_args(args)
     return args
 
@@ -250,6 +254,9 @@ def main(args):
 
     validation_prompts = args.validation_prompts or unique_captions[:-1][:8]
     prediction_type = noise_scheduler.config.prediction_type
+    # DPM-Solver takes no more steps than the training timesteps: beyond them it steps between equal timesteps
+    # (nan images) or past the end of its schedule (IndexError)
+    num_train_timesteps = noise_scheduler.config.num_train_timesteps
 
     def make_pipeline():
         scheduler = DPMSolverMultistepScheduler.from_config(default_scheduler_config(**config["scheduler"]))
@@ -275,7 +282,8 @@ def main(args):
         pipeline = make_pipeline()
         pipeline.set_progress_bar_config(disable=True)
         generator = torch.Generator().manual_seed(args.seed)
-        images = pipeline(validation_prompts, num_inference_steps=20, generator=generator).images
+        steps = min(20, num_train_timesteps)
+        images = pipeline(validation_prompts, num_inference_steps=steps, generator=generator).images
         unet.train()
         text_encoder.train(train_text_encoder)
         for name, ema in emas.items():
@@ -415,6 +423,7 @@ def main(args):
             vae_folder,
             num_processes=accelerator.num_processes,
             repo_id=repo_id,
+            num_inference_steps=min(25, num_train_timesteps),
         )
         if args.push_to_hub:
             tu.push_folder_to_hub(args.output_dir, repo_id, args.hub_token, args.logging_dir)

@@ -90,8 +90,8 @@ def parse_args(argv=None):
         raise ValueError(f"--crop_size must be in [1, --resolution={args.resolution}], got {args.crop_size}.")
     if args.train_decoder_only and args.pretrained_vae_model_name_or_path is None:
         raise ValueError("--train_decoder_only fine-tunes a trained VAE: give --pretrained_vae_model_name_or_path.")
-    if not args.kl_weight >= 0:  # a negative weight would reward a posterior far from N(0, I)
-        raise ValueError(f"--kl_weight must be >= 0, got {args.kl_weight}.")
+    if not 0 <= args.kl_weight < math.inf:  # a negative weight would reward a posterior far from N(0, I)
+        raise ValueError(f"--kl_weight must be >= 0 and finite, got {args.kl_weight}.")
     if args.vae_config is not None:
         read_vae_config(args.vae_config)  # checked here, before any work; read again by build_vae
     return args

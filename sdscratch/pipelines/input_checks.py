@@ -176,6 +176,13 @@ def check_inputs(
     custom = timesteps is not None or sigmas is not None
     if not custom and (not is_integer(num_inference_steps) or num_inference_steps < 1):
         raise ValueError(f"`num_inference_steps` must be an integer >= 1, got {num_inference_steps!r}.")
+    num_train_timesteps = pipe.scheduler.config.get("num_train_timesteps")
+    if not custom and num_train_timesteps is not None and num_inference_steps > num_train_timesteps:
+        # as DDPM / DDIM refuse it; DPM-Solver would step between equal timesteps (nan) or past its schedule
+        raise ValueError(
+            f"`num_inference_steps`={num_inference_steps} is more than the model's {num_train_timesteps} training "
+            f"timesteps (`scheduler.config.num_train_timesteps`): use at most {num_train_timesteps}."
+        )
     if sigmas is not None:
         num_inference_steps = _check_sigmas(pipe.scheduler, sigmas)
     if timesteps is not None:

@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 def save_validation_grid(
     accelerator: Accelerator, images: list[Image.Image], rows: int, output_dir: str, step: int, tag: str
 ) -> str:
-    """Saves `images` as one PNG grid `<output_dir>/validation/<tag>-<step>.png` and sends it to the trackers."""
+    """Saves `images` as one PNG grid `<output_dir>/validation/<tag>-<step>.png` and sends it to the trackers
+    that take images (tensorboard, wandb)."""
     grid = make_image_grid(images, rows=rows, cols=len(images) // rows)
     path = os.path.join(output_dir, "validation", f"{tag}-{step:06d}.png")
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -46,9 +47,11 @@ def save_validation_grid(
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    for tracker in accelerator.trackers:
+    for tracker in accelerator.trackers:  # as diffusers' scripts log their validation images
         if tracker.name == "tensorboard":
             tracker.writer.add_images(tag, np.asarray(grid)[None], step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({tag: [grid]}, step=step)
     return path
 
 
@@ -189,10 +192,11 @@ def write_unet_card(
     vae_folder: Optional[str],
     num_processes: int = 1,
     repo_id: Optional[str] = None,
+    num_inference_steps: int = 25,
 ) -> ModelCard:
     """The model card of a pipeline folder written by `train_unet.py` (plus the VAE's held-out metrics that
     `train_vae.py` wrote next to its `vae/` folder, when found). Its usage snippet loads `repo_id` when the run
-    uploads there, else `args.output_dir`."""
+    uploads there, else `args.output_dir`, with `num_inference_steps` (at most the model's training timesteps)."""
     pixel_space = vae_folder is None
     vae_metrics = os.path.join(vae_folder or "", "..", "reconstruction_metrics.json")
     if not pixel_space and os.path.isfile(vae_metrics):
@@ -214,7 +218,7 @@ def write_unet_card(
     usage = (
         "import torch\nfrom sdscratch import CartoonFacePipeline\n\n"
         f'pipe = CartoonFacePipeline.from_pretrained("{model_reference(args, repo_id)}")\n'
-        f"image = pipe({prompts[0]!r}, num_inference_steps=25, guidance_scale=3.0,\n"
+        f"image = pipe({prompts[0]!r}, num_inference_steps={num_inference_steps}, guidance_scale=3.0,\n"
         "             generator=torch.Generator().manual_seed(0)).images[0]"
     )
     grid_file = os.path.relpath(grid_path, args.output_dir) if grid_path else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import math
 import os
 import shlex
 from typing import Optional
@@ -174,8 +175,8 @@ def check_common_args(args: argparse.Namespace) -> None:
         raise ValueError(
             f"--dataloader_num_workers must be >= 0 (0: load in the main process), got {args.dataloader_num_workers}."
         )
-    if not args.learning_rate > 0:
-        raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate}.")
+    if not 0 < args.learning_rate < math.inf:  # inf (or nan) turns every weight into nan at the first step
+        raise ValueError(f"--learning_rate must be > 0 and finite, got {args.learning_rate}.")
     if args.lr_warmup_steps < 0:
         raise ValueError(f"--lr_warmup_steps must be >= 0, got {args.lr_warmup_steps}.")
     if getattr(args, "lr_num_cycles", 1) < 1:

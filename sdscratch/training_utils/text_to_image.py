@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import os
 from typing import Optional
 
@@ -49,6 +50,11 @@ def load_config(args) -> dict:
     for key in ("num_train_timesteps", "beta_schedule", "prediction_type"):
         if getattr(args, key) is not None:
             config["scheduler"][key] = getattr(args, key)
+    num_train_timesteps = config["scheduler"].get("num_train_timesteps", 1000)
+    if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or num_train_timesteps < 1:
+        source = f"--unet_config {args.unet_config}: scheduler num_train_timesteps"
+        source = "--num_train_timesteps" if args.num_train_timesteps is not None else source
+        raise ValueError(f"{source} must be an integer >= 1, got {num_train_timesteps!r}.")
     prediction_type = config["scheduler"].get("prediction_type", "epsilon")
     if prediction_type not in PREDICTION_TYPES:  # the loop has a target for these two only
         raise ValueError(
@@ -79,8 +85,8 @@ def check_text_encoder_args(args: argparse.Namespace) -> None:
             f"--text_encoder_warmup_steps must be >= 0 and comes with --text_encoder_freeze_steps, got "
             f"{args.text_encoder_warmup_steps} with --text_encoder_freeze_steps {args.text_encoder_freeze_steps}."
         )
-    if args.text_encoder_lr is not None and not args.text_encoder_lr > 0:
-        raise ValueError(f"--text_encoder_lr must be positive, got {args.text_encoder_lr}.")
+    if args.text_encoder_lr is not None and not 0 < args.text_encoder_lr < math.inf:
+        raise ValueError(f"--text_encoder_lr must be positive and finite, got {args.text_encoder_lr}.")
 
 
 def check_unet_resolution(resolution: int, vae_factor: Optional[int], block_out_channels=None) -> None:
