@@ -67,6 +67,24 @@ def test_shipped_cards_usage_snippet_runs(name):
     assert namespace["image"].size == (size, size)
 
 
+@pytest.mark.parametrize("name", sorted(sdscratch.PRETRAINED_MODELS))
+def test_a_plain_call_uses_the_guidance_scale_the_card_was_evaluated_at(name):
+    """`pipe(prompt)` (and `interpolate`) with no `guidance_scale` draws at the scale of the card's numbers, not at
+    Stable Diffusion's 7.5 (which costs the shipped cartoon-faces model 12 points of Frechet distance)."""
+    import inspect
+    import re
+
+    from sdscratch import CartoonFacePipeline
+
+    card = (Path(sdscratch.pretrained(name)) / "README.md").read_text()
+    scales = {float(s) for s in re.findall(r"--guidance_scale (\S+)", card)}
+    scales |= {float(s) for s in re.findall(r"guidance scale ([\d.]+);", card)}
+    assert len(scales) == 1, scales  # every evaluation on the card at one scale
+    defaults = [inspect.signature(method).parameters["guidance_scale"].default
+                for method in (CartoonFacePipeline.__call__, CartoonFacePipeline.interpolate)]  # fmt: skip
+    assert defaults == [scales.pop()] * 2
+
+
 def test_export_writes_fp16_weights_that_load_as_float32(tmp_path):
     pipe = tiny_random_pipeline(seed=0, name="digits")
     source = tmp_path / "trained"

@@ -133,7 +133,7 @@ def check_inputs(
             )
     if not is_real_number(guidance_scale):
         raise TypeError(
-            f"`guidance_scale` must be a real number (e.g. 7.5; <= 1 disables guidance), got {guidance_scale!r}."
+            f"`guidance_scale` must be a real number (e.g. 3.0; <= 1 disables guidance), got {guidance_scale!r}."
         )
     if clip_skip is not None:
         check_clip_skip(pipe.text_encoder, clip_skip)
