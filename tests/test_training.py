@@ -408,7 +408,7 @@ def test_two_processes_end_with_identical_weights_and_only_rank_0_writes(vae_dir
     assert rank0 == rank1 and set(rank0) == {"unet", "text_encoder"}
     # one set of outputs; rank 1 only adds its own RNG state to the checkpoint (accelerate's layout)
     assert sorted(p.name for p in (out / "checkpoint-2").iterdir()) == [
-        "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl", "scheduler.bin",
+        "noise_scheduler", "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl", "scheduler.bin",
         "text_encoder", "text_encoder_ema", "tokenizer", "training_time.json", "unet", "unet_ema",
     ]  # fmt: skip
     # each process drew its own noise, timesteps and caption drops: their RNG streams differ
@@ -561,6 +561,30 @@ def test_an_output_dir_with_an_incompatible_previous_run(vae_dir, tmp_path):
     with pytest.raises(ValueError, match="holds no unet/ folder"):
         run(train_unet, [*COMMON, "--dataset_name", FACES, "--output_dir", vae_dir, "--unet_config", TINY_UNET,
                          "--resume_from_checkpoint", "latest"])  # fmt: skip
+
+
+def test_resuming_with_another_noise_schedule_or_target_is_refused(vae_dir, tmp_path):
+    """A checkpoint keeps its training noise scheduler; resuming it with another --prediction_type or beta schedule
+    would silently change what the UNet learns half-way, so it is refused before any step (diffusers does not
+    check)."""
+
+    def with_flag(argv, flag, value):
+        return [value if i > 0 and argv[i - 1] == flag else a for i, a in enumerate(argv)]
+
+    argv = with_flag(unet_resume_argv(vae_dir, tmp_path), "--max_train_steps", 2)  # checkpoint-2
+    run(train_unet, argv)
+    saved = json.loads((tmp_path / "checkpoint-2" / "noise_scheduler" / "scheduler_config.json").read_text())
+    assert saved["prediction_type"] == "v_prediction" and saved["beta_schedule"] == "linear"
+    resume = ["--max_train_steps", 3, "--resume_from_checkpoint", "latest"]
+    for flag, value, detail in [
+        ("--prediction_type", "epsilon", "prediction_type: 'v_prediction' there vs 'epsilon' now"),
+        ("--beta_schedule", "scaled_linear", "beta_schedule: 'linear' there vs 'scaled_linear' now"),
+    ]:
+        with pytest.raises(ValueError, match=f"another noise schedule or target \\({detail}\\).*same --prediction"):
+            run(train_unet, with_flag(argv, flag, value) + resume)
+    assert not (tmp_path / "checkpoint-3").exists()
+    run(train_unet, argv + resume)  # the same flags resume
+    assert (tmp_path / "checkpoint-3").is_dir()
 
 
 def test_latest_ignores_half_written_checkpoints(tmp_path):

@@ -202,7 +202,7 @@ def main(args):
             tu.enable_transformers_checkpointing(text_encoder)
 
     trained = {"unet": unet, "text_encoder": text_encoder} if train_text_encoder else {"unet": unet}
-    tu.check_checkpoints_compatible(args.output_dir, trained, resume_path)
+    tu.check_checkpoints_compatible(args.output_dir, trained, resume_path, noise_scheduler)
     emas = {}  # EMA copies on the accelerator's device, where prepare() puts the models
     if args.use_ema:
         emas = {name: tu.make_ema(model, args.ema_decay, accelerator.device) for name, model in trained.items()}
@@ -388,6 +388,7 @@ def main(args):
                         args.checkpoints_total_limit,
                         clock,
                         tokenizer=tokenizer if args.pretrained_text_encoder is None else None,
+                        noise_scheduler=noise_scheduler,
                     )
                 if global_step % args.validation_steps == 0 and accelerator.is_main_process:
                     validation_grid(global_step)

@@ -102,13 +102,39 @@ def _architecture(config) -> dict:
     return {k: v for k, v in config.items() if k not in _IGNORED_CONFIG_KEYS and not k.startswith("_")}
 
 
+# the noise scheduler's keys that define what a UNet learns: resuming with others changes its target mid-run
+NOISE_SCHEDULER_TRAINING_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
+NOISE_SCHEDULER_TRAINING_KEYS += ("prediction_type", "rescale_betas_zero_snr")
+_SCHEDULER_FLAGS = '--prediction_type, --num_train_timesteps, --beta_schedule or the config\'s "scheduler" section'
+
+
 def check_checkpoints_compatible(
-    output_dir: str, models: dict[str, torch.nn.Module], resume_path: Optional[str] = None
+    output_dir: str,
+    models: dict[str, torch.nn.Module],
+    resume_path: Optional[str] = None,
+    noise_scheduler=None,
 ) -> None:
     """Refuses to start when `output_dir` (or the checkpoint to resume from) holds checkpoints of a different
-    model config (a previous, incompatible run), so that `latest` can never load mismatched weights."""
+    model config (a previous, incompatible run), so that `latest` can never load mismatched weights.
+
+    With `noise_scheduler`, also when a checkpoint's `noise_scheduler/` (written by `save_checkpoint`) trained
+    another target: other `NOISE_SCHEDULER_TRAINING_KEYS` (e.g. `prediction_type` epsilon there, v_prediction now)
+    would silently switch what the model learns half-way. Older checkpoints have no `noise_scheduler/`.
+    """
     paths = [path for _, path in list_checkpoints(output_dir)] + ([resume_path] if resume_path else [])
     for path in paths:
+        scheduler_file = os.path.join(path, "noise_scheduler", "scheduler_config.json")
+        if noise_scheduler is not None and os.path.isfile(scheduler_file):
+            with open(scheduler_file) as f:
+                saved = json.load(f)
+            current = dict(noise_scheduler.config)
+            differ = [k for k in NOISE_SCHEDULER_TRAINING_KEYS if k in saved and _differs(saved[k], current.get(k))]
+            if differ:
+                detail = ", ".join(f"{k}: {saved[k]!r} there vs {current.get(k)!r} now" for k in differ)
+                raise ValueError(
+                    f"{path} was trained with another noise schedule or target ({detail}); resuming would change "
+                    f"what the model learns half-way. Resume with the same {_SCHEDULER_FLAGS}, or: {_FIX}"
+                )
         for name, model in models.items():
             config_file = os.path.join(path, name, "config.json")
             if not os.path.isfile(config_file):
@@ -211,12 +237,15 @@ def save_checkpoint(
     total_limit: Optional[int],
     clock: Optional[TrainingClock] = None,
     tokenizer=None,
+    noise_scheduler=None,
 ) -> str:
     """`accelerator.save_state` into `.tmp-checkpoint-<step>`, then rename it to `checkpoint-<step>`.
 
     Every process writes its own RNG state into the folder, so all of them call this; only the main process
-    prunes and renames, after everyone is done. `clock`'s total wall time so far is stored with the state, and a
-    `tokenizer` trained by the run in `tokenizer/` (a resumed run must use that one: `build_or_resume_tokenizer`).
+    prunes and renames, after everyone is done. `clock`'s total wall time so far is stored with the state, a
+    `tokenizer` trained by the run in `tokenizer/` (a resumed run must use that one: `build_or_resume_tokenizer`),
+    and the training `noise_scheduler`'s config in `noise_scheduler/` (beside accelerate's LR `scheduler.bin`),
+    which `check_checkpoints_compatible` compares.
     Old checkpoints beyond `total_limit` are deleted only once the new one is complete (diffusers deletes them
     first, which loses every checkpoint when a run with `--checkpoints_total_limit 1` is killed while saving).
     """
@@ -232,6 +261,8 @@ def save_checkpoint(
             clock.save(tmp_path)
         if tokenizer is not None:
             tokenizer.save_pretrained(os.path.join(tmp_path, "tokenizer"))
+        if noise_scheduler is not None:
+            noise_scheduler.save_pretrained(os.path.join(tmp_path, "noise_scheduler"))
         if os.path.isdir(final_path):
             _remove_folder(final_path)
         os.replace(tmp_path, final_path)
