@@ -244,6 +244,25 @@ def test_resume_with_random_crops_matches_an_uninterrupted_run(tmp_path, num_wor
     assert (full / "vae" / "config.json").read_text() == (resumed / "vae" / "config.json").read_text()  # scaling
 
 
+def test_spawned_data_loader_workers_load_the_same_batches():
+    """macOS and Windows start DataLoader workers with "spawn", which pickles the data set and `collate_fn`:
+    train_vae's lambda and the transform's closure could not be pickled (`--dataloader_num_workers 1` crashed
+    before the first step), and a torch.Generator inside crashed the worker on Linux with "spawn"."""
+    import argparse
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)) for _ in range(8)]
+    dataset = datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
+    args = argparse.Namespace(seed=0, resolution=16, center_crop=False)  # 20x16: a random crop per image
+    data = tu.TrainingImages(dataset, tu.image_transform(args), seed=0)
+    batches = {}
+    for workers in (0, 1):
+        context = {"num_workers": 1, "multiprocessing_context": "spawn"} if workers else {}
+        loader = torch.utils.data.DataLoader(data, batch_size=4, collate_fn=tu.stack_pixel_values, **context)
+        batches[workers] = torch.cat(list(loader))
+    assert batches[0].shape == (8, 3, 16, 16) and torch.equal(batches[0], batches[1])
+
+
 def test_unet_without_cached_latents_resumes_with_the_same_random_crops(vae_dir, tmp_path):
     folder = write_noise_imagefolder(tmp_path / "images", (20, 16), 8)
     argv = [*COMMON, "--train_data_dir", folder, "--resolution", 16, "--unet_config", TINY_UNET, "--no-cache_latents"]

@@ -220,7 +220,7 @@ def main(args):
         drop_last=True,
         generator=torch.Generator().manual_seed(args.seed),  # keeps the global RNG (saved in checkpoints) untouched
         num_workers=args.dataloader_num_workers,
-        collate_fn=lambda examples: torch.stack([e["pixel_values"] for e in examples]),
+        collate_fn=tu.stack_pixel_values,
     )
 
     # ---- EMA, optimizer ----

@@ -431,6 +431,48 @@ def resized_size(width: int, height: int, resolution: int) -> tuple[int, int]:
     return (resolution, new_long) if width <= height else (new_long, resolution)
 
 
+class ImageTransform:
+    """The callable `build_image_transform` returns: a class, not a closure, so that DataLoader workers started
+    with the "spawn" method (macOS' and Windows' default) can receive it pickled."""
+
+    def __init__(self, resolution: int, center_crop: bool, random_flip: bool, channels: int, generator=None):
+        self.resolution, self.center_crop, self.random_flip = resolution, center_crop, random_flip
+        self.channels, self.default_generator = channels, generator
+
+    def __getstate__(self) -> dict:  # the generator as bytes: a pickled torch.Generator's state tensor goes
+        state = dict(self.__dict__)  # through shared memory, which a "spawn" worker on Linux cannot map
+        if self.default_generator is not None:
+            state["default_generator"] = self.default_generator.get_state().numpy().tobytes()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state.get("default_generator"), bytes):
+            generator = torch.Generator()
+            generator.set_state(torch.frombuffer(bytearray(state["default_generator"]), dtype=torch.uint8))
+            state["default_generator"] = generator
+        self.__dict__.update(state)
+
+    def __call__(self, image: Image.Image, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        resolution, channels = self.resolution, self.channels
+        if generator is None and torch.utils.data.get_worker_info() is None:
+            generator = self.default_generator  # (in a worker: the worker's global generator)
+        image = to_rgb(image).convert("L" if channels == 1 else "RGB")
+        w, h = image.size
+        new_w, new_h = resized_size(w, h, resolution)
+        if (new_w, new_h) != (w, h):
+            image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+        if self.center_crop:  # torchvision's CenterCrop rounds the offset (half to even), not floors it
+            left, top = int(round((new_w - resolution) / 2.0)), int(round((new_h - resolution) / 2.0))
+        else:
+            left = int(torch.randint(0, new_w - resolution + 1, (1,), generator=generator))
+            top = int(torch.randint(0, new_h - resolution + 1, (1,), generator=generator))
+        image = image.crop((left, top, left + resolution, top + resolution))
+        if self.random_flip and torch.rand(1, generator=generator).item() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        array = np.asarray(image, dtype=np.float32).reshape(resolution, resolution, channels)
+        return torch.from_numpy(array / 127.5 - 1.0).permute(2, 0, 1).contiguous()  # (C, H, W)
+
+
 def build_image_transform(
     resolution: int,
     center_crop: bool = False,
@@ -460,28 +502,7 @@ def build_image_transform(
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
 
-    default_generator = generator
-
-    def transform(image: Image.Image, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        if generator is None and torch.utils.data.get_worker_info() is None:
-            generator = default_generator  # (in a worker: the worker's global generator)
-        image = to_rgb(image).convert("L" if channels == 1 else "RGB")
-        w, h = image.size
-        new_w, new_h = resized_size(w, h, resolution)
-        if (new_w, new_h) != (w, h):
-            image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-        if center_crop:  # torchvision's CenterCrop rounds the offset (half to even), not floors it
-            left, top = int(round((new_w - resolution) / 2.0)), int(round((new_h - resolution) / 2.0))
-        else:
-            left = int(torch.randint(0, new_w - resolution + 1, (1,), generator=generator))
-            top = int(torch.randint(0, new_h - resolution + 1, (1,), generator=generator))
-        image = image.crop((left, top, left + resolution, top + resolution))
-        if random_flip and torch.rand(1, generator=generator).item() < 0.5:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        array = np.asarray(image, dtype=np.float32).reshape(resolution, resolution, channels)
-        return torch.from_numpy(array / 127.5 - 1.0).permute(2, 0, 1).contiguous()  # (C, H, W)
-
-    return transform
+    return ImageTransform(resolution, center_crop, random_flip, channels, generator)
 
 
 def with_image_transform(dataset, transform: Callable[[Image.Image], torch.Tensor]):

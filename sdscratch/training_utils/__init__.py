@@ -76,6 +76,7 @@ from .data import (
     image_transform,
     load_frozen_vae,
     load_train_dataset,
+    stack_pixel_values,
     tokenize_captions,
 )
 from .flags import (
@@ -178,6 +179,7 @@ __all__ = [
     "save_checkpoint",
     "save_validation_grid",
     "seed_each_process",
+    "stack_pixel_values",
     "separation_task",
     "state_dict_digest",
     "text_encoder_param_groups",

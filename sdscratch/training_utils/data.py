@@ -100,6 +100,13 @@ class TrainingImages(torch.utils.data.Dataset):
         ]
 
 
+def stack_pixel_values(examples: list[dict]) -> torch.Tensor:
+    """`TrainingImages` rows -> a `(B, C, H, W)` batch of their `"pixel_values"` (`train_vae.py`'s `collate_fn`: a
+    module-level function, so that DataLoader workers started with "spawn", macOS' and Windows' default, can
+    receive it pickled; a lambda cannot be)."""
+    return torch.stack([example["pixel_values"] for example in examples])
+
+
 class RandomCropWatch:
     """Wraps an `image_transform` to count the images it gives a random crop: non-square after the resize to
     `--resolution` and no `--center_crop`. For caches that decode every image once (`--cache_latents`, CLIP's
