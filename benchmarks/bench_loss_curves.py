@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import time
 
 import numpy as np
@@ -29,6 +28,7 @@ from diffusers import DDPMScheduler
 from PIL import Image, ImageDraw
 
 from sdscratch import SmallUNet, SmallVAE
+from sdscratch._cpu import load_average_text
 from sdscratch.data.cartoon_faces import cartoon_faces_dataset
 
 TEXT_LEN, TEXT_DIM = 16, 256
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         rows_out.append((name, params, sum(tail) / len(tail), held, seconds[name]))
     print(
         f"{args.steps} steps of batch {args.batch_size}, lr {args.learning_rate}, bf16 autocast, "
-        f"{args.threads} threads, load {os.getloadavg()[0]:.1f}"
+        f"{args.threads} threads, load {load_average_text()}"
     )
     print(
         f"| model | params (M) | train loss, last 20% of steps | held-out loss ({args.num_held_out} fixed noised latents) "

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import multiprocessing
-import os
-import resource
 import sys
 import time
 
@@ -36,6 +34,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from sdscratch import SmallUNet, SmallVAE
+from sdscratch._cpu import load_average_text
 
 LATENT, TEXT_LEN, TEXT_DIM = (4, 16, 16), 16, 256
 FORWARD_BATCH, TRAIN_BATCH, LARGE_TRAIN_BATCH = 8, 32, 64  # batch 64: the UNets, wall clock on 2 threads
@@ -66,6 +65,12 @@ def peak_rss_mb() -> float:
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
+    try:
+        import resource
+    except ImportError:  # Windows: the process's peak working set (psutil comes with accelerate)
+        import psutil
+
+        return psutil.Process().memory_info().peak_wset / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
@@ -284,7 +289,7 @@ def _fmt(value, spec: str) -> str:
 
 
 def print_table(rows: list[dict], load: tuple) -> None:
-    print(f"load average at start / end: {load[0]:.1f} / {load[1]:.1f} (2 cores)")
+    print(f"load average at start / end: {load[0]} / {load[1]} (2 cores)")
     header = (
         "| model | params (M) | precision | GFLOP/sample fwd | fwd b8 CPU ms (1 thr) | fwd samples/s | fwd % peak "
         "| train b32 CPU ms (1 thr) | train samples/s | train % peak | fwd b8 wall ms (2 thr) "
@@ -358,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     # no options; --help describes the run, and a mistyped flag stops before minutes of measuring
     argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args(argv)
     start = time.perf_counter()
-    load_start = os.getloadavg()[0]
+    load_start = load_average_text()
     torch.set_num_threads(1)
     peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
     print(f"torch {torch.__version__}; 1-thread CPU-time matmul peak (2048x1024 @ 1024x1024): ", end="")
@@ -382,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     peaks_end = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
     unet_rows, vae_rows = rows_for(unets, peaks), rows_for(vaes, peaks)
     print()
-    print_table(unet_rows + vae_rows, (load_start, os.getloadavg()[0]))
+    print_table(unet_rows + vae_rows, (load_start, load_average_text()))
     print()
     print_ratios(unet_rows, "SmallUNet", "UNet2DConditionModel")
     print_ratios(vae_rows, "SmallVAE", "AutoencoderKL")

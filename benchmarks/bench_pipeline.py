@@ -31,6 +31,7 @@ from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
 import sdscratch
 from sdscratch import CartoonFacePipeline, SmallUNet, SmallVAE, build_text_encoder, build_tokenizer
+from sdscratch._cpu import load_average_text
 from sdscratch.data.cartoon_faces import cartoon_faces_dataset
 from sdscratch.pipelines.pipeline_utils import default_scheduler_config
 
@@ -106,7 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
-    start, load_start = time.perf_counter(), os.getloadavg()[0]
+    start, load_start = time.perf_counter(), load_average_text()
     rows = []
     for size in args.sizes:
         ours, theirs = build_pipelines(size)
@@ -130,7 +131,7 @@ def main() -> None:
             print(f"  {size} {name} measured", flush=True)
 
     print(
-        f"load average at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f} (2 cores); torch {torch.__version__}; "
+        f"load average at start / end: {load_start} / {load_average_text()} (2 cores); torch {torch.__version__}; "
         f"{args.steps} DPM-Solver++ steps"
     )
     print(

@@ -25,7 +25,7 @@ import time
 import torch
 
 from sdscratch import SmallVAE
-from sdscratch._cpu import usable_cores
+from sdscratch._cpu import load_average_text, usable_cores
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -97,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    load_start = os.getloadavg()[0]
+    load_start = load_average_text()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"train_unet.py, {args.steps} steps of batch {args.batch_size}, {args.num_images} built-in faces, "
         f"bf16 mixed precision, {args.threads} threads, config {os.path.basename(args.unet_config)}; "
-        f"load average {load_start:.1f} -> {os.getloadavg()[0]:.1f} "
+        f"load average {load_start} -> {load_average_text()} "
         f"({usable_cores()} usable cores, {os.cpu_count()} on the machine)"
     )
     print("| latents | steady samples/s | end-to-end samples/s (whole run) |")

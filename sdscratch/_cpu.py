@@ -97,6 +97,11 @@ def omp_threads_from_accelerate_launch() -> bool:
     return not any(arg == flag or arg.startswith(flag + "=") for arg in cmdline)
 
 
+def load_average_text() -> str:
+    """The 1-minute load average as the benchmarks print it (e.g. "1.3"); "n/a" on Windows, which has none."""
+    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
+
+
 def cpu_snapshot() -> Optional[tuple[float, float, int, int]]:
     """`(wall, own CPU seconds, busy ticks, total ticks)` over the cores this process may use; `None` off Linux."""
     allowed = _allowed_cpus()

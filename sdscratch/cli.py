@@ -118,12 +118,12 @@ def _check_model(model: str) -> tuple[str, Optional[str]]:
     if not os.path.isfile(os.path.join(model, "model_index.json")):
         raise ValueError(f"{allowed}, got {model!r}")
     # a folder of your own gets the digits defaults when it is a 1-channel (grayscale) pixel-space model
-    with open(os.path.join(model, "model_index.json")) as f:
+    with open(os.path.join(model, "model_index.json"), encoding="utf-8") as f:
         has_vae = json.load(f).get("vae", [None, None])[0] is not None
     unet_config = os.path.join(model, "unet", "config.json")
     in_channels = None
     if os.path.isfile(unet_config):
-        with open(unet_config) as f:
+        with open(unet_config, encoding="utf-8") as f:
             in_channels = json.load(f).get("in_channels")
     return ("digits" if not has_vae and in_channels == 1 else "cartoon-faces"), model
 

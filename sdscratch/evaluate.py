@@ -76,7 +76,7 @@ def load_vae_folder(path: str):
     for folder in (path, os.path.join(path, "vae")):
         config_path = os.path.join(folder, "config.json")
         if os.path.isfile(config_path):
-            with open(config_path) as f:
+            with open(config_path, encoding="utf-8") as f:
                 class_name = json.load(f).get("_class_name")
             classes = {"SmallVAE": SmallVAE, "AutoencoderKL": AutoencoderKL}
             if class_name in classes:
@@ -252,7 +252,7 @@ def main(argv=None, prog: str = "python -m sdscratch.evaluate") -> dict:
     metrics = {"model_path": _model_name(args.model_path), "scheduler_name": args.scheduler, **metrics}
     classifier_metrics = os.path.join(classifier_path, "training_metrics.json")
     if os.path.isfile(classifier_metrics):
-        with open(classifier_metrics) as f:
+        with open(classifier_metrics, encoding="utf-8") as f:
             metrics["classifier_held_out_accuracy"] = json.load(f)["held_out_accuracy"]
 
     _write_outputs(args, metrics, outputs)
@@ -280,7 +280,7 @@ def _write_outputs(args, metrics: dict, outputs: dict) -> None:
     count = min(args.grid_images, len(outputs["prompts"]))
     metrics["grid"] = "grid.png" if count > 0 else None
     metrics_path = os.path.join(args.output_dir, "metrics.json")
-    with open(metrics_path + ".tmp", "w") as f:
+    with open(metrics_path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(_json_safe(metrics), f, indent=2, allow_nan=False)
     os.replace(metrics_path + ".tmp", metrics_path)
     if count < 1:

@@ -74,7 +74,7 @@ def cached_snapshot(repo_id: str, repo_type: str = "model") -> Optional[str]:
     ref = os.path.join(storage, "refs", constants.DEFAULT_REVISION)
     if not os.path.isfile(ref):
         return None
-    with open(ref) as f:
+    with open(ref, encoding="utf-8") as f:
         commit = f.read().strip()
     folder = os.path.join(storage, "snapshots", commit)
     return folder if commit and os.path.isdir(folder) else None  # an empty ref is no snapshot (not snapshots/)

@@ -25,3 +25,22 @@ torch.set_num_threads(1)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def windows_text_encoding(monkeypatch):
+    """`open()` without an encoding reads and writes cp1252 during the test, as Python on Windows does (the locale's
+    code page; UTF-8 becomes the default only in Python 3.15): text must be opened with `encoding="utf-8"` to
+    round-trip a model card or a path with non-ASCII characters."""
+    import builtins
+    import io
+
+    real_open = builtins.open
+
+    def cp1252_open(file, mode="r", buffering=-1, encoding=None, *args, **kwargs):
+        if "b" not in mode and encoding in (None, "locale"):  # "locale": pathlib's read_text / write_text default
+            encoding = "cp1252"
+        return real_open(file, mode, buffering, encoding, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", cp1252_open)
+    monkeypatch.setattr(io, "open", cp1252_open)

@@ -1,5 +1,6 @@
 """benchmarks/: the scripts whose tables docs/benchmarks.md quotes still run (tiny settings, no timing asserts)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_loss_curves  # noqa: E402
 
 
-def test_loss_curves_trains_every_design_on_the_same_batches(tmp_path, capsys):
+def test_loss_curves_trains_every_design_on_the_same_batches(tmp_path, capsys, monkeypatch):
+    monkeypatch.delattr(os, "getloadavg")  # as on Windows: the table was printed with it, after all the training
     out = tmp_path / "curves.png"
     bench_loss_curves.main(
         ["--steps", "2", "--batch_size", "4", "--num_images", "24", "--num_held_out", "8", "--threads", "1", "--out", str(out),
@@ -91,6 +93,27 @@ def test_bench_models_peak_rss_is_each_models_own():
     held = torch.ones(256 * 2**20)  # 1 GB held by this process: a fresh process's peak cannot include it
     own = bench_models.peak_rss_alone(["SmallUNet"], forward_batch=1, train_batch=1, threads=(1,))["SmallUNet"]
     assert 0 < own < bench_models.peak_rss_mb() - held.numel() * 4 / 2**20 / 2
+
+
+def test_bench_models_runs_without_what_windows_lacks(monkeypatch):
+    """Windows has no `resource` module (bench_models.py failed to import), no /proc and no os.getloadavg."""
+    import importlib
+    from types import SimpleNamespace
+
+    import bench_models
+    import psutil
+
+    monkeypatch.setitem(sys.modules, "resource", None)  # `import resource` raises ImportError
+    monkeypatch.delattr(os, "getloadavg")
+    bench_models = importlib.reload(bench_models)
+    from sdscratch._cpu import load_average_text
+
+    def no_proc(*args, **kwargs):
+        raise OSError("no /proc")
+
+    monkeypatch.setattr(bench_models, "open", no_proc, raising=False)
+    monkeypatch.setattr(psutil.Process, "memory_info", lambda self: SimpleNamespace(peak_wset=3 * 2**20))
+    assert bench_models.peak_rss_mb() == 3 and load_average_text() == "n/a"
 
 
 def test_bench_models_times_the_unets_train_step_at_the_large_batch(monkeypatch, capsys):

@@ -512,3 +512,22 @@ def test_names_moved_out_of_the_evaluate_command_are_still_importable_from_it():
         assert getattr(evaluate, name) is getattr(evaluation, name) is getattr(pipeline_evaluation, name)
     for name in ("model_card_section", "update_model_card", "EVALUATION_SECTIONS"):
         assert getattr(evaluate, name) is getattr(model_card, name)
+
+
+def test_card_update_keeps_a_non_ascii_card_utf8_on_windows(tmp_path, windows_text_encoding):
+    """Python on Windows opens text as cp1252 unless told otherwise: the card (UTF-8, written by huggingface_hub)
+    failed to read with a Japanese prompt, and a path like C:\\Users\\Zoë in the command was written as cp1252
+    into it, after which `sdscratch generate --model` could not read the card's prompt any more."""
+    from huggingface_hub import ModelCard
+    from PIL import Image
+
+    from sdscratch.demo import card_validation_prompt
+    from sdscratch.evaluation.model_card import replace_card_section
+
+    ModelCard("---\nlicense: mit\n---\n\n# run\n\nPrompts, left to right: `こんにちは`\n").save(tmp_path / "README.md")
+    Image.new("RGB", (4, 4)).save(tmp_path / "grid-source.png")
+    section = "## Evaluation\n\n```bash\npython -m sdscratch.evaluate --model_path C:\\Users\\Zoë\\model\n```\n"
+    replace_card_section(str(tmp_path), "## Evaluation", section, str(tmp_path / "grid-source.png"), "grid.png")
+    card = (tmp_path / "README.md").read_bytes().decode("utf-8")
+    assert "`こんにちは`" in card and "C:\\Users\\Zoë\\model" in card
+    assert card_validation_prompt(tmp_path) == "こんにちは"

@@ -163,6 +163,18 @@ def test_export_card_usage_loads_the_exported_model(tmp_path, monkeypatch):
     assert str(source) not in text and text.endswith("\n## Training\n\n- Steps: 9\n")
 
 
+def test_export_keeps_a_non_ascii_card_utf8_on_windows(tmp_path, windows_text_encoding):
+    """Python on Windows reads and writes text as cp1252 unless told otherwise: the UTF-8 card of a run with a
+    Japanese validation prompt failed to read, and a French one was exported double-encoded."""
+    source = tmp_path / "pipeline"
+    tiny_random_pipeline(seed=0, name="digits").save_pretrained(source)
+    card = "# pipeline: text-to-image from scratch\n\nPrompts, left to right: `こんにちは`; `café`\n"
+    (source / "README.md").write_bytes(card.encode("utf-8"))
+    export = load_script("export_pretrained")
+    target = export.main(export_args(source, tmp_path / "pkg"))
+    assert (Path(target) / "README.md").read_bytes().decode("utf-8") == card.replace("# pipeline:", "# digits:")
+
+
 def test_export_adds_the_vae_training_section(tmp_path):
     source, vae_run, decoder_run = tmp_path / "trained", tmp_path / "vae-run", tmp_path / "decoder-run"
     tiny_random_pipeline(seed=0).save_pretrained(source)

@@ -247,7 +247,10 @@ def test_resume_with_random_crops_matches_an_uninterrupted_run(tmp_path, num_wor
 def test_spawned_data_loader_workers_load_the_same_batches():
     """macOS and Windows start DataLoader workers with "spawn", which pickles the data set and `collate_fn`:
     train_vae's lambda and the transform's closure could not be pickled (`--dataloader_num_workers 1` crashed
-    before the first step), and a torch.Generator inside crashed the worker on Linux with "spawn"."""
+    before the first step), and a torch.Generator inside crashed the worker on Linux with "spawn".
+    The scripts keep their workers across epochs (a spawned worker takes seconds to start, every epoch: a small run
+    on macOS or Windows trained 20x slower with one worker), so the epoch set in the main process must reach the
+    worker's copy of the data set: each epoch crops anew, as in the main process."""
     import argparse
 
     rng = np.random.default_rng(0)
@@ -255,12 +258,18 @@ def test_spawned_data_loader_workers_load_the_same_batches():
     dataset = datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
     args = argparse.Namespace(seed=0, resolution=16, center_crop=False)  # 20x16: a random crop per image
     data = tu.TrainingImages(dataset, tu.image_transform(args), seed=0)
-    batches = {}
-    for workers in (0, 1):
-        context = {"num_workers": 1, "multiprocessing_context": "spawn"} if workers else {}
-        loader = torch.utils.data.DataLoader(data, batch_size=4, collate_fn=tu.stack_pixel_values, **context)
-        batches[workers] = torch.cat(list(loader))
-    assert batches[0].shape == (8, 3, 16, 16) and torch.equal(batches[0], batches[1])
+    spawned = {"num_workers": 1, "multiprocessing_context": "spawn", "persistent_workers": True}
+    loaders = [
+        torch.utils.data.DataLoader(data, batch_size=4, collate_fn=tu.stack_pixel_values, **context)
+        for context in ({}, spawned)
+    ]
+    batches = []
+    for epoch in (0, 1, 2):
+        data.set_epoch(epoch)
+        in_process, in_worker = (torch.cat(list(loader)) for loader in loaders)
+        assert in_process.shape == (8, 3, 16, 16) and torch.equal(in_process, in_worker)
+        batches.append(in_process)
+    assert not torch.equal(batches[0], batches[1]) and not torch.equal(batches[1], batches[2])
 
 
 def test_unet_without_cached_latents_resumes_with_the_same_random_crops(vae_dir, tmp_path):
@@ -1551,3 +1560,13 @@ def test_the_ema_lives_on_the_training_device_also_when_resumed(tmp_path):
     load_hook([], str(tmp_path))
     assert {p.device for p in ema.shadow_params} == {meta}  # read on the CPU, then put beside the model
     ema.step(vae.parameters())  # the EMA update of a training step: on one device
+
+
+def test_card_names_an_apple_gpu_as_the_hardware_not_the_cpu():
+    """On Apple silicon accelerate trains on "mps" (its GPU) unless told otherwise: the card said "1 x CPU (arm, 8
+    threads per process)" for a run that did not use the CPU's threads."""
+    from types import SimpleNamespace
+
+    accelerator = SimpleNamespace(device=torch.device("mps"), num_processes=1, mixed_precision="bf16")
+    assert tu.describe_hardware(accelerator).startswith("1 x MPS (")
+    assert tu.describe_hardware(accelerator).endswith(", mixed precision bf16")

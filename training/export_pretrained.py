@@ -81,10 +81,10 @@ def compute_in_float32(config_path: str) -> None:
     """
     if not os.path.isfile(config_path):
         return
-    with open(config_path) as f:
+    with open(config_path, encoding="utf-8") as f:
         config = json.load(f)
     config["dtype"] = "float32"
-    with open(config_path + ".tmp", "w") as f:
+    with open(config_path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(config_path + ".tmp", config_path)
@@ -141,7 +141,7 @@ def check_vae_run(path: str) -> None:
     class_name = None
     if os.path.isfile(config_path):
         try:
-            with open(config_path) as f:
+            with open(config_path, encoding="utf-8") as f:
                 class_name = json.load(f).get("_class_name")
         except (OSError, ValueError, AttributeError):
             class_name = None
@@ -267,12 +267,12 @@ def retitle_card(card_path: str, name: str) -> None:
     """Names the card after the shipped model: train_unet.py titles it after its output folder
     (``# pipeline: text-to-image from scratch`` in the recipe), which means nothing once shipped. Only a title
     of that form (``# <run>: <what>``) is renamed; any other card keeps its title."""
-    with open(card_path) as f:
+    with open(card_path, encoding="utf-8") as f:
         lines = f.read().split("\n")
     title = next((i for i, line in enumerate(lines) if line.startswith("# ")), None)
     if title is not None:
         lines[title] = re.sub(r"^# [^:]+: ", f"# {name}: ", lines[title])
-    with open(card_path, "w") as f:
+    with open(card_path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
 
 
@@ -280,7 +280,7 @@ def point_usage_at_export(card_path: str, name: str, output_root: str) -> None:
     """Makes the card's usage snippet load the exported model: train_unet.py's loads the run's output folder (or the
     Hub repo it uploaded to), neither of which is what is shipped. Exported into this repository's
     sdscratch/pretrained, the model loads as `sdscratch.pretrained(name)`; exported elsewhere, from its folder."""
-    with open(card_path) as f:
+    with open(card_path, encoding="utf-8") as f:
         card = f.read()
     start = card.find("\n## Usage\n")
     if start < 0:
@@ -298,7 +298,7 @@ def point_usage_at_export(card_path: str, name: str, output_root: str) -> None:
     else:
         source = json.dumps(os.path.join(output_root, name))
     usage = loading.sub(lambda _: f"CartoonFacePipeline.from_pretrained({source})", usage, count=1)
-    with open(card_path, "w") as f:
+    with open(card_path, "w", encoding="utf-8") as f:
         f.write(card[:start] + usage + card[end:])
 
 
@@ -367,7 +367,7 @@ def text_encoder_was_fine_tuned(model_path: str) -> bool:
     card_path = os.path.join(model_path, "README.md")
     if not os.path.isfile(card_path):
         return False
-    with open(card_path) as f:
+    with open(card_path, encoding="utf-8") as f:
         commands = [line for line in f if line.startswith("accelerate launch training/train_unet.py")]
     return any("--train_text_encoder" in line.split() for line in commands)
 
@@ -376,15 +376,18 @@ def append_training(card_path: str, source_card_path: str, title: str, prefix: s
     """Adds the "## Training" and "## Metrics" sections of another training run's card (a VAE, a CLIP) to the
     pipeline card as `title`, then `prefix` + "training" / "metrics" subsections, so that one card says how every
     trained part was made (and what the whole training cost)."""
-    with open(source_card_path) as f:  # main() checked that it exists, before any work
+    with open(source_card_path, encoding="utf-8") as f:  # main() checked that it exists, before any work
         sections = f.read().split("\n## ")
     kept = [s for s in sections[1:] if s.startswith(("Training\n", "Metrics\n"))]
     if not kept:
         raise ValueError(f"{flag}: {source_card_path} has no '## Training' section.")
     body = "\n\n".join(prefix + s.strip()[0].lower() + s.strip()[1:] for s in kept)
-    card = open(card_path).read() if os.path.isfile(card_path) else ""
+    card = ""
+    if os.path.isfile(card_path):
+        with open(card_path, encoding="utf-8") as f:
+            card = f.read()
     card = card.rstrip() + title + body.replace("\n## ", "\n### ") + "\n"
-    with open(card_path, "w") as f:
+    with open(card_path, "w", encoding="utf-8") as f:
         f.write(card)
 
 
@@ -392,9 +395,9 @@ def append_vae_training(card_path: str, vae_card_path: str, stage: int = 1) -> N
     """`append_training` for the VAE runs, under "## VAE training": stage 1 is titled "### VAE training", later
     stages (a decoder fine-tune) "### VAE stage 2 training" and so on."""
     if stage == 1 and os.path.isfile(card_path):  # train_unet.py's copy of the VAE's metrics: the stages give them
-        with open(card_path) as f:
+        with open(card_path, encoding="utf-8") as f:
             card = re.sub(r"^\| vae [^\n]*\n", "", f.read(), flags=re.MULTILINE)
-        with open(card_path, "w") as f:
+        with open(card_path, "w", encoding="utf-8") as f:
             f.write(card)
     title = "\n\n## VAE training\n\n" if stage == 1 else "\n\n"
     prefix = "### VAE " if stage == 1 else f"### VAE stage {stage} "

@@ -185,7 +185,7 @@ def main(argv=None):
         "held_out_predictions_changed_by_float16": changed,
         "train_seconds": round(time.time() - start_time, 1),
     }
-    with open(os.path.join(args.output_dir, "training_metrics.json"), "w") as f:
+    with open(os.path.join(args.output_dir, "training_metrics.json"), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=2)
     print(f"saved to {args.output_dir} ({metrics['train_seconds']} s)")
     return metrics

@@ -88,7 +88,7 @@ def parse_args(argv=None):
 
 def load_config(path: str) -> dict:
     """The `text_encoder` and `tokenizer` sections of a train_unet.py --unet_config JSON."""
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         config = json.load(f)
     return {key: dict(config.get(key, {})) for key in ("text_encoder", "tokenizer")}
 
@@ -245,6 +245,7 @@ def main(args):
         drop_last=True,
         generator=torch.Generator().manual_seed(args.seed),  # keeps the global RNG (saved in checkpoints) untouched
         num_workers=args.dataloader_num_workers,
+        persistent_workers=args.dataloader_num_workers > 0,  # kept: a "spawn" worker (macOS, Windows) starts slowly
     )
     train_dataloader = accelerator.prepare(train_dataloader)
     num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
@@ -300,7 +301,9 @@ def main(args):
     for epoch in range(first_epoch, args.num_train_epochs):
         model_ddp.train()
         train_dataloader.set_epoch(epoch)
-        batches = skip_first_batches(train_dataloader, skip_batches) if epoch == first_epoch else train_dataloader
+        # a new loader only to skip batches: it starts its own workers
+        skipping = epoch == first_epoch and skip_batches > 0
+        batches = skip_first_batches(train_dataloader, skip_batches) if skipping else train_dataloader
         for indices in batches:
             indices = indices.cpu()
             with accelerator.accumulate(model_ddp):
@@ -355,7 +358,7 @@ def main(args):
         metrics = evaluate_clip(model, tokenizer, *holdout)
         model.save_pretrained(args.output_dir)
         tokenizer.save_pretrained(args.output_dir)
-        with open(os.path.join(args.output_dir, "clip_metrics.json"), "w") as f:
+        with open(os.path.join(args.output_dir, "clip_metrics.json"), "w", encoding="utf-8") as f:
             json.dump(metrics, f, indent=2)
         accelerator.print("held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "num_images"))
         body = tu.training_card_body(

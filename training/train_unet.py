@@ -221,6 +221,7 @@ def main(args):
         shuffle=True,
         drop_last=True,
         num_workers=args.dataloader_num_workers,
+        persistent_workers=args.dataloader_num_workers > 0,  # kept: a "spawn" worker (macOS, Windows) starts slowly
         generator=torch.Generator().manual_seed(args.seed),  # keeps the global RNG (saved in checkpoints) untouched
     )
     train_dataloader = accelerator.prepare(train_dataloader)  # shards the batches: its length is per process
@@ -306,7 +307,9 @@ def main(args):
         text_encoder_ddp.train(train_text_encoder)
         train_dataloader.set_epoch(epoch)  # the shuffle order is a function of (seed, epoch)
         train_data.set_epoch(epoch)  # so are the random crops
-        batches = skip_first_batches(train_dataloader, skip_batches) if epoch == first_epoch else train_dataloader
+        # a new loader only to skip batches: it starts its own workers
+        skipping = epoch == first_epoch and skip_batches > 0
+        batches = skip_first_batches(train_dataloader, skip_batches) if skipping else train_dataloader
         for batch in batches:
             with accelerator.accumulate(*prepared[: len(trained)]):
                 index = batch["index"].cpu()  # (B,) rows of the data set; the cache and the RNG draws live on the CPU

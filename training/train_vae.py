@@ -100,7 +100,7 @@ def parse_args(argv=None):
 def read_vae_config(path: str) -> dict:
     """The SmallVAE keys of --vae_config (a config.json; `_`-prefixed keys dropped), checked before any work."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             config = json.load(f)
     except (OSError, ValueError) as error:
         raise ValueError(f"--vae_config {path}: cannot read a JSON config ({error}).") from error
@@ -220,6 +220,7 @@ def main(args):
         drop_last=True,
         generator=torch.Generator().manual_seed(args.seed),  # keeps the global RNG (saved in checkpoints) untouched
         num_workers=args.dataloader_num_workers,
+        persistent_workers=args.dataloader_num_workers > 0,  # kept: a "spawn" worker (macOS, Windows) starts slowly
         collate_fn=tu.stack_pixel_values,
     )
 
@@ -283,7 +284,9 @@ def main(args):
         model.train()
         train_dataloader.set_epoch(epoch)  # the shuffle order is a function of (seed, epoch)
         train_data.set_epoch(epoch)  # so are the random crops
-        batches = skip_first_batches(train_dataloader, skip_batches) if epoch == first_epoch else train_dataloader
+        # a new loader only to skip batches: it starts its own workers
+        skipping = epoch == first_epoch and skip_batches > 0
+        batches = skip_first_batches(train_dataloader, skip_batches) if skipping else train_dataloader
         for pixel_values in batches:  # (B, C, H, W) in [-1, 1]
             with accelerator.accumulate(model):
                 # augment here, not in the data loader, so the RNG state saved in checkpoints covers it
@@ -345,9 +348,10 @@ def main(args):
             )
             vae.register_to_config(scaling_factor=measure_scaling_factor(vae, scaling_images))
         vae.save_pretrained(os.path.join(args.output_dir, "vae"))
-        metrics = evaluate_reconstruction(vae, holdout_images.to(vae.device))
+        # images on the CPU: the VAE runs on its device, the metrics in float64 on the CPU (Apple's MPS has none)
+        metrics = evaluate_reconstruction(vae, holdout_images)
         metrics["scaling_factor"] = vae.config.scaling_factor
-        with open(os.path.join(args.output_dir, "reconstruction_metrics.json"), "w") as f:
+        with open(os.path.join(args.output_dir, "reconstruction_metrics.json"), "w", encoding="utf-8") as f:
             json.dump(metrics, f, indent=2)
         accelerator.print(
             f"held-out reconstruction ({metrics['num_images']} images): MSE {metrics['mse']:.5f}, "

@@ -426,7 +426,7 @@ def write_imagefolder(
     metadata = os.path.join(output_dir, "metadata.jsonl")
     tmp = metadata + ".tmp"
     try:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             rows = _face_rows(num_images, size, seed, caption_style, start)
             for index, (image, (text,), attributes) in enumerate(rows, start=start):
                 file_name = f"{index:06d}.png"

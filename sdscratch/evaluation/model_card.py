@@ -155,7 +155,7 @@ def replace_card_section(model_path: str, heading: str, section: str, grid_path:
     card_path = os.path.join(model_path, "README.md")
     text = ""
     if os.path.isfile(card_path):
-        with open(card_path) as f:
+        with open(card_path, encoding="utf-8") as f:
             text = f.read()
     start = ("\n" + text + "\n").find("\n" + heading + "\n")  # the whole heading line, not a prefix
     if start >= 0:  # drop the old section (up to the next "## " heading)
@@ -165,7 +165,7 @@ def replace_card_section(model_path: str, heading: str, section: str, grid_path:
     for source, target in ((None, card_path), (grid_path, os.path.join(model_path, grid))):
         tmp = target + ".tmp"
         if source is None:
-            with open(tmp, "w") as f:
+            with open(tmp, "w", encoding="utf-8") as f:
                 f.write(text)
         else:
             shutil.copyfile(source, tmp)

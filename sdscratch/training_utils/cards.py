@@ -65,6 +65,8 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 def describe_hardware(accelerator: Accelerator) -> str:
     if accelerator.device.type == "cuda":
         device = torch.cuda.get_device_name(accelerator.device)
+    elif accelerator.device.type != "cpu":  # e.g. "mps", the GPU of Apple silicon, which accelerate picks on a Mac
+        device = f"{accelerator.device.type.upper()} ({platform.machine()})"
     else:
         device = platform.processor() or platform.machine()
         try:
@@ -200,7 +202,7 @@ def write_unet_card(
     pixel_space = vae_folder is None
     vae_metrics = os.path.join(vae_folder or "", "..", "reconstruction_metrics.json")
     if not pixel_space and os.path.isfile(vae_metrics):
-        with open(vae_metrics) as f:
+        with open(vae_metrics, encoding="utf-8") as f:
             metrics = {**metrics, **{f"vae {k}": v for k, v in json.load(f).items() if isinstance(v, (int, float))}}
     data = args.dataset_name or args.train_data_dir
     space = "pixel space" if pixel_space else "the latent space of a SmallVAE"

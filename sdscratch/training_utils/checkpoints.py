@@ -125,7 +125,7 @@ def check_checkpoints_compatible(
     for path in paths:
         scheduler_file = os.path.join(path, "noise_scheduler", "scheduler_config.json")
         if noise_scheduler is not None and os.path.isfile(scheduler_file):
-            with open(scheduler_file) as f:
+            with open(scheduler_file, encoding="utf-8") as f:
                 saved = json.load(f)
             current = dict(noise_scheduler.config)
             differ = [k for k in NOISE_SCHEDULER_TRAINING_KEYS if k in saved and _differs(saved[k], current.get(k))]
@@ -139,7 +139,7 @@ def check_checkpoints_compatible(
             config_file = os.path.join(path, name, "config.json")
             if not os.path.isfile(config_file):
                 raise ValueError(f"{path} holds no {name}/ folder: it comes from another kind of run. {_FIX}")
-            with open(config_file) as f:
+            with open(config_file, encoding="utf-8") as f:
                 saved = _architecture(json.load(f))
             current = _architecture(model.config)
             # keys on both sides only: transformers saves only non-default values (of nested configs too)
@@ -184,7 +184,7 @@ class TrainingClock:
         self.recent_losses: list[float] = []
         self.samples_per_s: Optional[float] = None
         if resume_path is not None and os.path.isfile(os.path.join(resume_path, self.FILE)):
-            with open(os.path.join(resume_path, self.FILE)) as f:
+            with open(os.path.join(resume_path, self.FILE), encoding="utf-8") as f:
                 saved = json.load(f)
             self.previous_s, self.runs = float(saved["wall_time_s"]), int(saved["runs"]) + 1
             # absent from checkpoints written before 2026-11-24
@@ -205,7 +205,7 @@ class TrainingClock:
 
     def save(self, folder: str) -> None:
         state = {"wall_time_s": self.total_s(), "runs": self.runs, "recent_losses": self.recent_losses}
-        with open(os.path.join(folder, self.FILE), "w") as f:
+        with open(os.path.join(folder, self.FILE), "w", encoding="utf-8") as f:
             json.dump({**state, "samples_per_s": self.samples_per_s}, f)
 
     def describe(self) -> str:
@@ -305,13 +305,13 @@ def _save_ema(ema: EMAModel, model: torch.nn.Module, path: str) -> None:
     ema.copy_to(ema_model.parameters())
     ema_model.save_pretrained(path)
     counters = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}
-    with open(os.path.join(path, "ema_state.json"), "w") as f:
+    with open(os.path.join(path, "ema_state.json"), "w", encoding="utf-8") as f:
         json.dump(counters, f, indent=2)
 
 
 def _load_ema(ema: EMAModel, model: torch.nn.Module, path: str) -> None:
     # read on the CPU, then put where the (prepared) model trains, as `make_ema` put the EMA of a new run
-    with open(os.path.join(path, "ema_state.json")) as f:
+    with open(os.path.join(path, "ema_state.json"), encoding="utf-8") as f:
         counters = json.load(f)
     loaded = type(model).from_pretrained(path)
     ema.load_state_dict({**counters, "shadow_params": [p.detach().clone() for p in loaded.parameters()]})
@@ -367,5 +367,5 @@ def write_rank_digest(accelerator: Accelerator, models: dict[str, torch.nn.Modul
     if folder:
         os.makedirs(folder, exist_ok=True)
         digests = {name: state_dict_digest(model) for name, model in models.items()}
-        with open(os.path.join(folder, f"rank{accelerator.process_index}.json"), "w") as f:
+        with open(os.path.join(folder, f"rank{accelerator.process_index}.json"), "w", encoding="utf-8") as f:
             json.dump(digests, f)

@@ -75,13 +75,21 @@ class TrainingImages(torch.utils.data.Dataset):
     DataLoader worker, process or run. A generator of the transform's own, or a worker's (seeded by the loader's
     generator), restarts when a run is resumed and sees the batches the resumed run skips shifted between the
     workers: the resumed run would train on other crops than the uninterrupted one.
+
+    The epoch lives in shared memory, so that persistent DataLoader workers (the training scripts keep theirs: a
+    "spawn" worker, macOS' and Windows' default, takes seconds to start, every epoch otherwise) read the one set here.
     """
 
     def __init__(self, dataset, transform=None, seed: int = 0):
-        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # () shared with the workers
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch.fill_(epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -93,9 +101,9 @@ class TrainingImages(torch.utils.data.Dataset):
         indices = [int(i) for i in indices]
         if self.transform is None:
             return [{"index": i} for i in indices]
-        images = self.dataset[indices]["image"]
+        images, epoch = self.dataset[indices]["image"], self.epoch
         return [
-            {"index": i, "pixel_values": self.transform(image, generator=image_generator(self.seed, self.epoch, i))}
+            {"index": i, "pixel_values": self.transform(image, generator=image_generator(self.seed, epoch, i))}
             for i, image in zip(indices, images)
         ]
 
@@ -148,7 +156,7 @@ def load_frozen_vae(path: str, flag: str = "--pretrained_vae_model_name_or_path"
     folder = path if os.path.isfile(os.path.join(path, "config.json")) else os.path.join(path, "vae")
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise ValueError(f"{flag} {path}: no config.json there or in its vae/ subfolder.")
-    with open(os.path.join(folder, "config.json")) as f:
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
         class_name = json.load(f).get("_class_name")
     if class_name != "SmallVAE":
         raise ValueError(f"{flag} {path} holds a {class_name}, not a SmallVAE.")

@@ -38,7 +38,7 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 def load_config(args) -> dict:
     """The --unet_config JSON ({"unet", "text_encoder", "tokenizer", "scheduler"} sections) with flag overrides."""
-    with open(args.unet_config) as f:
+    with open(args.unet_config, encoding="utf-8") as f:
         config = json.load(f)
     unknown = set(config) - {"unet", "text_encoder", "tokenizer", "scheduler", "description"}
     if unknown:
