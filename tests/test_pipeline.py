@@ -441,6 +441,24 @@ def test_parity_with_stable_diffusion_pipeline_on_diffusers_parts(tokenizer):
     assert np.abs(rescaled - run(ours, **kwargs)).max() > 1e-4  # applied: 100x the parity tolerance
 
 
+def test_guidance_rescale_does_not_import_stable_diffusion_and_its_warnings():
+    """`rescale_noise_cfg` is copied from diffusers: importing it from diffusers' Stable Diffusion module pulled
+    transformers' image processors, which printed two torchvision warnings into the user's output."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch, sdscratch\n"
+        "pipe = sdscratch.CartoonFacePipeline.from_pretrained(sdscratch.pretrained('digits'))\n"
+        "pipe.set_progress_bar_config(disable=True)\n"
+        "pipe('8', num_inference_steps=2, guidance_rescale=0.5, generator=torch.Generator().manual_seed(0))\n"
+        "print(sorted(m for m in sys.modules if 'stable_diffusion' in m))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]" and "torchvision" not in result.stderr
+
+
 def test_sigmas_and_clip_skip_as_stable_diffusion_pipeline(tokenizer, monkeypatch):
     """Custom `sigmas` (Euler) and `clip_skip` give StableDiffusionPipeline's images on the same parts."""
     from transformers import CLIPTextModel

@@ -54,7 +54,14 @@ from ..models.unet import SmallUNet
 from ..models.vae import SmallVAE
 from .image_inputs import as_float_images, image_layout
 from .input_checks import check_clip_skip, check_inputs, is_integer, is_real_number
-from .pipeline_utils import clip_final_layer_norm, retrieve_latents, retrieve_timesteps, slerp, start_schedule_at
+from .pipeline_utils import (
+    clip_final_layer_norm,
+    rescale_noise_cfg,
+    retrieve_latents,
+    retrieve_timesteps,
+    slerp,
+    start_schedule_at,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -475,10 +482,6 @@ class CartoonFacePipeline(DiffusionPipeline):
         height, width, num_images_per_prompt = int(height), int(width), int(num_images_per_prompt)  # numpy ints too
         if timesteps is None and sigmas is None:  # (ignored otherwise)
             num_inference_steps = int(num_inference_steps)
-        rescale_noise_cfg = None
-        if guidance_rescale > 0:  # diffusers' own; imported here, not at import time (its module pulls transformers'
-            # image processors, which warn about torchvision in every example)
-            from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
         # unconditional request: the condition is the empty prompt, so guidance would be a no-op; skip its batch
         no_text = prompt in (None, "") and prompt_embeds is None
         no_negative = negative_prompt is None and negative_prompt_embeds is None
@@ -550,7 +553,7 @@ class CartoonFacePipeline(DiffusionPipeline):
                 if self.do_classifier_free_guidance:
                     noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
                     noise_pred = noise_pred_uncond + self.guidance_scale * (noise_pred_text - noise_pred_uncond)
-                    if rescale_noise_cfg is not None:
+                    if guidance_rescale > 0:
                         noise_pred = rescale_noise_cfg(noise_pred, noise_pred_text, guidance_rescale=guidance_rescale)
 
                 # compute the previous noisy sample x_t -> x_t-1

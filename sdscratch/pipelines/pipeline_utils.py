@@ -121,6 +121,29 @@ def retrieve_latents(encoder_output: Any, generator: torch.Generator | None = No
     raise AttributeError("Could not access latents of the provided encoder_output.")
 
 
+# Copied from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion.rescale_noise_cfg (that module imports
+# transformers' image processors, which warn about torchvision on every import)
+def rescale_noise_cfg(noise_cfg: torch.Tensor, noise_pred_text: torch.Tensor, guidance_rescale: float = 0.0):
+    r"""Rescales `noise_cfg` by `guidance_rescale` to fix overexposure (Section 3.4 of [Common Diffusion Noise
+    Schedules and Sample Steps are Flawed](https://huggingface.co/papers/2305.08891)).
+
+    Args:
+        noise_cfg (`torch.Tensor`): The guided noise prediction.
+        noise_pred_text (`torch.Tensor`): The text-conditioned noise prediction.
+        guidance_rescale (`float`, defaults to 0.0): The share of the rescaled prediction in the result.
+
+    Returns:
+        `torch.Tensor`: The rescaled noise prediction.
+    """
+    std_text = noise_pred_text.std(dim=list(range(1, noise_pred_text.ndim)), keepdim=True)
+    std_cfg = noise_cfg.std(dim=list(range(1, noise_cfg.ndim)), keepdim=True)
+    # rescale the results from guidance (fixes overexposure)
+    noise_pred_rescaled = noise_cfg * (std_text / std_cfg)
+    # mix with the original results from guidance by factor guidance_rescale to avoid "plain looking" images
+    noise_cfg = guidance_rescale * noise_pred_rescaled + (1 - guidance_rescale) * noise_cfg
+    return noise_cfg
+
+
 def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, dot_threshold: float = 0.9995) -> torch.Tensor:
     """Spherical linear interpolation between two noise tensors of the same shape.
 
