@@ -57,8 +57,8 @@ def usable_cores() -> int:
 
 
 def _launcher_process() -> Optional[tuple[dict[str, str], list[str]]]:
-    """The environment the parent process was started with and its command line (from `/proc`); `None` where they
-    cannot be read."""
+    """The environment the parent process was started with and its command line (from `/proc`; where there is
+    none, as on macOS and Windows, from psutil, which accelerate installs); `None` where they cannot be read."""
     parent = os.getppid()
     try:
         with open(f"/proc/{parent}/environ", "rb") as f:
@@ -66,7 +66,13 @@ def _launcher_process() -> Optional[tuple[dict[str, str], list[str]]]:
         with open(f"/proc/{parent}/cmdline", "rb") as f:
             cmdline_raw = f.read()
     except OSError:
-        return None
+        try:
+            import psutil
+
+            process = psutil.Process(parent)
+            return dict(process.environ()), list(process.cmdline())
+        except Exception:  # psutil missing, access denied, the parent gone
+            return None
     items = environ_raw.decode(errors="replace").split("\0")
     environ = dict(item.split("=", 1) for item in items if "=" in item)
     return environ, [arg for arg in cmdline_raw.decode(errors="replace").split("\0") if arg]

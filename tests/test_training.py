@@ -860,6 +860,26 @@ def test_idle_cores_warning_only_for_accelerate_launch_default_threads(monkeypat
         assert tu.idle_cores_message(accelerator) is None
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="compares with the /proc reading")
+def test_the_launcher_is_read_through_psutil_where_there_is_no_proc(monkeypatch):
+    """macOS and Windows have no /proc: the parent's environment and command line come from psutil, so a user's
+    own `OMP_NUM_THREADS` under `accelerate launch` is not taken for accelerate's default there."""
+    from sdscratch import _cpu
+
+    through_proc = _cpu._launcher_process()
+    real_open = open
+
+    def no_proc(path, *args, **kwargs):
+        if str(path).startswith("/proc/"):
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(_cpu, "open", no_proc, raising=False)  # _cpu's reads only (psutil reads /proc here)
+    assert through_proc is not None and _cpu._launcher_process() == through_proc
+    monkeypatch.setitem(sys.modules, "psutil", None)  # neither /proc nor psutil: unknown
+    assert _cpu._launcher_process() is None
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the launcher's environment from /proc")
 def test_accelerate_default_threads_are_told_from_the_users_through_proc(tmp_path):
     """The real /proc reading, with a launcher process standing in for `accelerate launch` (which starts the script
