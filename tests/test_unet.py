@@ -405,6 +405,23 @@ def test_bad_timestep_raises_before_compute(timestep, error, message, monkeypatc
         unet(sample, timestep, text)
 
 
+@pytest.mark.parametrize("cross_attention_dim", [24, None])
+@pytest.mark.parametrize("argument", ["encoder_hidden_states", "encoder_attention_mask"])
+def test_non_tensor_text_inputs_raise_type_error_naming_the_argument(argument, cross_attention_dim, monkeypatch):
+    # a list or NumPy array raised AttributeError ('list' object has no attribute 'ndim') or torch's
+    # "linear(): argument 'input' must be Tensor", naming neither argument
+    unet = make_unet(cross_attention_dim=cross_attention_dim)
+    sample, t, text = make_inputs()
+    inputs = {"encoder_hidden_states": text if cross_attention_dim else None, "encoder_attention_mask": None}
+    inputs[argument] = np.ones((BATCH, SEQ, 24) if argument == "encoder_hidden_states" else (BATCH, SEQ)).tolist()
+    monkeypatch.setattr(unet.conv_in, "forward", lambda *a: pytest.fail("computed before validating"))
+    with pytest.raises(TypeError, match=f"`{argument}` must be a torch.Tensor or None, got list"):
+        unet(sample, t, **inputs)
+    inputs[argument] = np.asarray(inputs[argument])
+    with pytest.raises(TypeError, match=f"`{argument}` must be a torch.Tensor or None, got ndarray"):
+        unet(sample, t, **inputs)
+
+
 def test_text_to_unconditional_unet_raises():
     unet = make_unet(cross_attention_dim=None)
     sample, t, text = make_inputs()

@@ -273,6 +273,12 @@ class SmallUNet(QuietDtypeCastMixin, ModelMixin, ConfigMixin):
             )
         if num_timesteps not in (1, batch):
             raise ValueError(f"`timestep` must be a scalar or hold one value per sample ({batch}), got {shape}.")
+        for name, value in (
+            ("encoder_hidden_states", encoder_hidden_states),
+            ("encoder_attention_mask", encoder_attention_mask),
+        ):
+            if value is not None and not torch.is_tensor(value):
+                raise TypeError(f"`{name}` must be a torch.Tensor or None, got {type(value).__name__}.")
         if config.cross_attention_dim is None:
             if encoder_hidden_states is not None or encoder_attention_mask is not None:
                 raise ValueError(
