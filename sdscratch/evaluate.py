@@ -150,7 +150,7 @@ def parse_args(argv=None, prog: str | None = None):
         "--model_card",
         action="store_true",
         help="Also write the metrics, this command and the grid into the model card (README.md) of --model_path, "
-        "replacing an earlier '## Evaluation' section.",
+        "replacing the earlier section of this --caption_style or --edit mode (the other sections stay).",
     )
     args = parser.parse_args(argv)
     check_args(parser, args)
