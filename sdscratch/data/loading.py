@@ -491,8 +491,8 @@ def build_image_transform(
         channels: 3 (RGB) or 1 (grayscale, "L").
         generator: draws the random crop and flip (``None``: torch's global generator). Inside a ``DataLoader``
             worker, whose copy of the transform would restart the same stream in every worker and every epoch, the
-            worker's own global generator draws instead: seeded by the loader per worker and per epoch, as
-            torchvision's random transforms in diffusers' scripts. The transform also takes a ``generator=``
+            worker's own global generator draws instead: seeded by the loader per worker when it starts (every
+            epoch, or once with ``persistent_workers``), as torchvision's random transforms in diffusers' scripts. The transform also takes a ``generator=``
             keyword of its own, which draws that image's crop and flip instead (in a worker too), e.g. one seeded
             per image and epoch, as the training scripts do so that a resumed run crops as an uninterrupted one.
     """
