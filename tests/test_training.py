@@ -608,8 +608,12 @@ def test_resuming_with_another_noise_schedule_or_target_is_refused(vae_dir, tmp_
         ("--prediction_type", "epsilon", "prediction_type: 'v_prediction' there vs 'epsilon' now"),
         ("--beta_schedule", "scaled_linear", "beta_schedule: 'linear' there vs 'scaled_linear' now"),
     ]:
-        with pytest.raises(ValueError, match=f"another noise schedule or target \\({detail}\\).*same --prediction"):
+        with (
+            mock.patch.object(tu, "load_train_dataset") as load,  # refused before the data (and a frozen CLIP's
+            pytest.raises(ValueError, match=f"another noise schedule or target \\({detail}\\).*same --prediction"),
+        ):  # embeddings of every caption) are loaded
             run(train_unet, with_flag(argv, flag, value) + resume)
+        load.assert_not_called()
     assert not (tmp_path / "checkpoint-3").exists()
     run(train_unet, argv + resume)  # the same flags resume
     assert (tmp_path / "checkpoint-3").is_dir()

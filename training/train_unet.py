@@ -156,6 +156,8 @@ def main(args):
     clock = tu.TrainingClock(resume_path)  # wall time of the whole run, across resumes
     config = tu.load_config(args)
     noise_scheduler = DDPMScheduler.from_config(default_scheduler_config(**config["scheduler"]))
+    # a checkpoint of another noise schedule or target: refused now, before the VAE, the data and the text encoder
+    tu.check_checkpoints_compatible(args.output_dir, {}, resume_path, noise_scheduler)
 
     # ---- frozen VAE (or pixel space) and data ----
     vae, vae_folder = (
@@ -202,7 +204,7 @@ def main(args):
             tu.enable_transformers_checkpointing(text_encoder)
 
     trained = {"unet": unet, "text_encoder": text_encoder} if train_text_encoder else {"unet": unet}
-    tu.check_checkpoints_compatible(args.output_dir, trained, resume_path, noise_scheduler)
+    tu.check_checkpoints_compatible(args.output_dir, trained, resume_path)
     emas = {}  # EMA copies on the accelerator's device, where prepare() puts the models
     if args.use_ema:
         emas = {name: tu.make_ema(model, args.ema_decay, accelerator.device) for name, model in trained.items()}

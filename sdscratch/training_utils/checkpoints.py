@@ -119,7 +119,8 @@ def check_checkpoints_compatible(
 
     With `noise_scheduler`, also when a checkpoint's `noise_scheduler/` (written by `save_checkpoint`) trained
     another target: other `NOISE_SCHEDULER_TRAINING_KEYS` (e.g. `prediction_type` epsilon there, v_prediction now)
-    would silently switch what the model learns half-way. Older checkpoints have no `noise_scheduler/`.
+    would silently switch what the model learns half-way. Older checkpoints have no `noise_scheduler/`. `models`
+    may be `{}`: the noise scheduler alone is checked, before the models are built.
     """
     paths = [path for _, path in list_checkpoints(output_dir)] + ([resume_path] if resume_path else [])
     for path in paths:
