@@ -1203,6 +1203,36 @@ def test_bad_flags_are_refused_before_any_work(script, extra, message, monkeypat
         script.parse_args(["--dataset_name", FACES, "--output_dir", "x", *extra])
 
 
+@pytest.mark.parametrize("script", [train_vae, train_unet, train_clip])
+@pytest.mark.parametrize("below", ["", "run"])
+def test_an_output_dir_under_a_file_is_refused_before_any_work(script, below, tmp_path):
+    # the scripts crashed with NotADirectoryError at their first checkpoint, after the data and the training
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match="--output_dir .*a_file.* cannot be a folder: .*a_file' is a file"):
+        script.parse_args(["--dataset_name", FACES, "--output_dir", str(tmp_path / "a_file" / below)])
+
+
+@pytest.mark.parametrize("script", [train_unet, train_clip])
+@pytest.mark.parametrize(
+    "section, key, message",
+    [
+        ("text_encoder", "hidden_sise", r"unknown text_encoder keys \['hidden_sise'\]"),  # CLIPTextConfig kept it
+        ("tokenizer", "vocab_sise", r"unknown tokenizer keys \['vocab_sise'\]; allowed: \['min_frequency'"),
+        ("text_encoders", "hidden_size", r"unknown sections \['text_encoders'\]"),  # train_clip used defaults
+    ],
+)
+def test_a_config_typo_is_named_before_the_data(script, section, key, message, tmp_path):
+    config = json.loads(Path(TINY_UNET).read_text())
+    config.setdefault(section, {})[key] = 16
+    (tmp_path / "typo.json").write_text(json.dumps(config))
+    flag = "--config" if script is train_clip else "--unet_config"
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path / "o", flag, tmp_path / "typo.json"]
+    with mock.patch.object(tu, "load_train_dataset") as load:
+        with pytest.raises(ValueError, match=f"{flag} .*typo.json: {message}"):
+            run(script, argv)
+    load.assert_not_called()
+
+
 def test_a_missing_pretrained_text_encoder_folder_is_named(tmp_path):
     argv = [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path / "o", "--unet_config", TINY_UNET]
     with mock.patch.object(tu, "load_train_dataset") as load:
@@ -1223,6 +1253,48 @@ def test_train_classifier_refuses_zero(flag):
     with pytest.raises(ValueError, match=f"{flag} must be >= 1, got 0"):
         train_classifier.parse_args(["--output_dir", "x", flag, "0"])
     assert train_classifier.parse_args(["--output_dir", "x"]).num_epochs is None  # the task's default
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--learning_rate", "inf"], "--learning_rate must be a finite number > 0, got inf"),
+        (["--weight_decay", "-0.1"], "--weight_decay must be a finite number >= 0, got -0.1"),
+        (["--weight_decay", "nan"], "--weight_decay must be a finite number >= 0, got nan"),
+    ],
+)
+def test_train_classifier_refuses_rates_that_cannot_train(extra, message):
+    with pytest.raises(ValueError, match=message):
+        train_classifier.parse_args(["--output_dir", "x", *extra])
+
+
+def test_train_classifier_refuses_a_file_as_output_dir_before_training(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match="--output_dir .*a_file' exists and is not a directory"):
+        train_classifier.parse_args(["--output_dir", str(tmp_path / "a_file")])
+
+
+def test_train_classifier_never_leaves_a_half_written_output_dir(tmp_path, monkeypatch):
+    from sdscratch.evaluation.classifier import AttributeClassifier
+    from sdscratch.evaluation.references import classifier_labels
+
+    model = AttributeClassifier(
+        labels=classifier_labels("digits"), in_channels=1, sample_size=16, block_out_channels=(8, 8)
+    )
+    out = tmp_path / "weights"
+    train_classifier.save(model, {"task": "digits"}, str(out))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["config.json", "diffusion_pytorch_model.safetensors", "training_metrics.json"]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_classifier.json, "dump", interrupted)  # killed after the weights were written
+    torch.nn.init.ones_(next(model.parameters()))
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier.save(model, {"task": "digits"}, str(out))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous classifier, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]  # no leftover
 
 
 # ---- fixes: tracker packages, EMA / parameter groups on resume, logged loss, crops, LR schedule flags ----

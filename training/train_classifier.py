@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -62,8 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be >= 1, got {value}.")
-    if not args.learning_rate > 0:
-        raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate}.")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):  # inf trained to NaN weights, saved
+        raise ValueError(f"--learning_rate must be a finite number > 0, got {args.learning_rate}.")
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        raise ValueError(f"--weight_decay must be a finite number >= 0, got {args.weight_decay}.")
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):  # else a crash after the training
+        raise ValueError(f"--output_dir {args.output_dir!r} exists and is not a directory.")
     return args
 
 
@@ -172,7 +177,6 @@ def main(argv=None):
         model.half()
     else:  # undo the rounding: reload the float32 weights kept before it
         model.load_state_dict(float32_state)
-    model.save_pretrained(args.output_dir)
     metrics = {
         "task": args.task,
         "command": "python training/train_classifier.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -185,10 +189,29 @@ def main(argv=None):
         "held_out_predictions_changed_by_float16": changed,
         "train_seconds": round(time.time() - start_time, 1),
     }
-    with open(os.path.join(args.output_dir, "training_metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(metrics, f, indent=2)
+    save(model, metrics, args.output_dir)
     print(f"saved to {args.output_dir} ({metrics['train_seconds']} s)")
     return metrics
+
+
+def save(model: AttributeClassifier, metrics: dict, output_dir: str) -> None:
+    """Writes the classifier (`save_pretrained`) and `training_metrics.json` into `output_dir` (the shipped weights'
+    folder by default) without ever leaving a half-written file there: everything is written to a hidden folder
+    beside it first (`.<name>.tmp`, never packaged), then each file renamed into place (atomic), the metrics last."""
+    output_dir = os.path.abspath(output_dir)
+    parent, name = os.path.split(output_dir)
+    tmp = os.path.join(parent, f".{name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # a killed run's leftover
+    try:
+        model.save_pretrained(tmp)
+        with open(os.path.join(tmp, "training_metrics.json"), "w", encoding="utf-8") as f:
+            json.dump(metrics, f, indent=2)
+        os.makedirs(output_dir, exist_ok=True)
+        names = sorted(os.listdir(tmp), key=lambda file: file == "training_metrics.json")
+        for file in names:
+            os.replace(os.path.join(tmp, file), os.path.join(output_dir, file))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -87,10 +87,16 @@ def parse_args(argv=None):
 
 
 def load_config(path: str) -> dict:
-    """The `text_encoder` and `tokenizer` sections of a train_unet.py --unet_config JSON."""
+    """The `text_encoder` and `tokenizer` sections of a train_unet.py --unet_config JSON (checked as train_unet.py
+    checks them: unknown sections or keys are named before any data is loaded)."""
     with open(path, encoding="utf-8") as f:
         config = json.load(f)
-    return {key: dict(config.get(key, {})) for key in ("text_encoder", "tokenizer")}
+    unknown = set(config) - {"unet", "text_encoder", "tokenizer", "scheduler", "description"}
+    if unknown:
+        raise ValueError(f"--config {path}: unknown sections {sorted(unknown)}.")
+    config = {key: dict(config.get(key, {})) for key in ("text_encoder", "tokenizer")}
+    tu.check_text_config_keys(config, f"--config {path}")
+    return config
 
 
 def vision_width(args, config: dict) -> int:

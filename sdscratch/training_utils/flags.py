@@ -161,6 +161,11 @@ def check_common_args(args: argparse.Namespace) -> None:
             f"Give either --dataset_name or --train_data_dir, not both (got --dataset_name {args.dataset_name!r} "
             f"and --train_data_dir {args.train_data_dir!r})."
         )
+    existing = os.path.abspath(args.output_dir)
+    while not os.path.exists(existing):  # the nearest folder that exists: makedirs fails at the first save otherwise
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"--output_dir {args.output_dir!r} cannot be a folder: {existing!r} is a file.")
     if args.max_train_steps is not None and args.max_train_steps < 1:
         raise ValueError(
             f"--max_train_steps must be >= 1 (or left out: --num_train_epochs), got {args.max_train_steps}."

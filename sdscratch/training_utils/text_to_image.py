@@ -44,6 +44,7 @@ def load_config(args) -> dict:
     if unknown:
         raise ValueError(f"--unet_config {args.unet_config}: unknown sections {sorted(unknown)}.")
     config = {key: dict(config.get(key, {})) for key in ("unet", "text_encoder", "tokenizer", "scheduler")}
+    check_text_config_keys(config, f"--unet_config {args.unet_config}")
     for key in ("block_out_channels", "layers_per_block"):
         if getattr(args, key) is not None:
             config["unet"][key] = getattr(args, key)
@@ -62,6 +63,30 @@ def load_config(args) -> dict:
             f"train_unet.py; use one of {list(PREDICTION_TYPES)} (or --prediction_type)."
         )
     return config
+
+
+def check_text_config_keys(config: dict, source: str) -> None:
+    """Raises a `ValueError` naming `source` (e.g. "--unet_config <path>") for a key of the config's `tokenizer` or
+    `text_encoder` section that `build_tokenizer` / `CLIPTextConfig` does not take: a `CLIPTextConfig` keeps any
+    unknown key without a word (a typo such as "hidden_sise" trained the default 256-wide encoder), and an unknown
+    tokenizer key failed with a bare TypeError only once the data was loaded."""
+    import inspect
+
+    from transformers import CLIPTextConfig
+
+    from ..text import build_tokenizer
+
+    for section, function, skip in (
+        ("tokenizer", build_tokenizer, {"captions"}),
+        ("text_encoder", CLIPTextConfig.__init__, {"self"}),
+    ):
+        parameters = inspect.signature(function).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            continue  # takes any key: nothing to check against
+        allowed = sorted(set(parameters) - skip)
+        unknown = sorted(set(config.get(section, {})) - set(allowed))
+        if unknown:
+            raise ValueError(f"{source}: unknown {section} keys {unknown}; allowed: {allowed}.")
 
 
 def check_text_encoder_args(args: argparse.Namespace) -> None:
