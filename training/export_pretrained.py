@@ -29,7 +29,7 @@ import torch
 import sdscratch
 from sdscratch import CartoonFacePipeline, SmallVAE, load_text_components
 from sdscratch.pretrained import PRETRAINED_MODELS
-from sdscratch.training_utils import load_frozen_vae
+from sdscratch.training_utils import load_frozen_vae, nearest_existing_path
 
 CARD_FILES = ("README.md",)
 ENCODER_SIDE = ("encoder.", "quant_conv.")  # what makes the latents a UNet was trained on
@@ -160,9 +160,7 @@ def check_output_root(output_root: str) -> None:
     path = os.path.abspath(output_root)
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"--output_root {output_root!r} exists and is not a directory.")
-    existing = path
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
+    existing = nearest_existing_path(path)
     if not os.path.isdir(existing):
         raise ValueError(f"--output_root {output_root!r} cannot be created: {existing!r} is not a directory.")
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -307,9 +307,8 @@ def main(args):
     for epoch in range(first_epoch, args.num_train_epochs):
         model_ddp.train()
         train_dataloader.set_epoch(epoch)
-        # a new loader only to skip batches: it starts its own workers
-        skipping = epoch == first_epoch and skip_batches > 0
-        batches = skip_first_batches(train_dataloader, skip_batches) if skipping else train_dataloader
+        # a loader that skips batches starts its own workers: only for a run resumed mid-epoch (0 after its first)
+        batches = skip_first_batches(train_dataloader, skip_batches) if skip_batches else train_dataloader
         for indices in batches:
             indices = indices.cpu()
             with accelerator.accumulate(model_ddp):

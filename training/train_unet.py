@@ -309,9 +309,8 @@ def main(args):
         text_encoder_ddp.train(train_text_encoder)
         train_dataloader.set_epoch(epoch)  # the shuffle order is a function of (seed, epoch)
         train_data.set_epoch(epoch)  # so are the random crops
-        # a new loader only to skip batches: it starts its own workers
-        skipping = epoch == first_epoch and skip_batches > 0
-        batches = skip_first_batches(train_dataloader, skip_batches) if skipping else train_dataloader
+        # a loader that skips batches starts its own workers: only for a run resumed mid-epoch (0 after its first)
+        batches = skip_first_batches(train_dataloader, skip_batches) if skip_batches else train_dataloader
         for batch in batches:
             with accelerator.accumulate(*prepared[: len(trained)]):
                 index = batch["index"].cpu()  # (B,) rows of the data set; the cache and the RNG draws live on the CPU

@@ -284,9 +284,8 @@ def main(args):
         model.train()
         train_dataloader.set_epoch(epoch)  # the shuffle order is a function of (seed, epoch)
         train_data.set_epoch(epoch)  # so are the random crops
-        # a new loader only to skip batches: it starts its own workers
-        skipping = epoch == first_epoch and skip_batches > 0
-        batches = skip_first_batches(train_dataloader, skip_batches) if skipping else train_dataloader
+        # a loader that skips batches starts its own workers: only for a run resumed mid-epoch (0 after its first)
+        batches = skip_first_batches(train_dataloader, skip_batches) if skip_batches else train_dataloader
         for pixel_values in batches:  # (B, C, H, W) in [-1, 1]
             with accelerator.accumulate(model):
                 # augment here, not in the data loader, so the RNG state saved in checkpoints covers it

@@ -148,6 +148,14 @@ def add_output_args(parser: argparse.ArgumentParser, output_dir: str, tracker_pr
     group.add_argument("--hub_token", type=str, default=None, help="Token for --push_to_hub (default: hf auth).")
 
 
+def nearest_existing_path(path: str) -> str:
+    """`path` made absolute, or its nearest ancestor that exists: what `os.makedirs(path)` would build on."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    return existing
+
+
 def check_common_args(args: argparse.Namespace) -> None:
     """Clear errors for flag combinations that cannot work, before anything is loaded.
 
@@ -161,9 +169,7 @@ def check_common_args(args: argparse.Namespace) -> None:
             f"Give either --dataset_name or --train_data_dir, not both (got --dataset_name {args.dataset_name!r} "
             f"and --train_data_dir {args.train_data_dir!r})."
         )
-    existing = os.path.abspath(args.output_dir)
-    while not os.path.exists(existing):  # the nearest folder that exists: makedirs fails at the first save otherwise
-        existing = os.path.dirname(existing)
+    existing = nearest_existing_path(args.output_dir)  # a file there: makedirs fails at the first save otherwise
     if not os.path.isdir(existing):
         raise ValueError(f"--output_dir {args.output_dir!r} cannot be a folder: {existing!r} is a file.")
     if args.max_train_steps is not None and args.max_train_steps < 1:
