@@ -44,3 +44,19 @@ def windows_text_encoding(monkeypatch):
 
     monkeypatch.setattr(builtins, "open", cp1252_open)
     monkeypatch.setattr(io, "open", cp1252_open)
+
+
+@pytest.fixture
+def randomize():
+    """Gives every parameter of a module seeded random values of unit scale: norm weights and biases too (a fresh
+    module's are ones and zeros, which hide a swapped or skipped norm), so a parity test sees every weight."""
+
+    def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for parameter in module.parameters():
+                fan_in = parameter[0].numel() if parameter.ndim > 1 else 1
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) / fan_in**0.5)
+        return module
+
+    return randomize_

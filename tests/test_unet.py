@@ -9,7 +9,7 @@ from diffusers import DDPMScheduler
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from sdscratch import SmallUNet
-from sdscratch.models.unet_blocks import Attention, math_attention
+from sdscratch.models.unet_blocks import Attention, TimestepEmbedding, math_attention
 
 TINY = dict(
     sample_size=8,
@@ -696,3 +696,245 @@ def test_meta_device_build_then_load_state_dict(time_embedding_type):
         tensor.fill_(1e6)  # what uninitialised memory may hold
     empty.load_state_dict(unet.state_dict())
     torch.testing.assert_close(run(empty.eval(), sample, t, text), run(unet, sample, t, text), rtol=0, atol=0)
+
+
+# Parity with diffusers' own blocks, where the math is the same: each weight copied into the reference block, every
+# parameter random (`randomize`), so a swapped sin/cos, a wrong head split, a missing residual or norm shows.
+
+
+@pytest.mark.parametrize("flip_sin_to_cos", [True, False])
+@pytest.mark.parametrize("freq_shift", [0.0, 1.0])
+def test_positional_time_embedding_matches_diffusers(flip_sin_to_cos, freq_shift, randomize):
+    from diffusers.models.embeddings import TimestepEmbedding as DiffusersTimestepEmbedding
+    from diffusers.models.embeddings import get_timestep_embedding
+
+    embedding = make_unet(flip_sin_to_cos=flip_sin_to_cos, freq_shift=freq_shift).time_embedding
+    t = torch.tensor([0.0, 1.0, 37.5, 999.0])
+    features = get_timestep_embedding(t, 16, flip_sin_to_cos=flip_sin_to_cos, downscale_freq_shift=freq_shift)
+    torch.testing.assert_close(embedding.features(t), features)
+    reference = DiffusersTimestepEmbedding(16, 64)  # linear_1 -> SiLU -> linear_2, as UNet2DConditionModel
+    reference.load_state_dict(randomize(embedding).state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(embedding(t, torch.float32), reference(features))
+    # an odd width: the features zero padded to it, as diffusers
+    odd = TimestepEmbedding(15, 60, flip_sin_to_cos=flip_sin_to_cos, freq_shift=freq_shift)
+    expected = get_timestep_embedding(t, 15, flip_sin_to_cos=flip_sin_to_cos, downscale_freq_shift=freq_shift)
+    torch.testing.assert_close(odd.features(t), expected)
+
+
+@pytest.mark.parametrize("flip_sin_to_cos", [True, False])
+@pytest.mark.parametrize("channels", [16, 15])
+def test_fourier_time_embedding_matches_diffusers(flip_sin_to_cos, channels):
+    from diffusers.models.embeddings import GaussianFourierProjection
+
+    embedding = TimestepEmbedding(channels, 4 * channels, "fourier", flip_sin_to_cos=flip_sin_to_cos)
+    reference = GaussianFourierProjection(channels // 2, log=False, flip_sin_to_cos=flip_sin_to_cos)
+    reference.weight.data.copy_(embedding.fourier_weight)
+    sigma = torch.tensor([0.0, 0.002, 0.5, 1.0])
+    with torch.no_grad():
+        expected = torch.nn.functional.pad(reference(sigma), (0, channels % 2))  # odd width: zero padded
+    torch.testing.assert_close(embedding.features(sigma), expected)
+    # frequencies ~ N(0, 16^2), as diffusers' UNet2DModel (fourier) and score-SDE
+    assert 12 < TimestepEmbedding(512, 64, "fourier").fourier_weight.std() < 20
+
+
+def _diffusers_attention_state(attention: Attention) -> dict:
+    """Our fused projections (rows q; k; v) as diffusers' `Attention` names them."""
+    state = {"to_out.0.weight": attention.to_out.weight, "to_out.0.bias": attention.to_out.bias}
+    if attention.is_cross:
+        q, (k, v) = attention.to_q.weight, attention.to_kv.weight.chunk(2)
+    else:
+        q, k, v = attention.to_qkv.weight.chunk(3)
+    return {**state, "to_q.weight": q, "to_k.weight": k, "to_v.weight": v}
+
+
+def _text_and_bias(batch=BATCH, seed=2):
+    generator = torch.Generator().manual_seed(seed)
+    context = torch.randn(batch, SEQ, 24, generator=generator)
+    mask = torch.ones(batch, SEQ)
+    mask[0, 3:] = 0  # the first prompt is padded, the second is not
+    return context, ((1.0 - mask) * -10000.0)[:, None, :]  # (B, 1, L) as UNet2DConditionModel hands it on
+
+
+@torch.no_grad()
+def test_transformer_block_matches_diffusers_basic_transformer_block(randomize):
+    from diffusers.models.attention import BasicTransformerBlock
+
+    from sdscratch.models.unet_blocks import TransformerBlock
+
+    block = randomize(TransformerBlock(32, heads=2, context_dim=24))
+    reference = BasicTransformerBlock(32, 2, 16, cross_attention_dim=24, activation_fn="gelu", attention_bias=False)
+    state = {k: v for k, v in block.state_dict().items() if k.startswith(("norm", "ff_"))}
+    state = {k.replace("ff_in.", "ff.net.0.proj.").replace("ff_out.", "ff.net.2."): v for k, v in state.items()}
+    for name in ("attn1", "attn2"):
+        state.update({f"{name}.{k}": v for k, v in _diffusers_attention_state(getattr(block, name)).items()})
+    reference.load_state_dict(state)
+    hidden_states = torch.randn(BATCH, 32, 2, 3, generator=torch.Generator().manual_seed(1))  # not square
+    context, bias = _text_and_bias()
+    tokens = hidden_states.flatten(2).transpose(1, 2)  # (B, HW, C)
+    for attn_bias in (None, bias):
+        expected = reference(tokens, encoder_hidden_states=context, encoder_attention_mask=attn_bias)
+        out = block(hidden_states, context, None if attn_bias is None else attn_bias[:, None])
+        torch.testing.assert_close(out, expected.transpose(1, 2).reshape(hidden_states.shape))
+
+
+@torch.no_grad()
+def test_cross_attention_block_matches_diffusers_attention(randomize):
+    from diffusers.models.attention_processor import Attention as DiffusersAttention
+
+    from sdscratch.models.unet_blocks import CrossAttentionBlock
+
+    block = randomize(CrossAttentionBlock(32, heads=2, context_dim=24))
+    reference = DiffusersAttention(32, cross_attention_dim=24, heads=2, dim_head=16)
+    reference.load_state_dict(_diffusers_attention_state(block.attn))
+    hidden_states = torch.randn(BATCH, 32, 2, 3, generator=torch.Generator().manual_seed(1))
+    context, bias = _text_and_bias()
+    tokens = hidden_states.flatten(2).transpose(1, 2)
+    normed = torch.nn.functional.layer_norm(tokens, (32,), block.norm.weight, block.norm.bias)
+    expected = tokens + reference(normed, encoder_hidden_states=context, attention_mask=bias)  # pre-norm residual
+    out = block(hidden_states, context, bias[:, None])
+    torch.testing.assert_close(out, expected.transpose(1, 2).reshape(hidden_states.shape))
+
+
+@pytest.mark.parametrize("temb_channels", [64, None])  # UNet, VAE
+@pytest.mark.parametrize("in_channels, out_channels", [(16, 64), (64, 64)])
+def test_resnet_and_resamplers_match_diffusers(temb_channels, in_channels, out_channels, randomize):
+    """ResnetBlock as diffusers' ResnetBlock2D (dropout in place: train mode, one seed; 32 groups, a map narrower than
+    that normalised per channel: diffusers' `groups` = its channels), Upsample / Downsample as Upsample2D /
+    Downsample2D(padding=1). The output map has 2 channels per group: one group per channel would subtract the
+    time embedding's per-channel shift again, and hide it."""
+    from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
+
+    from sdscratch.models.layers import Downsample, ResnetBlock, Upsample
+
+    block = randomize(ResnetBlock(in_channels, out_channels, temb_channels, norm_num_groups=32, dropout=0.5))
+    reference = ResnetBlock2D(
+        in_channels=in_channels,
+        out_channels=out_channels,
+        temb_channels=temb_channels,
+        groups=min(in_channels, 32),
+        groups_out=32,
+        dropout=0.5,
+        eps=1e-6,
+    )
+    reference.load_state_dict(block.state_dict())
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(BATCH, in_channels, 4, 6, generator=generator)
+    temb = torch.randn(BATCH, temb_channels, generator=generator) if temb_channels else None
+    outputs = []
+    for module in (block, reference):
+        torch.manual_seed(3)  # the same dropout mask
+        outputs.append(module.train()(x, temb))
+    torch.testing.assert_close(outputs[0], outputs[1])
+    assert not torch.allclose(block(x, temb), block(x, temb))  # dropout really drops
+    torch.testing.assert_close(block.eval()(x, temb), reference.eval()(x, temb))
+
+    for ours, theirs in ((Upsample, Upsample2D), (Downsample, Downsample2D)):
+        resampler = randomize(ours(in_channels, out_channels))
+        reference = theirs(in_channels, use_conv=True, out_channels=out_channels)  # Downsample2D: padding=1
+        reference.load_state_dict(resampler.state_dict(), strict=False)  # Downsample2D also aliases it Conv2d_0
+        with torch.no_grad():
+            torch.testing.assert_close(resampler(x), reference(x))
+
+
+@pytest.mark.parametrize("skip_connection", ["concat", "add"])
+def test_up_path_merges_the_latest_skip_first(skip_connection):
+    """The up path merges the down path's skips in reverse order of creation (the last one first), each after the
+    hidden state for "concat" (`torch.cat([hidden_states, skip])`, as UNet2DConditionModel), added for "add". Every
+    up resnet's input is checked against the skip it must get, recorded on the way down."""
+    unet = make_unet(skip_connection=skip_connection, layers_per_block=(1, 2))
+    sample, t, text = make_inputs()
+    down_skips, events = [], []
+    hooks = [unet.conv_in.register_forward_hook(lambda m, args, out: down_skips.append(out))]
+    for level in unet.down_blocks:
+        hooks.append(level.register_forward_hook(lambda m, args, out: down_skips.extend(out[1])))
+    for level in unet.up_blocks:
+        hooks.append(level.register_forward_pre_hook(lambda m, args: events.append(("level input", args[0]))))
+        for i, resnet in enumerate(level.resnets):
+            hooks.append(resnet.register_forward_pre_hook(lambda m, args: events.append(("resnet input", args[0]))))
+            last = level.attentions[i] if level.attentions is not None else resnet
+            hooks.append(last.register_forward_hook(lambda m, args, out: events.append(("layer output", out))))
+    run(unet, sample, t, text)
+    for hook in hooks:
+        hook.remove()
+    assert len(down_skips) == 1 + 2 + 2  # conv_in, level 0: one layer + Downsample, level 1: two layers
+    expected_skips, merged, current = down_skips[::-1], 0, None  # current: the hidden state before the next merge
+    for kind, tensor in events:
+        if kind != "resnet input":
+            current = tensor
+            continue
+        skip = expected_skips[merged]
+        expected = torch.cat([current, skip], dim=1) if skip_connection == "concat" else current + skip
+        torch.testing.assert_close(tensor, expected, rtol=0, atol=0)
+        merged += 1
+    assert merged == len(down_skips)
+
+
+def test_batch_samples_are_independent():
+    """Each sample of a batch gets its own timestep (and text): the batch's outputs are the ones of each sample run
+    alone, as a pipeline with classifier-free guidance or img2img relies on."""
+    unet = make_unet()
+    sample, _, text = make_inputs()
+    t = torch.tensor([10, 900])
+    batched = run(unet, sample, t, text)
+    for i in range(BATCH):
+        alone = run(unet, sample[i : i + 1], t[i].item(), text[i : i + 1])
+        torch.testing.assert_close(batched[i : i + 1], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_config_reaches_every_resnet():
+    unet = make_unet(dropout=0.5)
+    sample, t, text = make_inputs()
+    torch.testing.assert_close(run(unet, sample, t, text), run(unet, sample, t, text), rtol=0, atol=0)  # eval
+    unet.train()
+    assert not torch.allclose(run(unet, sample, t, text), run(unet, sample, t, text))
+    resnets = [m for m in unet.modules() if type(m).__name__ == "ResnetBlock"]
+    assert resnets and all(resnet.dropout.p == 0.5 for resnet in resnets)
+
+
+def test_gradient_checkpointing_is_applied():
+    """`enable_gradient_checkpointing` must really checkpoint (equal gradients alone cannot tell): diffusers' hook for
+    a custom checkpointing function sees every resnet and attention block, in training only."""
+    from torch.utils.checkpoint import checkpoint
+
+    calls = []
+
+    def checkpointing(module, *args):
+        calls.append(type(module).__name__)
+        return checkpoint(module.__call__, *args, use_reentrant=False)
+
+    unet = make_unet().train()
+    unet.enable_gradient_checkpointing(checkpointing)
+    sample, t, text = make_inputs()
+    run(unet, sample, t, text)
+    assert calls == []  # no gradients: nothing to save memory for
+    unet(sample, t, text).sample.mean().backward()
+    resnets = sum(type(m).__name__ == "ResnetBlock" for m in unet.modules())
+    assert calls.count("ResnetBlock") == resnets and calls.count("TransformerBlock") == 1 + 1 + 2  # down, mid, up
+
+
+def test_output_head_reads_the_up_path_through_groupnorm_and_silu():
+    """After the up path: GroupNorm -> SiLU -> conv_out, as UNet2DConditionModel (conv_norm_out, conv_act, conv_out)."""
+    unet = make_unet()
+    sample, t, text = make_inputs()
+    seen = {}
+    hooks = [
+        unet.up_blocks[-1].register_forward_hook(lambda m, args, out: seen.__setitem__("up", out)),
+        unet.conv_norm_out.register_forward_hook(lambda m, args, out: seen.update(norm_in=args[0], norm_out=out)),
+        unet.conv_out.register_forward_pre_hook(lambda m, args: seen.__setitem__("conv_in", args[0])),
+    ]
+    run(unet, sample, t, text)
+    for hook in hooks:
+        hook.remove()
+    torch.testing.assert_close(seen["norm_in"], seen["up"], rtol=0, atol=0)
+    torch.testing.assert_close(seen["conv_in"], torch.nn.functional.silu(seen["norm_out"]), rtol=0, atol=0)
+
+
+def test_numpy_float32_config_values_are_refused_before_save_pretrained_fails(tmp_path):
+    # np.float32 is no Python float: the model was built, then save_pretrained raised "Object of type float32 is not
+    # JSON serializable" and left an empty config.json behind
+    for key in ("dropout", "freq_shift"):
+        with pytest.raises(ValueError, match=rf"`{key}` must be .*a Python int or float.*got np.float32\(0.0\)"):
+            SmallUNet(**{**TINY, key: np.float32(0.0)})
+    make_unet(dropout=np.float64(0.1)).save_pretrained(tmp_path)  # a float subclass: JSON stores it
+    assert SmallUNet.from_pretrained(tmp_path).config.dropout == 0.1

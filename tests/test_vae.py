@@ -4,6 +4,7 @@ import copy
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
@@ -240,6 +241,7 @@ def test_bad_input_raises(call, error, words):
         ({"block_out_channels": (8, 16), "norm_num_groups": 3}, "norm_num_groups`=3 .* 8 channels"),
         ({"scaling_factor": float("inf")}, "scaling_factor"),
         ({"scaling_factor": float("nan")}, "scaling_factor"),
+        ({"scaling_factor": np.float32(0.2)}, r"a Python int or float.*got np.float32\(0.2\)"),  # said "positive"
         ({"in_channels": 0}, "`in_channels` must be a positive int"),
         ({"out_channels": 3.0}, "`out_channels` must be a positive int"),
         ({"latent_channels": "4"}, "`latent_channels` must be a positive int"),
@@ -283,3 +285,84 @@ def test_enable_tiling_raises_even_after_disable_tiling():
         with pytest.raises(NotImplementedError, match="enable_tiling"):
             model.enable_tiling()
         assert model.use_tiling is False
+
+
+def _as_autoencoder_kl(model: SmallVAE):
+    """diffusers' AutoencoderKL of the same config holding `model`'s weights. Its encoder pads before a stride-2
+    convolution asymmetrically (`padding=0` + `F.pad(0, 1, 0, 1)`); SmallVAE's pads 1 on each side, as UNets'
+    Downsample2D(padding=1): the reference's downsamplers are set to that, the rest is diffusers' code."""
+    from diffusers import AutoencoderKL
+
+    config = model.config
+    levels = len(config.block_out_channels)
+    reference = AutoencoderKL(
+        in_channels=config.in_channels,
+        out_channels=config.out_channels,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=config.block_out_channels,
+        layers_per_block=config.layers_per_block,
+        latent_channels=config.latent_channels,
+        norm_num_groups=config.norm_num_groups,
+        sample_size=config.sample_size,
+        mid_block_add_attention=config.mid_block_add_attention,
+    ).eval()
+    for block in reference.encoder.down_blocks:
+        for downsampler in block.downsamplers or ():
+            downsampler.padding = downsampler.conv.padding = 1
+    state = {}
+    for key, value in model.state_dict().items():
+        resampler = "downsamplers.0.conv" if key.startswith("encoder.") else "upsamplers.0.conv"
+        key = key.replace("resampler.conv", resampler)
+        key = key.replace("mid_block.resnet_1.", "mid_block.resnets.0.").replace(
+            "mid_block.resnet_2.", "mid_block.resnets.1."
+        )
+        key = key.replace("mid_block.attention.", "mid_block.attentions.0.").replace(".to_out.", ".to_out.0.")
+        if ".to_qkv." in key:
+            for name, part in zip(("to_q", "to_k", "to_v"), value.chunk(3)):
+                state[key.replace("to_qkv", name)] = part
+        else:
+            state[key] = value
+    reference.load_state_dict(state)
+    return reference
+
+
+@pytest.mark.parametrize("overrides", [{}, {"layers_per_block": 2, "mid_block_add_attention": False}])
+@torch.no_grad()
+def test_matches_autoencoder_kl(overrides, randomize):
+    """Encoder (GroupNorm -> SiLU -> conv_out), mid-block self-attention (GroupNorm, q / k / v, residual), decoder
+    (one resnet more per level, nearest-neighbour Upsample), quant / post-quant convs and the posterior (mean and
+    logvar halves, `sample_posterior` with a generator) as diffusers' AutoencoderKL computes them."""
+    model = randomize(tiny_vae(**overrides))
+    reference = _as_autoencoder_kl(model)
+    x = images()
+    posterior, expected = model.encode(x).latent_dist, reference.encode(x).latent_dist
+    torch.testing.assert_close(posterior.mean, expected.mean)
+    torch.testing.assert_close(posterior.logvar, expected.logvar)
+    torch.testing.assert_close(model.decode(posterior.mean).sample, reference.decode(expected.mean).sample)
+    for sample_posterior in (False, True):
+        out, ref = (
+            m(x, sample_posterior=sample_posterior, generator=torch.Generator().manual_seed(5)).sample
+            for m in (model, reference)
+        )
+        torch.testing.assert_close(out, ref)
+    assert not torch.allclose(out, model(x).sample)  # sampled, not the mode
+
+
+def test_gradient_checkpointing_is_applied():
+    """`enable_gradient_checkpointing` must really checkpoint (equal gradients alone cannot tell): diffusers' hook for
+    a custom checkpointing function sees every encoder and decoder stage, in training only."""
+    from torch.utils.checkpoint import checkpoint
+
+    calls = []
+
+    def checkpointing(module, *args):
+        calls.append(type(module).__name__)
+        return checkpoint(module.__call__, *args, use_reentrant=False)
+
+    model, x = tiny_vae().train(), images()
+    model.enable_gradient_checkpointing(checkpointing)
+    reconstruct(model, x)
+    assert calls == []  # no gradients: nothing to save memory for
+    model(x).sample.mean().backward()
+    assert calls == ["ResnetStage", "ResnetStage", "MidBlock"] + ["MidBlock", "ResnetStage", "ResnetStage"]

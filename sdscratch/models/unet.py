@@ -113,14 +113,14 @@ class SmallUNet(QuietDtypeCastMixin, ModelMixin, ConfigMixin):
         if cross_attention_dim is not None:
             check_positive_int(cross_attention_dim, "cross_attention_dim", "or None (unconditional)")
         if not _is_real(dropout) or not 0 <= dropout <= 1:
-            raise ValueError(f"`dropout` must be a probability in [0, 1], got {dropout!r}.")
+            raise ValueError(f"`dropout` must be a probability in [0, 1] (a Python int or float), got {dropout!r}.")
         if not isinstance(flip_sin_to_cos, bool):
             raise ValueError(f"`flip_sin_to_cos` must be True or False, got {flip_sin_to_cos!r}.")
         half = block_out_channels[0] // 2  # sinusoidal frequencies exp(-ln(10000) * i / (half - freq_shift))
         if not _is_real(freq_shift) or (time_embedding_type == "positional" and half and freq_shift >= half):
             raise ValueError(
-                f"`freq_shift` must be a number below block_out_channels[0] // 2 = {half} (diffusers uses 0 or 1), "
-                f"got {freq_shift!r}."
+                f"`freq_shift` must be a number below block_out_channels[0] // 2 = {half} (diffusers uses 0 or 1; "
+                f"a Python int or float), got {freq_shift!r}."
             )
         for key, flags in (
             ("transformer_levels", transformer_levels),
@@ -421,7 +421,9 @@ def _per_level(value, name: str, num_levels: int) -> list[int]:
 
 
 def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite Python int or float: what the config's JSON stores (a NumPy float32 passed every check, then made
+    `save_pretrained` fail with "not JSON serializable", leaving an empty config.json)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _shape(tensor: Optional[torch.Tensor]):

@@ -207,7 +207,9 @@ class SmallVAE(QuietDtypeCastMixin, ModelMixin, AutoencoderMixin, ConfigMixin):
             or isinstance(scaling_factor, bool)
             or not math.isfinite(scaling_factor)
         ):
-            raise ValueError(f"`scaling_factor` must be a positive number, got {scaling_factor!r}.")
+            raise ValueError(
+                f"`scaling_factor` must be a positive number (a Python int or float), got {scaling_factor!r}."
+            )
         if sample_size % self.downsample_factor != 0:
             raise ValueError(
                 f"`sample_size` must be divisible by the downsampling factor {self.downsample_factor} "
