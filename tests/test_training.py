@@ -1666,3 +1666,322 @@ def test_card_names_an_apple_gpu_as_the_hardware_not_the_cpu():
     accelerator = SimpleNamespace(device=torch.device("mps"), num_processes=1, mixed_precision="bf16")
     assert tu.describe_hardware(accelerator).startswith("1 x MPS (")
     assert tu.describe_hardware(accelerator).endswith(", mixed precision bf16")
+
+
+# ---- the training steps against hand-computed references (a mutation audit found them unpinned) ----
+def record_unet_steps(out, *flags):
+    """Runs train_unet.py (tiny UNet, 40 faces, batch 8) and records every micro-batch's forward diffusion
+    (`add_noise`'s x_0, noise, t), regression (`mse_loss`'s prediction and target), loss (`backward`'s), latent
+    cache draw and gradient clipping."""
+    from diffusers import DDPMScheduler
+
+    record = {"add_noise": [], "mse": [], "loss": [], "cache": [], "clip": []}
+    add_noise, mse_loss, backward = DDPMScheduler.add_noise, train_unet.F.mse_loss, Accelerator.backward
+    clip, sample_from_cache = Accelerator.clip_grad_norm_, tu.sample_from_cache
+
+    def spy_add_noise(self, x_0, noise, timesteps):
+        record["add_noise"].append((x_0, noise, timesteps))
+        return add_noise(self, x_0, noise, timesteps)
+
+    def spy_mse_loss(prediction, target, **kwargs):
+        record["mse"].append((prediction.detach(), target))
+        return mse_loss(prediction, target, **kwargs)
+
+    def spy_backward(self, loss, **kwargs):
+        record["loss"].append(loss.detach())
+        return backward(self, loss, **kwargs)
+
+    def spy_clip(self, parameters, max_norm, **kwargs):
+        parameters = list(parameters)
+        record["clip"].append((len(parameters), max_norm))
+        return clip(self, parameters, max_norm, **kwargs)
+
+    def spy_cache(*args):
+        record["cache"].append(sample_from_cache(*args))
+        return record["cache"][-1]
+
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", out, "--unet_config", TINY_UNET, *flags]
+    with (
+        mock.patch.object(DDPMScheduler, "add_noise", spy_add_noise),
+        mock.patch.object(train_unet.F, "mse_loss", spy_mse_loss),
+        mock.patch.object(Accelerator, "backward", spy_backward),
+        mock.patch.object(Accelerator, "clip_grad_norm_", spy_clip),
+        mock.patch.object(tu, "sample_from_cache", spy_cache),
+    ):
+        run(train_unet, argv + ["--validation_prompts", "Cartoon face"])
+    return record
+
+
+def scaled_linear_alphas_cumprod(beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000):
+    """alpha_bar_t of the tiny config's "scaled_linear" schedule, from its definition (DDPM eq. 4 notation)."""
+    betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, dim=0)
+
+
+def test_a_unet_step_noises_scaled_latents_at_every_timestep_with_per_channel_offset_noise(vae_dir, tmp_path):
+    vae = SmallVAE.from_pretrained(vae_dir / "vae")
+    vae.register_to_config(scaling_factor=0.25)  # far from 1, so that x_0 = scaling_factor * z is visible
+    vae.save_pretrained(tmp_path / "vae")
+    record = record_unet_steps(
+        tmp_path / "o", "--pretrained_vae_model_name_or_path", tmp_path / "vae", "--max_train_steps", 2,
+        "--num_train_timesteps", 4, "--noise_offset", 1.0,
+    )  # fmt: skip
+    (x_0, _, t_1), (_, noise, t_2) = record["add_noise"]
+    # the UNet learns the VAE's latents times scaling_factor: the pipeline decodes latents / scaling_factor
+    torch.testing.assert_close(x_0, 0.25 * record["cache"][0], rtol=0, atol=0)
+    # t uniform over every training timestep 0 .. T - 1 (16 draws of 4 values)
+    assert sorted(set(torch.cat([t_1, t_2]).tolist())) == [0, 1, 2, 3]
+    # offset noise: N(0, I) plus one N(0, noise_offset^2) offset per image and channel (crosslabs' offset noise)
+    channel_means = noise.mean(dim=(2, 3))  # (B, C)
+    assert channel_means.std().item() > 0.5  # the offset: sd 1 over (B, C); without it sd 1 / 16
+    assert (noise - channel_means[..., None, None]).std().item() == pytest.approx(1.0, rel=0.1)  # per pixel: N(0, 1)
+
+
+def test_a_unet_step_regresses_onto_v_with_min_snr_weights(tmp_path):
+    record = record_unet_steps(
+        tmp_path / "o", "--resolution", 16, "--max_train_steps", 1, "--prediction_type", "v_prediction",
+        "--snr_gamma", 1.0, "--input_perturbation", 0.1, "--max_grad_norm", 0.5,
+    )  # fmt: skip
+    ((x_0, input_noise, t),), ((prediction, target),) = record["add_noise"], record["mse"]
+    (loss,) = record["loss"]
+    alpha_bar = scaled_linear_alphas_cumprod()[t].float()[:, None, None, None]  # (B, 1, 1, 1)
+    # v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 (Salimans & Ho 2022) of the unperturbed noise eps: the
+    # input's noise is eps plus 0.1 x another N(0, I), the target's is eps
+    eps = (target + (1 - alpha_bar).sqrt() * x_0) / alpha_bar.sqrt()
+    assert (input_noise - eps).std().item() == pytest.approx(0.1, rel=0.1)
+    # min-SNR-gamma on v: each sample's MSE weighted by min(SNR, gamma) / (SNR + 1), SNR = alpha_bar / (1 - alpha_bar)
+    snr = (alpha_bar / (1 - alpha_bar)).flatten()
+    expected = ((prediction - target) ** 2).mean(dim=(1, 2, 3)) * snr.clamp(max=1.0) / (snr + 1)
+    torch.testing.assert_close(loss, expected.mean(), rtol=1e-5, atol=0)
+    # the gradient of every trained weight (UNet and text encoder) is clipped to --max_grad_norm
+    pipe = CartoonFacePipeline.from_pretrained(tmp_path / "o")
+    num_parameters = len(list(pipe.unet.parameters())) + len(list(pipe.text_encoder.parameters()))
+    assert record["clip"] == [(num_parameters, 0.5)]
+
+
+def test_captions_are_dropped_to_the_empty_caption_at_the_given_rate(tmp_path):
+    from transformers import CLIPTextModel
+
+    forward = CLIPTextModel.forward
+    with mock.patch.object(CLIPTextModel, "forward", autospec=True, side_effect=forward) as spy:
+        record_unet_steps(
+            tmp_path / "o", "--resolution", 16, "--max_train_steps", 4, "--conditioning_dropout_prob", 0.25
+        )
+    input_ids = torch.cat([call.args[1] for call in spy.call_args_list[:4]])  # the 4 steps' (8, L), then validation
+    tokenizer = CLIPTokenizer.from_pretrained(tmp_path / "o" / "tokenizer")
+    empty = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    dropped = (input_ids == empty).all(dim=1)
+    assert 2 <= int(dropped.sum()) <= 14  # Binomial(32, 0.25): 8 expected; 1 - p = 0.75 would give 24
+    assert not (input_ids[~dropped] == empty).all(dim=1).any()  # the others: their image's caption
+
+
+def test_the_saved_models_are_the_ema_weights(unet_dir, vae_dir):
+    # the final checkpoint (the last step) holds the EMA beside the raw weights; the output folder holds the EMA
+    assert_same_weights(weights(unet_dir / "checkpoint-3" / "unet_ema"), weights(unet_dir / "unet"))
+    text_encoder = [weights(unet_dir / folder, "model.safetensors") for folder in ("checkpoint-3/text_encoder_ema",
+                                                                                  "text_encoder")]  # fmt: skip
+    assert_same_weights(*text_encoder)
+    assert_same_weights(weights(vae_dir / "checkpoint-4" / "vae_ema"), weights(vae_dir / "vae"))
+    raw = weights(unet_dir / "checkpoint-3" / "unet")
+    assert any(not torch.equal(raw[k], weights(unet_dir / "unet")[k]) for k in raw)  # EMA differs from the raw weights
+
+
+def test_validation_leaves_the_training_untouched(tmp_path):
+    """A validation grid samples with the EMA weights in eval mode: the raw weights, train mode and the random
+    stream must come back as they were, so that a run trains the same with or without validations."""
+    folder = write_noise_imagefolder(tmp_path / "images", (16, 16), 8)  # not built-in: no separation scores
+    argv = [*COMMON, "--train_data_dir", folder, "--resolution", 16, "--unet_config", TINY_UNET]
+    argv += [
+        "--max_train_steps",
+        2,
+        "--train_batch_size",
+        4,
+        "--use_ema",
+        "--ema_decay",
+        0.9,
+        "--num_train_timesteps",
+        10,
+    ]
+    argv += ["--validation_prompts", "Cartoon face 0"]  # 10 sampling steps
+    for steps in (1, 100):
+        run(train_unet, argv + ["--output_dir", tmp_path / str(steps), "--validation_steps", steps])
+    assert (tmp_path / "1" / "validation" / "samples-000001.png").is_file()
+    for folder in ("checkpoint-2/unet", "checkpoint-2/unet_ema"):
+        assert_same_weights(weights(tmp_path / "1" / folder), weights(tmp_path / "100" / folder))
+
+
+def test_cached_latents_are_what_encoding_every_step_draws():
+    """--cache_latents (the default) keeps each image's posterior mean and std (and its mirror's with
+    --random_flip); a step's draw mean + std * eps must be the VAE's own posterior sample of the (flipped) image,
+    as --no-cache_latents encodes it, for the same random stream."""
+    import argparse
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(4)]
+    dataset = datasets.Dataset.from_dict({"image": images}).cast_column("image", datasets.Image())
+    transform = tu.image_transform(argparse.Namespace(seed=0, resolution=16, center_crop=True))
+    vae = SmallVAE(block_out_channels=[8, 16], latent_channels=4, layers_per_block=1, norm_num_groups=4).eval()
+    cache = tu.build_latent_cache(vae, dataset, transform, 16, center_crop=True, random_flip=True)
+    index, flip = torch.tensor([2, 0, 3, 2]), torch.tensor([True, False, False, False])
+    torch.manual_seed(1)
+    cached = tu.sample_from_cache(cache, index, flip)
+    pixels = torch.stack([transform(dataset[int(i)]["image"]) for i in index])  # (4, 3, 16, 16)
+    pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)  # the horizontal mirror
+    torch.manual_seed(1)
+    with torch.no_grad():
+        encoded = vae.encode(pixels).latent_dist.sample()
+    torch.testing.assert_close(cached, encoded, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(cached[0], cached[3], atol=1e-3)  # image 2 and its mirror
+
+
+def test_a_run_resumed_mid_epoch_with_gradient_accumulation_matches_an_uninterrupted_run(tmp_path):
+    # 24 images, batch 4, 2 micro-batches per step: 3 steps per epoch; resumed at step 1, the loader must skip the
+    # 2 micro-batches that step 1 trained on, not 1
+    argv = [*COMMON, "--dataset_name", "builtin:cartoon-faces?num_images=24", "--resolution", 16, "--unet_config"]
+    argv += [TINY_UNET, "--train_batch_size", 4, "--gradient_accumulation_steps", 2, "--max_train_steps", 2]
+    argv += ["--checkpointing_steps", 1, "--validation_prompts", "Cartoon face", "--num_train_timesteps", 10]
+    full, resumed = run_then_resume_from_step_1(train_unet, argv, tmp_path)
+    assert_same_weights(weights(full / "unet"), weights(resumed / "unet"))
+
+
+def test_latest_is_the_highest_step_not_the_last_name(tmp_path):
+    for step in (9, 100, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    assert [s for s, _ in tu.list_checkpoints(str(tmp_path))] == [9, 10, 100]
+    assert tu.resolve_resume_checkpoint(str(tmp_path), "latest") == str(tmp_path / "checkpoint-100")
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("num_train_timesteps", 500), ("beta_end", 0.03), ("rescale_betas_zero_snr", True), ("beta_start", 0.001)],
+)
+def test_every_noise_schedule_key_is_compared_on_resume(tmp_path, key, value):
+    from diffusers import DDPMScheduler
+
+    DDPMScheduler().save_pretrained(tmp_path / "checkpoint-1" / "noise_scheduler")
+    tu.check_checkpoints_compatible(str(tmp_path), {}, None, DDPMScheduler())  # the same schedule resumes
+    with pytest.raises(ValueError, match=f"another noise schedule or target \\({key}: "):
+        tu.check_checkpoints_compatible(str(tmp_path), {}, None, DDPMScheduler(**{key: value}))
+
+
+def test_the_cards_final_loss_is_the_mean_of_the_last_100_steps(tmp_path):
+    clock = tu.TrainingClock()
+    for step in range(150):
+        clock.log_step(float(step), 10.0)
+    assert clock.recent_loss() == pytest.approx(sum(range(50, 150)) / 100)
+    (tmp_path / "checkpoint-150").mkdir()
+    clock.save(str(tmp_path / "checkpoint-150"))
+    resumed = tu.TrainingClock(str(tmp_path / "checkpoint-150"))
+    resumed.log_step(150.0, 10.0)
+    assert resumed.recent_loss() == pytest.approx(sum(range(51, 151)) / 100) and resumed.runs == 2
+
+
+def test_the_lr_schedule_and_scale_lr_count_every_process():
+    """accelerate's prepared scheduler steps once per process per optimizer step: warmup and decay must be
+    stretched by the number of processes, so that 2 processes follow the 1-process schedule per optimizer step;
+    --scale_lr multiplies by the total batch (per-process batch x accumulation x processes)."""
+
+    def optimizer_step_lrs(num_processes, *flags):
+        args = train_vae.parse_args(["--dataset_name", FACES, "--max_train_steps", "6", *flags])
+        parameter = torch.nn.Parameter(torch.zeros(2))
+        optimizer, scheduler = tu.make_optimizer_and_scheduler(
+            args, [parameter], mock.Mock(num_processes=num_processes), 6
+        )
+        lrs = []
+        for _ in range(6):
+            lrs.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            for _ in range(num_processes):
+                scheduler.step()
+        return args, lrs
+
+    linear = ["--lr_scheduler", "linear", "--lr_warmup_steps", "2", "--learning_rate", "1.0"]
+    assert optimizer_step_lrs(1, *linear)[1] == pytest.approx([0, 0.5, 1, 0.75, 0.5, 0.25])  # diffusers' linear
+    assert optimizer_step_lrs(2, *linear)[1] == pytest.approx(optimizer_step_lrs(1, *linear)[1])
+    scaled = ["--scale_lr", "--learning_rate", "1e-4", "--train_batch_size", "4", "--gradient_accumulation_steps", "3"]
+    assert optimizer_step_lrs(2, *scaled)[0].learning_rate == pytest.approx(1e-4 * 4 * 3 * 2)
+
+
+def test_frozen_caption_embeddings_are_each_captions_in_order():
+    captions = [f"a face number {i}" for i in range(300)]  # two chunks of 256
+    tokenizer = build_tokenizer(captions, model_max_length=8, vocab_size=600)
+    text_encoder = build_text_encoder(
+        tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, projection_dim=16
+    ).eval()
+    ids = tu.tokenize_captions(tokenizer, captions)
+    embeds = tu.embed_captions(text_encoder, ids, torch.device("cpu"))
+    assert embeds.shape == (300, 8, 16)
+    with torch.no_grad():
+        for i in (0, 255, 256, 299):
+            torch.testing.assert_close(embeds[i], text_encoder(ids[i : i + 1])[0][0], rtol=1e-5, atol=1e-6)
+
+
+def test_random_crops_reach_every_window():
+    columns = torch.arange(8.0)[None, None, None, :].expand(200, 1, 8, 8)  # pixel value = its column
+    torch.manual_seed(0)
+    # a 4x4 window of an 8x8 image starts at offsets 0 .. 4 on each axis, the last one included
+    assert {int(crop[0, 0, 0]) for crop in train_vae.random_crops(columns, 4)} == {0, 1, 2, 3, 4}
+    rows = columns.transpose(-1, -2).contiguous()  # pixel value = its row
+    assert {int(crop[0, 0, 0]) for crop in train_vae.random_crops(rows, 4)} == {0, 1, 2, 3, 4}
+
+
+def test_a_vae_step_decodes_a_posterior_sample_of_the_flipped_batch_and_adds_the_kl_per_pixel(tmp_path):
+    record = {"batches": [], "steps": [], "loss": []}
+    stack, forward, backward = tu.stack_pixel_values, train_vae.VAEWithPosterior.forward, Accelerator.backward
+    training_images = tu.TrainingImages
+
+    def spy_forward(self, pixel_values):
+        state = torch.get_rng_state()
+        reconstruction, kl = forward(self, pixel_values)
+        after = torch.get_rng_state()
+        torch.set_rng_state(state)  # the same draw again: z = mean + std * eps
+        with torch.no_grad():
+            posterior = self.vae.encode(pixel_values).latent_dist
+            expected = self.vae.decode(posterior.sample()).sample
+        torch.set_rng_state(after)
+        record["steps"].append((pixel_values, reconstruction.detach(), expected, posterior.mean, posterior.logvar))
+        return reconstruction, kl
+
+    def spy_backward(self, loss, **kwargs):
+        record["loss"].append(loss.detach())
+        return backward(self, loss, **kwargs)
+
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path / "o", "--max_train_steps", 1, "--resolution"]
+    argv += [32, *TINY_VAE, "--num_validation_images", 4, "--random_flip", "--kl_weight", 0.5]
+    with (
+        mock.patch.object(tu, "stack_pixel_values", lambda rows: record["batches"].append(stack(rows)) or stack(rows)),
+        mock.patch.object(tu, "TrainingImages", side_effect=training_images) as images,
+        mock.patch.object(train_vae.VAEWithPosterior, "forward", spy_forward),
+        mock.patch.object(Accelerator, "backward", spy_backward),
+    ):
+        run(train_vae, argv)
+    assert len(images.call_args.args[0]) == 36  # 40 faces, the last 4 held out for the metrics and grids
+    # the first step's batch (the loader may fetch the next one ahead)
+    x, reconstruction, expected, mean, logvar = record["steps"][0]
+    batch, loss = record["batches"][0], record["loss"][0]
+    # --random_flip: each image mirrored or not, both seen in a batch of 8
+    flipped = [torch.equal(x[i], batch[i].flip(-1)) for i in range(8)]
+    assert all(f or torch.equal(x[i], batch[i]) for i, f in enumerate(flipped)) and 0 < sum(flipped) < 8
+    torch.testing.assert_close(reconstruction, expected)  # the decoder reads z ~ q(z|x), not its mean
+    # l1 + mse, plus --kl_weight x KL(q(z|x) || N(0, I)) summed over the latent and divided by the pixels (LDM)
+    kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3)).mean() / x[0].numel()
+    expected_loss = (reconstruction - x).abs().mean() + ((reconstruction - x) ** 2).mean() + 0.5 * kl
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-5, atol=0)
+
+
+def test_the_scaling_factor_gives_the_training_latents_unit_variance(vae_dir):
+    args = train_vae.parse_args(["--dataset_name", FACES, "--max_train_samples", "36", "--center_crop"])
+    images = tu.load_train_dataset(args, captions=False).select(range(28))  # the fixture's 36 - 8 held out
+    pixels = torch.stack([tu.image_transform(args)(image) for image in images["image"]])
+    vae = SmallVAE.from_pretrained(vae_dir / "vae")
+    with torch.no_grad():
+        latents = vae.encode(pixels).latent_dist.sample(generator=torch.Generator().manual_seed(1))
+    assert (latents * vae.config.scaling_factor).std().item() == pytest.approx(1.0, rel=0.03)
+
+
+def test_caption_draws_are_uniform_over_each_images_own_captions():
+    # image 0 has 2 captions in a table 3 wide (padded with its first): each must come up half the time, not 2/3
+    _, rows, counts = tu.caption_table([["b", "a"], ["c"], ["a", "", "d"]])
+    torch.manual_seed(0)
+    drawn = tu.draw_caption_rows(rows, counts, torch.zeros(1000, dtype=torch.long))
+    assert (drawn == 1).float().mean().item() == pytest.approx(0.5, abs=0.05)  # "b"; 2/3 if the padding were drawn
