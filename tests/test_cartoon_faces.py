@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from sdscratch.data import cartoon_faces as cf
 from sdscratch.data.captions import ANY, attributes_match, check_attributes
@@ -277,3 +278,27 @@ def test_numpy_integer_sizes_are_accepted():
     assert len(cf.CartoonFacesTorchDataset(np.int64(2), size=np.int16(16))) == 2
     with pytest.raises(ValueError, match="size must be an integer >= 8, got True"):
         cf.render_face(attributes, size=True)
+
+
+def test_torch_dataset_items_are_the_data_set_rows():
+    # same faces, captions and attributes as `cartoon_faces_dataset` (start and caption seed included), pixels 0..255
+    # mapped linearly to [-1, 1]
+    ds = cf.CartoonFacesTorchDataset(3, size=16, seed=1, caption_style="rich", start=5)
+    rows = cf.cartoon_faces_dataset(3, size=16, seed=1, caption_style="rich", start=5)
+    for i in range(3):
+        item, row = ds[i], rows[i]
+        expected = torch.from_numpy(np.asarray(row["image"], dtype=np.float32)).permute(2, 0, 1) * (2 / 255) - 1
+        assert torch.allclose(item["pixel_values"], expected, atol=1e-6)
+        assert item["text"] == row["text"] and {k: item[k] for k in cf.ATTRIBUTES} == {
+            k: row[k] for k in cf.ATTRIBUTES
+        }
+    assert ds[0]["text"] != cf.CartoonFacesTorchDataset(1, size=16, seed=1, caption_style="rich")[0]["text"]
+
+
+def test_write_imagefolder_numbers_files_from_start(tmp_path):
+    cf.write_imagefolder(str(tmp_path), 2, size=16, seed=3, start=7)
+    lines = [json.loads(line) for line in (tmp_path / "metadata.jsonl").read_text().splitlines()]
+    assert [line["file_name"] for line in lines] == ["000007.png", "000008.png"]
+    image, attributes = cf.generate_face(cf.face_seed(3, 8), size=16)
+    assert lines[1]["attributes"] == attributes
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "000008.png")), np.asarray(image))

@@ -76,3 +76,11 @@ def test_numpy_integer_size_is_accepted():
     assert np.array_equal(np.asarray(ds[1]["image"]), np.asarray(same[1]["image"])) and ds["text"] == same["text"]
     with pytest.raises(ValueError, match="size must be an integer >= 8, got True"):
         load_digits_dataset(size=True)
+
+
+def test_mixed_captions_cycle_the_variants_by_row():
+    ds = load_digits_dataset(split="test", caption_style="mixed", max_samples=12)
+    variants = list(DIGIT_CAPTION_TEMPLATES.values())
+    words = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    expected = [variants[row % 6].format(d=label, w=words[label]) for row, label in enumerate(ds["label"])]
+    assert ds["text"] == expected

@@ -214,3 +214,14 @@ def test_edit_command_writes_metrics_grid_and_its_own_card_sections(tmp_path, ca
     assert (tmp_path / "pipe" / "evaluation_grid_inpainting.png").is_file()
     assert (tmp_path / "pipe" / "evaluation_grid_img2img.png").is_file()
     assert "edit success (hair colour as asked)" in capsys.readouterr().out
+
+
+def test_preservation_leaves_out_eye_colour_only_behind_sunglasses():
+    from sdscratch.evaluation.editing import _read_changes
+
+    originals = [{"glasses": "sunglasses", "eye_color": "blue", "skin": "dark"},
+                 {"glasses": "round", "eye_color": "green", "skin": "white"}]  # fmt: skip
+    results = [{"glasses": "sunglasses", "eye_color": "gray", "skin": "white"},
+               {"glasses": "round", "eye_color": "green", "skin": "white"}]  # fmt: skip
+    assert _read_changes(originals, results, ["eye_color", "skin"]) == {"eye_color": 1.0, "skin": 0.5}
+    assert _read_changes(originals[:1], results[:1], ["eye_color"]) == {"eye_color": None}

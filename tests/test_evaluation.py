@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from sdscratch.evaluation import (
     reconstruction_metrics,
     ssim,
 )
+from sdscratch.evaluation.frechet import feature_statistics
 from sdscratch.evaluation.reconstruction import gaussian_window
 from sdscratch.evaluation.references import labelled_digits, labelled_faces, render_faces, uint8_to_float
 
@@ -531,3 +533,153 @@ def test_card_update_keeps_a_non_ascii_card_utf8_on_windows(tmp_path, windows_te
     card = (tmp_path / "README.md").read_bytes().decode("utf-8")
     assert "`こんにちは`" in card and "C:\\Users\\Zoë\\model" in card
     assert card_validation_prompt(tmp_path) == "こんにちは"
+
+
+def test_shipped_face_classifier_reads_every_attribute_the_faces_are_drawn_with(face_classifier):
+    # every attribute, not only the caption ones: a face drawn with the wrong eye colour, mouth or face shape is a
+    # face whose rich caption names what it does not show (eye colour only where no sunglasses hide the eyes)
+    images, labels = labelled_faces(100, dataset_seed=1002)
+    predictions, _ = face_classifier.classify(uint8_to_float(images))
+    names = list(ATTRIBUTES)
+    visible_eyes = labels[:, names.index("glasses")] != ATTRIBUTES["glasses"].index("sunglasses")
+    for name in names:
+        correct = predictions[name] == labels[:, names.index(name)]
+        accuracy = (correct[visible_eyes] if name == "eye_color" else correct).float().mean().item()
+        assert accuracy >= 0.97, (name, accuracy)
+
+
+def test_feature_statistics_are_the_mean_and_unbiased_covariance():
+    features = np.random.default_rng(1).normal(size=(7, 3))
+    mu, sigma = feature_statistics(torch.from_numpy(features).float())
+    centred = features - features.sum(axis=0) / 7
+    assert np.allclose(mu, features.sum(axis=0) / 7, atol=1e-6)
+    assert np.allclose(sigma, centred.T @ centred / 6, atol=1e-6)  # n - 1
+
+
+def test_frechet_distance_of_non_commuting_covariances():
+    # Tr((S1 S2)^(1/2)) = Tr((S1^(1/2) S2 S1^(1/2))^(1/2)), the symmetric form, by eigendecomposition: an
+    # independent route to the formula, exact where S1 and S2 do not commute (diagonal / equal ones hide that)
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(4, 4)), rng.normal(size=(4, 4))
+    sigma1, sigma2 = a @ a.T + 0.1 * np.eye(4), b @ b.T + 0.1 * np.eye(4)
+    mu1, mu2 = rng.normal(size=4), rng.normal(size=4)
+
+    def psd_sqrt(m):
+        values, vectors = np.linalg.eigh(m)
+        return vectors @ np.diag(np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+    root1 = psd_sqrt(sigma1)
+    expected = ((mu1 - mu2) ** 2).sum() + np.trace(sigma1 + sigma2) - 2 * np.trace(psd_sqrt(root1 @ sigma2 @ root1))
+    assert frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(expected, rel=1e-6)
+
+
+def test_psnr_of_a_batch_is_the_mean_of_per_image_psnr():
+    x = torch.zeros(2, 3, 16, 16)
+    y = torch.stack([x[0] + 0.2, x[1] + 0.4])  # [0, 1] errors 0.1 and 0.2: 20 dB and 13.98 dB
+    metrics = reconstruction_metrics(y, x)
+    assert metrics["psnr"] == pytest.approx((20 + 10 * np.log10(1 / 0.04)) / 2, abs=1e-4)
+    assert metrics["psnr_of_mean_mse"] == pytest.approx(10 * np.log10(1 / 0.025), abs=1e-4)
+    assert metrics["mse"] == pytest.approx(0.025, abs=1e-7)
+
+
+def test_ms_ssim_of_odd_sizes_and_inverted_images():
+    # odd sides are padded when halved (ceil, as `ms_ssim_num_scales` counts): 21 -> 11 holds the window at 2 scales
+    x = smooth_images(size=24, seed=6)[..., :21, :21]
+    assert ms_ssim_num_scales(21) == 2 and torch.allclose(ms_ssim(x, x), torch.ones(2), atol=1e-6)
+    # an inverted image has a negative contrast-structure term: clamped to 0, not a NaN from a fractional power
+    assert torch.equal(ms_ssim(x, -x), torch.zeros(2))
+
+
+def test_classifier_reads_pil_images_in_train_mode_as_tensors_in_eval_mode(face_classifier):
+    from sdscratch.data.cartoon_faces import generate_face
+
+    pil = [generate_face(seed, size=64)[0] for seed in range(4)]
+    as_uint8 = torch.from_numpy(np.stack([np.asarray(image) for image in pil])).permute(0, 3, 1, 2)
+    _, reference = face_classifier.classify(as_uint8)
+    _, from_pil = face_classifier.classify(pil)
+    assert torch.allclose(from_pil, reference, atol=1e-5)
+    face_classifier.train()  # classify measures in eval mode (BatchNorm's running statistics) and restores train
+    try:
+        _, in_train_mode = face_classifier.classify(as_uint8)
+        assert face_classifier.training and torch.equal(in_train_mode, reference)
+    finally:
+        face_classifier.eval()
+
+
+def test_classifier_reads_a_list_of_pil_images_of_several_sizes_and_names_a_bad_batch_size(face_classifier):
+    # prepare_images resizes "other sizes": a list mixing sizes failed in np.stack ("all input arrays must have the
+    # same shape"), and batch_size=0 with "range() arg 3 must not be zero"
+    from sdscratch.data.cartoon_faces import generate_face
+
+    images = [generate_face(4, size=48)[0], generate_face(5, size=64)[0]]
+    _, features = face_classifier.classify(images)
+    alone = torch.cat([face_classifier.classify([image])[1] for image in images])
+    assert torch.allclose(features, alone, atol=1e-6)
+    for batch_size in (0, 2.5):
+        with pytest.raises(ValueError, match=f"batch_size must be an integer >= 1, got {batch_size}"):
+            face_classifier.classify(images, batch_size=batch_size)
+
+
+def test_grey_classifier_averages_rgb_channels():
+    from sdscratch.evaluation.classifier import prepare_images
+
+    rgb = torch.stack([torch.full((4, 4), v) for v in (-0.6, 0.0, 0.9)])[None]  # (1, 3, 4, 4)
+    assert torch.allclose(prepare_images(rgb, in_channels=1, size=4), torch.full((1, 1, 4, 4), 0.1), atol=1e-6)
+
+
+def test_each_image_has_its_own_seed_whatever_the_batch_size():
+    from sdscratch.evaluation.adherence import generate_images
+
+    class SeedEcho:  # draws one number per image from its generator: the image reads its seed back
+        def __call__(self, prompt, generator, num_inference_steps, output_type):
+            return SimpleNamespace(
+                images=np.stack([np.full((2, 2, 3), torch.rand(1, generator=g).item()) for g in generator])
+            )
+
+    prompts = [f"p{i}" for i in range(5)]
+    expected = [torch.rand(1, generator=torch.Generator().manual_seed(3 * 1_000_003 + i)).item() for i in range(5)]
+    for batch_size in (1, 2, 5):
+        images = generate_images(SeedEcho(), prompts, num_inference_steps=1, seed=3, batch_size=batch_size)
+        assert np.allclose(images[:, 0, 0, 0], expected), batch_size
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_prompts_and_perfect_faces_are_the_same_faces_and_the_reference_set_another(seed):
+    # evaluate_pipeline scores the generator's own faces ("perfect model") against the prompts' targets: both must
+    # come from the same attribute sets (dataset seed 10000 + 2 * seed), the FD reference from 10000 + 2 * seed + 1
+    from sdscratch.data.cartoon_faces import attributes_match, face_seed, render_face
+    from sdscratch.evaluation.references import evaluation_face_sets
+
+    pairs = build_adherence_prompts(12, seed=seed)
+    sets = evaluation_face_sets(12, seed=seed, size=32)
+    assert all(all(attributes_match(a, t).values()) for a, (_, t) in zip(sets["prompt_attributes"], pairs))
+    reference_seed = 10000 + 2 * seed + 1
+    reference = balanced_face_attributes(12, seed=reference_seed)
+    assert reference != sets["prompt_attributes"]
+    drawn = [render_face(a, size=32, seed=face_seed(reference_seed, i)) for i, a in enumerate(reference)]
+    assert torch.equal(sets["reference_faces"], uint8_to_float(torch.from_numpy(np.stack(drawn)).permute(0, 3, 1, 2)))
+
+
+def test_balanced_face_attributes_balance_every_value_and_half_none():
+    faces = balanced_face_attributes(60, seed=3)
+    for name, values in ATTRIBUTES.items():
+        counts = {v: sum(f[name] == v for f in faces) for v in values}
+        if name in ("glasses", "facial_hair"):  # "none" half of the faces, every kind equally often in the rest
+            assert counts["none"] == 30 and {counts[v] for v in values[1:]} == {10}, (name, counts)
+        elif name == "glasses_color":
+            assert counts["none"] == 30 and all(counts[v] > 0 for v in values[1:]), counts
+        else:
+            assert max(counts.values()) - min(counts.values()) <= 1, (name, counts)  # 60 / 9 hair styles: 6 or 7
+    assert all((f["glasses"] == "none") == (f["glasses_color"] == "none") for f in faces)
+
+
+def test_digit_reference_halves_are_disjoint_and_labelled():
+    from sdscratch.evaluation.references import split_digits_reference
+
+    images, labels = labelled_digits("test")
+    label_of = {uint8_to_float(image).numpy().tobytes(): int(label) for image, label in zip(images, labels[:, 0])}
+    reference, perfect, perfect_labels = split_digits_reference(seed=0)
+    assert len(reference) == len(perfect) == len(images) // 2
+    reference_keys = {image.numpy().tobytes() for image in reference}
+    assert not reference_keys & {image.numpy().tobytes() for image in perfect}
+    assert [label_of[image.numpy().tobytes()] for image in perfect] == perfect_labels.tolist()

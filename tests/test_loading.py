@@ -387,3 +387,40 @@ def test_center_crop_offset_rounds_like_torchvision():
         column = np.arange(height, dtype=np.uint8)[:, None, None].repeat(16, 1).repeat(3, 2)
         pixels = build_image_transform(16, center_crop=True)(Image.fromarray(column))
         assert round((pixels[0, 0, 0].item() + 1) * 127.5) == top, height
+
+
+def test_builtin_test_split_shares_no_face_with_the_train_split():
+    train = load_image_caption_dataset("builtin:cartoon-faces?num_images=3&size=16")
+    test = load_image_caption_dataset("builtin:cartoon-faces?num_images=3&size=16", split="test")
+    for i, row in enumerate(test):  # faces 2**31 + i of data set seed 0: far from any train index
+        image, attributes = cf.generate_face(cf.face_seed(0, 2**31 + i), size=16)
+        assert (
+            np.array_equal(np.asarray(row["image"]), np.asarray(image))
+            and row["hair_color"] == attributes["hair_color"]
+        )
+    train_pixels = {np.asarray(image).tobytes() for image in train["image"]}
+    assert not train_pixels & {np.asarray(image).tobytes() for image in test["image"]}
+
+
+def test_max_samples_draws_a_seeded_shuffle_as_diffusers():
+    # diffusers' train_text_to_image.py: dataset["train"].shuffle(seed=args.seed).select(range(max_train_samples))
+    name = "builtin:cartoon-faces?num_images=8&size=16&caption_style=rich"
+    full = cf.cartoon_faces_dataset(8, size=16, caption_style="rich")
+    for seed in (0, 1):
+        picked = load_image_caption_dataset(name, max_samples=3, seed=seed)["text"]
+        assert picked == full.shuffle(seed=seed).select(range(3))["text"]
+    assert load_image_caption_dataset(name, max_samples=3, seed=0)["text"] != full["text"][:3]
+
+
+def test_random_crops_reach_every_offset_and_flips_happen_half_the_time():
+    ramp = Image.fromarray(np.tile(np.arange(20, dtype=np.uint8)[None, :, None] * 10, (16, 1, 3)))  # value = 10 * x
+    transform = build_image_transform(16, random_flip=True, generator=torch.Generator().manual_seed(0))
+    offsets, flips = set(), 0
+    for _ in range(60):
+        row = [round((v + 1) * 127.5) // 10 for v in transform(ramp)[0, 0].tolist()]  # x of each pixel
+        flipped = row[0] > row[-1]
+        flips += flipped
+        left = row[-1] if flipped else row[0]
+        assert row == (list(range(left, left + 16))[::-1] if flipped else list(range(left, left + 16)))
+        offsets.add(left)
+    assert offsets == {0, 1, 2, 3, 4} and 15 <= flips <= 45

@@ -284,3 +284,13 @@ def test_load_text_components_checks_model_max_length_against_positions(tmp_path
         load_text_components(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 8}))
     assert load_text_components(tmp_path)[0].model_max_length == 8  # shorter prompts fit
+
+
+def test_build_text_encoder_takes_every_special_id_from_the_tokenizer(tokenizer):
+    config = build_text_encoder(tokenizer, **TINY_ENCODER).config
+    assert (config.bos_token_id, config.eos_token_id, config.pad_token_id, config.vocab_size) == (
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        len(tokenizer),
+    )

@@ -78,3 +78,47 @@ def test_with_attribute_value_keeps_a_face_consistent():
         with_attribute_value(face, "mouth", "grinning")
     with pytest.raises(ValueError, match="name="):
         with_attribute_value(face, "hat", "none")
+
+
+class _EmbeddingEncoder(torch.nn.Module):
+    """A text encoder whose hidden state at a position is a fixed vector of its token: the score by hand."""
+
+    def __init__(self, vocab_size):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(vocab_size, 4, generator=torch.Generator().manual_seed(0)))
+
+    @property
+    def device(self):
+        return self.table.device
+
+    def forward(self, input_ids):
+        return (self.table[input_ids],)
+
+
+def test_digit_separation_is_the_documented_relative_change(tokenizer):
+    from sdscratch.data.digits import DIGIT_CAPTION_TEMPLATES, digit_caption
+
+    encoder = _EmbeddingEncoder(len(tokenizer))
+    result = text_encoder_separation(tokenizer, encoder, task="digits")
+    assert set(result) == {"separation"}  # no config: no fresh-encoder reference
+    scores = []
+    for style in DIGIT_CAPTION_TEMPLATES:  # every pair of digits in one caption variant, padded as the pipeline pads
+        ids = tokenizer([digit_caption(d, style) for d in range(10)], padding="max_length",
+                        max_length=tokenizer.model_max_length, return_tensors="pt").input_ids  # fmt: skip
+        hidden = encoder.table.detach()[ids].double()  # (10, L, 4)
+        for i in range(10):
+            for j in range(i + 1, 10):
+                change = (hidden[i] - hidden[j]).norm(dim=-1).sum()
+                scores.append(change / ((hidden[i].norm(dim=-1).sum() + hidden[j].norm(dim=-1).sum()) / 2))
+    assert result["separation"]["digit"] == pytest.approx(float(sum(scores) / len(scores)), rel=1e-5)
+
+
+def test_the_fresh_encoder_reference_is_seeded_by_seed_not_by_the_global_generator(tokenizer):
+    encoder = small_encoder(tokenizer)
+    references = []
+    for global_seed, seed in ((1, 0), (2, 0), (1, 5)):
+        torch.manual_seed(global_seed)
+        references.append(
+            text_encoder_separation(tokenizer, encoder, task="digits", seed=seed)["random_init_separation"]
+        )
+    assert references[0] == references[1] != references[2]

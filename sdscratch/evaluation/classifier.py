@@ -10,6 +10,7 @@ the package (`load_classifier("cartoon-faces")`, `load_classifier("digits")`).
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -117,6 +118,8 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
         `images` is anything `prepare_images` accepts. Runs in eval mode, by batches, in float32 on the
         model's device; returns CPU tensors.
         """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         sample = self.prepare_images(images)
         was_training = self.training
         self.eval()
@@ -174,6 +177,8 @@ def _check_range(images, value_range: tuple[float, float], expected: str) -> Non
 def prepare_images(images, in_channels: int, size: int) -> torch.Tensor:
     """See `AttributeClassifier.prepare_images`."""
     if isinstance(images, (list, tuple)) and images and isinstance(images[0], PIL.Image.Image):
+        if len({image.size for image in images}) > 1:  # each resized on its own (np.stack needs one size)
+            return torch.cat([prepare_images([image], in_channels, size) for image in images])
         arrays = [
             np.asarray(image.convert("RGB" if in_channels == 3 else "L"), dtype=np.float32) / 255 for image in images
         ]
