@@ -302,3 +302,17 @@ def test_write_imagefolder_numbers_files_from_start(tmp_path):
     image, attributes = cf.generate_face(cf.face_seed(3, 8), size=16)
     assert lines[1]["attributes"] == attributes
     assert np.array_equal(np.asarray(Image.open(tmp_path / "000008.png")), np.asarray(image))
+
+
+def test_start_outside_the_seeds_face_range_is_refused(tmp_path):
+    """face_seed packs (seed, index) into seed * 2**32 + index: start=-1 of seed 0 silently drew seed -1's last face."""
+    for start, num_images in ((-1, 2), (2**32 - 1, 2), (0.5, 1)):
+        for make, args in (
+            (cf.cartoon_faces_dataset, ()),
+            (cf.CartoonFacesTorchDataset, ()),
+            (cf.write_imagefolder, (str(tmp_path / "out"),)),
+        ):
+            with pytest.raises(ValueError, match=r"start must be an integer in \[0, 2\*\*32 - num_images\]"):
+                make(*args, num_images=num_images, size=16, start=start)
+    assert not (tmp_path / "out").exists()
+    assert len(cf.cartoon_faces_dataset(1, size=16, start=2**32 - 1)) == 1  # the seed's last face

@@ -265,6 +265,9 @@ def generate_face(seed: int, size: int = 64) -> tuple[Image.Image, dict[str, str
 generate_cartoon_face = generate_face
 
 
+FACES_PER_SEED = 2**32  # face_seed(seed, index) = seed * 2**32 + index
+
+
 def face_seed(seed: int, index: int) -> int:
     """The face seed of item ``index`` of the data set ``seed``: data sets with different seeds never share a face."""
     return (int(seed) << 32) + int(index)
@@ -292,19 +295,27 @@ def _check_size(size) -> int:
     return int(size)
 
 
-def _check_face_arguments(num_images, size, caption_style: str, captions_per_image: int = 1) -> tuple[int, int]:
+def _check_face_arguments(
+    num_images, size, caption_style: str, captions_per_image: int = 1, start: int = 0
+) -> tuple[int, int]:
     """Check the arguments of a face data set before any face is drawn: ``(num_images, size)`` as ``int``."""
     if caption_style not in CAPTION_STYLES:
         raise ValueError(f"caption_style={caption_style!r} is not one of {CAPTION_STYLES}")
     if not _is_integer(num_images) or num_images < 0:
         raise ValueError(f"num_images must be an integer >= 0, got {num_images!r}")
+    # face_seed packs (seed, index) into one integer: an index outside [0, 2**32) is another seed's face
+    if not _is_integer(start) or not 0 <= int(start) <= FACES_PER_SEED - int(num_images):
+        raise ValueError(
+            f"start must be an integer in [0, 2**32 - num_images] (faces of one seed are numbered 0 to 2**32 - 1; "
+            f"others belong to another seed's data set), got start={start!r} with num_images={num_images}"
+        )
     if not _is_integer(captions_per_image) or captions_per_image < 1:
         raise ValueError(f"captions_per_image must be >= 1, got {captions_per_image}")
     return int(num_images), _check_size(size)
 
 
 def _face_rows(num_images: int, size: int, seed: int, caption_style: str, start: int, captions_per_image: int = 1):
-    num_images, size = _check_face_arguments(num_images, size, caption_style, captions_per_image)
+    num_images, size = _check_face_arguments(num_images, size, caption_style, captions_per_image, start)
     for index in range(start, start + num_images):
         s = face_seed(seed, index)
         image, attributes = generate_face(s, size=size)
@@ -326,7 +337,8 @@ def cartoon_faces_dataset(
         size: image width and height (an integer >= 8).
         seed: data set seed; row ``i`` is face ``face_seed(seed, start + i)``.
         caption_style: ``"template"`` (Skiittoo), ``"rich"`` or ``"mixed"`` (each face one of the two, by seed).
-        start: index of the first face (held-out sets use a far-away ``start``, e.g. ``2**31``).
+        start: index of the first face, in [0, 2**32 - num_images] (held-out sets use a far-away ``start``, e.g.
+            ``2**31``).
         captions_per_image: with more than 1, a column ``all_captions`` holds that many captions of each face
             (`face_captions`; the first is ``text``), of which the training scripts draw one each time the image
             is used, as diffusers' ``train_text_to_image.py`` does with a caption column of lists.
@@ -375,7 +387,7 @@ class CartoonFacesTorchDataset(torch.utils.data.Dataset):
     def __init__(
         self, num_images: int, size: int = 64, seed: int = 0, caption_style: str = "template", start: int = 0
     ):
-        num_images, size = _check_face_arguments(num_images, size, caption_style)
+        num_images, size = _check_face_arguments(num_images, size, caption_style, start=start)
         self.num_images, self.size, self.seed, self.caption_style, self.start = (
             num_images,
             size,
@@ -416,7 +428,7 @@ def write_imagefolder(
     Returns:
         ``output_dir``.
     """
-    num_images, size = _check_face_arguments(num_images, size, caption_style)
+    num_images, size = _check_face_arguments(num_images, size, caption_style, start=start)
     try:
         os.makedirs(output_dir, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as error:  # a file at output_dir or above it
