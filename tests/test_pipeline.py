@@ -684,6 +684,13 @@ BAD_INPUTS = [
     ("eta", {"eta": 1.5}, ValueError),
     ("eta", {"eta": -0.1}, ValueError),
     ("eta", {"eta": "0.5"}, ValueError),
+    # 0 is no size: refused, not replaced by the default size
+    ("height", {"height": 0}, ValueError),
+    ("width", {"width": 0}, ValueError),
+    ("height", {"height": 0, "image": _face()}, ValueError),
+    # fewer generators than images, more images than prompts
+    ("generator", {"prompt": [PROMPT, PROMPT], "generator": [torch.Generator()]}, ValueError),
+    ("image", {"image": [_face(), _face()]}, ValueError),
 ]
 
 
@@ -949,6 +956,7 @@ def test_float_images_above_1_are_refused_before_the_models(pipe):
     "kwargs,error",
     [
         ({"height": 30}, "`height`"),
+        ({"height": 0}, "got 0"),  # refused, not replaced by the default size
         ({"output_type": "jpeg"}, "`output_type`"),
         ({"mask_image": np.ones((16, 16), dtype=np.float32)}, "`mask_image` needs `image`"),
         ({"num_inference_step": 4}, "unexpected keyword arguments ['num_inference_step']"),
@@ -961,3 +969,177 @@ def test_interpolate_checks_every_argument_before_the_text_encoder(pipe, kwargs,
     with pytest.raises((ValueError, TypeError)) as raised:
         pipe.interpolate("a face", "another face", num_images=2, num_inference_steps=2, **kwargs)
     assert error in str(raised.value)
+
+
+# ---------------------------------------------------------------- mutation-testing gaps (AUDIT20)
+
+
+def test_guidance_rescale_below_one_half_as_stable_diffusion_pipeline(tokenizer):
+    # any rescale in (0, 1] is applied (0.7 alone did not tell `> 0` from `> 0.5`)
+    ours, theirs = diffusers_pipelines(tokenizer)
+    rescaled = run(ours, guidance_scale=3.0, guidance_rescale=0.2)
+    np.testing.assert_allclose(rescaled, run(theirs, guidance_scale=3.0, guidance_rescale=0.2), atol=1e-6)
+    assert np.abs(rescaled - run(ours, guidance_scale=3.0)).max() > 1e-4
+
+
+def test_empty_prompt_is_unconditional_in_one_unet_batch(pipe):
+    # `prompt=""` is documented as unconditional: guiding "" towards "" is a no-op, so its batch is skipped
+    batch_sizes = []
+    pipe.unet.register_forward_pre_hook(lambda module, args: batch_sizes.append(args[0].shape[0]))
+    empty = run(pipe, "")
+    assert batch_sizes == [1] * STEPS
+    np.testing.assert_array_equal(empty, run(pipe, None))
+
+
+def test_negative_prompts_per_prompt_with_num_images_per_prompt_as_stable_diffusion_pipeline(tokenizer):
+    # each prompt's copies keep their own negative prompt: [a, a, b, b] guided away from [x, x, y, y]
+    ours, theirs = diffusers_pipelines(tokenizer)
+    prompts, negative_prompts = [PROMPT, "Cartoon face without glasses"], ["black hair", "orange hair"]
+    images = [
+        run(p, prompts, negative_prompt=negative_prompts, num_images_per_prompt=2, guidance_scale=3.0,
+            generator=[gen(s) for s in range(4)])
+        for p in (ours, theirs)
+    ]  # fmt: skip
+    np.testing.assert_allclose(images[0], images[1], atol=1e-6)
+
+
+def test_images_and_masks_per_prompt_follow_num_images_per_prompt(tokenizer):
+    # [prompt a, prompt b] x 2 images each: a's two images start from a's image and mask, b's from b's
+    pipe = tiny_pipeline(tokenizer, pixel_space=True)
+    images = np.random.RandomState(0).rand(2, 16, 16, 3).astype(np.float32)
+    masks = np.zeros((2, 16, 16, 1), dtype=np.float32)
+    masks[0, :8], masks[1, 8:] = 1.0, 1.0
+    prompts = [PROMPT, "orange hair"]
+    for mask_image in (None, masks):
+        out = run(pipe, prompts, image=images, mask_image=mask_image, strength=0.5, num_inference_steps=4,
+                  num_images_per_prompt=2, generator=[gen(s) for s in range(4)])  # fmt: skip
+        for i in range(4):
+            single = run(pipe, prompts[i // 2], image=images[i // 2], strength=0.5, num_inference_steps=4,
+                         mask_image=None if mask_image is None else masks[i // 2], generator=gen(i))  # fmt: skip
+            np.testing.assert_allclose(out[i], single[0], atol=1e-5)
+
+
+def test_soft_masks_are_binarised_at_one_half(tokenizer):
+    # documented: values >= 0.5 are repainted, the rest kept (not blended by their value)
+    pipe = tiny_pipeline(tokenizer, pixel_space=True)
+    image = np.random.RandomState(0).rand(1, 16, 16, 3).astype(np.float32)
+    soft = np.full((16, 16), 0.3, dtype=np.float32)
+    soft[4:12, 4:12] = 0.7
+    out = run(pipe, image=image, mask_image=soft, strength=1.0)
+    np.testing.assert_array_equal(
+        out, run(pipe, image=image, mask_image=(soft >= 0.5).astype(np.float32), strength=1.0)
+    )
+    np.testing.assert_allclose(out[0][soft < 0.5], image[0][soft < 0.5], atol=1e-5)
+
+
+@torch.no_grad()
+def test_latent_mask_is_the_nearest_downsampled_pixel_mask(pipe):
+    # as diffusers (nearest): a latent pixel is repainted or kept whole, never a blend of the two
+    image = _face()
+    masks = []
+    for right in (5, 6):  # pixel columns [0, 5) and [0, 6): both make latent columns 0-2 (pixels 0, 2, 4)
+        mask = PIL.Image.new("L", (16, 16), 0)
+        mask.paste(255, (0, 0, right, 16))
+        masks.append(mask)
+    latents = [run(pipe, image=image, mask_image=m, strength=1.0, output_type="latent") for m in masks]
+    torch.testing.assert_close(latents[0], latents[1], rtol=0, atol=0)
+    image_latents = pipe.encode_image(pipe.image_processor.preprocess(image))
+    torch.testing.assert_close(latents[0][..., 3:], image_latents[..., 3:])
+    assert (latents[0][..., :3] - image_latents[..., :3]).abs().amin(dim=(0, 1, 2)).min() > 1e-3
+
+
+def test_ddim_eta_is_applied_with_the_generator(pipe):
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    stochastic = run(pipe, eta=1.0, num_inference_steps=3)
+    np.testing.assert_array_equal(stochastic, run(pipe, eta=1.0, num_inference_steps=3))  # the generator's noise
+    assert np.abs(stochastic - run(pipe, eta=0.0, num_inference_steps=3)).max() > 1e-3
+
+
+def test_callback_can_replace_the_prompt_embeddings(pipe):
+    cpu = torch.device("cpu")
+    other, other_negative = pipe.encode_prompt("orange hair", cpu, 1, True, negative_prompt="black hair")
+
+    def replace(names, values):
+        def callback(pipeline, step, timestep, callback_kwargs):
+            return dict(zip(names, values))
+
+        return callback
+
+    plain = run(pipe)
+    for names, values in ((["prompt_embeds"], [other]), (["negative_prompt_embeds"], [other_negative])):
+        changed = run(pipe, callback_on_step_end=replace(names, values), callback_on_step_end_tensor_inputs=names)
+        assert np.abs(changed - plain).max() > 1e-4, names  # the second step used them
+
+
+def test_interpolation_frames_are_slerped_noise_and_lerped_embeddings(pipe):
+    frames = pipe.interpolate(PROMPT, "orange hair", seed_a=0, seed_b=1, num_images=3, num_inference_steps=STEPS,
+                              output_type="np").images  # fmt: skip
+    # the last frame is (prompt_b, seed_b) with the default deterministic DPM-Solver++, as documented
+    np.testing.assert_allclose(frames[-1], run(pipe, "orange hair", generator=gen(1))[0], atol=1e-5)
+    # the middle one starts from the great-circle midpoint of the two seeds' noise, halfway between the prompts
+    a, b = (torch.randn(1, 4, 8, 8, generator=gen(s), dtype=torch.float32).double() for s in (0, 1))
+    theta = torch.acos((a * b).sum() / (a.norm() * b.norm()))
+    middle_noise = ((a + b) * torch.sin(theta / 2) / torch.sin(theta)).float()
+    cpu = torch.device("cpu")
+    embeds_a, negative = pipe.encode_prompt(PROMPT, cpu, 1, True)
+    embeds_b = pipe.encode_prompt("orange hair", cpu, 1, False)[0]
+    middle = run(pipe, None, prompt_embeds=(embeds_a + embeds_b) / 2, negative_prompt_embeds=negative,
+                 latents=middle_noise)  # fmt: skip
+    np.testing.assert_allclose(frames[1], middle[0], atol=1e-5)
+
+
+def test_default_strength_is_0_8(pipe):
+    image = _face()
+    default = run(pipe, image=image, num_inference_steps=5)  # int(5 * 0.8) = 4 steps
+    np.testing.assert_array_equal(default, run(pipe, image=image, strength=0.8, num_inference_steps=5))
+    assert not np.allclose(default, run(pipe, image=image, strength=1.0, num_inference_steps=5))
+
+
+@pytest.mark.parametrize("scheduler", [DPMSolverMultistepScheduler, DDIMScheduler])
+def test_inpainting_known_region_is_the_image_noised_to_the_next_timestep(tokenizer, scheduler):
+    # after step i the kept pixels hold the image noised to the timestep of step i + 1 with the initial noise (as
+    # diffusers' inpainting with a 4-channel UNet), after the last step the image itself. (DPM-Solver's add_noise
+    # reads its step index, DDIM's the timestep it is given.)
+    pipe = tiny_pipeline(tokenizer, pixel_space=True, scheduler=make_scheduler(scheduler))
+    image = np.random.RandomState(0).rand(1, 16, 16, 3).astype(np.float32)
+    mask = np.zeros((16, 16), dtype=np.float32)
+    mask[4:12, 4:12] = 1.0
+    seen = []
+
+    def record(pipeline, step, timestep, callback_kwargs):
+        seen.append(callback_kwargs["latents"].clone())
+        return {}
+
+    run(pipe, image=image, mask_image=mask, strength=1.0, num_inference_steps=3, callback_on_step_end=record)
+    timesteps = pipe.scheduler.timesteps.tolist()
+    assert len(seen) == len(timesteps) == 3
+    x0 = torch.from_numpy(image).permute(0, 3, 1, 2) * 2 - 1
+    noise = torch.randn(x0.shape, generator=gen(0))
+    keep = torch.from_numpy(mask == 0).expand_as(x0)
+    for i, latents in enumerate(seen):
+        expected = x0
+        if i < len(timesteps) - 1:
+            alpha_bar = pipe.scheduler.alphas_cumprod[timesteps[i + 1]]
+            expected = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+        torch.testing.assert_close(latents[keep], expected[keep], atol=1e-5, rtol=0, msg=f"step {i}")
+
+
+def test_default_size_of_a_non_square_unet_sample_size():
+    from diffusers import UNet2DModel
+
+    unet = UNet2DModel(sample_size=(16, 24), in_channels=3, out_channels=3, block_out_channels=(8, 16),
+                       norm_num_groups=8, down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)  # fmt: skip
+    pipe = CartoonFacePipeline(vae=None, text_encoder=None, tokenizer=None, unet=unet, scheduler=make_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    assert run(pipe, None, num_inference_steps=1).shape == (1, 16, 24, 3)  # (height, width) = sample_size
+
+
+def test_uint8_masks_of_0_1_and_0_255_both_work(tokenizer):
+    # documented: uint8 masks may hold 0/1 or 0/255 (unlike images, they are not divided by 255)
+    pipe = tiny_pipeline(tokenizer, pixel_space=True)
+    image = np.random.RandomState(0).rand(1, 16, 16, 3).astype(np.float32)
+    mask = np.zeros((16, 16), dtype=np.uint8)
+    mask[4:12, 4:12] = 1
+    reference = run(pipe, image=image, mask_image=mask.astype(np.float32), strength=1.0)
+    for uint8 in (mask, mask * 255, torch.from_numpy(mask)[None, None], torch.from_numpy(mask * 255)[None, None]):
+        np.testing.assert_array_equal(run(pipe, image=image, mask_image=uint8, strength=1.0), reference)

@@ -361,7 +361,10 @@ class CartoonFacePipeline(DiffusionPipeline):
             width = image_width - image_width % factor if width is None else width
         sample_size = self.unet.config.sample_size
         sample_size = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
-        return height or sample_size[0] * self.vae_scale_factor, width or sample_size[1] * self.vae_scale_factor
+        # `is None`, not `or`: a 0 is checked (and refused) as given, not replaced by the default size
+        height = sample_size[0] * self.vae_scale_factor if height is None else height
+        width = sample_size[1] * self.vae_scale_factor if width is None else width
+        return height, width
 
     def _expand(self, tensor: torch.Tensor, batch_size: int, num_images_per_prompt: int) -> torch.Tensor:
         """One image (or one per prompt) -> `batch_size * num_images_per_prompt`, matching the prompt order."""
