@@ -73,7 +73,9 @@ class SmallUNet(QuietDtypeCastMixin, ModelMixin, ConfigMixin):
         dropout (`float`, defaults to 0.0): Dropout inside the resnets.
         norm_num_groups (`int`, defaults to 32): GroupNorm groups; must divide every normalised width at least as
             large (each level's channels, and twice them where ``"concat"`` skips are merged), else ``ValueError``
-            as in diffusers; a narrower one (tiny configs) normalises each channel on its own.
+            as in diffusers; a narrower one (tiny configs) normalises each channel on its own. Where a level has
+            no more channels than groups, its resnets' second GroupNorm removes the per-channel timestep shift
+            added before it (as in diffusers' `ResnetBlock2D`): that level's resnets do not see the timestep.
         time_cond_proj_dim (`None`): Always None; in the config because diffusers pipelines read
             ``unet.config.time_cond_proj_dim`` (the LCM guidance embedding, which SmallUNet does not have).
     """
