@@ -432,3 +432,26 @@ def test_export_casts_to_float16_without_the_diffusers_warning(tmp_path, monkeyp
     ):
         for key in f.keys():
             torch.testing.assert_close(f.get_tensor(key), g.get_tensor(key), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("change", ["quant_conv", "scaling_factor"])
+def test_export_refuses_a_vae_that_makes_other_latents(tmp_path, change):
+    # the UNet learned the latents of the pipeline's encoder, quant_conv and scaling_factor: a --vae_path whose
+    # quant_conv or scaling_factor differs (its decoder would be fine) must be refused like another encoder
+    source, vae_run = tmp_path / "trained", tmp_path / "vae-run"
+    tiny_random_pipeline(seed=0).save_pretrained(source)
+    vae = SmallVAE.from_pretrained(source / "vae")
+    if change == "quant_conv":
+        with torch.no_grad():
+            vae.quant_conv.bias.add_(0.5)
+    else:
+        vae.register_to_config(scaling_factor=2 * vae.config.scaling_factor)
+    vae.save_pretrained(vae_run / "vae")
+    (vae_run / "reconstruction_metrics.json").write_text('{"psnr": 29.27}')
+    (vae_run / "README.md").write_text("# SmallVAE\n\n## Training\n\n- Steps: 1700\n")
+    export = load_script("export_pretrained")
+    with pytest.raises(
+        ValueError, match=f"--vae_path .*{'quant_conv' if change == 'quant_conv' else 'scaling_factor'}"
+    ):
+        export.main(export_args(source, tmp_path / "pkg", "--vae_path", vae_run))
+    assert not (tmp_path / "pkg" / "digits").exists()

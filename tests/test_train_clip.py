@@ -8,14 +8,17 @@ import shutil
 import sys
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
+from PIL import Image
 from safetensors.torch import load_file
 from transformers import CLIPModel
 
 from sdscratch import CartoonFacePipeline, build_tokenizer, load_text_components
+from sdscratch import training_utils as tu
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
@@ -230,3 +233,132 @@ def test_a_finished_run_started_again_takes_no_step(tmp_path):
         torch.testing.assert_close(before[key], after[key], rtol=0, atol=0, msg=key)
     assert (out / "README.md").read_text() == card and "Steps: 2 " in card
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+
+
+# ---- the training step and the held-out split against independent references (a mutation audit found them unpinned)
+def test_contrastive_loss_is_clips_symmetric_cross_entropy_with_shared_captions_as_positives():
+    logits = torch.randn(4, 4, generator=torch.Generator().manual_seed(0)) * 3  # not symmetric: both directions count
+    captions = torch.tensor([5, 5, 1, 2])  # images 0 and 1 share a caption
+    targets = torch.tensor([[0.5, 0.5, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
+
+    def cross_entropy(rows):  # -sum_j p_ij log softmax_j(rows_i), averaged over i, written out
+        return -(targets * (rows - rows.exp().sum(dim=1, keepdim=True).log())).sum(dim=1).mean()
+
+    expected = (cross_entropy(logits) + cross_entropy(logits.t())) / 2
+    torch.testing.assert_close(train_clip.contrastive_loss(logits, captions), expected, rtol=1e-6, atol=1e-6)
+    # all captions distinct: exactly CLIP's loss (Radford et al. 2021, Figure 3)
+    labels = torch.arange(4)
+    clip = torch.nn.functional.cross_entropy(logits, labels) + torch.nn.functional.cross_entropy(logits.t(), labels)
+    torch.testing.assert_close(train_clip.contrastive_loss(logits, torch.tensor([3, 0, 2, 1])), clip / 2)
+
+
+def test_a_clip_step_pairs_each_image_with_its_own_caption_and_holds_out_the_last_images(tmp_path):
+    # 40 random-pixel images, 3 captions: every batch of 8 has images that share a caption
+    folder = tmp_path / "data"
+    folder.mkdir()
+    pixels = torch.randint(0, 256, (40, 16, 16, 3), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    texts = [("a red cat", "a blue dog", "a green bird")[i % 3] for i in range(40)]
+    with open(folder / "metadata.jsonl", "w") as f:
+        for i, image in enumerate(pixels.numpy()):
+            Image.fromarray(image).save(folder / f"{i}.png")
+            f.write(json.dumps({"file_name": f"{i}.png", "text": texts[i]}) + "\n")
+    argv = ["--train_data_dir", folder, "--output_dir", tmp_path / "o", "--config", TINY, "--report_to", "none"]
+    argv += ["--train_batch_size", 8, "--max_train_steps", 2, "--validation_steps", 1, "--resolution", 16]
+    argv += ["--vision_patch_size", 8, "--vision_num_hidden_layers", 1, "--vision_head_dim", 16, "--random_flip"]
+    argv += ["--num_validation_images", 8, "--seed", 0]
+    images = pixels.permute(0, 3, 1, 2).float() / 127.5 - 1  # (40, 3, 16, 16) in [-1, 1], as the loader decodes
+    steps, held_out, forward, loss = [], [], CLIPModel.forward, train_clip.contrastive_loss
+    draw_caption_rows, evaluate_clip = tu.draw_caption_rows, train_clip.evaluate_clip
+
+    def spy_draw(caption_rows, caption_counts, index):
+        steps.append({"index": index.clone()})
+        return draw_caption_rows(caption_rows, caption_counts, index)
+
+    def spy_forward(self, input_ids=None, pixel_values=None, **kwargs):
+        steps[-1].update(input_ids=input_ids, pixel_values=pixel_values)
+        return forward(self, input_ids=input_ids, pixel_values=pixel_values, **kwargs)
+
+    def spy_loss(logits, caption_ids):
+        steps[-1]["caption_ids"] = caption_ids
+        return loss(logits, caption_ids)
+
+    def spy_evaluate(model, tokenizer, *holdout):
+        held_out.append(holdout)
+        return evaluate_clip(model, tokenizer, *holdout)
+
+    with (
+        mock.patch.object(tu, "draw_caption_rows", spy_draw),
+        mock.patch.object(CLIPModel, "forward", spy_forward),
+        mock.patch.object(train_clip, "contrastive_loss", spy_loss),
+        mock.patch.object(train_clip, "evaluate_clip", spy_evaluate),
+    ):
+        run(train_clip, argv)
+    tokenizer, _ = load_text_components(tmp_path / "o")
+    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    assert len(steps) == 2
+    flips = []
+    for step in steps:
+        index = step["index"].tolist()
+        assert max(index) < 32  # the last 8 of the 40 images are held out, never trained on
+        # each image beside its own caption; the loss's positives are exactly the pairs with the same caption
+        torch.testing.assert_close(step["input_ids"], ids[index], rtol=0, atol=0)
+        same = torch.tensor([[texts[i] == texts[j] for j in index] for i in index])
+        assert torch.equal(step["caption_ids"][:, None] == step["caption_ids"][None, :], same) and same.sum() > 8
+        # --random_flip: the image or its left-right mirror image
+        for image, i in zip(step["pixel_values"], index):
+            assert torch.allclose(image, images[i], atol=1e-5) or torch.allclose(image, images[i].flip(-1), atol=1e-5)
+            flips.append(not torch.allclose(image, images[i], atol=1e-5))
+    assert 0 < sum(flips) < len(flips)
+    # validation (after each step and at the end): the 8 held-out images, each with its own caption
+    assert len(held_out) == 3
+    for holdout_images, captions, attributes in held_out:
+        torch.testing.assert_close(holdout_images, images[32:], rtol=0, atol=1e-5)
+        assert captions == texts[32:] and attributes is None
+
+
+@pytest.mark.parametrize("start, clamped", [(10.0, math.log(100)), (-1.0, 0.0)])
+def test_the_learned_temperature_is_clamped_as_clips(tmp_path, start, clamped):
+    # CLIP keeps its logit scale exp(t) in [1, 100] after every step (Radford et al. 2021, section 2.5)
+    build_clip = train_clip.build_clip
+
+    def build_hot(*args):
+        model = build_clip(*args)
+        model.logit_scale.data.fill_(start)
+        return model
+
+    with mock.patch.object(train_clip, "build_clip", build_hot):
+        model = run(train_clip, clip_argv(tmp_path / "o", steps=1) + ["--checkpointing_steps", 100])
+    assert model.logit_scale.item() == pytest.approx(clamped)
+
+
+def test_zero_shot_accuracy_counts_the_nearest_probe_prompt_per_attribute(monkeypatch):
+    from sdscratch.data import ATTRIBUTES, attribute_probe
+
+    dataset = tu.load_train_dataset(train_clip.parse_args(["--dataset_name", FACES]))
+    faces = [{name: dataset[i][name] for name in ATTRIBUTES} for i in range(12)]
+    prompts = []  # every text the evaluation embeds, in order: its embedding is the one-hot of its position
+
+    def fake_tokenize(tokenizer, texts):
+        prompts.extend(text for text in texts if text not in prompts)
+        return torch.tensor([prompts.index(text) for text in texts])
+
+    def fake_embed(model, input_ids=None, pixel_values=None):
+        if input_ids is not None:
+            return torch.nn.functional.one_hot(input_ids, 4096).float()
+        # image i: nearest to the prompt of its true value of every attribute, except face 0's mouth
+        embeds = torch.zeros(len(pixel_values), 4096)
+        for i, face in enumerate(faces):
+            for name in ATTRIBUTES:
+                values, probe = attribute_probe(face, name)
+                if face[name] not in values:  # glasses_color "none": no frames, not probed
+                    continue
+                value = face[name] if (i, name) != (0, "mouth") else next(v for v in values if v != face[name])
+                embeds[i, fake_tokenize(None, [probe[values.index(value)]])] += 1
+        return embeds
+
+    monkeypatch.setattr(train_clip, "tokenize", fake_tokenize)
+    monkeypatch.setattr(train_clip, "embed", fake_embed)
+    metrics = train_clip.evaluate_clip(torch.nn.Linear(1, 1), None, torch.zeros(12, 1), ["a"] * 12, faces)
+    assert metrics["zero_shot_mouth"] == pytest.approx(11 / 12)
+    for name in set(ATTRIBUTES) - {"mouth"}:
+        assert metrics[f"zero_shot_{name}"] == 1.0, name

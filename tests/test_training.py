@@ -24,6 +24,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import load as accelerate_load  # weights_only=True, with the numpy types allowed
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import CLIPTokenizer
 
@@ -1985,3 +1986,132 @@ def test_caption_draws_are_uniform_over_each_images_own_captions():
     torch.manual_seed(0)
     drawn = tu.draw_caption_rows(rows, counts, torch.zeros(1000, dtype=torch.long))
     assert (drawn == 1).float().mean().item() == pytest.approx(0.5, abs=0.05)  # "b"; 2/3 if the padding were drawn
+
+
+def test_a_frozen_text_encoder_conditions_each_sample_on_one_of_its_own_captions(tmp_path):
+    # the frozen path looks each caption's hidden states up in a table computed once: each sample must get a row of
+    # ITS image's captions (a mutation audit found indexing the table by image index unpinned)
+    faces = "builtin:cartoon-faces?num_images=40&caption_style=rich&captions_per_image=2"
+    args = train_unet.parse_args(["--dataset_name", faces])
+    caption_lists = tu.image_caption_lists(tu.load_train_dataset(args))
+    tokenizer = build_tokenizer([c for cs in caption_lists for c in cs], model_max_length=24, vocab_size=600)
+    tokenizer.save_pretrained(tmp_path / "clip" / "tokenizer")
+    encoder = build_text_encoder(
+        tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
+    encoder.save_pretrained(tmp_path / "clip" / "text_encoder")
+    indices, draw_caption_rows = [], tu.draw_caption_rows
+
+    def spy_draw(caption_rows, caption_counts, index):
+        indices.append(index.clone())
+        return draw_caption_rows(caption_rows, caption_counts, index)
+
+    out = tmp_path / "o"
+    argv = [*COMMON, "--dataset_name", faces, "--output_dir", out, "--unet_config", TINY_UNET, "--resolution", 16]
+    argv += ["--max_train_steps", 2, "--pretrained_text_encoder", tmp_path / "clip", "--conditioning_dropout_prob", 0]
+    forward = sdscratch.SmallUNet.forward
+    with (
+        mock.patch.object(tu, "draw_caption_rows", spy_draw),
+        mock.patch.object(sdscratch.SmallUNet, "forward", autospec=True, side_effect=forward) as spy,
+    ):
+        run(train_unet, argv + ["--validation_prompts", "Cartoon face"])
+    hidden_states = torch.cat([call.args[3] for call in spy.call_args_list[:2]])  # the 2 steps' (8, L, D)
+    images = torch.cat(indices).tolist()
+    # the reference: what the written pipeline encodes each of the image's captions to when it samples
+    pipe = CartoonFacePipeline.from_pretrained(out)
+    with torch.no_grad():
+        for states, image in zip(hidden_states, images):
+            own = pipe.encode_prompt(caption_lists[image], "cpu", 1, False)[0]  # (2, L, D)
+            assert min((states - e).abs().max().item() for e in own) < 1e-5, caption_lists[image]
+    assert len(images) == 16 and len(set(images)) > 8
+
+
+# ---- train_classifier.py: labels per head, held-out split, the saved dtype (a mutation audit found them unpinned)
+def test_train_classifier_trains_each_head_on_its_own_column_of_shuffled_train_faces(tmp_path, monkeypatch):
+    from sdscratch.evaluation import references
+    from sdscratch.evaluation.references import CLASSIFIER_EVAL_SEED, CLASSIFIER_TRAIN_SEED, labelled_faces
+
+    calls, targets, cross_entropy, augment = [], [], train_classifier.F.cross_entropy, train_classifier.augment
+
+    def spy_faces(num_images, seed):
+        calls.append((num_images, seed))
+        return labelled_faces(num_images, seed)
+
+    def spy_cross_entropy(logits, target):
+        targets.append(target)
+        return cross_entropy(logits, target)
+
+    monkeypatch.setattr(train_classifier, "labelled_faces", spy_faces)
+    monkeypatch.setattr(train_classifier.F, "cross_entropy", spy_cross_entropy)
+    zero_grad = torch.optim.AdamW.zero_grad
+    with (
+        mock.patch.object(train_classifier, "augment", side_effect=augment) as augmented,
+        mock.patch.object(torch.optim.AdamW, "zero_grad", autospec=True, side_effect=zero_grad) as zeroed,
+    ):
+        metrics = train_classifier.main(["--output_dir", str(tmp_path / "c"), "--num_train_images", "16",
+                                         "--num_epochs", "1", "--num_eval_images", "8", "--train_batch_size", "8"])  # fmt: skip
+    # each batch augmented (blur, noise), each step's gradients its own
+    assert augmented.call_count == 2 and zeroed.call_count == 2
+    # train and held-out faces from two data set seeds: never the same faces
+    assert calls == [(16, CLASSIFIER_TRAIN_SEED), (8, CLASSIFIER_EVAL_SEED)] and len(targets) == 2 * 9
+    _, labels = labelled_faces(16, CLASSIFIER_TRAIN_SEED)
+    names = list(references.classifier_labels("cartoon-faces"))
+    seen = torch.stack(targets).reshape(2, 9, 8).permute(0, 2, 1).reshape(16, 9)  # (steps, heads, B) -> (faces, heads)
+    assert names == list(references.ATTRIBUTES)  # heads in the order of the labels' columns
+    # every training face once per epoch, in a shuffled order, each head on its own column
+    assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, labels.tolist()))
+    assert not torch.equal(seen, labels)
+    # the saved weights are stored in the dtype the metrics name
+    with safe_open(tmp_path / "c" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        floats = {str(f.get_tensor(k).dtype) for k in f.keys() if f.get_tensor(k).is_floating_point()}
+    assert floats == {"torch." + metrics["saved_dtype"]}
+
+
+def test_held_out_accuracy_reads_each_attributes_own_column():
+    class Stub:
+        def classify(self, images):
+            return {"a": torch.tensor([0, 1, 2, 3]), "b": torch.tensor([1, 1, 1, 1])}, None
+
+    labels = torch.tensor([[0, 1], [1, 1], [0, 0], [3, 1]])  # a and b each right 3 times of 4, at other images
+    accuracy = train_classifier.held_out_accuracy(
+        Stub(), torch.zeros(4, 1, 2, 2, dtype=torch.uint8), labels, ["a", "b"]
+    )
+    assert accuracy == {"a": 0.75, "b": 0.75}
+
+
+# ---- the UNet card's numbers and snippet, the LR schedule rebased for more processes (mutation audit) ----
+def test_the_unet_card_names_what_the_run_did(tmp_path):
+    grid = tmp_path / "validation" / "samples-000002.png"
+    args = train_unet.parse_args(["--dataset_name", FACES, "--output_dir", str(tmp_path), "--text_encoder_lr", "4e-3"])
+    tu.write_unet_card(args, {"loss": 0.123456}, 2, "1 min", "cpu", str(grid), ["first face", "second"], None,
+                       num_inference_steps=10)  # fmt: skip
+    card = (tmp_path / "README.md").read_text()
+    # the snippet draws the first validation prompt at the steps the run could sample with
+    assert "image = pipe('first face', num_inference_steps=10, guidance_scale=3.0," in card
+    assert "![validation grid](./validation/samples-000002.png)" in card  # relative: the card travels with it
+    assert "learning rate 0.0003 (text encoder 0.004)" in card and "| loss | 0.1235 |" in card
+    assert "conditioned on a CLIP text encoder trained from scratch" in card
+    frozen = train_unet.parse_args(["--dataset_name", FACES, "--output_dir", str(tmp_path),
+                                    "--pretrained_text_encoder", "some/clip"])  # fmt: skip
+    tu.write_unet_card(frozen, {}, 2, "1 min", "cpu", None, ["a face"], None)
+    assert "conditioned on the frozen text encoder `some/clip`" in (tmp_path / "README.md").read_text()
+
+
+def test_validation_images_outside_minus_one_one_are_clipped_not_wrapped():
+    images = torch.tensor([-3.0, -1.0, 0.0, 1.0, 3.0]).reshape(1, 1, 1, 5)
+    assert np.asarray(tu.to_pil(images)[0]).tolist() == [[0, 0, 128, 255, 255]]
+
+
+def test_a_one_process_checkpoint_resumed_by_two_processes_rebases_the_lr_schedule(tmp_path):
+    # the prepared scheduler of 2 processes counts 2 per optimizer step: a 1-process checkpoint at step 3 resumes at
+    # count 6, where a linear decay over 10 steps (20 counts) stands at 1 - 6 / 20 (the 1-process test cannot tell)
+    (tmp_path / "random_states_0.pkl").write_bytes(b"")  # written by one process
+    optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
+    scheduler = tu.accelerator.get_scheduler("linear", optimizer=optimizer, num_warmup_steps=0, num_training_steps=20)
+    for _ in range(3):  # the checkpoint's state: 3 steps of one process
+        optimizer.step()
+        scheduler.step()
+    accelerator = mock.Mock(num_processes=2, is_main_process=True)
+    tu.rebase_lr_scheduler(accelerator, scheduler, 3, str(tmp_path))
+    assert scheduler.last_epoch == 6
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1 - 6 / 20) == scheduler.get_last_lr()[0]
