@@ -2,6 +2,7 @@
 list the shipped models, forward `faces` / `evaluate` to their modules, reject bad flags before loading anything."""
 
 import configparser
+import functools
 import importlib.util
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from test_examples import run_example
 
@@ -212,3 +214,43 @@ def test_generate_and_the_example_draw_a_folders_card_prompt_alike(name, example
     assert "(2 images for '3')" in capsys.readouterr().out
     run_example(example, argv + ["--model_path", str(folder), "--output", str(tmp_path / "example.png")])
     assert Image.open(tmp_path / "cli.png").tobytes() == Image.open(tmp_path / "example.png").tobytes()
+
+
+@pytest.fixture
+def pipeline_calls(monkeypatch):
+    """Every `CartoonFacePipeline.__call__` (then run as usual): its prompt and keyword arguments, the generators'
+    seeds and the UNet's dtype."""
+    from sdscratch.pipelines.pipeline_cartoon_face import CartoonFacePipeline
+
+    calls, original = [], CartoonFacePipeline.__call__
+
+    @functools.wraps(original)
+    def spy(self, *args, **kwargs):
+        seeds = [generator.initial_seed() for generator in kwargs.get("generator") or []]
+        calls.append({"prompt": args[0] if args else kwargs.get("prompt"), **kwargs, "seeds": seeds,
+                      "dtype": self.unet.dtype})  # fmt: skip
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(CartoonFacePipeline, "__call__", spy)
+    return calls
+
+
+def test_generate_flags_reach_the_pipeline_call(faces_folder, tmp_path, pipeline_calls):
+    argv = ["generate", "--model", faces_folder, "--prompt", "a face", "--negative_prompt", "glasses", "--steps", "2",
+            "--guidance_scale", "1.5", "--seed", "7", "--num_images", "2", "--output", str(tmp_path / "g.png")]  # fmt: skip
+    for dtype in ("float32", "bfloat16"):
+        cli.main([*argv, "--dtype", dtype])
+        call = pipeline_calls.pop()
+        assert (call["prompt"], call["negative_prompt"], call["num_inference_steps"]) == ("a face", "glasses", 2)
+        assert call["guidance_scale"] == 1.5 and call["num_images_per_prompt"] == 2 and call["seeds"] == [7, 8]
+        assert call["dtype"] == getattr(torch, dtype)
+
+
+def test_generate_digits_defaults_draw_sixteen_digits_enlarged_four_times(tmp_path, pipeline_calls):
+    folder = tmp_path / "digits"
+    tiny_random_pipeline(seed=0, name="digits").save_pretrained(folder)
+    cli.main(["generate", "--model", str(folder), *TINY, "--output", str(tmp_path / "d.png")])
+    (call,) = pipeline_calls
+    assert call["num_images_per_prompt"] == 16 and call["seeds"] == list(range(16)) and call["guidance_scale"] == 3.0
+    assert call["dtype"] == torch.float32  # --dtype auto: float32 for the small digits model
+    assert Image.open(tmp_path / "d.png").size == (4 * (4 * 16 + 3),) * 2  # 4 x 4 digits, 1 px gaps, 4 times

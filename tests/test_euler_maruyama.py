@@ -260,3 +260,67 @@ def test_steps_offset_pushing_a_timestep_out_of_range_raises():
     ddpm = DDPMScheduler(steps_offset=1)
     ddpm.set_timesteps(500)
     assert torch.equal(scheduler.timesteps, ddpm.timesteps)
+
+
+def test_one_step_is_the_hand_euler_maruyama_update():
+    """One step written out from Song et al. 2021, eq. 6 (f = -β x / 2, g² = β), in float64, with DDPM's own ᾱ: the
+    variance of the jump from t to the next timestep s is 1 - ᾱ_t/ᾱ_s = 1 - prod(α_(s, t]), β_t for adjacent ones."""
+    ddpm = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    generator = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(2, 3, 4, 4, generator=generator), torch.randn(2, 3, 4, 4, generator=generator)
+    for num_inference_steps, index in ((1000, 499), (10, 3)):  # adjacent timesteps, then 100 training steps apart
+        scheduler = EulerMaruyamaScheduler.from_config(ddpm.config, timestep_spacing="trailing")
+        scheduler.set_timesteps(num_inference_steps)
+        t, s = int(scheduler.timesteps[index]), int(scheduler.timesteps[index + 1])
+        scheduler.set_begin_index(index)
+        out = scheduler.step(eps, t, x, generator=torch.Generator().manual_seed(1))
+        z = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).double()  # the Brownian increment
+        alpha_prod = ddpm.alphas_cumprod.double()[t]
+        beta_dt = 1 - ddpm.alphas.double()[s + 1 : t + 1].prod()
+        if num_inference_steps == 1000:
+            assert torch.isclose(beta_dt, ddpm.betas.double()[t])
+        score = -eps.double() / (1 - alpha_prod).sqrt()
+        expected = x.double() + (0.5 * x.double() + score) * beta_dt + beta_dt.sqrt() * z
+        assert torch.allclose(out.prev_sample.double(), expected, atol=1e-5), num_inference_steps
+        x0 = (x.double() - (1 - alpha_prod).sqrt() * eps.double()) / alpha_prod.sqrt()
+        assert torch.allclose(out.pred_original_sample.double(), x0, atol=1e-4)
+
+
+@pytest.mark.parametrize("beta_schedule", ["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "laplace"])
+def test_every_beta_schedule_is_ddpms(beta_schedule):
+    ddpm = DDPMScheduler(beta_schedule=beta_schedule, beta_start=0.0001, beta_end=0.02)
+    assert torch.allclose(EulerMaruyamaScheduler.from_config(ddpm.config).alphas_cumprod, ddpm.alphas_cumprod)
+
+
+def test_low_precision_sample_is_stepped_in_float32():
+    """A bfloat16 sample and model output are stepped in float32 (then rounded once): the same result as the step of
+    their float32 values, for both outputs, and the same Brownian increment."""
+    generator = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(1, 3, 8, 8, generator=generator), torch.randn(1, 3, 8, 8, generator=generator)
+    x, eps = x.bfloat16(), eps.bfloat16()
+
+    def step(sample, model_output):
+        scheduler = EulerMaruyamaScheduler(timestep_spacing="trailing")
+        scheduler.set_timesteps(10)
+        out = scheduler.step(model_output, scheduler.timesteps[8], sample, generator=torch.Generator().manual_seed(1))
+        return out.prev_sample, out.pred_original_sample
+
+    low, high = step(x, eps), step(x.float(), eps.float())
+    for a, b in zip(low, high):
+        assert a.dtype == torch.bfloat16 and torch.equal(a, b.bfloat16())
+
+
+def test_negative_custom_timesteps_are_refused():
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1000\)"):
+        EulerMaruyamaScheduler().set_timesteps(timesteps=[500, 10, -1])  # ᾱ_{-1} would wrap to ᾱ_999
+
+
+def test_zero_terminal_snr_first_step_is_finite_in_every_output():
+    """ᾱ_999 = 0 with rescale_betas_zero_snr: x̂_0 divides by max(ᾱ_t, 2**-24) (as EulerDiscreteScheduler), so a
+    1-step sample (which returns x̂_0) and the x̂_0 of a first step stay finite."""
+    scheduler = EulerMaruyamaScheduler(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    x = torch.randn(64, generator=torch.Generator().manual_seed(0))
+    for num_inference_steps in (1, 10):
+        scheduler.set_timesteps(num_inference_steps)
+        out = scheduler.step(0.5 * x, scheduler.timesteps[0], x, generator=torch.Generator().manual_seed(1))
+        assert torch.isfinite(out.prev_sample).all() and torch.isfinite(out.pred_original_sample).all()

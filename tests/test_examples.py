@@ -4,6 +4,7 @@ Examples are imported and their `main(argv)` called in-process (imports are paid
 `examples/generate.py` as a real subprocess, as README command 1 does.
 """
 
+import functools
 import importlib.util
 import os
 import subprocess
@@ -430,3 +431,107 @@ def test_load_pipeline_prints_no_loading_bars_and_restores_them(tmp_path, capsys
     load_pipeline(tmp_path / "pipe")
     assert "Loading" not in capsys.readouterr().err  # "Loading pipeline components" / "Loading weights" bars
     assert diffusers_logging.is_progress_bar_enabled() and transformers_logging.is_progress_bar_enabled()
+
+
+@pytest.fixture
+def pipeline_calls(monkeypatch):
+    """Every `CartoonFacePipeline.__call__` / `.interpolate` an example makes (then run as usual): the method, its
+    prompt and keyword arguments, and the generators' seeds."""
+    from sdscratch.pipelines.pipeline_cartoon_face import CartoonFacePipeline
+
+    calls = []
+    for method in ("__call__", "interpolate"):
+        original = getattr(CartoonFacePipeline, method)
+
+        @functools.wraps(original)  # the signature stays the method's (interpolate checks __call__'s)
+        def spy(self, *args, _original=original, _method=method, **kwargs):
+            generators = kwargs.get("generator") or []
+            seeds = [g.initial_seed() for g in (generators if isinstance(generators, list) else [generators])]
+            calls.append({"method": _method, "prompt": args[0] if args else kwargs.get("prompt"), **kwargs,
+                          "seeds": seeds})  # fmt: skip
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(CartoonFacePipeline, method, spy)
+    return calls
+
+
+FLAG_CASES = [
+    ("generate", ["--negative_prompt", "glasses", "--guidance_scale", "1.5", "--num_images", "2", "--seed", "5"],
+     {"negative_prompt": "glasses", "guidance_scale": 1.5, "num_images_per_prompt": 2, "seeds": [5, 6]}),
+    ("img2img", ["--strength", "0.5", "--guidance_scale", "2.5", "--num_images", "2", "--seed", "5"],
+     {"strength": 0.5, "guidance_scale": 2.5, "num_images_per_prompt": 2, "seeds": [5, 6]}),
+    ("inpaint", ["--guidance_scale", "2.5", "--num_images", "1", "--seed", "5"],
+     {"strength": 1.0, "guidance_scale": 2.5, "num_images_per_prompt": 1, "seeds": [5]}),
+    ("digits", ["--prompt", "3", "--guidance_scale", "2.5", "--num_images", "2", "--seed", "5"],
+     {"prompt": "3", "guidance_scale": 2.5, "num_images_per_prompt": 2, "seeds": [5, 6]}),
+    ("interpolate", ["--seed_a", "2", "--seed_b", "9", "--num_frames", "2", "--guidance_scale", "2.5"],
+     {"seed_a": 2, "seed_b": 9, "num_images": 2, "guidance_scale": 2.5}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,argv,expected", FLAG_CASES, ids=[case[0] for case in FLAG_CASES])
+def test_example_flags_reach_the_pipeline_call(name, argv, expected, tmp_path, pipeline_calls):
+    run_example(name, TINY + argv + ["--output", str(tmp_path / "out.png")])
+    call = pipeline_calls[0]  # interpolate then calls the pipeline once, for all its frames
+    assert call["method"] == ("interpolate" if name == "interpolate" else "__call__")
+    assert call["num_inference_steps"] == 2
+    assert {key: call[key] for key in expected} == expected
+
+
+def test_inpaint_prompt_is_the_faces_caption_with_the_new_hair_colour(tmp_path, pipeline_calls, capsys):
+    from sdscratch.data import generate_face, make_caption
+
+    attributes = generate_face(4, size=64)[1]  # --face_seed 4, the default
+    assert attributes["hair_color"] != "red"
+    run_example("inpaint", TINY + ["--num_images", "1", "--hair_color", "red", "--output", str(tmp_path / "i.png")])
+    expected = make_caption(attributes).replace(f"{attributes['hair_color']} hair", "red hair")
+    assert pipeline_calls[0]["prompt"] == expected and f"prompt: {expected}" in capsys.readouterr().out
+
+
+def test_interpolate_second_prompt_defaults(tmp_path, pipeline_calls):
+    module_argv = TINY + ["--num_frames", "2", "--output", str(tmp_path / "m.png")]
+    run_example("interpolate", module_argv)  # one seed: the two default prompts
+    run_example("interpolate", module_argv + ["--seed_b", "3"])  # two seeds: the same prompt at both ends
+    run_example("interpolate", module_argv + ["--seed_b", "0"])  # --seed_b = --seed_a: the two prompts again
+    prompts = [(call["prompt_a"], call["prompt_b"]) for call in pipeline_calls if call["method"] == "interpolate"]
+    two = ("Cartoon face without glasses, without facial hair, black hair and with white skin",
+           "Cartoon face with glasses, with facial hair, orange hair and with dark skin")  # fmt: skip
+    assert prompts == [two, (two[0], two[0]), two]
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_denoising_trajectory_predicted_x0_is_ddpms(prediction_type):
+    """The example's x_0 for schedulers that do not return one equals DDPMScheduler's `pred_original_sample`."""
+    from diffusers import DDPMScheduler
+
+    spec = importlib.util.spec_from_file_location("trajectory", EXAMPLES / "denoising_trajectory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ddpm = DDPMScheduler(prediction_type=prediction_type, clip_sample=False)
+    ddpm.set_timesteps(10)
+    generator = torch.Generator().manual_seed(0)
+    sample, model_output = torch.randn(1, 4, 8, 8, generator=generator), torch.randn(1, 4, 8, 8, generator=generator)
+    t = ddpm.timesteps[3]
+    expected = ddpm.step(model_output, t, sample, generator=generator).pred_original_sample
+    assert torch.allclose(module.predicted_x0(ddpm, model_output, t, sample), expected, atol=1e-5)
+
+
+def test_load_pipeline_fallback_takes_the_dtype():
+    pipe = load_pipeline(dtype=torch.bfloat16)  # no shipped weights: the tiny random pipeline, in that dtype
+    assert pipe.unet.dtype == pipe.text_encoder.dtype == pipe.vae.dtype == torch.bfloat16
+
+
+def test_compare_schedulers_samples_every_scheduler_from_the_same_seed(tmp_path, pipeline_calls):
+    argv = [
+        "--schedulers",
+        "dpm++,euler",
+        "--seed",
+        "4",
+        "--guidance_scale",
+        "2.5",
+        "--output",
+        str(tmp_path / "c.png"),
+    ]
+    run_example("compare_schedulers", TINY + argv)
+    sampled = [(call["seeds"], call["guidance_scale"], call["num_inference_steps"]) for call in pipeline_calls[1:]]
+    assert sampled == [([4], 2.5, 2)] * 2  # after the 1-step warm-up: one image per scheduler, as asked

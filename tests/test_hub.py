@@ -275,3 +275,14 @@ def test_an_empty_ref_is_no_snapshot(hub):
     assert cached_snapshot("me/emptyref") is None  # was snapshots/ itself
     with pytest.raises(ValueError, match=NOT_CACHED):
         snapshot_folder("me/emptyref", "--flag")
+
+
+def test_a_path_under_an_existing_folder_is_local_not_a_hub_id(tmp_path, monkeypatch):
+    """`outputs/clip` while `outputs/` exists is a typo'd local path: named as no such folder, not looked up as the
+    Hub repo `outputs/clip` (whose error would send the user to `hf download`)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    with pytest.raises(ValueError, match=r"--flag outputs/clip: no such folder"):
+        snapshot_folder("outputs/clip", "--flag")
+    with pytest.raises(ValueError, match=NOT_CACHED):  # no such local folder: a Hub id
+        snapshot_folder("elsewhere/clip", "--flag")

@@ -267,3 +267,81 @@ def test_pndm_runge_kutta_cannot_start_part_way(pipe):
         ).all()
     finally:
         pipe.scheduler = original
+
+
+# What each short name means (docs/architecture.md, README): the diffusers class, and the settings it forces
+ALIAS_CONFIGS = {
+    "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": False}),
+    "dpm++-karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+    "dpm-single": ("DPMSolverSinglestepScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "ddim": ("DDIMScheduler", {"clip_sample": False}),
+    "ddpm": ("DDPMScheduler", {"clip_sample": False}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler-a": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "kdpm2": ("KDPM2DiscreteScheduler", {}),
+    "kdpm2-a": ("KDPM2AncestralDiscreteScheduler", {}),
+    "deis": ("DEISMultistepScheduler", {}),
+    "euler-maruyama": ("EulerMaruyamaScheduler", {}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(ALIAS_CONFIGS))
+def test_each_short_name_builds_its_documented_scheduler_on_the_trained_schedule(name):
+    """From a config whose other settings differ from the alias's (3rd-order DPM-Solver (not ++), clip_sample=True, PNDM's
+    Runge-Kutta warm-up), each short name gives its class with its settings forced, and keeps the training schedule."""
+    from sdscratch.schedulers.registry import SCHEDULER_ALIASES, get_scheduler
+
+    assert set(SCHEDULER_ALIASES) == set(ALIAS_CONFIGS)
+    training = {"beta_schedule": "linear", "beta_start": 0.0002, "beta_end": 0.03, "prediction_type": "v_prediction",
+                "timestep_spacing": "trailing", "num_train_timesteps": 500}  # fmt: skip
+    config = {**training, "algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min", "solver_order": 3,
+              "clip_sample": True, "skip_prk_steps": False}  # fmt: skip
+    class_name, forced = ALIAS_CONFIGS[name]
+    scheduler = get_scheduler(name, config)
+    assert type(scheduler).__name__ == class_name
+    for key, value in {**training, **forced}.items():
+        assert scheduler.config[key] == value, key
+
+
+def test_dpm_plus_plus_after_dpm_plus_plus_karras_is_not_karras():
+    """Each swap builds on the scheduler in place (README: `get_scheduler(name, pipe.scheduler.config)`): "dpm++"
+    after "dpm++-karras" kept use_karras_sigmas=True from its config, so the two drew the same images."""
+    from sdscratch.pipelines.pipeline_utils import make_scheduler
+    from sdscratch.schedulers.registry import get_scheduler
+
+    config = make_scheduler().config
+    plain = get_scheduler("dpm++", get_scheduler("dpm++-karras", config).config)
+    assert plain.config.use_karras_sigmas is False
+    fresh = get_scheduler("dpm++", config)
+    plain.set_timesteps(5)
+    fresh.set_timesteps(5)
+    assert plain.timesteps.tolist() == fresh.timesteps.tolist() == [999, 799, 599, 399, 199]
+
+
+@pytest.mark.parametrize("spacing", ["use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas"])
+def test_a_short_name_samples_its_own_sigmas_whatever_config_it_is_built_on(spacing):
+    """The short names "euler", "heun", "lms", "kdpm2"... built on a config with Karras (or exponential, beta) sigmas kept them and
+    sampled other timesteps than their name says; a class name keeps them, as diffusers' `from_config` does."""
+    from diffusers import EulerDiscreteScheduler
+
+    from sdscratch.pipelines.pipeline_utils import make_scheduler
+    from sdscratch.schedulers.registry import SCHEDULER_ALIASES, get_scheduler
+
+    config = make_scheduler().config
+    other = EulerDiscreteScheduler.from_config(config, **{spacing: True}).config
+    checked = 0
+    for name in SCHEDULER_ALIASES:
+        if name == "dpm++-karras":
+            continue
+        built, fresh = get_scheduler(name, other), get_scheduler(name, config)
+        built.set_timesteps(6)
+        fresh.set_timesteps(6)
+        assert built.timesteps.tolist() == fresh.timesteps.tolist(), name
+        checked += spacing in built.config
+    assert checked >= 6  # euler, euler-a, heun, lms, kdpm2, kdpm2-a, dpm++, ... accept the flag
+    kept = get_scheduler("EulerDiscreteScheduler", other)
+    assert kept.config[spacing] is True

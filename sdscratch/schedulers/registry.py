@@ -6,6 +6,7 @@ schedule and ``prediction_type`` carry over unchanged.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import diffusers
@@ -33,6 +34,12 @@ SCHEDULER_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     "deis": ("DEISMultistepScheduler", {}),
     "euler-maruyama": ("EulerMaruyamaScheduler", {}),
 }
+
+
+#: Sigma spacings a config can carry over from another scheduler: a short name turns off those it does not name
+#: ("euler" built on a "dpm++-karras" config would otherwise sample Karras sigmas). Class names keep them, as
+#: diffusers' `from_config` does.
+SIGMA_SPACING_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
 
 
 def compatible_scheduler_names() -> list[str]:
@@ -100,4 +107,7 @@ def get_scheduler(name: str, config: Any) -> Any:
         from .scheduling_euler_maruyama import EulerMaruyamaScheduler as scheduler_cls
     else:
         scheduler_cls = getattr(diffusers, class_name)
+    if name in SCHEDULER_ALIASES:  # a short name means its own sigma spacing, whatever the config was built as
+        accepted = inspect.signature(scheduler_cls.__init__).parameters
+        overrides = {**{flag: False for flag in SIGMA_SPACING_FLAGS if flag in accepted}, **overrides}
     return scheduler_cls.from_config(config, **overrides)
