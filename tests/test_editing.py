@@ -225,3 +225,74 @@ def test_preservation_leaves_out_eye_colour_only_behind_sunglasses():
                {"glasses": "round", "eye_color": "green", "skin": "white"}]  # fmt: skip
     assert _read_changes(originals, results, ["eye_color", "skin"]) == {"eye_color": 1.0, "skin": 0.5}
     assert _read_changes(originals[:1], results[:1], ["eye_color"]) == {"eye_color": None}
+
+
+def test_a_classifier_without_hair_colour_is_refused_before_sampling():
+    pipeline = FakePipeline(lambda *a: pytest.fail("sampled"))  # was: KeyError 'hair_color' after sampling
+    with pytest.raises(ValueError, match=r"classifier must read 'hair_color' .* this one reads \['digit'\]"):
+        evaluate_editing(pipeline, "inpaint", load_classifier("digits"), num_images=2)
+
+
+def test_kept_region_and_the_vae_floor_are_read_against_the_originals(classifier):
+    from sdscratch.demo import TOP_MASK_FRACTION
+    from sdscratch.evaluation.reconstruction import reconstruct_images
+
+    repainted = np.asarray(top_mask(64, TOP_MASK_FRACTION)) >= 128
+
+    def repaint(prompts, image, indices):  # the masked region blacked out, the rest kept exactly
+        images = image.permute(0, 2, 3, 1).numpy().copy()
+        images[:, repainted] = 0.0
+        return images
+
+    pipeline = FakePipeline(repaint)
+    pipeline.vae = tiny_random_pipeline().vae
+    metrics, outputs = evaluate_editing(pipeline, "inpaint", classifier, num_images=4, batch_size=4)
+    assert metrics["kept_region_psnr"] == np.inf
+    _, faces = held_out_faces(4)
+    reconstructions = reconstruct_images(pipeline.vae, faces)
+    error = ((reconstructions.double() - faces.double()) / 2).permute(0, 2, 3, 1).numpy()[:, ~repainted] ** 2
+    floor = metrics["vae_round_trip"]
+    assert floor["kept_region_psnr"] == pytest.approx(np.mean(10 * np.log10(1 / error.mean(axis=(1, 2)))))
+    read = classifier.decode_predictions(classifier.classify(reconstructions)[0])
+    originals = outputs["original_predictions"]
+    assert floor["hair_color_unchanged"] == np.mean(
+        [r["hair_color"] == o["hair_color"] for r, o in zip(read, originals)]
+    )
+    assert floor["hair_color_unchanged"] != metrics["hair_color_unchanged"]
+    # the grid: a short last block is padded, so that each edit stays under its original (4 faces, 3 columns)
+    assert editing_grid(outputs, 4, columns=3).size[1] == 2 * editing_grid(outputs, 3, columns=3).size[1]
+
+
+def test_eye_colour_is_left_out_by_the_originals_sunglasses_not_the_results():
+    from sdscratch.evaluation.editing import _read_changes
+
+    originals = [{"glasses": "round", "eye_color": "blue"}]
+    results = [{"glasses": "sunglasses", "eye_color": "gray"}]  # the edit put sunglasses on: the eyes changed
+    assert _read_changes(originals, results, ["eye_color"]) == {"eye_color": 0.0}
+    assert _read_changes(results, originals, ["eye_color"]) == {"eye_color": None}
+
+
+def test_editing_card_section_shows_each_number_beside_its_floor():
+    from sdscratch.evaluation.model_card import editing_card_section
+
+    metrics = {"mode": "inpaint", "mask_fraction": 0.42, "num_images": 4, "strength": 1.0, "num_inference_steps": 2,
+               "scheduler_name": "dpm++", "guidance_scale": 3.0, "edit_success": 0.75, "hair_color_unchanged": 0.25,
+               "all_preserved": 0.5, "edited_and_all_preserved": 0.25, "seconds_per_image": 0.1,
+               "preservation": {"skin": 0.5, "eye_color": None}, "edit_success_per_value": {"black": 1.0, "red": 0.5},
+               "kept_region_psnr": 20.0,
+               "vae_round_trip": {"preservation": {"skin": 1.0, "eye_color": 0.75}, "kept_region_psnr": 27.5}}  # fmt: skip
+    text = editing_card_section(metrics, "cmd")
+    assert text.startswith("## Evaluation of inpainting\n") and "the top 42% of the image" in text
+    assert "| skin | 50.00% | 100.00% |" in text and "| eye_color (faces without sunglasses) | n/a | 75.00% |" in text
+    assert "| hair colour asked for | black | red |\n|---|---|---|\n| edit success | 100% | 50% |" in text
+    assert "20.00 dB (the VAE round trip alone: 27.50 dB)." in text and "**75.00%**" in text
+
+
+def test_targets_never_ask_for_the_own_colour_in_any_block_or_seed():
+    from sdscratch.evaluation.references import balanced_face_attributes
+
+    attributes_list = balanced_face_attributes(100)  # 10 blocks of 10 faces
+    for seed in range(10):
+        own = [HAIR.index(a["hair_color"]) for a in attributes_list]
+        shifts = [(HAIR.index(t) - o) % len(HAIR) for t, o in zip(edit_targets(attributes_list, seed=seed), own)]
+        assert set(shifts) == set(range(1, len(HAIR)))  # every shift 1..9 used, 0 (the own colour) never

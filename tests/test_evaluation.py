@@ -683,3 +683,124 @@ def test_digit_reference_halves_are_disjoint_and_labelled():
     reference_keys = {image.numpy().tobytes() for image in reference}
     assert not reference_keys & {image.numpy().tobytes() for image in perfect}
     assert [label_of[image.numpy().tobytes()] for image in perfect] == perfect_labels.tolist()
+
+
+def test_evaluate_flags_reach_the_evaluation_metrics_json_grid_and_card(tmp_path, monkeypatch, capsys):
+    from diffusers import EulerDiscreteScheduler
+
+    from sdscratch import evaluate
+    from sdscratch.demo import tiny_random_pipeline
+
+    tiny_random_pipeline().save_pretrained(tmp_path / "pipe")
+    calls, grids = [], []
+
+    def fake_evaluate_pipeline(pipeline, **kwargs):
+        calls.append({"scheduler": pipeline.scheduler, **kwargs})
+        metrics = {"num_images": 3, "adherence": {"accuracy": {"skin": 0.5}, "per_value_accuracy": {}},
+                   "adherence_real_images": {"skin": 1.0}, "reconstruction": None, "seconds_per_image": 0.1,
+                   "frechet_distance": {"generated": 2.0, "vae_reconstructions": None, "real_floor": 1.0},
+                   "per_image_psnr": [30.0, float("inf")]}  # fmt: skip
+        outputs = {"images": np.zeros((3, 8, 8, 3), dtype=np.float32), "prompts": ["a", "b", "c"],
+                   "targets": [{"skin": "dark"}] * 3,
+                   "predictions": [{"skin": "dark"}, {"skin": "white"}, {"skin": "dark"}]}  # fmt: skip
+        return metrics, outputs
+
+    def recording_grid(images, captions, columns, highlights):
+        grids.append({"captions": captions, "columns": columns, "highlights": highlights})
+        return evaluate.captioned_grid.__wrapped__(images, captions, columns, highlights=highlights)
+
+    recording_grid.__wrapped__ = evaluate.captioned_grid
+    monkeypatch.setattr(evaluate, "evaluate_pipeline", fake_evaluate_pipeline)
+    monkeypatch.setattr(evaluate, "captioned_grid", recording_grid)
+    monkeypatch.chdir(tmp_path)  # a relative --model_path is recorded as an absolute one
+    argv = ["--model_path", "pipe", "--output_dir", "out", "--num_images", "3", "--num_inference_steps", "2",
+            "--guidance_scale", "1.5", "--seed", "7", "--batch_size", "2", "--caption_style", "rich",
+            "--scheduler", "euler", "--model_card"]  # fmt: skip
+    evaluate.main(argv)
+    (call,) = calls
+    assert isinstance(call.pop("scheduler"), EulerDiscreteScheduler)
+    assert call == {"task": "cartoon-faces", "classifier": call["classifier"], "num_images": 3, "seed": 7,
+                    "num_inference_steps": 2, "guidance_scale": 1.5, "batch_size": 2, "caption_style": "rich"}  # fmt: skip
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["model_path"] == str(tmp_path / "pipe") and saved["scheduler_name"] == "euler"
+    assert saved["per_image_psnr"] == [30.0, None]  # strict JSON: an infinite PSNR inside a list too
+    with open(os.path.join(REPO, "sdscratch/evaluation/weights/cartoon-faces/training_metrics.json")) as f:
+        assert saved["classifier_held_out_accuracy"] == json.load(f)["held_out_accuracy"]
+    # the grid: every image, misread attributes (and only those) in red
+    assert grids == [{"captions": ["a", "b", "c"], "columns": 3, "highlights": [None, "read: skin=white", None]}]
+    # the card: the section of the caption style, with this command (its own argv, not pytest's)
+    card = (tmp_path / "pipe" / "README.md").read_text()
+    assert "## Evaluation with free-form prompts" in card and "\n## Evaluation\n" not in card
+    assert "python -m sdscratch.evaluate " + " ".join(argv) in card
+    assert (tmp_path / "pipe" / "evaluation_grid_free_form.png").is_file()
+    # grid.png's default size: 64 generated images, or 16 faces with --edit
+    flags = ["--model_path", "pipe", "--output_dir", "out"]
+    assert evaluate.parse_args(flags).grid_images == 64
+    assert evaluate.parse_args(flags + ["--edit", "inpaint"]).grid_images == 16
+
+
+def test_evaluate_pipeline_floor_ratio_default_guidance_and_vae_images(face_classifier):
+    from sdscratch.demo import tiny_random_pipeline
+    from sdscratch.evaluation import evaluate_pipeline, evaluate_vae
+    from sdscratch.evaluation.reconstruction import reconstruct_images
+    from sdscratch.evaluation.references import evaluation_face_sets
+
+    pipeline = tiny_random_pipeline()
+    kwargs = {"classifier": face_classifier, "num_images": 4, "seed": 3, "batch_size": 4}
+    metrics, _ = evaluate_pipeline(pipeline, num_inference_steps=1, **kwargs)
+    fd = metrics["frechet_distance"]
+    # the floor: the prompts' own faces against the independent reference faces, read by the classifier
+    sets = evaluation_face_sets(4, seed=3, size=64)
+    perfect, reference = (face_classifier.classify(sets[key])[1] for key in ("prompt_faces", "reference_faces"))
+    assert fd["real_floor"] == pytest.approx(frechet_distance_from_features(perfect, reference))
+    assert fd["generated_over_vae"] == pytest.approx(fd["generated"] / fd["vae_reconstructions"])
+    assert metrics["guidance_scale"] == 3.0  # None: the pipeline's default, read back from the call
+    # the VAE alone: its outputs are the reconstructions of those faces, in [0, 1]
+    _, outputs = evaluate_vae(pipeline.vae, **kwargs)
+    expected = ((reconstruct_images(pipeline.vae, sets["prompt_faces"]) + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)
+    np.testing.assert_allclose(outputs["images"], expected.numpy(), atol=1e-6)
+
+
+def test_a_classifier_of_another_task_is_refused_before_generating(face_classifier, monkeypatch):
+    from sdscratch.demo import tiny_random_pipeline
+    from sdscratch.evaluation import evaluate_pipeline, evaluate_vae
+
+    pipeline = tiny_random_pipeline(name="digits")
+    monkeypatch.setattr(type(pipeline), "__call__", lambda *a, **k: pytest.fail("sampled"))
+    # was: every adherence empty and all_correct 1.0, silently
+    with pytest.raises(ValueError, match=r"none of the task='digits' attributes \['digit'\]"):
+        evaluate_pipeline(pipeline, task="digits", classifier=face_classifier, num_images=2)
+    with pytest.raises(ValueError, match=r"classifier reads \['digit'\], none of the task='cartoon-faces'"):
+        evaluate_vae(tiny_random_pipeline().vae, classifier=load_classifier("digits"), num_images=2)
+
+
+def test_card_sections_replace_only_their_own_heading_line(tmp_path):
+    from sdscratch.evaluation.model_card import update_model_card
+
+    grid = tmp_path / "grid.png"
+    grid.write_bytes(b"not read")
+    (tmp_path / "pipe").mkdir()
+    card = tmp_path / "pipe" / "README.md"
+    card.write_text("## Evaluation with free-form prompts\n\nfree\n\n## Evaluation\n\nold\n\n## Limitations\n\nmany\n")
+    metrics = {"num_images": 2, "scheduler_name": "dpm++", "seconds_per_image": 0.5,
+               "adherence": {"accuracy": {"skin": 0.5}}, "adherence_real_images": {"skin": 1.0},
+               "frechet_distance": {"generated": 3.0, "vae_reconstructions": None, "real_floor": 1.0}}  # fmt: skip
+    update_model_card(str(tmp_path / "pipe"), metrics, "cmd", str(grid))  # "## Evaluation" is a prefix of the first
+    text = card.read_text()
+    assert text.startswith("## Evaluation with free-form prompts\n\nfree\n\n## Limitations\n\nmany\n\n## Evaluation\n")
+    assert "old" not in text and "| skin | 50.00% | 100.00% | n/a |" in text
+    update_model_card(str(tmp_path / "pipe"), metrics, "cmd", str(grid), "rich")  # the card's first line
+    text = card.read_text()
+    assert text.count("## Evaluation with free-form prompts\n") == 1 and "free\n" not in text
+    assert text.startswith("## Limitations\n\nmany\n\n## Evaluation\n")
+    assert (tmp_path / "pipe" / "evaluation_grid_free_form.png").read_bytes() == b"not read"
+
+
+def test_grid_clips_values_and_keeps_a_short_last_row():
+    from sdscratch.evaluation.grid import captioned_grid
+
+    images = np.stack([np.full((2, 2, 3), 2.0), np.full((2, 2, 3), -1.0), np.full((2, 2, 3), 0.5)])
+    grid = captioned_grid(images, columns=2, tile_size=4)
+    assert grid.size == (2 * (4 + 4), 2 * 4)  # 3 images in 2 columns: 2 rows
+    assert grid.getpixel((0, 0)) == (255, 255, 255) and grid.getpixel((8, 0)) == (0, 0, 0)  # clipped to [0, 1]
+    assert grid.getpixel((0, 4)) == (128, 128, 128)  # the third image, alone in the second row

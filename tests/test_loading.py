@@ -424,3 +424,52 @@ def test_random_crops_reach_every_offset_and_flips_happen_half_the_time():
         assert row == (list(range(left, left + 16))[::-1] if flipped else list(range(left, left + 16)))
         offsets.add(left)
     assert offsets == {0, 1, 2, 3, 4} and 15 <= flips <= 45
+
+
+def test_builtin_faces_draw_at_the_smallest_sizes():
+    # was: PIL's "x1 must be greater than or equal to x0" for most faces at size=8 (the sideburns' erased edge) and
+    # some at 11-12 (a goatee's rounded rectangle), though size 8 is the documented minimum
+    for size, count in ((8, 4), (11, 26)):
+        faces = load_image_caption_dataset(f"builtin:cartoon-faces?num_images={count}&size={size}")
+        assert {image.size for image in faces["image"]} == {(size, size)}
+    assert cf.render_face(cf.sample_attributes(cf.face_seed(0, 196)), size=12, seed=cf.face_seed(0, 196)).size == (
+        12,
+        12,
+    )
+
+
+def test_builtin_faces_default_counts_and_split_starts(monkeypatch):
+    calls = []
+
+    def fake_faces(**kwargs):
+        calls.append(kwargs)
+        return datasets.Dataset.from_dict({"image": [], "text": []})
+
+    monkeypatch.setattr(cf, "cartoon_faces_dataset", fake_faces)
+    load_image_caption_dataset("builtin:cartoon-faces")
+    load_image_caption_dataset("builtin:cartoon-faces?size=16", split="test")
+    load_image_caption_dataset("builtin:cartoon-faces?num_images=5", split="validation")
+    assert calls == [{"start": 0, "num_images": 10_000}, {"start": 2**31, "num_images": 1_000, "size": 16},
+                     {"start": 2**31, "num_images": 5}]  # fmt: skip
+
+
+def test_integer_caption_columns_16_bit_scaling_and_max_samples_beyond_the_rows(tmp_path):
+    from sdscratch.data.digits import digit_caption
+
+    features = datasets.Features({"image": datasets.Image(), "digit": datasets.Value("int32")})
+    datasets.Dataset.from_dict({"image": _images(2), "digit": [3, 7]}, features=features).save_to_disk(
+        str(tmp_path / "d")
+    )
+    out = load_image_caption_dataset(train_data_dir=str(tmp_path / "d"), caption_column="digit")  # int32: digits
+    assert out["text"] == [digit_caption(3, "mixed", 0), digit_caption(7, "mixed", 1)]
+    # 16-bit: 0..65535 -> 0..255 by 257 (51400 = 200 * 257; / 256 would read 201)
+    (tmp_path / "grey").mkdir()
+    Image.fromarray(np.full((4, 4), 51400, dtype=np.uint16)).save(tmp_path / "grey" / "g.png")
+    (tmp_path / "grey" / "metadata.jsonl").write_text(json.dumps({"file_name": "g.png", "text": "grey"}) + "\n")
+    grey = load_image_caption_dataset(train_data_dir=str(tmp_path / "grey"))
+    assert grey[0]["image"].getpixel((0, 0)) == (200, 200, 200)
+    # max_samples beyond the rows: every row, shuffled
+    name = "builtin:cartoon-faces?num_images=3&size=16"
+    assert sorted(load_image_caption_dataset(name, max_samples=10)["text"]) == sorted(
+        cf.cartoon_faces_dataset(3, size=16)["text"]
+    )

@@ -2115,3 +2115,16 @@ def test_a_one_process_checkpoint_resumed_by_two_processes_rebases_the_lr_schedu
     tu.rebase_lr_scheduler(accelerator, scheduler, 3, str(tmp_path))
     assert scheduler.last_epoch == 6
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1 - 6 / 20) == scheduler.get_last_lr()[0]
+
+
+def test_each_process_crops_the_images_it_caches_with_its_own_seeded_generator():
+    from types import SimpleNamespace
+
+    from sdscratch.data.loading import build_image_transform
+
+    image = Image.fromarray(np.arange(8 * 32 * 3, dtype=np.uint8).reshape(8, 32, 3))  # 25 crop offsets
+    args = SimpleNamespace(seed=3, resolution=8, center_crop=False)
+    for process_index in (0, 1):
+        transform = tu.image_transform(args, process_index=process_index)
+        expected = build_image_transform(8, generator=torch.Generator().manual_seed(3 + process_index))
+        assert all(torch.equal(transform(image), expected(image)) for _ in range(4))

@@ -172,7 +172,11 @@ def render_face(attributes: dict, size: int = 64, seed: Optional[int] = None) ->
         draw.chord(box(cx - w, cy - h * 0.35, cx + w, cy + h + 0.01), 0, 180, fill=hair, outline=OUTLINE, width=lw)
         ellipse(cx, mouth_y, 0.075, 0.04, skin, outline=None)
     elif facial == "goatee":
-        draw.rounded_rectangle(box(cx - 0.05, mouth_y + 0.035, cx + 0.05, cy + h - 0.005), radius=0.03 * S, fill=hair, outline=OUTLINE, width=lw)  # fmt: skip
+        goatee = box(cx - 0.05, mouth_y + 0.035, cx + 0.05, cy + h - 0.005)
+        try:
+            draw.rounded_rectangle(goatee, radius=0.03 * S, fill=hair, outline=OUTLINE, width=lw)
+        except ValueError:  # PIL fails on some rounded rectangles a few pixels wide (11-12 px images): square corners
+            draw.rectangle(goatee, fill=hair, outline=OUTLINE, width=lw)
     if facial in ("beard", "moustache"):
         draw.chord(box(cx - 0.1, mouth_y - 0.075, cx + 0.1, mouth_y + 0.005), 180, 360, fill=hair, outline=OUTLINE, width=lw)  # fmt: skip
 
@@ -226,7 +230,8 @@ def _draw_hair_front(draw, style, hair, cx, cy, w, h, hair_len, S, lw):
     draw.chord(cap, 180, 360, fill=hair, outline=OUTLINE, width=lw)
     for side in (-1, 1) if sideburns else ():  # erase the cap's edge where the sideburn continues it
         x0, x1 = sorted((cx + side * cap_w, cx + side * (cap_w - 0.05)))
-        draw.rectangle([x0 * S + lw, (hair_line - 0.02) * S, x1 * S - lw, (hair_line + 0.02) * S], fill=hair)
+        if x1 * S - lw >= x0 * S + lw:  # (a small canvas: the outlines cover the whole sideburn, nothing to erase)
+            draw.rectangle([x0 * S + lw, (hair_line - 0.02) * S, x1 * S - lw, (hair_line + 0.02) * S], fill=hair)
     if style == "spiky":
         n = 5
         for i in range(n):

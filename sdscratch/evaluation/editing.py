@@ -153,6 +153,11 @@ def evaluate_editing(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     classifier = classifier if classifier is not None else load_classifier("cartoon-faces")
+    if EDITED_ATTRIBUTE not in classifier.attribute_names:
+        raise ValueError(
+            f"classifier must read {EDITED_ATTRIBUTE!r} (a cartoon-faces classifier); this one reads "
+            f"{list(classifier.attribute_names)}"
+        )
     start = time.perf_counter()
 
     # 2. The held-out faces, a new hair colour for each, and the prompts asking for it

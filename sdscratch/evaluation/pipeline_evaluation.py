@@ -14,7 +14,7 @@ from .adherence import adherence_from_predictions, build_adherence_prompts, eval
 from .classifier import AttributeClassifier, load_classifier
 from .frechet import frechet_distance_from_features
 from .reconstruction import reconstruct_images, reconstruction_metrics
-from .references import evaluation_face_sets, split_digits_reference
+from .references import classifier_labels, evaluation_face_sets, split_digits_reference
 from .text_separation import text_encoder_separation
 
 
@@ -50,6 +50,17 @@ def _classified_real_sets(
 def _check_num_images(num_images: int) -> None:
     if num_images < 2:
         raise ValueError(f"num_images must be >= 2 (the Frechet distance fits a covariance), got {num_images}")
+
+
+def _check_classifier_task(classifier: AttributeClassifier, task: str) -> None:
+    """A classifier of another task (a `--classifier_path` of the digits one with faces) reads none of the attributes
+    the prompts name: adherence would be empty and `all_correct` 1.0. Refuse it before generating anything."""
+    names, expected = list(classifier.attribute_names), list(classifier_labels(task))
+    if not set(names) & set(expected):
+        raise ValueError(
+            f"classifier reads {names}, none of the task={task!r} attributes {expected}: pass a classifier trained "
+            f"for {task!r} (or none: the shipped one)"
+        )
 
 
 def _check_task_channels(pipeline, task: str) -> None:
@@ -94,6 +105,7 @@ def evaluate_pipeline(
     _check_num_images(num_images)
     _check_task_channels(pipeline, task)
     classifier = classifier if classifier is not None else load_classifier(task)
+    _check_classifier_task(classifier, task)
     start = time.perf_counter()
 
     # 1. Prompt adherence of generated images.
@@ -196,6 +208,7 @@ def evaluate_vae(
     """
     _check_num_images(num_images)
     classifier = classifier if classifier is not None else load_classifier(task)
+    _check_classifier_task(classifier, task)
     start = time.perf_counter()
     prompts_and_targets = build_adherence_prompts(num_images, task=task, caption_style=caption_style, seed=seed)
     size = int(vae.config.sample_size)
