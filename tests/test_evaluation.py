@@ -614,7 +614,8 @@ def test_classifier_reads_a_list_of_pil_images_of_several_sizes_and_names_a_bad_
     images = [generate_face(4, size=48)[0], generate_face(5, size=64)[0]]
     _, features = face_classifier.classify(images)
     alone = torch.cat([face_classifier.classify([image])[1] for image in images])
-    assert torch.allclose(features, alone, atol=1e-6)
+    # batch of 2 vs 1: other conv blockings round features of up to 7 differently (1.7e-6 here); swapped images: 7
+    assert torch.allclose(features, alone, rtol=1e-4, atol=1e-5)
     for batch_size in (0, 2.5):
         with pytest.raises(ValueError, match=f"batch_size must be an integer >= 1, got {batch_size}"):
             face_classifier.classify(images, batch_size=batch_size)

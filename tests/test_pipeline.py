@@ -1016,7 +1016,8 @@ def test_images_and_masks_per_prompt_follow_num_images_per_prompt(tokenizer):
         for i in range(4):
             single = run(pipe, prompts[i // 2], image=images[i // 2], strength=0.5, num_inference_steps=4,
                          mask_image=None if mask_image is None else masks[i // 2], generator=gen(i))  # fmt: skip
-            np.testing.assert_allclose(out[i], single[0], atol=1e-5)
+            # a batch of 8 vs 2 through the UNet: 1.5e-6 apart here (other CPUs round other blockings); swapped: > 0.1
+            np.testing.assert_allclose(out[i], single[0], atol=1e-4)
 
 
 def test_soft_masks_are_binarised_at_one_half(tokenizer):
