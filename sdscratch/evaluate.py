@@ -39,7 +39,7 @@ import sys
 from typing import Optional
 
 from .evaluation.adherence import TASK_CAPTION_STYLES, target_matches
-from .evaluation.classifier import load_classifier, pretrained_classifier_path
+from .evaluation.classifier import TASKS, load_classifier, pretrained_classifier_path
 from .evaluation.editing import EDIT_MODES, editing_grid, editing_summary, evaluate_editing
 from .evaluation.grid import captioned_grid
 from .evaluation.model_card import (
@@ -179,6 +179,16 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         )
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    if args.seed < 0:  # the reference faces are data set 10000 + 2 * seed: a negative one could be training faces
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    if args.classifier_path is not None:
+        if args.classifier_path in TASKS:  # a shipped classifier by task name, as load_classifier takes it
+            args.classifier_path = pretrained_classifier_path(args.classifier_path)
+        if not os.path.isfile(os.path.join(args.classifier_path, "config.json")):
+            parser.error(
+                f"--classifier_path {args.classifier_path!r} is no classifier folder (no config.json): train one with "
+                f"training/train_classifier.py, or leave the flag out for the shipped {args.task} classifier"
+            )
     if args.num_inference_steps < 1:
         parser.error(f"--num_inference_steps must be >= 1, got {args.num_inference_steps}")
     styles = TASK_CAPTION_STYLES[args.task]

@@ -444,6 +444,8 @@ def test_classifier_reads_uint8_and_rejects_floats_out_of_range(face_classifier)
         (["--task", "digits", "--caption_style", "mixed"], "--caption_style 'mixed' is not one of the digits styles"),
         (["--batch_size", "0"], "--batch_size must be >= 1"),
         (["--scheduler", "dpm+"], "--scheduler: `scheduler` 'dpm+' is not DDPM-compatible"),
+        (["--seed", "-5000"], "--seed must be >= 0, got -5000"),  # reference faces = data set 10000 + 2 * seed
+        (["--classifier_path", "no/such/folder"], "--classifier_path 'no/such/folder' is no classifier folder"),
     ],
 )
 def test_evaluate_flags_are_checked_before_any_work(tmp_path, capsys, flags, error):
@@ -738,6 +740,11 @@ def test_evaluate_flags_reach_the_evaluation_metrics_json_grid_and_card(tmp_path
     flags = ["--model_path", "pipe", "--output_dir", "out"]
     assert evaluate.parse_args(flags).grid_images == 64
     assert evaluate.parse_args(flags + ["--edit", "inpaint"]).grid_images == 16
+    # --classifier_path takes a shipped classifier by task name too, as load_classifier does
+    from sdscratch.evaluation.classifier import pretrained_classifier_path
+
+    named = evaluate.parse_args(flags + ["--classifier_path", "digits"]).classifier_path
+    assert named == pretrained_classifier_path("digits")
 
 
 def test_evaluate_pipeline_floor_ratio_default_guidance_and_vae_images(face_classifier):
