@@ -39,7 +39,7 @@ import sys
 from typing import Optional
 
 from .evaluation.adherence import TASK_CAPTION_STYLES, target_matches
-from .evaluation.classifier import TASKS, load_classifier, pretrained_classifier_path
+from .evaluation.classifier import classifier_folder, load_classifier
 from .evaluation.editing import EDIT_MODES, editing_grid, editing_summary, evaluate_editing
 from .evaluation.grid import captioned_grid
 from .evaluation.model_card import (
@@ -181,14 +181,13 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
     if args.seed < 0:  # the reference faces are data set 10000 + 2 * seed: a negative one could be training faces
         parser.error(f"--seed must be >= 0, got {args.seed}")
-    if args.classifier_path is not None:
-        if args.classifier_path in TASKS:  # a shipped classifier by task name, as load_classifier takes it
-            args.classifier_path = pretrained_classifier_path(args.classifier_path)
-        if not os.path.isfile(os.path.join(args.classifier_path, "config.json")):
-            parser.error(
-                f"--classifier_path {args.classifier_path!r} is no classifier folder (no config.json): train one with "
-                f"training/train_classifier.py, or leave the flag out for the shipped {args.task} classifier"
-            )
+    try:  # a folder, or a shipped classifier by task name (the task's own when the flag is left out)
+        args.classifier_path = classifier_folder(args.classifier_path or args.task)
+    except ValueError:
+        parser.error(
+            f"--classifier_path {args.classifier_path!r} is no classifier folder (no config.json): train one with "
+            f"training/train_classifier.py, or leave the flag out for the shipped {args.task} classifier"
+        )
     if args.num_inference_steps < 1:
         parser.error(f"--num_inference_steps must be >= 1, got {args.num_inference_steps}")
     styles = TASK_CAPTION_STYLES[args.task]
@@ -246,7 +245,7 @@ def main(argv=None, prog: str = "python -m sdscratch.evaluate") -> dict:
     pipeline = CartoonFacePipeline.from_pretrained(model_path)
     if args.scheduler != "saved":
         pipeline.scheduler = get_scheduler(args.scheduler, pipeline.scheduler.config)
-    classifier_path = args.classifier_path or pretrained_classifier_path(args.task)
+    classifier_path = args.classifier_path  # resolved by check_args
     classifier = load_classifier(classifier_path)
     if args.edit:  # inpainting / img2img of held-out faces (evaluation/editing.py)
         metrics, outputs = evaluate_editing(
@@ -308,7 +307,7 @@ def _write_outputs(args, metrics: dict, outputs: dict) -> None:
 
 
 def _evaluate_vae_command(args, vae) -> dict:
-    classifier = load_classifier(args.classifier_path or pretrained_classifier_path(args.task))
+    classifier = load_classifier(args.classifier_path)
     metrics, outputs = evaluate_vae(
         vae, args.task, classifier, args.num_images, args.seed, args.batch_size, args.caption_style
     )

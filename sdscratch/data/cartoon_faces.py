@@ -270,12 +270,12 @@ def generate_face(seed: int, size: int = 64) -> tuple[Image.Image, dict[str, str
 generate_cartoon_face = generate_face
 
 
-FACES_PER_SEED = 2**32  # face_seed(seed, index) = seed * 2**32 + index
+FACES_PER_SEED = 2**32  # indices of one seed's faces: face_seed(seed, index) for index in [0, 2**32)
 
 
 def face_seed(seed: int, index: int) -> int:
     """The face seed of item ``index`` of the data set ``seed``: data sets with different seeds never share a face."""
-    return (int(seed) << 32) + int(index)
+    return int(seed) * FACES_PER_SEED + int(index)
 
 
 def face_captions(attributes: dict, caption_style: str, face: int, captions_per_image: int = 1) -> list[str]:

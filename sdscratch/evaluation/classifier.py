@@ -225,11 +225,18 @@ def pretrained_classifier_path(task: str) -> str:
     return os.path.join(WEIGHTS_DIR, task)
 
 
-def load_classifier(task_or_path: Union[str, os.PathLike] = "cartoon-faces") -> AttributeClassifier:
-    """Load a shipped classifier by task name ("cartoon-faces", "digits") or any saved folder, float32, eval mode."""
+def classifier_folder(task_or_path: Union[str, os.PathLike]) -> str:
+    """The folder of a shipped classifier by task name ("cartoon-faces", "digits"), or `task_or_path` itself;
+    raises a `ValueError` unless it holds a saved classifier (`config.json`)."""
     path = pretrained_classifier_path(task_or_path) if task_or_path in TASKS else os.fspath(task_or_path)
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise ValueError(f"no classifier at {path!r}: train one with training/train_classifier.py")
+    return path
+
+
+def load_classifier(task_or_path: Union[str, os.PathLike] = "cartoon-faces") -> AttributeClassifier:
+    """Load a shipped classifier by task name ("cartoon-faces", "digits") or any saved folder, float32, eval mode."""
+    path = classifier_folder(task_or_path)
     # Weights are stored in float16 to stay small; computing in float16 is slow on CPU, so upcast on load.
     model = AttributeClassifier.from_pretrained(path, torch_dtype=torch.float32)
     return model.eval()
