@@ -795,12 +795,16 @@ def test_card_sections_replace_only_their_own_heading_line(tmp_path):
                "frechet_distance": {"generated": 3.0, "vae_reconstructions": None, "real_floor": 1.0}}  # fmt: skip
     update_model_card(str(tmp_path / "pipe"), metrics, "cmd", str(grid))  # "## Evaluation" is a prefix of the first
     text = card.read_text()
-    assert text.startswith("## Evaluation with free-form prompts\n\nfree\n\n## Limitations\n\nmany\n\n## Evaluation\n")
+    # replaced where it stands: the hand-written section after it stays after it (the evaluations of the shipped
+    # card once moved below its Limitations each time they were run again)
+    assert text.startswith("## Evaluation with free-form prompts\n\nfree\n\n## Evaluation\n")
+    assert text.endswith("\n\n## Limitations\n\nmany\n") and "\n\n\n" not in text
     assert "old" not in text and "| skin | 50.00% | 100.00% | n/a |" in text
     update_model_card(str(tmp_path / "pipe"), metrics, "cmd", str(grid), "rich")  # the card's first line
     text = card.read_text()
     assert text.count("## Evaluation with free-form prompts\n") == 1 and "free\n" not in text
-    assert text.startswith("## Limitations\n\nmany\n\n## Evaluation\n")
+    assert text.startswith("## Evaluation with free-form prompts\n") and text.endswith("\n\n## Limitations\n\nmany\n")
+    assert text.index("## Evaluation\n") < text.index("## Limitations\n") and "\n\n\n" not in text
     assert (tmp_path / "pipe" / "evaluation_grid_free_form.png").read_bytes() == b"not read"
 
 

@@ -4,6 +4,7 @@
 exercise the real loading and calling code in seconds, whether or not the shipped weights are present.
 """
 
+import collections
 import importlib
 import importlib.util
 import os
@@ -129,17 +130,16 @@ def test_readme_training_commands_are_the_recipes():
     where = {"output_dir", "pretrained_vae_model_name_or_path", "checkpointing_steps", "checkpoints_total_limit"}
     where |= {"validation_steps", "resume_from_checkpoint", "command"}
 
-    def settings(commands):  # stage (script, decoder only) -> the flags that decide the weights
-        return {
-            (script, getattr(args, "train_decoder_only", False)): {
-                k: v for k, v in vars(args).items() if k not in where
-            }
-            for script, args in commands
-            if script != "training/export_pretrained.py"
-        }
+    def settings(commands):  # stage (script, its n-th run) -> the flags that decide the weights
+        stages, seen = {}, collections.Counter()
+        for script, args in commands:
+            if script != "training/export_pretrained.py":
+                seen[script] += 1
+                stages[script, seen[script]] = {k: v for k, v in vars(args).items() if k not in where}
+        return stages
 
     readme, recipe = settings(readme), settings(recipe)
-    assert len(readme) == 3 and set(readme) <= set(recipe)
+    assert len(readme) == 4 and set(readme) <= set(recipe)
     for stage, flags in readme.items():
         assert flags == recipe[stage], stage
 
@@ -162,7 +162,7 @@ def test_recipe_flag_arrays_are_checked():
 @pytest.mark.skipif(shutil.which("bash") is None, reason="the recipes are bash scripts")
 @pytest.mark.parametrize("clip", ["0", "1"])
 def test_recipe_export_tells_every_trained_part(clip, tmp_path):
-    """The cartoon-faces recipe as a user runs it (its commands echoed, not run): the export passes both VAE stages,
+    """The cartoon-faces recipe as a user runs it (its commands echoed, not run): the export passes the three VAE stages,
     and with CLIP=1 the CLIP the UNet stage used (--text_encoder_path), as docs/evaluation.md says."""
     for command in ("accelerate", "python"):
         (tmp_path / command).write_text('#!/bin/sh\necho "$@"\n')
@@ -182,7 +182,8 @@ def test_recipe_export_tells_every_trained_part(clip, tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     args = module.parse_args(command[1:])
-    assert args.model_path == unet[unet.index("--output_dir") + 1] and args.vae_path == ["out/vae", "out/vae-decoder"]
+    assert args.model_path == unet[unet.index("--output_dir") + 1]
+    assert args.vae_path == ["out/vae", "out/vae-decoder", "out/vae-decoder-mse"]
     assert args.text_encoder_path == ("out/clip" if clip == "1" else None)
     # the default run replaces the shipped model it reproduces; the CLIP=1 variant never overwrites it, and each
     # run evaluates the model it exported

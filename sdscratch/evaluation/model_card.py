@@ -151,17 +151,22 @@ def update_editing_card(model_path: str, metrics: dict, command: str, grid_path:
 
 def replace_card_section(model_path: str, heading: str, section: str, grid_path: str, grid: str) -> str:
     """Replace the section under the line `heading` of `model_path`/README.md (up to the next "## " heading) by
-    `section`, or append it; copy `grid_path` to `model_path`/`grid`. Returns the card's path."""
+    `section` where it stands, or append it; copy `grid_path` to `model_path`/`grid`. Returns the card's path.
+
+    In place, so that the sections written by hand around it (limitations, notes) keep their order when the
+    evaluation is run again."""
     card_path = os.path.join(model_path, "README.md")
     text = ""
     if os.path.isfile(card_path):
         with open(card_path, encoding="utf-8") as f:
             text = f.read()
     start = ("\n" + text + "\n").find("\n" + heading + "\n")  # the whole heading line, not a prefix
-    if start >= 0:  # drop the old section (up to the next "## " heading)
+    if start >= 0:  # the old section (up to the next "## " heading) gives way to the new one
         end = text.find("\n## ", start + len(heading))
-        text = text[:start] + (text[end + 1 :] if end >= 0 else "")
-    text = text.rstrip() + "\n\n" + section
+        before, after = text[:start].rstrip(), (text[end + 1 :] if end >= 0 else "")
+        text = (before + "\n\n" if before else "") + section.rstrip("\n") + "\n" + ("\n" + after if after else "")
+    else:
+        text = text.rstrip() + "\n\n" + section
     for source, target in ((None, card_path), (grid_path, os.path.join(model_path, grid))):
         tmp = target + ".tmp"
         if source is None:
