@@ -53,10 +53,11 @@ def main(argv=None) -> str:
 
     import torch
 
-    from sdscratch.demo import check_output_path, load_pipeline, make_grid, save_atomic
+    from sdscratch.demo import check_output_path, check_seed, load_pipeline, make_grid, save_atomic
     from sdscratch.schedulers.registry import get_scheduler
 
     check_output_path(args.output)  # before any sampling
+    check_seed(args.seed)
     pipe = load_pipeline(args.model_path, name="cartoon-faces")
     base_config = pipe.scheduler.config
     unet_calls = []

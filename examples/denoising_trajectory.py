@@ -45,9 +45,10 @@ def main(argv=None) -> str:
 
     import torch
 
-    from sdscratch.demo import check_output_path, load_pipeline, make_grid, save_atomic
+    from sdscratch.demo import check_output_path, check_seed, load_pipeline, make_grid, save_atomic
 
     check_output_path(args.output)
+    check_seed(args.seed)
 
     pipe = load_pipeline(args.model_path, name="cartoon-faces", scheduler=args.scheduler)
 

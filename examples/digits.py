@@ -45,9 +45,17 @@ def main(argv=None) -> str:
     import torch
     from PIL import Image
 
-    from sdscratch.demo import card_validation_prompt, check_output_path, load_pipeline, make_grid, save_atomic
+    from sdscratch.demo import (
+        card_validation_prompt,
+        check_output_path,
+        check_seed,
+        load_pipeline,
+        make_grid,
+        save_atomic,
+    )
 
     check_output_path(args.output)
+    check_seed(args.seed, args.num_images)
 
     pipe = load_pipeline(args.model_path, name="digits", scheduler=args.scheduler)
     prompt = args.prompt

@@ -60,6 +60,7 @@ def main(argv=None) -> str:
     from sdscratch.demo import (
         card_validation_prompt,
         check_output_path,
+        check_seed,
         fast_dtype,
         load_pipeline,
         make_grid,
@@ -67,6 +68,7 @@ def main(argv=None) -> str:
     )
 
     check_output_path(args.output)  # before the model runs: a bad --output fails now, not after generating
+    check_seed(args.seed, args.num_images)
 
     dtype = fast_dtype() if args.dtype == "auto" else getattr(torch, args.dtype)
     pipe = load_pipeline(args.model_path, name="cartoon-faces", scheduler=args.scheduler, dtype=dtype)

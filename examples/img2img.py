@@ -47,9 +47,10 @@ def main(argv=None) -> str:
 
     import torch
 
-    from sdscratch.demo import check_output_path, load_image, load_pipeline, make_grid, save_atomic
+    from sdscratch.demo import check_output_path, check_seed, load_image, load_pipeline, make_grid, save_atomic
 
     check_output_path(args.output)
+    check_seed(args.seed, args.num_images)
     try:  # a missing or unreadable --image fails now, not after the model has loaded
         image = Image.open(args.image) if args.image else None
     except OSError as error:

@@ -48,6 +48,7 @@ def main(argv=None) -> str:
     from sdscratch.demo import (
         TOP_MASK_FRACTION,
         check_output_path,
+        check_seed,
         load_image,
         load_pipeline,
         make_grid,
@@ -56,6 +57,7 @@ def main(argv=None) -> str:
     )
 
     check_output_path(args.output)
+    check_seed(args.seed, args.num_images)
     try:  # a missing or unreadable --image fails now, not after the model has loaded
         image = Image.open(args.image) if args.image else None
     except OSError as error:

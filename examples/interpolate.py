@@ -40,9 +40,12 @@ def main(argv=None) -> str:
     if args.prompt_b is None:
         args.prompt_b = args.prompt_a if args.seed_b not in (None, args.seed_a) else PROMPT_B
 
-    from sdscratch.demo import check_output_path, load_pipeline, make_grid, save_atomic
+    from sdscratch.demo import check_output_path, check_seed, load_pipeline, make_grid, save_atomic
 
     check_output_path(args.output)
+    check_seed(args.seed_a, flag="--seed_a")
+    if args.seed_b is not None:
+        check_seed(args.seed_b, flag="--seed_b")
 
     pipe = load_pipeline(args.model_path, name="cartoon-faces", scheduler=args.scheduler)
     frames = pipe.interpolate(

@@ -142,9 +142,10 @@ def generate(args: argparse.Namespace) -> tuple[str, int, str]:
     import torch
     from PIL import Image
 
-    from .demo import check_output_path, fast_dtype, load_pipeline, make_grid, save_atomic
+    from .demo import check_output_path, check_seed, fast_dtype, load_pipeline, make_grid, save_atomic
 
     check_output_path(args.output)  # before the model runs: a bad --output fails now, not after generating
+    check_seed(args.seed, DEFAULT_NUM_IMAGES[name] if args.num_images is None else args.num_images)
     if args.dtype == "auto":  # the digits model is too small to gain from bf16: float32, as examples/digits.py
         dtype = torch.float32 if name == "digits" else fast_dtype()
     else:

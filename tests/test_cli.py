@@ -59,6 +59,10 @@ def test_generate_a_grayscale_folder_gets_the_digits_defaults(tmp_path, capsys):
         (["--num_images", "0"], "--num_images must be at least 1, got 0"),
         (["--steps", "0"], "--steps must be at least 1, got 0"),
         (["--scale", "0"], "--scale must be at least 1, got 0"),
+        (
+            ["--seed", str(2**64 - 1), "--num_images", "2"],
+            "`--seed` must be in [-9223372036854775808, 18446744073709551614]",
+        ),
         (["--output", "faces.txt"], "`--output` must end in an image file extension"),
         (["--output", str(ROOT / "README.md" / "faces.png")], "README.md' is a file, not a folder"),
         (["--scheduler", "nope"], "`scheduler` 'nope' is not DDPM-compatible"),

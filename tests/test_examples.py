@@ -20,6 +20,7 @@ import sdscratch
 from sdscratch.demo import (
     builtin_captions,
     check_output_path,
+    check_seed,
     fast_dtype,
     load_pipeline,
     make_grid,
@@ -302,6 +303,44 @@ def test_bad_output_fails_before_any_work(name, tmp_path, monkeypatch):
         with pytest.raises(ValueError, match="--output"):
             run_example(name, ["--output", str(output)])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "name,argv,flag",
+    [
+        ("generate", ["--seed", str(2**64 - 2), "--num_images", "3"], "--seed"),  # image 2's seed is 2**64
+        ("digits", ["--seed", str(2**64 - 2), "--num_images", "3"], "--seed"),
+        ("img2img", ["--seed", str(2**64 - 1), "--num_images", "2"], "--seed"),
+        ("inpaint", ["--seed", str(2**64 - 1), "--num_images", "2"], "--seed"),
+        ("denoising_trajectory", ["--seed", str(2**64)], "--seed"),
+        ("compare_schedulers", ["--seed", str(-(2**63) - 1)], "--seed"),
+        ("interpolate", ["--seed_a", str(2**64)], "--seed_a"),
+        ("interpolate", ["--seed_b", str(-(2**63) - 1)], "--seed_b"),
+    ],
+)
+def test_seed_torch_cannot_take_fails_before_any_work(name, argv, flag, tmp_path, monkeypatch):
+    """Image i of a grid is drawn with `--seed + i` by `torch.Generator.manual_seed`, which takes [-2**63, 2**64 - 1]:
+    a seed past it failed with "Overflow when unpacking long long" after the model had loaded."""
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the pipeline was loaded before the seed was checked")
+
+    monkeypatch.setattr("sdscratch.demo.load_pipeline", no_work)
+    with pytest.raises(ValueError, match=rf"`{flag}` must be in \[-9223372036854775808, "):
+        run_example(name, argv + ["--output", str(tmp_path / "x.png")])
+
+
+def test_check_seed_takes_every_seed_torch_takes():
+    for seed, count in ((2**64 - 3, 3), (-(2**63), 1), (0, 8)):
+        assert check_seed(seed, count) == seed
+        for i in range(count):  # torch takes each seed of the range
+            torch.Generator().manual_seed(seed + i)
+    with pytest.raises(
+        ValueError, match=r"`--seed` must be in \[-9223372036854775808, 18446744073709551613\] \(image i"
+    ):
+        check_seed(2**64 - 2, 3)
+    with pytest.raises(ValueError, match="`seed_x` must be an integer, got True"):
+        check_seed(True, flag="seed_x")
 
 
 @pytest.mark.parametrize("name", ["generate", "img2img", "inpaint", "interpolate", "digits", "denoising_trajectory"])

@@ -942,6 +942,23 @@ def test_interpolate_checks_seeds_and_prompts(pipe):
     np.testing.assert_allclose(numpy_seed.images[0], run(pipe, generator=gen(3))[0], atol=1e-5)  # frame 0 = seed 3
 
 
+def test_interpolate_refuses_seeds_torch_cannot_take_before_the_text_encoder(pipe, monkeypatch):
+    """torch.Generator.manual_seed takes [-2**63, 2**64 - 1]: a seed past it failed with "Overflow when unpacking
+    long long", naming no argument; the ends themselves are seeds like any other."""
+    edges = pipe.interpolate(
+        PROMPT, seed_a=-(2**63), seed_b=2**64 - 1, num_images=2, num_inference_steps=STEPS, output_type="np"
+    )
+    np.testing.assert_allclose(edges.images[1], run(pipe, generator=gen(2**64 - 1))[0], atol=1e-5)
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the text encoder ran before the seeds were checked")
+
+    monkeypatch.setattr(pipe, "encode_prompt", no_encoding)
+    for kwargs, name in (({"seed_a": 2**64}, "seed_a"), ({"seed_b": -(2**63) - 1}, "seed_b")):
+        with pytest.raises(ValueError, match=rf"`{name}` must be in \[-9223372036854775808, 18446744073709551615\]"):
+            pipe.interpolate(PROMPT, num_images=2, num_inference_steps=STEPS, **kwargs)
+
+
 def test_float_images_above_1_are_refused_before_the_models(pipe):
     # 0-255 floats (np.array(pil).astype(np.float32)) would be read as [0, 1] and come out white
     for model in (pipe.unet, pipe.text_encoder):
