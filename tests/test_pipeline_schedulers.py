@@ -273,7 +273,7 @@ def test_pndm_runge_kutta_cannot_start_part_way(pipe):
 ALIAS_CONFIGS = {
     "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": False}),
     "dpm++-karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
-    "dpm-single": ("DPMSolverSinglestepScheduler", {}),
+    "dpm-single": ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver++"}),
     "unipc": ("UniPCMultistepScheduler", {}),
     "ddim": ("DDIMScheduler", {"clip_sample": False}),
     "ddpm": ("DDPMScheduler", {"clip_sample": False}),
@@ -284,7 +284,7 @@ ALIAS_CONFIGS = {
     "heun": ("HeunDiscreteScheduler", {}),
     "kdpm2": ("KDPM2DiscreteScheduler", {}),
     "kdpm2-a": ("KDPM2AncestralDiscreteScheduler", {}),
-    "deis": ("DEISMultistepScheduler", {}),
+    "deis": ("DEISMultistepScheduler", {"algorithm_type": "deis"}),
     "euler-maruyama": ("EulerMaruyamaScheduler", {}),
 }  # fmt: skip
 
@@ -305,6 +305,39 @@ def test_each_short_name_builds_its_documented_scheduler_on_the_trained_schedule
     assert type(scheduler).__name__ == class_name
     for key, value in {**training, **forced}.items():
         assert scheduler.config[key] == value, key
+
+
+@pytest.mark.parametrize("algorithm_type", ["sde-dpmsolver++", "sde-dpmsolver", "dpmsolver"])
+def test_every_short_name_builds_on_any_dpm_solver_config(algorithm_type):
+    """A short name means its own algorithm, whatever DPM-Solver config it is built on (swapping in place, as the
+    README shows): "deis" on an SDE-DPM-Solver++ config raised diffusers' NotImplementedError ("sde-dpmsolver++ is
+    not implemented for DEISMultistepScheduler"), and "dpm-single" kept the SDE variant, a stochastic sampler."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    from sdscratch.pipelines.pipeline_utils import default_scheduler_config
+    from sdscratch.schedulers.registry import SCHEDULER_ALIASES, get_scheduler
+
+    final = {} if algorithm_type.endswith("++") else {"final_sigmas_type": "sigma_min"}  # diffusers refuses "zero"
+    config = DPMSolverMultistepScheduler.from_config(
+        default_scheduler_config(), algorithm_type=algorithm_type, **final
+    )
+    config = config.config
+    built = {name: get_scheduler(name, config) for name in SCHEDULER_ALIASES}
+    assert built["deis"].config.algorithm_type == "deis"
+    assert built["dpm-single"].config.algorithm_type == "dpmsolver++"  # else its step is stochastic (below)
+    assert built["dpm++"].config.algorithm_type == "dpmsolver++"
+    # deterministic (DEIS's step takes no generator at all): the same step whatever generator is given
+    sample, noise_pred = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.randn(1, 4, 8, 8)
+    for name in ("dpm-single", "dpm++"):
+        steps = []
+        for seed in (0, 1):
+            scheduler = get_scheduler(name, config)
+            scheduler.set_timesteps(4)
+            t = scheduler.timesteps[0]
+            steps.append(
+                scheduler.step(noise_pred, t, sample, generator=torch.Generator().manual_seed(seed)).prev_sample
+            )
+        torch.testing.assert_close(steps[0], steps[1], rtol=0, atol=0, msg=name)
 
 
 def test_dpm_plus_plus_after_dpm_plus_plus_karras_is_not_karras():

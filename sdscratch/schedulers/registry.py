@@ -1,7 +1,9 @@
 """Short scheduler names for scripts and examples (``--scheduler dpm++``), mapped to diffusers classes.
 
 Every entry is built with ``from_config`` on the pipeline's saved scheduler config, so the trained beta
-schedule and ``prediction_type`` carry over unchanged.
+schedule and ``prediction_type`` carry over unchanged, while a short name sets what it names (its solver's
+``algorithm_type``, its sigma spacing) whatever that config was built as: ``"deis"`` on an SDE-DPM-Solver++
+config would otherwise fail in diffusers, and ``"dpm-single"`` there would sample with the SDE's noise.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ SCHEDULER_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
     ),
-    "dpm-single": ("DPMSolverSinglestepScheduler", {}),
+    "dpm-single": ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver++"}),
     "unipc": ("UniPCMultistepScheduler", {}),
     "ddim": ("DDIMScheduler", {"clip_sample": False}),
     "ddpm": ("DDPMScheduler", {"clip_sample": False}),
@@ -31,7 +33,7 @@ SCHEDULER_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     "heun": ("HeunDiscreteScheduler", {}),
     "kdpm2": ("KDPM2DiscreteScheduler", {}),
     "kdpm2-a": ("KDPM2AncestralDiscreteScheduler", {}),
-    "deis": ("DEISMultistepScheduler", {}),
+    "deis": ("DEISMultistepScheduler", {"algorithm_type": "deis"}),
     "euler-maruyama": ("EulerMaruyamaScheduler", {}),
 }
 
