@@ -3,9 +3,9 @@
 # then the SmallUNet + text encoder on its cached latents (captions: template and free-form, mixed; the encoder
 # held frozen for the first 1,000 steps, then ramped up slowly), then fine-tune the VAE decoder alone, twice (the
 # encoder, so the latents, stay frozen), export in fp16, evaluate into the model card.
-# About 30 (VAE) + 74 (UNet) + 10 + 4 (decoder) + 5-10 (evaluation) minutes on a 2-core CPU (measured 2026-11-24:
-# 29.8 + 74.3 + 9.5 + 4.4 = 118.0 min of training in all). Run from the repository root. Each stage resumes
-# from its last checkpoint when run again after an interruption.
+# About 30 (VAE) + 71 (UNet) + 10 + 4 (decoder) + 5-10 (evaluation) minutes on a 2-core CPU (measured 2026-11-24,
+# each stage on a quiet machine: 29.8 + 70.5 + 9.5 + 4.4 = 114.2 min of training in all). Run from the repository
+# root. Each stage resumes from its last checkpoint when run again after an interruption.
 # CLIP=1 runs the variant measured in docs/evaluation.md (not the shipped model): a small CLIP trained first on
 # the captions (train_clip.py, 49 min) whose text encoder the UNet stage uses frozen (measured with UNET_STEPS=4500:
 # 44 min), exported to $OUT/export/cartoon-faces (the shipped model stays in place).
