@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from . import _cpu
+from .pipelines.input_checks import check_seed  # noqa: F401  (the examples' import)
 from .pretrained import PRETRAINED_MODELS, pretrained
 
 #: The tiny random stand-ins: small enough to build and sample in well under a second on one CPU core.
@@ -360,34 +361,6 @@ def check_output_path(path: str | os.PathLike, flag: str = "--output") -> str:
             f"`{flag}` must end in an image file extension PIL can write ({', '.join(allowed)}, ...), got {text!r}."
         )
     return image_format
-
-
-SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what `torch.Generator.manual_seed` takes
-
-
-def check_seed(seed: int, count: int = 1, flag: str = "--seed") -> int:
-    """Checks, before the model loads, that the seeds `seed`, `seed + 1`, ..., `seed + count - 1` (image i of a grid
-    is drawn with `seed + i`) are all ones `torch.Generator.manual_seed` takes: integers in [-2**63, 2**64 - 1].
-
-    Args:
-        seed (`int`): The first seed.
-        count (`int`, defaults to 1): How many consecutive seeds are drawn from it.
-        flag (`str`, defaults to `"--seed"`): The command-line flag (or argument) to name in the error.
-
-    Returns:
-        `int`: `seed`.
-
-    Raises:
-        `ValueError`: If a seed of the range lies outside what torch takes (it failed with "Overflow when unpacking
-            long long" only after the model had loaded).
-    """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"`{flag}` must be an integer, got {seed!r}.")
-    last = SEED_MAX - max(count - 1, 0)
-    if not SEED_MIN <= seed <= last:
-        images = f" (image i uses {flag} + i, for {count} images)" if count > 1 else ""
-        raise ValueError(f"`{flag}` must be in [{SEED_MIN}, {last}]{images}, got {seed}.")
-    return seed
 
 
 def load_image(path, size: int):

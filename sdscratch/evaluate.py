@@ -245,8 +245,7 @@ def main(argv=None, prog: str = "python -m sdscratch.evaluate") -> dict:
     pipeline = CartoonFacePipeline.from_pretrained(model_path)
     if args.scheduler != "saved":
         pipeline.scheduler = get_scheduler(args.scheduler, pipeline.scheduler.config)
-    classifier_path = args.classifier_path  # resolved by check_args
-    classifier = load_classifier(classifier_path)
+    classifier = load_classifier(args.classifier_path)  # resolved by check_args
     if args.edit:  # inpainting / img2img of held-out faces (evaluation/editing.py)
         metrics, outputs = evaluate_editing(
             pipeline, args.edit, classifier, args.num_images, args.strength, args.num_inference_steps,
@@ -259,7 +258,7 @@ def main(argv=None, prog: str = "python -m sdscratch.evaluate") -> dict:
             batch_size=args.batch_size, caption_style=args.caption_style,
         )  # fmt: skip
     metrics = {"model_path": _model_name(args.model_path), "scheduler_name": args.scheduler, **metrics}
-    classifier_metrics = os.path.join(classifier_path, "training_metrics.json")
+    classifier_metrics = os.path.join(args.classifier_path, "training_metrics.json")
     if os.path.isfile(classifier_metrics):
         with open(classifier_metrics, encoding="utf-8") as f:
             metrics["classifier_held_out_accuracy"] = json.load(f)["held_out_accuracy"]

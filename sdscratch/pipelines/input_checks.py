@@ -16,6 +16,34 @@ from diffusers import SchedulerMixin
 from .image_inputs import check_float_image_range, image_layout
 from .pipeline_utils import as_list, check_scheduler_accepts, clip_final_layer_norm, retrieve_timesteps
 
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what `torch.Generator.manual_seed` takes
+
+
+def check_seed(seed: int, count: int = 1, flag: str = "--seed") -> int:
+    """Checks, before the model loads (or runs), that the seeds `seed`, `seed + 1`, ..., `seed + count - 1` (image i
+    of a grid is drawn with `seed + i`) are all ones `torch.Generator.manual_seed` takes: integers in
+    [-2**63, 2**64 - 1]. The examples and `sdscratch generate` call it as `sdscratch.demo.check_seed`.
+
+    Args:
+        seed (`int`): The first seed.
+        count (`int`, defaults to 1): How many consecutive seeds are drawn from it.
+        flag (`str`, defaults to `"--seed"`): The command-line flag (or argument) to name in the error.
+
+    Returns:
+        `int`: `seed`.
+
+    Raises:
+        `ValueError`: If a seed of the range lies outside what torch takes (it failed with "Overflow when unpacking
+            long long" only after the model had loaded).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"`{flag}` must be an integer, got {seed!r}.")
+    last = SEED_MAX - max(count - 1, 0)
+    if not SEED_MIN <= seed <= last:
+        images = f" (image i uses {flag} + i, for {count} images)" if count > 1 else ""
+        raise ValueError(f"`{flag}` must be in [{SEED_MIN}, {last}]{images}, got {seed}.")
+    return seed
+
 
 def is_real_number(value: Any) -> bool:
     """`True` for Python / numpy real scalars and 0-d real tensors (not booleans)."""

@@ -53,7 +53,7 @@ from transformers import CLIPTextModel, PreTrainedTokenizerBase
 from ..models.unet import SmallUNet
 from ..models.vae import SmallVAE
 from .image_inputs import as_float_images, image_layout
-from .input_checks import check_clip_skip, check_inputs, is_integer, is_real_number
+from .input_checks import check_clip_skip, check_inputs, check_seed, is_integer, is_real_number
 from .pipeline_utils import (
     clip_final_layer_norm,
     rescale_noise_cfg,
@@ -651,8 +651,8 @@ class CartoonFacePipeline(DiffusionPipeline):
             integer = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
             if (value is not None or name == "seed_a") and not integer:
                 raise TypeError(f"`{name}` must be an integer seed, got {value!r}.")
-            if value is not None and not -(2**63) <= value <= 2**64 - 1:  # what torch.Generator.manual_seed takes
-                raise ValueError(f"`{name}` must be in [{-(2**63)}, {2**64 - 1}], got {value}.")
+            if value is not None:
+                check_seed(int(value), flag=name)  # within what torch.Generator.manual_seed takes
         prompt_b = prompt_a if prompt_b is None else prompt_b
         seed_a, seed_b = int(seed_a), int(seed_a if seed_b is None else seed_b)
         height, width = self._default_height_width(height, width)
