@@ -215,6 +215,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except (ValueError, ImportError) as error:  # a bad flag (ours or the library's; a --scheduler whose
             # package is missing), before any heavy work: no traceback
             parser.exit(2, f"sdscratch generate: error: {str(error).strip()}\n")
+        except OSError as error:  # a file the model folder (or a Hub id's cached snapshot) lacks, a full disk
+            parser.exit(1, f"sdscratch generate: error: {str(error).strip()}\n")
         print(f"wrote {path} ({num_images} images for {prompt!r}) in {time.perf_counter() - start:.1f} s")
         if command_line:  # the process ends now: spare its exit the collection of every torch / diffusers object
             gc.freeze()  # (~1 s, measured; atexit handlers and flushing still run), as examples/generate.py

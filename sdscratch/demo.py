@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import re
@@ -360,6 +361,12 @@ def check_output_path(path: str | os.PathLike, flag: str = "--output") -> str:
         raise ValueError(
             f"`{flag}` must end in an image file extension PIL can write ({', '.join(allowed)}, ...), got {text!r}."
         )
+    try:  # PIL registers formats it cannot write RGB images in (XBM, MSP: 1-bit) or has no writer for (BUFR, GRIB)
+        Image.new("RGB", (2, 2)).save(io.BytesIO(), format=image_format)
+    except Exception as error:  # noqa: BLE001  (any writer failure means the same: not this format)
+        raise ValueError(
+            f"`{flag}` {text!r}: PIL cannot write colour images as {image_format} ({error}); use .png, .jpg or .webp."
+        ) from None
     return image_format
 
 

@@ -24,8 +24,9 @@ import posixpath
 import re
 from typing import Optional
 
-#: What `CartoonFacePipeline.from_pretrained` reads from a pipeline folder (configs, tokenizer, weights).
-PIPELINE_FILES = ["*.json", "*.txt", "*.safetensors"]
+#: What `CartoonFacePipeline.from_pretrained` reads from a pipeline folder (configs, tokenizer, weights), and its model
+#: card (README.md: the prompt `sdscratch generate` and the examples draw when none is given).
+PIPELINE_FILES = ["*.json", "*.txt", "*.safetensors", "README.md"]
 #: A SmallVAE at the root of a repo or in its `vae/` subfolder (`train_vae.py`'s output, or a pipeline).
 VAE_FILES = [
     "config.json",
@@ -144,6 +145,8 @@ def snapshot_folder(
     path = os.fspath(name_or_path)
     if os.path.isdir(path):
         return path
+    if os.path.exists(path):  # not read as a Hub id (offline: "not in the local cache")
+        raise ValueError(f"{flag} {path}: this is a file; give the folder that holds it, or a Hub id like owner/name.")
     if looks_like_local_path(path):
         raise ValueError(f"{flag} {path}: no such folder (give an existing folder or a Hub id like owner/name).")
     info, reason = _repo_info(path, repo_type)

@@ -64,6 +64,9 @@ def test_generate_a_grayscale_folder_gets_the_digits_defaults(tmp_path, capsys):
             "`--seed` must be in [-9223372036854775808, 18446744073709551614]",
         ),
         (["--output", "faces.txt"], "`--output` must end in an image file extension"),
+        # formats PIL knows but cannot write a colour grid in: they failed after sampling, with a traceback
+        (["--output", "faces.xbm"], "PIL cannot write colour images as XBM"),
+        (["--output", "faces.bufr"], "PIL cannot write colour images as BUFR"),
         (["--output", str(ROOT / "README.md" / "faces.png")], "README.md' is a file, not a folder"),
         (["--scheduler", "nope"], "`scheduler` 'nope' is not DDPM-compatible"),
         pytest.param(
@@ -94,6 +97,20 @@ def test_generate_without_shipped_weights_names_its_own_flag(tmp_path, monkeypat
     assert cli.main(["generate", *TINY, "--num_images", "1", "--output", str(tmp_path / "noise.png")]) == 0
     err = capsys.readouterr().err
     assert err.startswith("NOTICE: no shipped weights") and "--model with `sdscratch generate`" in err
+
+
+def test_generate_a_folder_missing_its_weights_says_so_without_a_traceback(faces_folder, tmp_path, capsys):
+    """A pipeline folder (or a Hub id's partly cached snapshot) without a component's weights: diffusers' OSError
+    naming the folder, as a one-line error (it was a traceback)."""
+    folder = tmp_path / "partial"
+    shutil.copytree(faces_folder, folder)
+    (folder / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["generate", "--model", str(folder), *TINY, "--output", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert err.startswith("sdscratch generate: error: ") and str(folder / "vae") in err
+    assert not (tmp_path / "x.png").exists()
 
 
 @pytest.mark.parametrize("from_python", [True, False])

@@ -457,6 +457,17 @@ def test_evaluate_flags_are_checked_before_any_work(tmp_path, capsys, flags, err
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("output_dir", ["taken", "taken/eval"])
+def test_evaluate_refuses_an_output_dir_that_is_or_lies_under_a_file(tmp_path, capsys, output_dir):
+    """It failed in os.makedirs (FileExistsError / NotADirectoryError) after the whole evaluation had run."""
+    from sdscratch.evaluate import main
+
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model_path", str(tmp_path / "missing"), "--output_dir", str(tmp_path / output_dir)])
+    assert exit_info.value.code == 2 and "taken' is a file" in capsys.readouterr().err
+
+
 def test_evaluate_functions_check_num_images_and_styles_first():
     from sdscratch.evaluation import evaluate_pipeline, evaluate_vae
 

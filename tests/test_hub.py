@@ -222,6 +222,25 @@ def answering_hub(monkeypatch, tmp_path, repos):
     return downloaded
 
 
+def test_a_pipeline_downloaded_from_the_hub_keeps_its_model_card(hub, tmp_path, monkeypatch, capsys):
+    """The card (README.md) comes down with the weights: `sdscratch generate` without --prompt draws the prompt it
+    names, as for the same folder given locally (without it, the cartoon-face default was drawn)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(hub / "faces", repo)
+    (repo / "README.md").write_text("# shapes\n\nPrompts, left to right: `a red square`; `a blue circle`\n")
+    downloaded = answering_hub(monkeypatch, tmp_path / "cache", {"me/shapes": repo})
+    argv = ["generate", "--steps", "1", "--num_images", "1", "--output", str(tmp_path / "x.png")]
+    assert cli.main([*argv[:1], "--model", "me/shapes", *argv[1:]]) == 0
+    assert "README.md" in downloaded["me/shapes"]
+    assert "'a red square'" in capsys.readouterr().out
+
+
+def test_a_file_given_as_a_folder_is_named_a_file_not_a_hub_id(tmp_path):
+    (tmp_path / "model_index.json").write_text("{}")
+    with pytest.raises(ValueError, match="--model_path .*model_index.json: this is a file; give the folder"):
+        snapshot_folder(tmp_path / "model_index.json", "--model_path")
+
+
 def test_a_clip_repo_without_safetensors_downloads_its_pytorch_weights_and_no_variants(hub, tmp_path, monkeypatch):
     """openai/clip-vit-base-patch32 has only pytorch_model.bin (and TF, Flax) on main: it was downloaded without any
     weights, so the text encoder failed to load; a pipeline repo's fp16 text encoder was downloaded with the fp32."""

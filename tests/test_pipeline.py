@@ -15,6 +15,7 @@ from diffusers import (
     EDMEulerScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
+    PNDMScheduler,
     StableDiffusionPipeline,
     UniPCMultistepScheduler,
 )
@@ -555,6 +556,63 @@ def test_custom_schedules_a_scheduler_cannot_take_raise_before_the_models(tokeni
     assert "or `timesteps`" not in str(raised.value)
 
 
+def test_a_swapped_scheduler_is_judged_by_its_own_config_keys(tokenizer, tmp_path):
+    """`from_config` keeps the previous scheduler's keys in the new one's config: an Euler built from the shipped
+    DPM-Solver++ config carries `use_flow_sigmas=False`, a DDPM from a Karras DPM-Solver `use_karras_sigmas=True`,
+    a DDIM from a Runge-Kutta PNDM `skip_prk_steps=False`. Those are not the new scheduler's settings: the checks
+    refused `sigmas`, `timesteps`, 2 steps and img2img that diffusers' StableDiffusionPipeline runs."""
+    pipe = tiny_pipeline(tokenizer)
+    pipe.scheduler.save_pretrained(tmp_path)  # a saved DPM-Solver++ config (as the shipped models') writes every key
+    pipe.scheduler = DPMSolverMultistepScheduler.from_pretrained(tmp_path)
+    euler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    assert euler.config.get("use_flow_sigmas") is False  # carried over, not an Euler argument
+    sigmas = [14.6, 3.0, 0.0]
+    pipe.scheduler = euler
+    swapped = run(pipe, sigmas=sigmas)
+    pipe.scheduler = make_scheduler(EulerDiscreteScheduler)
+    np.testing.assert_allclose(swapped, run(pipe, sigmas=sigmas), atol=1e-6)
+
+    pipe.scheduler = DDPMScheduler.from_config(make_scheduler(use_karras_sigmas=True).config)
+    karras_born = run(pipe, timesteps=[999, 500])
+    pipe.scheduler = make_scheduler(DDPMScheduler)
+    np.testing.assert_allclose(karras_born, run(pipe, timesteps=[999, 500]), atol=1e-6)
+
+    pipe.scheduler = DDIMScheduler.from_config(make_scheduler(PNDMScheduler, skip_prk_steps=False).config)
+    prk_born = [run(pipe, num_inference_steps=2), run(pipe, num_inference_steps=4, image=_face(), strength=0.5)]
+    pipe.scheduler = make_scheduler(DDIMScheduler)
+    np.testing.assert_allclose(prk_born[0], run(pipe, num_inference_steps=2), atol=1e-6)
+    np.testing.assert_allclose(prk_born[1], run(pipe, num_inference_steps=4, image=_face(), strength=0.5), atol=1e-6)
+    # the scheduler's own settings still count
+    pipe.scheduler = make_scheduler(PNDMScheduler, skip_prk_steps=False)
+    with pytest.raises(ValueError, match="`num_inference_steps`=2: PNDMScheduler with skip_prk_steps=False"):
+        run(pipe, num_inference_steps=2)
+
+
+def test_latents_of_a_non_square_size_are_checked_against_height_and_width(pipe):
+    """The latents' expected shape comes from `height` x `width` (8 x 16 latents for 16 x 32 pixels), whatever the
+    UNet's cross_attention_dim (16 here, as the tiny pipeline's size: a name clash with `width` went unseen)."""
+    noise = torch.randn(1, 4, 8, 16, generator=gen(0))
+    images = run(pipe, height=16, width=32, latents=noise)
+    assert images.shape == (1, 16, 32, 3)
+    np.testing.assert_allclose(images, run(pipe, height=16, width=32, latents=noise.clone(), generator=gen(5)))
+    with pytest.raises(ValueError, match=r"`latents` must be a tensor of shape \(1, 4, 8, 16\)"):
+        run(pipe, height=16, width=32, latents=torch.randn(1, 4, 16, 8))
+
+
+def test_callback_tensor_inputs_none_is_no_tensors(pipe):
+    """`callback_on_step_end_tensor_inputs=None`: the callback gets an empty dict (it crashed after the first step:
+    'NoneType' object is not iterable)."""
+    seen = []
+
+    def callback(pipeline, step, timestep, callback_kwargs):
+        seen.append(dict(callback_kwargs))
+        return callback_kwargs
+
+    images = run(pipe, callback_on_step_end=callback, callback_on_step_end_tensor_inputs=None)
+    assert seen == [{}] * STEPS
+    np.testing.assert_allclose(images, run(pipe), atol=1e-6)
+
+
 def test_flow_sigmas_with_unipc_run(tokenizer):
     """UniPC's flow sigmas (one per step, in (0, 1]) reach its set_timesteps as an array: a list crashed it."""
     pipe = tiny_pipeline(tokenizer, scheduler=make_scheduler(UniPCMultistepScheduler, use_flow_sigmas=True))
@@ -679,6 +737,8 @@ BAD_INPUTS = [
     ("strength", {"image": _face(), "strength": "0.5"}, ValueError),
     ("guidance_scale", {"guidance_scale": None}, TypeError),
     ("guidance_scale", {"guidance_scale": "7"}, TypeError),
+    ("guidance_scale", {"guidance_scale": float("nan")}, ValueError),  # ran unguided
+    ("guidance_scale", {"guidance_scale": float("inf")}, ValueError),  # drew black images
     ("num_inference_steps", {"num_inference_steps": True}, ValueError),
     # DDIM's eta is defined on [0, 1]: above 1 DDIM returns NaN (black) images
     ("eta", {"eta": 1.5}, ValueError),
@@ -691,6 +751,17 @@ BAD_INPUTS = [
     # fewer generators than images, more images than prompts
     ("generator", {"prompt": [PROMPT, PROMPT], "generator": [torch.Generator()]}, ValueError),
     ("image", {"image": [_face(), _face()]}, ValueError),
+    # a seed is no generator (it failed in randn_tensor, after the text encoder: 'int' object has no attribute)
+    ("generator", {"generator": 0}, TypeError),
+    ("generator", {"generator": [0]}, TypeError),
+    # embeddings: a tensor (batch, tokens, the UNet's cross_attention_dim 16); they failed inside the models
+    ("prompt_embeds", {"prompt": None, "prompt_embeds": [torch.zeros(1, 12, 16)]}, TypeError),
+    ("prompt_embeds", {"prompt": None, "prompt_embeds": torch.zeros(12, 16)}, TypeError),
+    ("prompt_embeds", {"prompt": None, "prompt_embeds": torch.zeros(1, 12, 7)}, TypeError),
+    ("negative_prompt_embeds", {"negative_prompt_embeds": torch.zeros(1, 12, 7)}, TypeError),
+    # beside a text prompt: one per prompt, of the tokenizer's 12 tokens (a batch of 2 failed after a UNet step)
+    ("negative_prompt_embeds", {"negative_prompt_embeds": torch.zeros(2, 12, 16)}, ValueError),
+    ("negative_prompt_embeds", {"negative_prompt_embeds": torch.zeros(1, 7, 16)}, ValueError),
 ]
 
 

@@ -14,7 +14,13 @@ import torch
 from diffusers import SchedulerMixin
 
 from .image_inputs import check_float_image_range, image_layout
-from .pipeline_utils import as_list, check_scheduler_accepts, clip_final_layer_norm, retrieve_timesteps
+from .pipeline_utils import (
+    as_list,
+    check_scheduler_accepts,
+    clip_final_layer_norm,
+    retrieve_timesteps,
+    scheduler_setting,
+)
 
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what `torch.Generator.manual_seed` takes
 
@@ -95,7 +101,7 @@ def _check_sigmas(scheduler: SchedulerMixin, sigmas: Any) -> int:
             "`sigmas` must be a list of at least 2 finite real numbers >= 0 in strictly descending order (the "
             f"noise level of each step, then the final one, usually 0), got {sigmas!r}."
         )
-    if getattr(scheduler.config, "use_flow_sigmas", False) and not all(0 < float(v) <= 1 for v in values):
+    if scheduler_setting(scheduler, "use_flow_sigmas", False) and not all(0 < float(v) <= 1 for v in values):
         raise ValueError(
             f"`sigmas`: {type(scheduler).__name__} with use_flow_sigmas=True takes flow-matching noise levels in "
             f"(0, 1], one per step (it appends the final 0 itself), got {sigmas!r}."
@@ -142,12 +148,30 @@ def check_inputs(
         raise ValueError(
             "This pipeline has no text_encoder/tokenizer but a text-conditioned UNet: pass `prompt_embeds`."
         )
+    embed_width = getattr(pipe.unet.config, "cross_attention_dim", None)
+    for name, embeds in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
+        if embeds is not None and (
+            not isinstance(embeds, torch.Tensor) or embeds.ndim != 3 or embeds.shape[-1] != embed_width
+        ):
+            got = f"shape {tuple(embeds.shape)}" if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+            raise TypeError(
+                f"`{name}` must be a tensor of shape (batch, sequence length, {embed_width}) (the UNet's "
+                f"cross_attention_dim; as `encode_prompt` returns them), got {got}."
+            )
     if prompt_embeds is not None:
         batch_size = prompt_embeds.shape[0]
         if negative_prompt_embeds is not None and negative_prompt_embeds.shape != prompt_embeds.shape:
             raise ValueError(
                 f"`negative_prompt_embeds` shape {tuple(negative_prompt_embeds.shape)} must equal `prompt_embeds` "
                 f"shape {tuple(prompt_embeds.shape)}."
+            )
+    if negative_prompt_embeds is not None and prompt_embeds is None and batch_size is not None and has_text:
+        # the text prompt's embeddings, (batch, the tokenizer's model_max_length, embed_width), go beside these
+        expected = (batch_size, pipe.tokenizer.model_max_length, embed_width)
+        if tuple(negative_prompt_embeds.shape) != expected:
+            raise ValueError(
+                f"`negative_prompt_embeds` shape {tuple(negative_prompt_embeds.shape)} must equal that of the "
+                f"`prompt`'s embeddings, {expected} (one per prompt, `tokenizer.model_max_length` tokens)."
             )
     if negative_batch_size is not None and isinstance(prompt, (str, list)):
         if type(prompt) is not type(negative_prompt):
@@ -162,6 +186,10 @@ def check_inputs(
     if not is_real_number(guidance_scale):
         raise TypeError(
             f"`guidance_scale` must be a real number (e.g. 3.0; <= 1 disables guidance), got {guidance_scale!r}."
+        )
+    if not math.isfinite(float(guidance_scale)):  # nan ran unguided, inf drew black images
+        raise ValueError(
+            f"`guidance_scale` must be finite (e.g. 3.0; <= 1 disables guidance), got {guidance_scale!r}."
         )
     if clip_skip is not None:
         check_clip_skip(pipe.text_encoder, clip_skip)
@@ -256,6 +284,12 @@ def check_inputs(
 
     # noise
     num_images = batch_size * num_images_per_prompt
+    generators = generator if isinstance(generator, list) else [generator]
+    if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
+        raise TypeError(
+            "`generator` must be a `torch.Generator` or a list of them (one per image), e.g. "
+            f"torch.Generator().manual_seed(0) for seed 0, got {generator!r}."
+        )
     if isinstance(generator, list) and len(generator) != num_images:
         raise ValueError(
             f"`generator` is a list of {len(generator)} generators but {num_images} images are requested "
@@ -269,7 +303,7 @@ def check_inputs(
         raise ValueError(f"`latents` must be a tensor of shape {latent_shape}, got {got}.")
 
     # scheduler
-    prk_steps = getattr(pipe.scheduler.config, "skip_prk_steps", True) is False
+    prk_steps = scheduler_setting(pipe.scheduler, "skip_prk_steps", True) is False
     if prk_steps and not custom and num_inference_steps < getattr(pipe.scheduler, "pndm_order", 4):
         raise ValueError(
             f"`num_inference_steps`={num_inference_steps}: {type(pipe.scheduler).__name__} with skip_prk_steps=False "

@@ -572,7 +572,7 @@ class CartoonFacePipeline(DiffusionPipeline):
                 if callback_on_step_end is not None:
                     tensors = {"latents": latents, "prompt_embeds": prompt_embeds}
                     tensors["negative_prompt_embeds"] = negative_prompt_embeds
-                    callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
+                    callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs or []}
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                     latents = callback_outputs.pop("latents", latents)
                     prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)

@@ -168,6 +168,18 @@ def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, dot_threshold: float = 0
     return out.reshape(v0.shape).to(v0.dtype)
 
 
+def scheduler_setting(scheduler: SchedulerMixin, key: str, default: Any = None) -> Any:
+    """`scheduler.config[key]` when `key` is an argument of the scheduler class's own `__init__`, else `default`.
+
+    `from_config` / `from_pretrained` keep the keys of the config a scheduler was built from, also those its class
+    does not take (an Euler built from a DPM-Solver config carries `use_flow_sigmas`, a DDIM built from a PNDM one
+    `skip_prk_steps`): they mean nothing to this scheduler, so the pipeline's checks read only its own.
+    """
+    if key not in inspect.signature(type(scheduler).__init__).parameters:
+        return default
+    return scheduler.config.get(key, default)
+
+
 def check_scheduler_accepts(scheduler: SchedulerMixin, name: str) -> None:
     """Raises `ValueError` naming `name` (`"timesteps"` or `"sigmas"`) unless `scheduler.set_timesteps` takes a
     custom schedule of that kind (custom timesteps do not go with a Karras, exponential, beta or Lu-lambda sigma
@@ -179,7 +191,7 @@ def check_scheduler_accepts(scheduler: SchedulerMixin, name: str) -> None:
             f"pass `num_inference_steps` instead or use a scheduler that does (e.g. {example})."
         )
     if name == "sigmas":
-        if getattr(scheduler.config, "use_flow_sigmas", None) is False:  # UniPC / DPM-Solver: flow matching only
+        if scheduler_setting(scheduler, "use_flow_sigmas") is False:  # UniPC / DPM-Solver: flow matching only
             takes_timesteps = "timesteps" in inspect.signature(scheduler.set_timesteps).parameters
             raise ValueError(
                 f"`sigmas`: {type(scheduler).__name__} takes custom sigmas only with use_flow_sigmas=True (flow "
@@ -191,7 +203,7 @@ def check_scheduler_accepts(scheduler: SchedulerMixin, name: str) -> None:
     # DPM-Solver++ multistep crashes: 'NoneType' + 'int')
     sigma_schedules = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
     sigma_schedules += ("use_flow_sigmas",)
-    own = [key for key in sigma_schedules if getattr(scheduler.config, key, False)]
+    own = [key for key in sigma_schedules if scheduler_setting(scheduler, key, False)]
     if own:
         raise ValueError(
             f"`timesteps`: {type(scheduler).__name__} with {own[0]}=True derives its timesteps from its own sigma "
