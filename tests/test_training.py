@@ -134,6 +134,21 @@ def test_train_vae_writes_a_scaled_vae_metrics_grids_and_pruned_checkpoints(vae_
     assert f'SmallVAE.from_pretrained("{vae_dir}", subfolder="vae")' in card  # not uploaded: the output folder
 
 
+@pytest.mark.parametrize("subfolder", ["", "vae"])
+def test_a_vae_checkpoint_is_no_frozen_vae(vae_dir, tmp_path, subfolder):
+    """A checkpoint's vae/ holds the raw weights and scaling_factor 1.0 (measured only when train_vae.py finishes):
+    the UNet trained on it silently, on latents some 4x too large, and shipped the 1.0."""
+    checkpoint = vae_dir / "checkpoint-4"
+    assert SmallVAE.from_pretrained(checkpoint / "vae").config.scaling_factor == 1.0
+    message = f"is a training checkpoint .* Give the run's output folder \\({vae_dir}\\)"
+    with pytest.raises(ValueError, match=message):
+        tu.load_frozen_vae(str(checkpoint / subfolder))
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path / "unet", "--max_train_steps", 1]
+    with pytest.raises(ValueError, match="--pretrained_vae_model_name_or_path .* is a training checkpoint"):
+        run(train_unet, [*argv, "--pretrained_vae_model_name_or_path", checkpoint, "--unet_config", TINY_UNET])
+    assert tu.load_frozen_vae(str(vae_dir))[1] == str(vae_dir / "vae")  # the finished run's folder
+
+
 def test_train_unet_writes_a_pipeline_that_loads_and_generates(unet_dir):
     pipe = CartoonFacePipeline.from_pretrained(unet_dir)
     assert isinstance(pipe.vae, SmallVAE) and isinstance(pipe.unet, sdscratch.SmallUNet)
@@ -203,6 +218,58 @@ def test_resume_matches_an_uninterrupted_run(vae_dir, tmp_path, captions_per_ima
     if captions_per_image > 1:  # every caption of a face is in the table the steps draw from
         assert re.search(r"24 images \(3 captions each at most\), (\d+) distinct", caplog.text)
         assert int(re.search(r"(\d+) distinct captions", caplog.text).group(1)) > 24
+
+
+def test_resuming_an_earlier_checkpoint_replaces_the_later_ones(tmp_path, caplog):
+    """Resumed from checkpoint-2 of a run that reached checkpoint-6, the run's first save deletes checkpoints 4 and
+    6 (they were kept, and pruned before the new ones, so that `latest` went back to the abandoned run)."""
+    out = tmp_path / "vae"
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", out, *TINY_VAE, "--num_validation_images", 2]
+    run(train_vae, [*argv, "--max_train_steps", 6, "--checkpointing_steps", 2])
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    caplog.set_level(logging.INFO)
+    again = [*argv, "--max_train_steps", 3, "--checkpointing_steps", 1, "--checkpoints_total_limit", 2]
+    run(train_vae, [*again, "--learning_rate", 1e-5, "--resume_from_checkpoint", "checkpoint-2"])
+    assert "the later checkpoints ['checkpoint-4', 'checkpoint-6'] in" in caplog.text
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    assert tu.resolve_resume_checkpoint(str(out), "latest") == str(out / "checkpoint-3")
+
+
+def test_resuming_with_another_frozen_vae_or_text_encoder_is_refused(vae_dir, tmp_path):
+    """Another VAE encoder (latent space) or frozen text encoder half-way through a UNet run: refused before the
+    data (it resumed without a word). A decoder fine-tuned since decodes the same latents: accepted."""
+    out = tmp_path / "unet"
+    argv = unet_resume_argv(vae_dir, out)
+    argv[argv.index("--max_train_steps") + 1] = 2
+    run(train_unet, argv)
+    assert json.loads((out / "checkpoint-2" / "frozen_models.json").read_text()).keys() == {"vae"}
+    vae = SmallVAE.from_pretrained(vae_dir / "vae")
+    with torch.no_grad():
+        vae.decoder.conv_out.bias.add_(0.1)
+    vae.save_pretrained(tmp_path / "new-decoder" / "vae")
+    with torch.no_grad():
+        vae.encoder.conv_in.bias.add_(0.1)
+    vae.save_pretrained(tmp_path / "new-encoder" / "vae")
+    argv[argv.index("--max_train_steps") + 1] = 3
+    resume = ["--resume_from_checkpoint", "latest"]
+    with mock.patch.object(tu, "load_train_dataset", side_effect=AssertionError("data loaded")):
+        with pytest.raises(ValueError, match="--pretrained_vae_model_name_or_path: the frozen vae differs from"):
+            run(train_unet, [*argv, *resume, "--pretrained_vae_model_name_or_path", tmp_path / "new-encoder"])
+    run(train_unet, [*argv, *resume, "--pretrained_vae_model_name_or_path", tmp_path / "new-decoder"])
+    assert (out / "checkpoint-3").is_dir()
+    # a frozen pretrained text encoder: its weights are part of the fingerprint too
+    clip = tmp_path / "clip"
+    tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
+    tokenizer.save_pretrained(clip)
+    build_text_encoder(tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=1).save_pretrained(clip)
+    frozen_argv = unet_resume_argv(vae_dir, tmp_path / "frozen-clip") + ["--pretrained_text_encoder", clip]
+    frozen_argv[frozen_argv.index("--max_train_steps") + 1] = 2
+    run(train_unet, frozen_argv)
+    torch.manual_seed(1)
+    build_text_encoder(tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=1).save_pretrained(clip)
+    frozen_argv[frozen_argv.index("--max_train_steps") + 1] = 3
+    with pytest.raises(ValueError, match="--pretrained_text_encoder: the frozen text_encoder differs from"):
+        run(train_unet, [*frozen_argv, *resume])
 
 
 def final_loss_line(card: str) -> str:
@@ -437,8 +504,8 @@ def test_two_processes_end_with_identical_weights_and_only_rank_0_writes(vae_dir
     assert rank0 == rank1 and set(rank0) == {"unet", "text_encoder"}
     # one set of outputs; rank 1 only adds its own RNG state to the checkpoint (accelerate's layout)
     assert sorted(p.name for p in (out / "checkpoint-2").iterdir()) == [
-        "noise_scheduler", "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl", "scheduler.bin",
-        "text_encoder", "text_encoder_ema", "tokenizer", "training_time.json", "unet", "unet_ema",
+        "frozen_models.json", "noise_scheduler", "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl",
+        "scheduler.bin", "text_encoder", "text_encoder_ema", "tokenizer", "training_time.json", "unet", "unet_ema",
     ]  # fmt: skip
     # each process drew its own noise, timesteps and caption drops: their RNG streams differ
     rng0, rng1 = (accelerate_load(out / "checkpoint-2" / f"random_states_{i}.pkl") for i in range(2))
@@ -987,11 +1054,17 @@ def test_fewer_images_than_one_batch(script, tmp_path):
         train_unet: ["--unet_config", TINY_UNET],
         train_clip: ["--num_validation_images", 2],
     }[script]
-    with pytest.raises(
-        ValueError, match=r"1[02] training image\(s\) is fewer than one batch: --train_batch_size 16 x 1 "
-    ):
+    # the held-out images are named: the user gave 12 images, not the 10 left to train on
+    held_out = "" if script is train_unet else r" \(12 in the data set, 2 held out for validation by --num_validation"
+    with pytest.raises(ValueError, match=rf"1[02] training image\(s\){held_out}.* is fewer than one batch: "):
         run(script, argv)
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_train_vae_on_one_image_asks_for_two(tmp_path):
+    argv = ["--report_to", "none", "--dataset_name", FACES, "--max_train_samples", 1, "--train_batch_size", 1]
+    with pytest.raises(ValueError, match="train_vae.py needs at least 2 images .* the data set has 1"):
+        run(train_vae, [*argv, *TINY_VAE, "--output_dir", tmp_path / "o"])  # was an IndexError
 
 
 def test_push_to_hub_creates_the_repo_before_any_work(tmp_path):
@@ -1002,7 +1075,10 @@ def test_push_to_hub_creates_the_repo_before_any_work(tmp_path):
         mock.patch.object(tu, "load_train_dataset") as load,
         mock.patch.object(tu.cards, "upload_folder") as upload,
     ):
-        with pytest.raises(OSError, match="offline"):
+        # named, not a bare huggingface_hub / httpx traceback
+        with pytest.raises(
+            ValueError, match="--push_to_hub: could not create the Hub repo 'my-vae' .*OSError: offline"
+        ):
             run(train_vae, [*argv, "--push_to_hub"])
     create_repo.assert_called_once_with(repo_id="my-vae", exist_ok=True, token=None)
     load.assert_not_called()
@@ -1213,6 +1289,16 @@ def test_an_output_dir_under_a_file_is_refused_before_any_work(script, below, tm
         script.parse_args(["--dataset_name", FACES, "--output_dir", str(tmp_path / "a_file" / below)])
 
 
+@pytest.mark.parametrize("script", [train_vae, train_unet, train_clip], ids=lambda m: m.__name__)
+def test_an_output_dir_inside_the_data_dir_is_refused(script, tmp_path):
+    """Its validation grids became training images when the run was resumed (6 -> 7 images), as in diffusers."""
+    (tmp_path / "data").mkdir()
+    for output_dir in ("data/out", "data", "data/../data/x"):
+        with pytest.raises(ValueError, match="--output_dir .* lies inside --train_data_dir"):
+            script.parse_args(["--train_data_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / output_dir)])
+    script.parse_args(["--train_data_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "data-out")])
+
+
 @pytest.mark.parametrize("script", [train_unet, train_clip])
 @pytest.mark.parametrize(
     "section, key, message",
@@ -1234,11 +1320,43 @@ def test_a_config_typo_is_named_before_the_data(script, section, key, message, t
     load.assert_not_called()
 
 
+@pytest.mark.parametrize(
+    "section, key, message",
+    [
+        ("unet", "block_out_channel", r"unknown unet keys \['block_out_channel'\]; allowed: .*'block_out_channels'"),
+        # diffusers ignored it with a log line: trained epsilon, and wrote the typo into the saved scheduler config
+        ("scheduler", "prediction_typ", r"unknown scheduler keys \['prediction_typ'\]"),
+    ],
+)
+def test_a_unet_or_scheduler_config_typo_is_named_before_the_data(section, key, message, tmp_path):
+    config = json.loads(Path(TINY_UNET).read_text())
+    config.setdefault(section, {})[key] = "v_prediction" if section == "scheduler" else [16, 32]
+    config["scheduler"]["solver_order"] = 2  # a key of the pipeline's DPM-Solver++ only: allowed
+    (tmp_path / "typo.json").write_text(json.dumps(config))
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path / "o", "--unet_config", tmp_path / "typo.json"]
+    with mock.patch.object(tu, "load_train_dataset") as load:
+        with pytest.raises(ValueError, match=f"--unet_config .*typo.json: {message}"):
+            run(train_unet, argv)
+        (tmp_path / "bad.json").write_text('{"unet": {"block_out_channels": [16, 32],}}')
+        for path, reason in ((tmp_path / "missing.json", "No such file"), (tmp_path / "bad.json", "Expecting")):
+            argv[-1] = path
+            with pytest.raises(ValueError, match=f"--unet_config .*{path.name}: cannot be read as JSON .*{reason}"):
+                run(train_unet, argv)
+    load.assert_not_called()
+
+
 def test_a_missing_pretrained_text_encoder_folder_is_named(tmp_path):
+    SmallVAE(block_out_channels=(8, 16), norm_num_groups=8).save_pretrained(tmp_path / "vae-run" / "vae")
+    (tmp_path / "vae-run" / "README.md").write_text("a VAE run")
     argv = [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path / "o", "--unet_config", TINY_UNET]
     with mock.patch.object(tu, "load_train_dataset") as load:
         with pytest.raises(ValueError, match="--pretrained_text_encoder .*missing-clip: no such folder"):
             run(train_unet, [*argv, "--pretrained_text_encoder", tmp_path / "missing-clip"])
+        # a folder without a tokenizer (a VAE run): named before the data ("No CLIP vocabulary found", after it)
+        with pytest.raises(
+            ValueError, match="--pretrained_text_encoder .*vae-run: no CLIP tokenizer and text encoder"
+        ):
+            run(train_unet, [*argv, "--pretrained_text_encoder", tmp_path / "vae-run"])
     load.assert_not_called()
 
 

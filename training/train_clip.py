@@ -220,7 +220,7 @@ def main(args):
     captions = list(dataset["text"])
     num_holdout = min(args.num_validation_images, len(dataset) // 2)
     num_train = len(dataset) - num_holdout
-    tu.check_enough_training_images(num_train, args.train_batch_size, accelerator.num_processes)
+    tu.check_enough_training_images(num_train, args.train_batch_size, accelerator.num_processes, num_holdout)
     transform = tu.image_transform(args, accelerator.process_index)
     logger.info(f"Decoding {len(dataset)} images...")
     crop_watch = tu.RandomCropWatch(transform, args.resolution, args.center_crop)

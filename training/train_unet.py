@@ -165,6 +165,8 @@ def main(args):
         if args.pretrained_vae_model_name_or_path
         else (None, None)
     )
+    frozen_flags = {"vae": "--pretrained_vae_model_name_or_path", "text_encoder": "--pretrained_text_encoder"}
+    tu.check_resume_frozen(resume_path, {"vae": vae}, frozen_flags)  # another latent space: refused before the data
     if vae is not None:
         vae.to(accelerator.device)
     factor = vae.downsample_factor if vae is not None else 1
@@ -188,6 +190,8 @@ def main(args):
     tokenizer, text_encoder = tu.build_text_components(
         args, config, captions, resume_path, accelerator.device, text_encoder_path
     )
+    frozen = {"vae": vae} if train_text_encoder else {"vae": vae, "text_encoder": text_encoder}
+    tu.check_resume_frozen(resume_path, frozen, frozen_flags)  # and other embeddings
     caption_input_ids = tu.tokenize_captions(tokenizer, unique_captions)  # (U, L), as CartoonFacePipeline tokenizes
     if not train_text_encoder:  # frozen: (U, L, D) hidden states computed once, kept on the CPU
         caption_embeds = tu.embed_captions(text_encoder, caption_input_ids, accelerator.device)
@@ -393,6 +397,7 @@ def main(args):
                         clock,
                         tokenizer=tokenizer if args.pretrained_text_encoder is None else None,
                         noise_scheduler=noise_scheduler,
+                        frozen=frozen,
                     )
                 if global_step % args.validation_steps == 0 and accelerator.is_main_process:
                     validation_grid(global_step)

@@ -205,9 +205,14 @@ def main(args):
 
     # ---- data: held-out images for grids/metrics, the rest for training ----
     dataset = tu.load_train_dataset(args, captions=False)  # images alone: a folder without captions trains too
+    if len(dataset) < 2:  # one held out for the grids and metrics, one to train on
+        raise ValueError(
+            f"train_vae.py needs at least 2 images (one is held out for the validation grids and metrics), the data "
+            f"set has {len(dataset)}."
+        )
     num_holdout = min(args.num_validation_images, len(dataset) // 2)
     train_images = dataset.select(range(len(dataset) - num_holdout))
-    tu.check_enough_training_images(len(train_images), args.train_batch_size, accelerator.num_processes)
+    tu.check_enough_training_images(len(train_images), args.train_batch_size, accelerator.num_processes, num_holdout)
     transform = tu.image_transform(args, accelerator.process_index, channels=vae.config.in_channels)
     holdout_images = torch.stack(
         [transform(image) for image in dataset.select(range(len(train_images), len(dataset)))["image"]]

@@ -113,10 +113,17 @@ def is_hub_dataset_id(dataset_name: Optional[str]) -> bool:
 
 def create_hub_repo(args: argparse.Namespace) -> str:
     """Creates the Hub repo of `--push_to_hub` (if needed) and returns its id; called at the start of training, as
-    diffusers' scripts do, so that a logged-out or offline run fails before any work."""
-    return create_repo(
-        repo_id=args.hub_model_id or Path(args.output_dir).name, exist_ok=True, token=args.hub_token
-    ).repo_id
+    diffusers' scripts do, so that a logged-out or offline run fails before any work (a `ValueError` naming the flag
+    and the repo, from huggingface_hub's error: offline mode, no connection, no token)."""
+    repo_id = args.hub_model_id or Path(args.output_dir).name
+    try:
+        return create_repo(repo_id=repo_id, exist_ok=True, token=args.hub_token).repo_id
+    except Exception as error:  # noqa: BLE001  (offline, unreachable, unauthorised, bad id: all stop the same way)
+        raise ValueError(
+            f"--push_to_hub: could not create the Hub repo {repo_id!r} before training ({type(error).__name__}: "
+            f"{error}). Log in with `hf auth login` where the Hub can be reached (HF_HUB_OFFLINE unset), or train "
+            "without --push_to_hub and upload the output folder later."
+        ) from error
 
 
 def push_folder_to_hub(folder: str, repo_id: str, token: Optional[str], logging_dir: str = "logs") -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -72,6 +73,12 @@ def resolve_resume_checkpoint(output_dir: str, resume_from_checkpoint: Optional[
         raise ValueError(
             f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a checkpoint-<step> folder; "
             f"checkpoints in {output_dir}: {available or 'none'} (or pass `latest`)."
+        )
+    later = [os.path.basename(p) for step, p in list_checkpoints(output_dir) if step > checkpoint_step(path)]
+    if later:  # else `latest` would go back to the run this one replaces
+        logger.warning(
+            f"Resuming from {os.path.basename(os.path.normpath(path))}: the later checkpoints {later} in {output_dir} "
+            "belong to the run this one replaces; they are deleted when this run saves its first checkpoint."
         )
     return path
 
@@ -231,6 +238,47 @@ def is_checkpoint_step(global_step: int, args: argparse.Namespace) -> bool:
     return global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps
 
 
+FROZEN_MODELS_FILE = "frozen_models.json"
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of a frozen model's state dict (names, dtypes, shapes, values): the same weights give the same string.
+    For a VAE (a model with an `encoder` and a `config.scaling_factor`), only what makes its latents: the encoder,
+    `quant_conv` and the scaling / shift factors (a decoder fine-tuned since, as the recipes' decoder stages do,
+    decodes the same latents)."""
+    digest = hashlib.sha256()
+    state = model.state_dict()
+    config = getattr(model, "config", None)
+    if hasattr(model, "encoder") and hasattr(config, "scaling_factor"):
+        state = {k: v for k, v in state.items() if k.startswith(("encoder.", "quant_conv."))}
+        digest.update(f"scaling_factor={config.scaling_factor};shift_factor={config.get('shift_factor')};".encode())
+    for name, tensor in sorted(state.items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_resume_frozen(resume_path: Optional[str], frozen: dict[str, Optional[torch.nn.Module]], flags: dict) -> None:
+    """Refuses to resume with other frozen models than the checkpoint's run used (`frozen_models.json`, written by
+    `save_checkpoint(frozen=...)`): another VAE changes the latents the UNet learned, another frozen text encoder
+    the embeddings it is conditioned on, half-way through the run. `frozen`: name -> model (`None`: the run has
+    none, e.g. pixel space); `flags`: name -> the flag that gave it. Checkpoints without the file pass."""
+    if resume_path is None or not os.path.isfile(os.path.join(resume_path, FROZEN_MODELS_FILE)):
+        return
+    with open(os.path.join(resume_path, FROZEN_MODELS_FILE), encoding="utf-8") as f:
+        saved = json.load(f)
+    for name, model in frozen.items():
+        now = None if model is None else weights_fingerprint(model)
+        if saved.get(name) != now:
+            what = "none" if saved.get(name) is None else "other weights"
+            raise ValueError(
+                f"{flags[name]}: the frozen {name} differs from the one {resume_path} was trained with ({what}): "
+                f"resuming would change what the UNet learns from half-way. Resume with the run's own {flags[name]}, "
+                "or start a new run in another --output_dir."
+            )
+
+
 def save_checkpoint(
     accelerator: Accelerator,
     output_dir: str,
@@ -239,6 +287,7 @@ def save_checkpoint(
     clock: Optional[TrainingClock] = None,
     tokenizer=None,
     noise_scheduler=None,
+    frozen: Optional[dict[str, Optional[torch.nn.Module]]] = None,
 ) -> str:
     """`accelerator.save_state` into `.tmp-checkpoint-<step>`, then rename it to `checkpoint-<step>`.
 
@@ -246,7 +295,8 @@ def save_checkpoint(
     prunes and renames, after everyone is done. `clock`'s total wall time so far is stored with the state, a
     `tokenizer` trained by the run in `tokenizer/` (a resumed run must use that one: `build_or_resume_tokenizer`),
     and the training `noise_scheduler`'s config in `noise_scheduler/` (beside accelerate's LR `scheduler.bin`),
-    which `check_checkpoints_compatible` compares.
+    which `check_checkpoints_compatible` compares, and a fingerprint of each `frozen` model (name -> model, or `None`
+    for none) in `frozen_models.json`, which `check_resume_frozen` compares.
     Old checkpoints beyond `total_limit` are deleted only once the new one is complete (diffusers deletes them
     first, which loses every checkpoint when a run with `--checkpoints_total_limit 1` is killed while saving).
     """
@@ -264,10 +314,18 @@ def save_checkpoint(
             tokenizer.save_pretrained(os.path.join(tmp_path, "tokenizer"))
         if noise_scheduler is not None:
             noise_scheduler.save_pretrained(os.path.join(tmp_path, "noise_scheduler"))
+        if frozen is not None:
+            fingerprints = {name: None if m is None else weights_fingerprint(m) for name, m in frozen.items()}
+            with open(os.path.join(tmp_path, FROZEN_MODELS_FILE), "w", encoding="utf-8") as f:
+                json.dump(fingerprints, f, indent=2)
         if os.path.isdir(final_path):
             _remove_folder(final_path)
         os.replace(tmp_path, final_path)
         logger.info(f"Saved state to {final_path}")
+        for later_step, later in list_checkpoints(output_dir):  # a run resumed from an older checkpoint replaces them
+            if later_step > step:
+                logger.info(f"Removing {later}: a later checkpoint of the run this resumed run replaces")
+                _remove_folder(later)
         if total_limit is not None:
             others = [path for _, path in list_checkpoints(output_dir) if path != final_path]
             for old in others[: max(0, len(others) - total_limit + 1)]:

@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import re
 
 import numpy as np
 import torch
@@ -148,12 +149,28 @@ def check_resolution(resolution: int, factor: int) -> None:
         raise ValueError(f"--resolution {resolution} must be divisible by the VAE's downsampling factor {factor}.")
 
 
+def is_training_checkpoint(folder: str) -> bool:
+    """`True` for a folder `accelerator.save_state` wrote (a `checkpoint-<step>` of a training run: its optimizer
+    state, or its processes' random states)."""
+    return os.path.isfile(os.path.join(folder, "optimizer.bin")) or any(
+        re.fullmatch(r"random_states_\d+\.pkl", name) for name in (os.listdir(folder) if os.path.isdir(folder) else [])
+    )
+
+
 def load_frozen_vae(path: str, flag: str = "--pretrained_vae_model_name_or_path"):
     """The frozen SmallVAE in `path` or `path/vae` (train_vae.py's output), and that folder; `path` may be a Hub id
     (`sdscratch.hub.snapshot_folder`: its cached snapshot offline). A clear error, naming the command-line `flag`
     that gave `path`, for anything else."""
     path = snapshot_folder(path, flag, VAE_FILES)
     folder = path if os.path.isfile(os.path.join(path, "config.json")) else os.path.join(path, "vae")
+    checkpoint = next((p for p in (path, os.path.dirname(folder)) if is_training_checkpoint(p)), None)
+    if checkpoint is not None:  # its vae/ holds the raw weights and a scaling_factor never measured (1.0)
+        raise ValueError(
+            f"{flag} {path} is a training checkpoint (for --resume_from_checkpoint): its VAE has the raw, non-EMA "
+            "weights and a latent scaling_factor that is measured only when train_vae.py finishes. Give the run's "
+            f"output folder ({os.path.dirname(os.path.abspath(checkpoint))}) once it has finished (its command run "
+            "again with --resume_from_checkpoint latest finishes it)."
+        )
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise ValueError(f"{flag} {path}: no config.json there or in its vae/ subfolder.")
     with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:

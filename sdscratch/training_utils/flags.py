@@ -172,6 +172,13 @@ def check_common_args(args: argparse.Namespace) -> None:
     existing = nearest_existing_path(args.output_dir)  # a file there: makedirs fails at the first save otherwise
     if not os.path.isdir(existing):
         raise ValueError(f"--output_dir {args.output_dir!r} cannot be a folder: {existing!r} is a file.")
+    if args.train_data_dir is not None:  # its validation grids would be read as training images by a resumed run
+        data_dir, output_dir = os.path.realpath(args.train_data_dir), os.path.realpath(args.output_dir)
+        if os.path.commonpath([data_dir, output_dir]) == data_dir:
+            raise ValueError(
+                f"--output_dir {args.output_dir!r} lies inside --train_data_dir {args.train_data_dir!r}: the images "
+                "the run writes there (validation grids) would become training images. Put it outside."
+            )
     if args.max_train_steps is not None and args.max_train_steps < 1:
         raise ValueError(
             f"--max_train_steps must be >= 1 (or left out: --num_train_epochs), got {args.max_train_steps}."
@@ -294,13 +301,24 @@ def check_mixed_precision(mixed_precision: Optional[str]) -> None:
         )
 
 
-def check_enough_training_images(num_images: int, train_batch_size: int, num_processes: int) -> None:
-    """Every process needs at least one full batch per epoch (the data loaders drop the last partial batch)."""
+def check_enough_training_images(
+    num_images: int, train_batch_size: int, num_processes: int, num_held_out: int = 0
+) -> None:
+    """Every process needs at least one full batch per epoch (the data loaders drop the last partial batch).
+    `num_held_out`: the images of the data set kept out of training (train_vae.py's --num_validation_images)."""
     if num_images < train_batch_size * num_processes:
+        held_out = ""
+        if num_held_out:
+            held_out = (
+                f" ({num_images + num_held_out} in the data set, {num_held_out} held out for validation by "
+                "--num_validation_images, at most half of them)"
+            )
         raise ValueError(
-            f"{num_images} training image(s) is fewer than one batch: --train_batch_size {train_batch_size} x "
-            f"{num_processes} process(es) = {train_batch_size * num_processes} images per step (the last partial "
-            "batch is dropped). Lower --train_batch_size or add images."
+            f"{num_images} training image(s){held_out} is fewer than one batch: --train_batch_size "
+            f"{train_batch_size} x {num_processes} process(es) = {train_batch_size * num_processes} images per step "
+            "(the last partial batch is dropped). Lower --train_batch_size"
+            + (" or --num_validation_images" if num_held_out else "")
+            + ", or add images."
         )
 
 

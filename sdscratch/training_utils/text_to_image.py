@@ -38,13 +38,19 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 def load_config(args) -> dict:
     """The --unet_config JSON ({"unet", "text_encoder", "tokenizer", "scheduler"} sections) with flag overrides."""
-    with open(args.unet_config, encoding="utf-8") as f:
-        config = json.load(f)
+    try:
+        with open(args.unet_config, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, json.JSONDecodeError) as error:  # named: a bare FileNotFoundError / JSONDecodeError was not
+        raise ValueError(f"--unet_config {args.unet_config}: cannot be read as JSON ({error}).") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"--unet_config {args.unet_config}: must hold a JSON object, got {type(config).__name__}.")
     unknown = set(config) - {"unet", "text_encoder", "tokenizer", "scheduler", "description"}
     if unknown:
         raise ValueError(f"--unet_config {args.unet_config}: unknown sections {sorted(unknown)}.")
     config = {key: dict(config.get(key, {})) for key in ("unet", "text_encoder", "tokenizer", "scheduler")}
     check_text_config_keys(config, f"--unet_config {args.unet_config}")
+    check_unet_config_keys(config, f"--unet_config {args.unet_config}")
     for key in ("block_out_channels", "layers_per_block"):
         if getattr(args, key) is not None:
             config["unet"][key] = getattr(args, key)
@@ -87,6 +93,30 @@ def check_text_config_keys(config: dict, source: str) -> None:
         unknown = sorted(set(config.get(section, {})) - set(allowed))
         if unknown:
             raise ValueError(f"{source}: unknown {section} keys {unknown}; allowed: {allowed}.")
+
+
+def check_unet_config_keys(config: dict, source: str) -> None:
+    """Raises a `ValueError` naming `source` for a key of the config's `unet` section that `SmallUNet` does not take
+    (a bare TypeError once the data had been loaded and the tokenizer trained), or of its `scheduler` section that
+    neither the training `DDPMScheduler` nor the pipeline's `DPMSolverMultistepScheduler` takes (diffusers ignores
+    those with a log line: a "prediction_typ" trained epsilon and was written into the saved scheduler config)."""
+    import inspect
+
+    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+
+    from ..models.unet import SmallUNet
+    from ..pipelines.pipeline_utils import default_scheduler_config
+
+    scheduler_keys = set(default_scheduler_config())
+    for scheduler_class in (DDPMScheduler, DPMSolverMultistepScheduler):
+        scheduler_keys |= set(inspect.signature(scheduler_class.__init__).parameters) - {"self"}
+    for section, allowed in (
+        ("unet", set(inspect.signature(SmallUNet.__init__).parameters) - {"self"}),
+        ("scheduler", scheduler_keys),
+    ):
+        unknown = sorted(set(config.get(section, {})) - allowed)
+        if unknown:
+            raise ValueError(f"{source}: unknown {section} keys {unknown}; allowed: {sorted(allowed)}.")
 
 
 def check_text_encoder_args(args: argparse.Namespace) -> None:
@@ -136,10 +166,18 @@ def check_unet_resolution(resolution: int, vae_factor: Optional[int], block_out_
 def pretrained_text_encoder_folder(args: argparse.Namespace) -> Optional[str]:
     """The local folder of --pretrained_text_encoder (None without it): a Hub id becomes its snapshot in the HF cache
     (downloaded, or the cached one offline), anything else not found is a clear error."""
-    return (
-        snapshot_folder(args.pretrained_text_encoder, "--pretrained_text_encoder", TEXT_ENCODER_FILES)
-        if args.pretrained_text_encoder is not None
-        else None
+    if args.pretrained_text_encoder is None:
+        return None
+    folder = snapshot_folder(args.pretrained_text_encoder, "--pretrained_text_encoder", TEXT_ENCODER_FILES)
+    for sub_tokenizer, sub_encoder in (("", ""), ("tokenizer", "text_encoder")):  # a CLIP repo, or a pipeline
+        vocabulary = [os.path.join(folder, sub_tokenizer, name) for name in ("tokenizer.json", "vocab.json")]
+        if any(map(os.path.isfile, vocabulary)) and os.path.isfile(os.path.join(folder, sub_encoder, "config.json")):
+            return folder
+    # (load_text_components said "No CLIP vocabulary found", without the flag, once the data had been decoded)
+    raise ValueError(
+        f"--pretrained_text_encoder {args.pretrained_text_encoder}: no CLIP tokenizer and text encoder there: "
+        "expected tokenizer.json or vocab.json + merges.txt beside a text encoder's config.json (a CLIP repo), or "
+        "a pipeline's tokenizer/ and text_encoder/ subfolders."
     )
 
 
