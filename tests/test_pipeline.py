@@ -599,6 +599,14 @@ def test_latents_of_a_non_square_size_are_checked_against_height_and_width(pipe)
         run(pipe, height=16, width=32, latents=torch.randn(1, 4, 16, 8))
 
 
+def test_an_rgb_numpy_mask_says_how_its_shape_was_read(pipe):
+    """An (H, W, 3) array (np.array of an RGB mask) is read as 16 masks of 16x3, as diffusers reads it; the error
+    says so and how to pass it (it said only "holds 16 masks")."""
+    with pytest.raises(ValueError, match=r"holds 16 masks \(a 3-D array .* shape \(16, 16, 3\); .* mask\[\.\.\., 0\]"):
+        run(pipe, image=_face(), mask_image=np.ones((16, 16, 3), dtype=np.float32))
+    assert run(pipe, image=_face(), mask_image=np.ones((16, 16, 3), dtype=np.float32)[..., 0]).shape == (1, 16, 16, 3)
+
+
 def test_callback_tensor_inputs_none_is_no_tensors(pipe):
     """`callback_on_step_end_tensor_inputs=None`: the callback gets an empty dict (it crashed after the first step:
     'NoneType' object is not iterable)."""

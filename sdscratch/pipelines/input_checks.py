@@ -336,7 +336,14 @@ def check_inputs(
     if mask_image is not None:
         n, mask_channels, *mask_size = image_layout(mask_image, "mask_image", grayscale=True)
         if n not in (1, batch_size):
-            raise ValueError(f"`mask_image` holds {n} masks; pass 1 or one per prompt ({batch_size}).")
+            first = mask_image[0] if isinstance(mask_image, list) else mask_image
+            read = ""
+            if getattr(first, "ndim", None) == 3:  # as diffusers reads a 3-D mask: (masks, H, W)
+                read = (
+                    f" (a 3-D array or tensor is read as (masks, height, width): shape {tuple(first.shape)}; for an "
+                    "(H, W, 3) RGB mask pass one channel, e.g. mask[..., 0], or a PIL image)"
+                )
+            raise ValueError(f"`mask_image` holds {n} masks{read}; pass 1 or one per prompt ({batch_size}).")
         if mask_channels not in (None, 1):
             raise ValueError(f"`mask_image` must have 1 channel, got {mask_channels}.")
         if mask_size != size:
