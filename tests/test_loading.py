@@ -116,6 +116,19 @@ def test_imagefolder_with_metadata(tmp_path):
     assert set(out["text"]) <= {line["text"] for line in lines}
 
 
+def test_a_malformed_metadata_jsonl_is_named_with_its_folder(tmp_path):
+    """pyarrow's bare "JSON parse error ... in row 1" named neither the file nor the folder."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8)).save(folder / f"{i}.png")
+    lines = [json.dumps({"file_name": "0.png", "text": "a"}), '{"file_name": "1.png", "text": "b",}']
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    match = r"train_data_dir=.*data': its metadata.jsonl cannot be read \(JSON parse error.*row 1"
+    with pytest.raises(ValueError, match=match):
+        load_image_caption_dataset(train_data_dir=str(folder), cache_dir=str(tmp_path / "cache"))
+
+
 def test_imagefolder_16_bit_and_float_images_are_scaled_not_clipped(tmp_path):
     # a 16-bit grayscale PNG opens as mode I;16: `.convert("RGB")` alone would clip mid-grey to white
     Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16)).save(tmp_path / "gray16.png")

@@ -158,7 +158,15 @@ def _load_imagefolder(folder, train_data_dir: str, split: Optional[str], cache_d
         no_images = error
     except ValueError as error:  # datasets: 'Instruction "train" corresponds to no data!'
         if "corresponds to no data" not in str(error):
-            raise
+            metadata = [name for name in ("metadata.jsonl", "metadata.csv") if any(folder.rglob(name))]
+            if not metadata:
+                raise
+            # pyarrow's "JSON parse error: ... in row 1" named neither the file nor the folder
+            raise ValueError(
+                f"train_data_dir={train_data_dir!r}: its {' / '.join(metadata)} cannot be read ({error}). It needs "
+                'one row per image with its file_name and caption, e.g. {"file_name": "0001.png", "text": "..."} '
+                "per line of metadata.jsonl (rows counted from 0, without the header in a CSV)."
+            ) from error
         no_images = error
     raise ValueError(
         f"train_data_dir={train_data_dir!r} holds no image files (nested folders included). Parquet / arrow shards "
