@@ -39,8 +39,8 @@ def main(argv=None) -> str:
     parser.add_argument("--output", default="digits.png")
     parser.add_argument("--model_path", default=None, help="a pipeline folder or Hub id (default: the shipped model)")
     args = parser.parse_args(argv)
-    if args.num_images < 1 or args.scale < 1:
-        raise SystemExit("--num_images and --scale must be at least 1")
+    if args.num_images < 1 or args.scale < 1 or args.steps < 1:  # before the model loads
+        raise SystemExit("--num_images, --scale and --steps must be at least 1")
 
     import torch
     from PIL import Image

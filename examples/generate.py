@@ -51,8 +51,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> str:
     args = parse_args(argv)
-    if args.num_images < 1:
-        raise SystemExit(f"--num_images must be at least 1, got {args.num_images}")
+    if args.num_images < 1 or args.steps < 1:  # before the model loads
+        raise SystemExit(f"--num_images and --steps must be at least 1, got {args.num_images} and {args.steps}")
 
     # heavy imports only now, so that --help is instant
     import torch

@@ -44,6 +44,8 @@ def main(argv=None) -> str:
     parser.add_argument("--output", default="img2img.png")
     parser.add_argument("--model_path", default=None, help="a pipeline folder or Hub id (default: the shipped model)")
     args = parser.parse_args(argv)
+    if not 0 <= args.strength <= 1 or args.steps < 1:  # before the model loads
+        raise SystemExit(f"--strength must be in [0, 1] and --steps at least 1, got {args.strength} and {args.steps}")
 
     import torch
 

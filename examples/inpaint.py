@@ -39,6 +39,8 @@ def main(argv=None) -> str:
     parser.add_argument("--output", default="inpaint.png")
     parser.add_argument("--model_path", default=None, help="a pipeline folder or Hub id (default: the shipped model)")
     args = parser.parse_args(argv)
+    if args.steps < 1:  # before the model loads
+        raise SystemExit(f"--steps must be at least 1, got {args.steps}")
     if args.mask_fraction is not None and not 0 < args.mask_fraction <= 1:
         raise SystemExit(f"--mask_fraction must be in (0, 1], got {args.mask_fraction}")
 

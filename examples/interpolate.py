@@ -33,6 +33,8 @@ def main(argv=None) -> str:
     parser.add_argument("--output", default="interpolation.gif", help=".gif for an animation, .png for a strip")
     parser.add_argument("--model_path", default=None, help="a pipeline folder or Hub id (default: the shipped model)")
     args = parser.parse_args(argv)
+    if args.steps < 1:  # before the model loads
+        raise SystemExit(f"--steps must be at least 1, got {args.steps}")
     if args.num_frames < 2:
         raise SystemExit(f"--num_frames must be at least 2, got {args.num_frames}")
     if args.duration_ms < 10:  # GIF delays count hundredths of a second: below 10 ms PIL writes no delay at all

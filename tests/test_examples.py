@@ -442,6 +442,28 @@ def test_architecture_diagram_bad_output_fails_before_drawing(tmp_path, monkeypa
     assert [p.name for p in tmp_path.iterdir()] == ["folder"] and not list((tmp_path / "folder").iterdir())
 
 
+@pytest.mark.parametrize(
+    "name, flags, message",
+    [
+        ("generate", ["--steps", "0"], "--steps must be at least 1"),
+        ("img2img", ["--strength", "1.5"], r"--strength must be in \[0, 1\]"),
+        ("img2img", ["--steps", "0"], "--steps at least 1"),
+        ("inpaint", ["--steps", "0"], "--steps must be at least 1"),
+        ("interpolate", ["--steps", "0"], "--steps must be at least 1"),
+        ("digits", ["--steps", "0"], "--steps must be at least 1"),
+    ],
+)
+def test_bad_sampling_flags_fail_before_the_pipeline_loads(name, flags, message, tmp_path, monkeypatch):
+    """They failed in the pipeline's input checks, as a traceback after the model had loaded."""
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the pipeline was loaded before the flags were checked")
+
+    monkeypatch.setattr("sdscratch.demo.load_pipeline", no_work)
+    with pytest.raises(SystemExit, match=message):
+        run_example(name, [*flags, "--output", str(tmp_path / "out.png")])
+
+
 @pytest.mark.parametrize("name", ["img2img", "inpaint"])
 def test_unreadable_image_fails_before_the_pipeline_loads(name, tmp_path, monkeypatch):
     def no_work(*args, **kwargs):
