@@ -1006,6 +1006,9 @@ def test_unet_on_an_imagefolder_and_a_finished_run_started_again_takes_no_step(v
     card = (out / "README.md").read_text()
     assert f"\n- Data: imagefolder `{folder}`\n" in card  # one code span: no backticks nested in another
     assert "datasets:" not in card.split("---")[1]  # a local folder is no Hub data set
+    # finished: the same command stops before the data and the latent cache (the recipe's re-run encoded 10,000)
+    with mock.patch.object(tu, "load_train_dataset", side_effect=AssertionError("data loaded")):
+        run(train_unet, argv)
     assert_started_again_takes_no_step(train_unet, argv, out, "unet")  # resumes at checkpoint-2 == max steps
     # written again without a step, the card keeps the run's final loss and speed (from the checkpoint), not 0
     assert final_loss_line((out / "README.md").read_text()) == final_loss_line(card)

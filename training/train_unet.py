@@ -153,6 +153,12 @@ def main(args):
     train_text_encoder = args.pretrained_text_encoder is None or args.train_text_encoder
     tu.check_resume_text_encoder(args, resume_path)
     tu.check_resume_ema(resume_path, ["unet"] + (["text_encoder"] if train_text_encoder else []), args.use_ema)
+    # a finished run started again (the recipes re-run every stage): stop before the data and the latent cache
+    if resume_path is not None and args.max_train_steps is not None:
+        step = tu.checkpoint_step(resume_path)
+        if step >= args.max_train_steps and os.path.isfile(os.path.join(args.output_dir, "README.md")):
+            tu.end_if_finished(accelerator, args, resume_path, step, repo_id)  # uploads with --push_to_hub
+            return
     clock = tu.TrainingClock(resume_path)  # wall time of the whole run, across resumes
     config = tu.load_config(args)
     noise_scheduler = DDPMScheduler.from_config(default_scheduler_config(**config["scheduler"]))
