@@ -180,6 +180,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             f"{args.model_path} --local-dir <folder>`)"
         )
     existing = nearest_existing_path(args.output_dir)  # a file there: makedirs failed after the whole evaluation
+    if not args.output_dir:
+        parser.error("--output_dir must name a folder, got ''")
     if not os.path.isdir(existing):
         parser.error(f"--output_dir {args.output_dir!r} cannot be a folder: {existing!r} is a file")
     if args.batch_size < 1:

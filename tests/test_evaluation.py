@@ -254,6 +254,41 @@ def test_train_classifier_script_runs(tmp_path):
     assert load_classifier(tmp_path).config.labels["skin"] == list(ATTRIBUTES["skin"])
 
 
+def test_digit_classifier_refuses_images_in_the_wrong_layout():
+    """NCHW numpy or NHWC tensors: the 1-channel classifier averaged their 16 rows as channels and read 0-5% right."""
+    classifier = load_classifier("digits")
+    images = uint8_to_float(labelled_digits("test")[0][:4])  # (4, 1, 16, 16) in [-1, 1]
+    with pytest.raises(ValueError, match=r"images have 16 channels \(read as \(N, H, W, C\)\)"):
+        classifier.classify(((images + 1) / 2).numpy())
+    with pytest.raises(ValueError, match=r"images have 16 channels \(read as \(N, C, H, W\)\)"):
+        classifier.classify(images.permute(0, 2, 3, 1))
+    assert classifier.classify(images.repeat(1, 3, 1, 1))[0]["digit"].shape == (4,)  # RGB still reads as grey
+
+
+def test_train_classifier_refuses_an_output_dir_under_a_file(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "train_classifier", os.path.join(REPO, "training", "train_classifier.py")
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match="--output_dir .* cannot be a folder: .*afile' is a file"):  # after training
+        script.main(["--task", "digits", "--output_dir", str(tmp_path / "afile" / "sub")])
+
+
+def test_metrics_refuse_nan_pixels_and_frechet_refuses_bad_statistics():
+    x = torch.zeros(2, 3, 64, 64)  # large enough for MS-SSIM's scales
+    y = x.clone()
+    y[0, 0, 0, 0] = float("nan")
+    for metric in (psnr, ssim, ms_ssim):
+        with pytest.raises(ValueError, match="NaN"):  # they returned NaN
+            metric(y, x)
+    with pytest.raises(ValueError, match=r"means must be \(dim,\) and covariances \(dim, dim\)"):  # read 0.0
+        frechet_distance(np.zeros(3), np.eye(4), np.zeros(3), np.eye(4))
+    with pytest.raises(ValueError, match="NaN or infinite"):  # returned nan
+        frechet_distance(np.zeros(2), np.eye(2) * np.nan, np.zeros(2), np.eye(2))
+
+
 # ---------------------------------------------------------------- adherence
 
 
@@ -457,15 +492,23 @@ def test_evaluate_flags_are_checked_before_any_work(tmp_path, capsys, flags, err
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("output_dir", ["taken", "taken/eval"])
+@pytest.mark.parametrize("output_dir", ["taken", "taken/eval", ""])
 def test_evaluate_refuses_an_output_dir_that_is_or_lies_under_a_file(tmp_path, capsys, output_dir):
     """It failed in os.makedirs (FileExistsError / NotADirectoryError) after the whole evaluation had run."""
     from sdscratch.evaluate import main
 
     (tmp_path / "taken").write_text("a file")
     with pytest.raises(SystemExit) as exit_info:
-        main(["--model_path", str(tmp_path / "missing"), "--output_dir", str(tmp_path / output_dir)])
-    assert exit_info.value.code == 2 and "taken' is a file" in capsys.readouterr().err
+        main(
+            [
+                "--model_path",
+                str(tmp_path / "missing"),
+                "--output_dir",
+                str(tmp_path / output_dir) if output_dir else "",
+            ]
+        )
+    error = "taken' is a file" if output_dir else "--output_dir must name a folder, got ''"  # '': after the evaluation
+    assert exit_info.value.code == 2 and error in capsys.readouterr().err
 
 
 def test_evaluate_functions_check_num_images_and_styles_first():

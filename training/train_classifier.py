@@ -37,6 +37,7 @@ from sdscratch.evaluation.references import (
     labelled_faces,
     uint8_to_float,
 )
+from sdscratch.training_utils.flags import nearest_existing_path
 
 # Per task: architecture and training defaults (the flags override the training ones).
 TASK_DEFAULTS = {
@@ -67,8 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise ValueError(f"--learning_rate must be a finite number > 0, got {args.learning_rate}.")
     if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
         raise ValueError(f"--weight_decay must be a finite number >= 0, got {args.weight_decay}.")
-    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):  # else a crash after the training
-        raise ValueError(f"--output_dir {args.output_dir!r} exists and is not a directory.")
+    existing = nearest_existing_path(args.output_dir)  # a file at or above it: a crash after the training
+    if not os.path.isdir(existing):
+        raise ValueError(f"--output_dir {args.output_dir!r} cannot be a folder: {existing!r} is a file.")
     return args
 
 

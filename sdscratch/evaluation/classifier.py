@@ -207,6 +207,12 @@ def prepare_images(images, in_channels: int, size: int) -> torch.Tensor:
     else:
         raise TypeError(f"images must be a list of PIL images, a numpy array or a torch tensor, got {type(images)}")
     if sample.shape[1] != in_channels:
+        if sample.shape[1] not in (1, 3):  # e.g. NCHW numpy or NHWC tensors: their rows were averaged as channels
+            layout = "(N, H, W, C)" if isinstance(images, np.ndarray) else "(N, C, H, W)"
+            raise ValueError(
+                f"images have {sample.shape[1]} channels (read as {layout}); give 1- or 3-channel images "
+                f"{layout} for this {in_channels}-channel classifier"
+            )
         if in_channels == 1:
             sample = sample.mean(dim=1, keepdim=True)
         elif sample.shape[1] == 1:

@@ -52,6 +52,10 @@ def frechet_distance(
         raise ValueError(
             f"statistics of different sizes: {mu1.shape} vs {mu2.shape}, {sigma1.shape} vs {sigma2.shape}"
         )
+    if mu1.ndim != 1 or sigma1.shape != (mu1.shape[0], mu1.shape[0]):  # a 3-d mean with 4x4 covariances read 0.0
+        raise ValueError(f"means must be (dim,) and covariances (dim, dim), got {mu1.shape} and {sigma1.shape}")
+    if not all(np.isfinite(a).all() for a in (mu1, mu2, sigma1, sigma2)):  # max(nan, 0.0) returned nan
+        raise ValueError("the statistics hold NaN or infinite values")
     from scipy import linalg  # imported here: scipy is slow to import and only this function needs it
 
     diff = mu1 - mu2

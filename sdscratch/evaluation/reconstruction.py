@@ -48,6 +48,8 @@ def _to_unit_range(images: torch.Tensor, value_range: Optional[tuple[float, floa
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(f"value_range must be two finite numbers with low < high, got {value_range!r}")
     if images.numel():
+        if images.is_floating_point() and images.isnan().any():  # NaN compares False with any bound: NaN metrics
+            raise ValueError("pixel values hold NaN")
         tolerance = RANGE_TOLERANCE * (high - low)
         found_low, found_high = images.min().item(), images.max().item()
         if found_low < low - tolerance or found_high > high + tolerance:
