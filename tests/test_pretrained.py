@@ -88,6 +88,8 @@ def test_a_plain_call_uses_the_guidance_scale_the_card_was_evaluated_at(name):
 def test_export_writes_fp16_weights_that_load_as_float32(tmp_path):
     pipe = tiny_random_pipeline(seed=0, name="digits")
     source = tmp_path / "trained"
+    pipe.save_pretrained(tmp_path / "first")
+    pipe = CartoonFacePipeline.from_pretrained(tmp_path / "first")  # loaded: its configs name where it came from
     pipe.save_pretrained(source)
     (source / "README.md").write_text("---\nlibrary_name: diffusers\n---\n# card\n")
     (source / "validation").mkdir()
@@ -100,6 +102,8 @@ def test_export_writes_fp16_weights_that_load_as_float32(tmp_path):
     )
     assert target == tmp_path / "pkg" / "digits" and not (tmp_path / "pkg" / "digits.tmp").exists()
     assert json.loads((target / "model_index.json").read_text())["unet"] == ["sdscratch.models.unet", "SmallUNet"]
+    for config in target.rglob("*.json"):  # the training machine's paths (`_name_or_path`) are not shipped
+        assert "_name_or_path" not in json.loads(config.read_text()) and str(tmp_path) not in config.read_text()
     with safe_open(target / "unet" / "diffusion_pytorch_model.safetensors", "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()} <= {torch.float16}
     assert sorted(p.name for p in (target / "validation").iterdir()) == ["samples-000200.png"]

@@ -90,6 +90,25 @@ def compute_in_float32(config_path: str) -> None:
     os.replace(config_path + ".tmp", config_path)
 
 
+def drop_name_or_path(folder: str) -> None:
+    """Removes `_name_or_path` from the exported folder's JSON configs: `save_pretrained` writes the folder each part
+    was loaded from (a path on the machine that trained it), which means nothing in the shipped package."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if not name.endswith(".json"):
+                continue
+            path = os.path.join(root, name)
+            with open(path, encoding="utf-8") as f:
+                config = json.load(f)
+            if not isinstance(config, dict) or "_name_or_path" not in config:
+                continue
+            del config["_name_or_path"]
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                json.dump(config, f, indent=2, sort_keys=True)
+                f.write("\n")
+            os.replace(path + ".tmp", path)
+
+
 def check_paths(args: argparse.Namespace) -> None:
     """Checks every folder argument before anything is loaded or written: a clear `ValueError` naming the flag.
 
@@ -236,6 +255,7 @@ def write_export(pipeline: CartoonFacePipeline, args: argparse.Namespace, tmp: s
     encoder training sections added) and the last validation grid."""
     to_float16(pipeline).save_pretrained(tmp, safe_serialization=True)
     compute_in_float32(os.path.join(tmp, "text_encoder", "config.json"))
+    drop_name_or_path(tmp)
     # the model card and the images it shows (validation grids), relative paths kept
     for name in CARD_FILES:
         if os.path.isfile(os.path.join(args.model_path, name)):
