@@ -1392,7 +1392,7 @@ def test_train_classifier_refuses_rates_that_cannot_train(extra, message):
 
 def test_train_classifier_refuses_a_file_as_output_dir_before_training(tmp_path):
     (tmp_path / "a_file").write_text("")
-    with pytest.raises(ValueError, match="--output_dir .*a_file' exists and is not a directory"):
+    with pytest.raises(ValueError, match="--output_dir .*a_file' cannot be a folder: .*a_file' is a file"):
         train_classifier.parse_args(["--output_dir", str(tmp_path / "a_file")])
 
 
