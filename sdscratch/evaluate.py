@@ -159,7 +159,7 @@ def parse_args(argv=None, prog: str | None = None):
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject flag values that would only fail after the whole evaluation (before anything is loaded)."""
-    from .training_utils.flags import nearest_existing_path
+    from .training_utils.flags import check_output_folder
 
     if args.grid_images is None:
         args.grid_images = 16 if args.edit else 64
@@ -179,11 +179,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             "id's files in the HF cache are shared and must not change: evaluate a local copy, `hf download "
             f"{args.model_path} --local-dir <folder>`)"
         )
-    existing = nearest_existing_path(args.output_dir)  # a file there: makedirs failed after the whole evaluation
     if not args.output_dir:
         parser.error("--output_dir must name a folder, got ''")
-    if not os.path.isdir(existing):
-        parser.error(f"--output_dir {args.output_dir!r} cannot be a folder: {existing!r} is a file")
+    try:  # a file there: makedirs failed after the whole evaluation
+        check_output_folder(args.output_dir)
+    except ValueError as error:
+        parser.error(str(error))
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
     if args.seed < 0:  # the reference faces are data set 10000 + 2 * seed: a negative one could be training faces

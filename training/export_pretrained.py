@@ -84,10 +84,15 @@ def compute_in_float32(config_path: str) -> None:
     with open(config_path, encoding="utf-8") as f:
         config = json.load(f)
     config["dtype"] = "float32"
-    with open(config_path + ".tmp", "w", encoding="utf-8") as f:
+    write_json(config_path, config)
+
+
+def write_json(path: str, config: dict) -> None:
+    """`config` as diffusers and transformers write configs (2-space indent, sorted keys), via a temporary file."""
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2, sort_keys=True)
         f.write("\n")
-    os.replace(config_path + ".tmp", config_path)
+    os.replace(path + ".tmp", path)
 
 
 def drop_name_or_path(folder: str) -> None:
@@ -103,10 +108,7 @@ def drop_name_or_path(folder: str) -> None:
             if not isinstance(config, dict) or "_name_or_path" not in config:
                 continue
             del config["_name_or_path"]
-            with open(path + ".tmp", "w", encoding="utf-8") as f:
-                json.dump(config, f, indent=2, sort_keys=True)
-                f.write("\n")
-            os.replace(path + ".tmp", path)
+            write_json(path, config)
 
 
 def check_paths(args: argparse.Namespace) -> None:

@@ -37,7 +37,7 @@ from sdscratch.evaluation.references import (
     labelled_faces,
     uint8_to_float,
 )
-from sdscratch.training_utils.flags import nearest_existing_path
+from sdscratch.training_utils.flags import check_output_folder
 
 # Per task: architecture and training defaults (the flags override the training ones).
 TASK_DEFAULTS = {
@@ -68,9 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise ValueError(f"--learning_rate must be a finite number > 0, got {args.learning_rate}.")
     if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
         raise ValueError(f"--weight_decay must be a finite number >= 0, got {args.weight_decay}.")
-    existing = nearest_existing_path(args.output_dir)  # a file at or above it: a crash after the training
-    if not os.path.isdir(existing):
-        raise ValueError(f"--output_dir {args.output_dir!r} cannot be a folder: {existing!r} is a file.")
+    check_output_folder(args.output_dir)  # a file at or above it: a crash after the training
     return args
 
 

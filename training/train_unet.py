@@ -172,7 +172,9 @@ def main(args):
         else (None, None)
     )
     frozen_flags = {"vae": "--pretrained_vae_model_name_or_path", "text_encoder": "--pretrained_text_encoder"}
-    tu.check_resume_frozen(resume_path, {"vae": vae}, frozen_flags)  # another latent space: refused before the data
+    # the frozen models' fingerprints, computed once: checked against the checkpoint now, saved with each checkpoint
+    frozen = {"vae": None if vae is None else tu.weights_fingerprint(vae)}
+    tu.check_resume_frozen(resume_path, frozen, frozen_flags)  # another latent space: refused before the data
     if vae is not None:
         vae.to(accelerator.device)
     factor = vae.downsample_factor if vae is not None else 1
@@ -196,8 +198,9 @@ def main(args):
     tokenizer, text_encoder = tu.build_text_components(
         args, config, captions, resume_path, accelerator.device, text_encoder_path
     )
-    frozen = {"vae": vae} if train_text_encoder else {"vae": vae, "text_encoder": text_encoder}
-    tu.check_resume_frozen(resume_path, frozen, frozen_flags)  # and other embeddings
+    if not train_text_encoder:  # and other embeddings
+        frozen["text_encoder"] = tu.weights_fingerprint(text_encoder)
+        tu.check_resume_frozen(resume_path, frozen, frozen_flags)
     caption_input_ids = tu.tokenize_captions(tokenizer, unique_captions)  # (U, L), as CartoonFacePipeline tokenizes
     if not train_text_encoder:  # frozen: (U, L, D) hidden states computed once, kept on the CPU
         caption_embeds = tu.embed_captions(text_encoder, caption_input_ids, accelerator.device)

@@ -64,6 +64,7 @@ from .checkpoints import (
     resolve_resume_checkpoint,
     save_checkpoint,
     state_dict_digest,
+    weights_fingerprint,
     write_rank_digest,
 )
 from .data import (
@@ -196,6 +197,7 @@ __all__ = [
     "training_card_body",
     "warn_unused_schedule_flags",
     "write_model_card",
+    "weights_fingerprint",
     "write_rank_digest",
     "write_unet_card",
 ]

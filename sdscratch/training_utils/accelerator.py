@@ -152,9 +152,20 @@ def seed_each_process(accelerator: Accelerator, seed: int) -> None:
         set_seed((seed + accelerator.process_index) % 2**32)  # numpy takes seeds below 2**32
 
 
+RANDOM_STATES_FILE = re.compile(r"random_states_\d+\.pkl")  # accelerate's save_state: one per process
+
+
 def checkpoint_num_processes(checkpoint: str) -> int:
     """How many processes wrote `checkpoint`: accelerate saves one `random_states_<i>.pkl` per process."""
-    return sum(1 for name in os.listdir(checkpoint) if re.fullmatch(r"random_states_\d+\.pkl", name)) or 1
+    return sum(1 for name in os.listdir(checkpoint) if RANDOM_STATES_FILE.fullmatch(name)) or 1
+
+
+def is_training_checkpoint(folder: str) -> bool:
+    """`True` for a folder `accelerator.save_state` wrote (a `checkpoint-<step>` of a training run: its optimizer
+    state, or its processes' random states)."""
+    if os.path.isfile(os.path.join(folder, "optimizer.bin")):
+        return True
+    return os.path.isdir(folder) and any(RANDOM_STATES_FILE.fullmatch(name) for name in os.listdir(folder))
 
 
 def rebase_lr_scheduler(accelerator: Accelerator, lr_scheduler, step: int, checkpoint: str) -> None:

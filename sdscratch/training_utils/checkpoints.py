@@ -242,34 +242,30 @@ FROZEN_MODELS_FILE = "frozen_models.json"
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 of a frozen model's state dict (names, dtypes, shapes, values): the same weights give the same string.
+    """sha256 of a frozen model's state dict (names and values): the same weights give the same string.
     For a VAE (a model with an `encoder` and a `config.scaling_factor`), only what makes its latents: the encoder,
     `quant_conv` and the scaling / shift factors (a decoder fine-tuned since, as the recipes' decoder stages do,
     decodes the same latents)."""
-    digest = hashlib.sha256()
-    state = model.state_dict()
-    config = getattr(model, "config", None)
+    state, config = model.state_dict(), getattr(model, "config", None)
     if hasattr(model, "encoder") and hasattr(config, "scaling_factor"):
         state = {k: v for k, v in state.items() if k.startswith(("encoder.", "quant_conv."))}
-        digest.update(f"scaling_factor={config.scaling_factor};shift_factor={config.get('shift_factor')};".encode())
-    for name, tensor in sorted(state.items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+        return (
+            f"{_hash_tensors(state)};scaling_factor={config.scaling_factor};shift_factor={config.get('shift_factor')}"
+        )
+    return _hash_tensors(state)
 
 
-def check_resume_frozen(resume_path: Optional[str], frozen: dict[str, Optional[torch.nn.Module]], flags: dict) -> None:
+def check_resume_frozen(resume_path: Optional[str], frozen: dict[str, Optional[str]], flags: dict) -> None:
     """Refuses to resume with other frozen models than the checkpoint's run used (`frozen_models.json`, written by
     `save_checkpoint(frozen=...)`): another VAE changes the latents the UNet learned, another frozen text encoder
-    the embeddings it is conditioned on, half-way through the run. `frozen`: name -> model (`None`: the run has
-    none, e.g. pixel space); `flags`: name -> the flag that gave it. Checkpoints without the file pass."""
+    the embeddings it is conditioned on, half-way through the run. `frozen`: name -> the model's
+    `weights_fingerprint` (`None`: the run has none, e.g. pixel space); `flags`: name -> the flag that gave it.
+    Checkpoints without the file pass."""
     if resume_path is None or not os.path.isfile(os.path.join(resume_path, FROZEN_MODELS_FILE)):
         return
     with open(os.path.join(resume_path, FROZEN_MODELS_FILE), encoding="utf-8") as f:
         saved = json.load(f)
-    for name, model in frozen.items():
-        now = None if model is None else weights_fingerprint(model)
+    for name, now in frozen.items():
         if saved.get(name) != now:
             what = "none" if saved.get(name) is None else "other weights"
             raise ValueError(
@@ -287,7 +283,7 @@ def save_checkpoint(
     clock: Optional[TrainingClock] = None,
     tokenizer=None,
     noise_scheduler=None,
-    frozen: Optional[dict[str, Optional[torch.nn.Module]]] = None,
+    frozen: Optional[dict[str, Optional[str]]] = None,
 ) -> str:
     """`accelerator.save_state` into `.tmp-checkpoint-<step>`, then rename it to `checkpoint-<step>`.
 
@@ -295,8 +291,8 @@ def save_checkpoint(
     prunes and renames, after everyone is done. `clock`'s total wall time so far is stored with the state, a
     `tokenizer` trained by the run in `tokenizer/` (a resumed run must use that one: `build_or_resume_tokenizer`),
     and the training `noise_scheduler`'s config in `noise_scheduler/` (beside accelerate's LR `scheduler.bin`),
-    which `check_checkpoints_compatible` compares, and a fingerprint of each `frozen` model (name -> model, or `None`
-    for none) in `frozen_models.json`, which `check_resume_frozen` compares.
+    which `check_checkpoints_compatible` compares, and the `frozen` models' fingerprints (name -> `weights_fingerprint`,
+    computed once by the caller, or `None` for none) in `frozen_models.json`, which `check_resume_frozen` compares.
     Old checkpoints beyond `total_limit` are deleted only once the new one is complete (diffusers deletes them
     first, which loses every checkpoint when a run with `--checkpoints_total_limit 1` is killed while saving).
     """
@@ -315,9 +311,8 @@ def save_checkpoint(
         if noise_scheduler is not None:
             noise_scheduler.save_pretrained(os.path.join(tmp_path, "noise_scheduler"))
         if frozen is not None:
-            fingerprints = {name: None if m is None else weights_fingerprint(m) for name, m in frozen.items()}
             with open(os.path.join(tmp_path, FROZEN_MODELS_FILE), "w", encoding="utf-8") as f:
-                json.dump(fingerprints, f, indent=2)
+                json.dump(frozen, f, indent=2)
         if os.path.isdir(final_path):
             _remove_folder(final_path)
         os.replace(tmp_path, final_path)
@@ -409,15 +404,18 @@ def register_checkpoint_hooks(
     accelerator.register_load_state_pre_hook(load_model_hook)
 
 
-def state_dict_digest(model: torch.nn.Module) -> str:
-    """A short hash of a model's weights (tests compare ranks and runs with it)."""
-    import hashlib
-
+def _hash_tensors(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of named tensors (names and float32 values, in name order)."""
     digest = hashlib.sha256()
-    for key, tensor in sorted(model.state_dict().items()):
+    for key, tensor in sorted(state.items()):
         digest.update(key.encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
+
+
+def state_dict_digest(model: torch.nn.Module) -> str:
+    """A short hash of a model's weights (tests compare ranks and runs with it)."""
+    return _hash_tensors(model.state_dict())[:16]
 
 
 # Test support: each process writes a digest of its weights when SDSCRATCH_RANK_DIGEST_DIR is set.

@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import os
-import re
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ from PIL import Image
 
 from ..hub import VAE_FILES, snapshot_folder
 from ..models.vae import SmallVAE
+from .accelerator import is_training_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -147,14 +147,6 @@ def check_resolution(resolution: int, factor: int) -> None:
     """`--resolution` must be a multiple of the VAE's downsampling factor (checked before any training)."""
     if resolution % factor:
         raise ValueError(f"--resolution {resolution} must be divisible by the VAE's downsampling factor {factor}.")
-
-
-def is_training_checkpoint(folder: str) -> bool:
-    """`True` for a folder `accelerator.save_state` wrote (a `checkpoint-<step>` of a training run: its optimizer
-    state, or its processes' random states)."""
-    return os.path.isfile(os.path.join(folder, "optimizer.bin")) or any(
-        re.fullmatch(r"random_states_\d+\.pkl", name) for name in (os.listdir(folder) if os.path.isdir(folder) else [])
-    )
 
 
 def load_frozen_vae(path: str, flag: str = "--pretrained_vae_model_name_or_path"):

@@ -156,6 +156,14 @@ def nearest_existing_path(path: str) -> str:
     return existing
 
 
+def check_output_folder(path: str, flag: str = "--output_dir") -> None:
+    """Raises a `ValueError` naming `flag` when `path` (or a folder above it) is a file: `os.makedirs` would fail at
+    the first save, after the work."""
+    existing = nearest_existing_path(path)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{flag} {path!r} cannot be a folder: {existing!r} is a file.")
+
+
 def check_common_args(args: argparse.Namespace) -> None:
     """Clear errors for flag combinations that cannot work, before anything is loaded.
 
@@ -169,9 +177,7 @@ def check_common_args(args: argparse.Namespace) -> None:
             f"Give either --dataset_name or --train_data_dir, not both (got --dataset_name {args.dataset_name!r} "
             f"and --train_data_dir {args.train_data_dir!r})."
         )
-    existing = nearest_existing_path(args.output_dir)  # a file there: makedirs fails at the first save otherwise
-    if not os.path.isdir(existing):
-        raise ValueError(f"--output_dir {args.output_dir!r} cannot be a folder: {existing!r} is a file.")
+    check_output_folder(args.output_dir)
     if args.train_data_dir is not None:  # its validation grids would be read as training images by a resumed run
         data_dir, output_dir = os.path.realpath(args.train_data_dir), os.path.realpath(args.output_dir)
         if os.path.commonpath([data_dir, output_dir]) == data_dir:
