@@ -157,6 +157,14 @@ def test_non_integer_counts_are_named_before_sampling(kwargs, error, monkeypatch
         evaluate_editing(pipeline, **{"mode": "inpaint", **kwargs})
 
 
+def test_a_negative_seed_is_refused_before_sampling(monkeypatch):
+    # the held-out faces are data set 10000 + 2 * seed: seed -5000 edited the training faces (the CLI refused it)
+    monkeypatch.setattr("sdscratch.evaluation.editing.load_classifier", lambda *a: pytest.fail("classifier loaded"))
+    pipeline = FakePipeline(lambda *a: pytest.fail("sampled"))
+    with pytest.raises(ValueError, match=r"seed must be >= 0 \(the held-out faces are data set 10000"):
+        evaluate_editing(pipeline, mode="inpaint", seed=-5000)
+
+
 def test_a_digits_pipeline_is_refused(monkeypatch):
     pipeline = tiny_random_pipeline(name="digits")
     monkeypatch.setattr(type(pipeline), "__call__", lambda *a, **k: pytest.fail("sampled"))

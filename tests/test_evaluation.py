@@ -836,6 +836,32 @@ def test_a_classifier_of_another_task_is_refused_before_generating(face_classifi
         evaluate_vae(tiny_random_pipeline().vae, classifier=load_classifier("digits"), num_images=2)
 
 
+@pytest.mark.parametrize(
+    "kwargs, error_type, error",
+    [
+        # the held-out faces are data set 10000 + 2 * seed: seed -5000 measured against the training faces
+        ({"seed": -5000}, ValueError, r"seed must be >= 0 \(the held-out faces are data set 10000 \+ 2 \* seed"),
+        ({"seed": 1.5}, TypeError, "seed must be an integer, got 1.5"),
+        ({"num_images": 2.5}, TypeError, "num_images must be an integer, got 2.5"),  # was: range() TypeError
+        ({"batch_size": 0}, ValueError, "batch_size must be >= 1, got 0"),  # was: "range() arg 3 must not be zero"
+        ({"batch_size": "4"}, TypeError, "batch_size must be an integer, got '4'"),
+    ],
+)
+def test_evaluate_pipeline_and_vae_name_bad_counts_before_any_work(kwargs, error_type, error, monkeypatch):
+    from sdscratch.demo import tiny_random_pipeline
+    from sdscratch.evaluation import evaluate_pipeline, evaluate_vae
+
+    pipeline = tiny_random_pipeline()
+    monkeypatch.setattr(type(pipeline), "__call__", lambda *a, **k: pytest.fail("sampled"))
+    monkeypatch.setattr(
+        "sdscratch.evaluation.pipeline_evaluation.load_classifier", lambda *a: pytest.fail("classifier loaded")
+    )
+    with pytest.raises(error_type, match=error):
+        evaluate_pipeline(pipeline, **{"num_images": 2, **kwargs})
+    with pytest.raises(error_type, match=error):
+        evaluate_vae(pipeline.vae, **{"num_images": 2, **kwargs})
+
+
 def test_card_sections_replace_only_their_own_heading_line(tmp_path):
     from sdscratch.evaluation.model_card import update_model_card
 

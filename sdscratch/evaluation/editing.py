@@ -30,7 +30,7 @@ from .adherence import generate_images
 from .classifier import AttributeClassifier, load_classifier
 from .grid import captioned_grid
 from .reconstruction import reconstruct_images
-from .references import held_out_faces
+from .references import check_evaluation_seed, check_integers, held_out_faces
 
 # mode -> default strength: inpainting repaints the masked region from pure noise, img2img keeps the layout
 EDIT_MODES = {"inpaint": 1.0, "img2img": 0.6}
@@ -63,7 +63,7 @@ def check_editing_arguments(pipeline, mode: str, num_images: int, strength: floa
         raise ValueError(f"mode must be one of {list(EDIT_MODES)}, got {mode!r}")
     if not isinstance(strength, numbers.Real) or isinstance(strength, bool) or not 0 < strength <= 1:
         raise ValueError(f"strength must be in (0, 1] (0 would return the face unedited), got {strength!r}")
-    _check_integers(num_images=num_images, num_inference_steps=num_inference_steps)
+    check_integers(num_images=num_images, num_inference_steps=num_inference_steps)
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
     if num_inference_steps < 1 or int(num_inference_steps * strength) < 1:
@@ -78,14 +78,6 @@ def check_editing_arguments(pipeline, mode: str, num_images: int, strength: floa
             f"pipeline must be a cartoon-faces pipeline (RGB images); this one draws {channels}-channel images "
             "(a digits model?): editing asks for a new hair colour, which only the cartoon-faces task has"
         )
-
-
-def _check_integers(**values) -> None:
-    """Raise a `TypeError` naming the first argument that is not an integer (a float or a string would fail deep in
-    the face drawing or the batching, with an error naming neither)."""
-    for name, value in values.items():
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-            raise TypeError(f"{name} must be an integer, got {value!r}")
 
 
 def _image_size(pipeline) -> int:
@@ -149,7 +141,8 @@ def evaluate_editing(
     # 1. Check inputs (before any face is drawn)
     strength = EDIT_MODES.get(mode, 1.0) if strength is None else strength
     check_editing_arguments(pipeline, mode, num_images, strength, num_inference_steps)
-    _check_integers(batch_size=batch_size, seed=seed)
+    check_integers(batch_size=batch_size)
+    check_evaluation_seed(seed)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     classifier = classifier if classifier is not None else load_classifier("cartoon-faces")

@@ -14,7 +14,13 @@ from .adherence import adherence_from_predictions, build_adherence_prompts, eval
 from .classifier import AttributeClassifier, load_classifier
 from .frechet import frechet_distance_from_features
 from .reconstruction import reconstruct_images, reconstruction_metrics
-from .references import classifier_labels, evaluation_face_sets, split_digits_reference
+from .references import (
+    check_evaluation_seed,
+    check_integers,
+    classifier_labels,
+    evaluation_face_sets,
+    split_digits_reference,
+)
 from .text_separation import text_encoder_separation
 
 
@@ -47,7 +53,12 @@ def _classified_real_sets(
     return real
 
 
-def _check_num_images(num_images: int) -> None:
+def _check_counts(num_images: int, seed: int, batch_size: int) -> None:
+    """Raise a `TypeError` / `ValueError` naming the argument before anything is drawn."""
+    check_integers(num_images=num_images, batch_size=batch_size)
+    check_evaluation_seed(seed)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if num_images < 2:
         raise ValueError(f"num_images must be >= 2 (the Frechet distance fits a covariance), got {num_images}")
 
@@ -94,7 +105,8 @@ def evaluate_pipeline(
         task (`str`, defaults to "cartoon-faces"): "cartoon-faces" or "digits"; picks prompts, classifier and
             real images.
         classifier (`AttributeClassifier`, *optional*): Defaults to the shipped one for `task`.
-        num_images (`int`, defaults to 500): Generated images (one per prompt), at least 2.
+        num_images (`int`, defaults to 500): Generated images (one per prompt), at least 2. The real faces are
+            as many; the real digits are always the held-out set's two fixed halves (67 digits each).
         num_inference_steps, guidance_scale, seed, batch_size: As `evaluate_adherence`.
         caption_style (`str`, defaults to "template"): As `build_adherence_prompts` (`TASK_CAPTION_STYLES[task]`).
 
@@ -102,7 +114,7 @@ def evaluate_pipeline(
         `(metrics, outputs)`: a JSON-able dict of metrics, and `outputs` with `images` (float `(N, H, W, C)`
         in [0, 1]), `prompts`, `targets` and `predictions` (for grids).
     """
-    _check_num_images(num_images)
+    _check_counts(num_images, seed, batch_size)
     _check_task_channels(pipeline, task)
     classifier = classifier if classifier is not None else load_classifier(task)
     _check_classifier_task(classifier, task)
@@ -206,7 +218,7 @@ def evaluate_vae(
         `(metrics, outputs)`: metrics as `evaluate_pipeline`'s (no generated-image keys), and `outputs` with the
         reconstructions as `images` (float `(N, H, W, C)` in [0, 1]), `prompts`, `targets` and `predictions`.
     """
-    _check_num_images(num_images)
+    _check_counts(num_images, seed, batch_size)
     classifier = classifier if classifier is not None else load_classifier(task)
     _check_classifier_task(classifier, task)
     start = time.perf_counter()

@@ -13,6 +13,7 @@ dataset seeds):
 
 from __future__ import annotations
 
+import numbers
 import random
 
 import numpy as np
@@ -107,6 +108,25 @@ def balanced_face_attributes(num_faces: int, seed: int = 0) -> list[dict[str, st
     return faces
 
 
+def check_integers(**values) -> None:
+    """Raise a `TypeError` naming the first argument that is not an integer (a float or a string would fail deep in
+    the face drawing or the batching, with an error naming neither)."""
+    for name, value in values.items():
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+
+
+def check_evaluation_seed(seed: int) -> None:
+    """Raise unless `seed` is an integer >= 0: the held-out faces are data set `10000 + 2 * seed`, and a negative
+    seed reaches the data sets training draws from (seed -5000 is the built-in training faces' data set 0)."""
+    check_integers(seed=seed)
+    if seed < 0:
+        raise ValueError(
+            f"seed must be >= 0 (the held-out faces are data set {EVALUATION_SEED_OFFSET} + 2 * seed; a negative "
+            f"seed can reach the training faces), got {seed}"
+        )
+
+
 def render_faces(attributes_list: list[dict], dataset_seed: int, size: int = 64) -> torch.Tensor:
     """Draw each attribute set with jitter seed `face_seed(dataset_seed, i)`: float `(N, 3, size, size)` in [-1, 1]."""
     images = [render_face(a, size=size, seed=face_seed(dataset_seed, i)) for i, a in enumerate(attributes_list)]
@@ -120,6 +140,7 @@ def held_out_faces(num_images: int, seed: int = 0, size: int = 64) -> tuple[list
     Returns:
         `(attributes_list, images)`: one attribute dict per face and float `(N, 3, size, size)` in [-1, 1].
     """
+    check_evaluation_seed(seed)
     prompt_seed = EVALUATION_SEED_OFFSET + 2 * seed
     attributes_list = balanced_face_attributes(num_images, seed=prompt_seed)
     return attributes_list, render_faces(attributes_list, prompt_seed, size)
@@ -134,8 +155,8 @@ def evaluation_face_sets(num_images: int, seed: int = 0, size: int = 64) -> dict
         `reference_faces` (an independent balanced draw: the real side of every Frechet distance), the images
         as float `(N, 3, size, size)` in [-1, 1].
     """
-    prompt_seed = EVALUATION_SEED_OFFSET + 2 * seed
     prompt_attributes, prompt_faces = held_out_faces(num_images, seed, size)
+    prompt_seed = EVALUATION_SEED_OFFSET + 2 * seed
     reference_attributes = balanced_face_attributes(num_images, seed=prompt_seed + 1)
     return {
         "prompt_attributes": prompt_attributes,
