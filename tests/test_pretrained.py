@@ -234,6 +234,41 @@ def test_export_adds_the_vae_training_section(tmp_path):
     assert not (tmp_path / "pkg" / "digits").exists()
 
 
+def test_export_checks_the_vae_stages_order_and_cards_before_any_work(tmp_path):
+    # a reversed --vae_path order shipped the earlier decoder under swapped stage titles; a stage card without a
+    # "## Training" section failed only after the temporary export was written
+    source = tmp_path / "trained"
+    tiny_random_pipeline(seed=0).save_pretrained(source)
+    vae = SmallVAE.from_pretrained(source / "vae")
+    command = "accelerate launch training/train_vae.py --dataset_name builtin:cartoon-faces --output_dir {}{}"
+    runs = [tmp_path / "vae-run", tmp_path / "decoder", tmp_path / "decoder-mse"]
+    parents = ["", f" --train_decoder_only --pretrained_vae_model_name_or_path {runs[0]}",
+               f" --train_decoder_only --pretrained_vae_model_name_or_path={runs[1]}"]  # fmt: skip
+    for run, parent in zip(runs, parents):
+        vae.save_pretrained(run / "vae")
+        (run / "reconstruction_metrics.json").write_text("{}")
+        card = f"# SmallVAE\n\n## Training\n\nCommand:\n\n```bash\n{command.format(run, parent)}\n```\n"
+        (run / "README.md").write_text(card)
+    export = load_script("export_pretrained")
+    root = tmp_path / "pkg"
+    for order, error in [
+        ([runs[0], runs[2], runs[1]], r"stage 2 \(.*decoder-mse'\) was fine-tuned from .*decoder', given as stage 3"),
+        ([runs[1], runs[0]], r"stage 1 \(.*decoder'\) was fine-tuned from .*vae-run', given as stage 2"),
+        ([runs[1], runs[0], runs[2]], r"stage 1 .*given as stage 2"),
+        ([runs[0], runs[0]], r"stage 2 \(.*vae-run'\) trained a VAE from scratch .*only the first stage can"),
+    ]:
+        with pytest.raises(ValueError, match=f"--vae_path: {error}: list the runs in training order"):
+            export.main(export_args(source, root, "--vae_path", *map(str, order)))
+    (runs[2] / "README.md").write_text("# SmallVAE\n\n## Usage\n\ncode\n")
+    with pytest.raises(ValueError, match="--vae_path: .*decoder-mse.README.md has no '## Training' section"):
+        export.main(export_args(source, root, "--vae_path", *map(str, runs)))
+    assert not root.exists()  # refused before any work
+    # the training order exports, each stage under its own title
+    target = export.main(export_args(source, root, "--vae_path", *map(str, runs[:2])))
+    card = (Path(target) / "README.md").read_text()
+    assert card.index("### VAE training") < card.index(str(runs[0])) < card.index("### VAE stage 2 training")
+
+
 def test_export_rejects_a_folder_that_is_not_a_pipeline(tmp_path):
     export = load_script("export_pretrained")
     with pytest.raises(ValueError, match="--model_path"):

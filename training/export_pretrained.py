@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 from typing import Optional
 
@@ -124,6 +125,7 @@ def check_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"--model_path {args.model_path!r} is not a pipeline folder (no model_index.json).")
     for path in args.vae_path or []:
         check_vae_run(path)
+    check_vae_stage_order(args.vae_path or [])
     if args.text_encoder_path:
         check_clip_run(args.text_encoder_path)
     check_output_root(args.output_root)
@@ -143,6 +145,7 @@ def check_clip_run(path: str) -> None:
         )
     if not os.path.isfile(os.path.join(path, "README.md")):
         raise ValueError(f"--text_encoder_path {path!r} has no README.md ({expected}).")
+    training_sections(os.path.join(path, "README.md"), "--text_encoder_path")
 
 
 def check_vae_run(path: str) -> None:
@@ -171,6 +174,69 @@ def check_vae_run(path: str) -> None:
     for name in ("reconstruction_metrics.json", "README.md"):
         if not os.path.isfile(os.path.join(path, name)):
             raise ValueError(f"--vae_path {path!r} has no {name} ({expected}).")
+    training_sections(os.path.join(path, "README.md"), "--vae_path")
+
+
+def check_vae_stage_order(paths: list[str]) -> None:
+    """Raises a `ValueError` naming `--vae_path` when its runs are not in training order: a later stage fine-tunes the
+    one before it (`--pretrained_vae_model_name_or_path` in the command its card records). A reversed order shipped
+    the earlier decoder, with the cards' stage titles swapped. A stage whose parent is not among the paths (a moved
+    folder, a run copied from another machine) cannot be checked and is taken as given."""
+    resolved = [os.path.realpath(path) for path in paths]
+    for k, path in enumerate(paths):
+        command = card_command(os.path.join(path, "README.md"), "train_vae.py")
+        if command is None:
+            continue
+        parent = flag_value(command, "--pretrained_vae_model_name_or_path")
+        if parent is None:
+            if k > 0:
+                raise ValueError(
+                    f"--vae_path: stage {k + 1} ({path!r}) trained a VAE from scratch (its card's command has no "
+                    "--pretrained_vae_model_name_or_path); only the first stage can: list the runs in training "
+                    "order, the first one, then each fine-tune after the run it started from."
+                )
+            continue
+        parent_real = os.path.realpath(parent)
+        if parent_real in resolved and (k == 0 or parent_real != resolved[k - 1]):
+            j = resolved.index(parent_real)
+            raise ValueError(
+                f"--vae_path: stage {k + 1} ({path!r}) was fine-tuned from {parent!r}, given as stage {j + 1}: list "
+                "the runs in training order, each fine-tune right after the run it started from."
+            )
+
+
+def card_command(card_path: str, script: str) -> Optional[list[str]]:
+    """The command a training run's card records (`accelerate launch training/<script> ...`), split into words as
+    the shell would; `None` when the card has none (or it cannot be split)."""
+    if not os.path.isfile(card_path):
+        return None
+    with open(card_path, encoding="utf-8") as f:
+        lines = [line for line in f if line.startswith(f"accelerate launch training/{script} ")]
+    try:
+        return shlex.split(lines[0]) if lines else None
+    except ValueError:
+        return None
+
+
+def flag_value(words: list[str], flag: str) -> Optional[str]:
+    """The value of `flag` in a split command line (`--flag value` or `--flag=value`), or `None`."""
+    for i, word in enumerate(words):
+        if word == flag and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith(flag + "="):
+            return word[len(flag) + 1 :]
+    return None
+
+
+def training_sections(card_path: str, flag: str) -> list[str]:
+    """The "## Training" and "## Metrics" sections of a training run's card (their text after the heading marks);
+    a `ValueError` naming `flag` when it has neither."""
+    with open(card_path, encoding="utf-8") as f:
+        sections = f.read().split("\n## ")
+    kept = [s for s in sections[1:] if s.startswith(("Training\n", "Metrics\n"))]
+    if not kept:
+        raise ValueError(f"{flag}: {card_path} has no '## Training' section.")
+    return kept
 
 
 def check_output_root(output_root: str) -> None:
@@ -384,23 +450,15 @@ def check_same_text_encoder(pipeline: CartoonFacePipeline, text_encoder_path: st
 def text_encoder_was_fine_tuned(model_path: str) -> bool:
     """Whether the train_unet.py run in `model_path` fine-tuned its `--pretrained_text_encoder`
     (`--train_text_encoder`), read from the exact command in its model card."""
-    card_path = os.path.join(model_path, "README.md")
-    if not os.path.isfile(card_path):
-        return False
-    with open(card_path, encoding="utf-8") as f:
-        commands = [line for line in f if line.startswith("accelerate launch training/train_unet.py")]
-    return any("--train_text_encoder" in line.split() for line in commands)
+    command = card_command(os.path.join(model_path, "README.md"), "train_unet.py")
+    return command is not None and "--train_text_encoder" in command
 
 
 def append_training(card_path: str, source_card_path: str, title: str, prefix: str, flag: str) -> None:
     """Adds the "## Training" and "## Metrics" sections of another training run's card (a VAE, a CLIP) to the
     pipeline card as `title`, then `prefix` + "training" / "metrics" subsections, so that one card says how every
     trained part was made (and what the whole training cost)."""
-    with open(source_card_path, encoding="utf-8") as f:  # main() checked that it exists, before any work
-        sections = f.read().split("\n## ")
-    kept = [s for s in sections[1:] if s.startswith(("Training\n", "Metrics\n"))]
-    if not kept:
-        raise ValueError(f"{flag}: {source_card_path} has no '## Training' section.")
+    kept = training_sections(source_card_path, flag)  # main() checked it before any work
     body = "\n\n".join(prefix + s.strip()[0].lower() + s.strip()[1:] for s in kept)
     card = ""
     if os.path.isfile(card_path):
