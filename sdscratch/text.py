@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers.activations import ACT2FN
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -99,6 +100,25 @@ def _learn_merges(word_counts: dict[str, int], num_merges: int, min_frequency: i
     return merges
 
 
+def _check_positive_integers(**values: Any) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+        if value < 1:
+            raise ValueError(f"`{name}` must be at least 1, got {value}.")
+
+
+def check_tokenizer_settings(model_max_length: int = 32, vocab_size: int = 1024, min_frequency: int = 2) -> None:
+    """The checks [`build_tokenizer`] makes of its settings, without captions: the training scripts run them on their
+    config's `tokenizer` section before loading any data. Raises a `TypeError` / `ValueError` naming the setting."""
+    _check_positive_integers(model_max_length=model_max_length, vocab_size=vocab_size, min_frequency=min_frequency)
+    num_fixed = 2 * len(_byte_symbols()) + 2  # bytes, bytes + "</w>", bos, eos
+    if vocab_size < num_fixed:
+        raise ValueError(f"`vocab_size` must be at least {num_fixed} (bytes + special tokens), got {vocab_size}.")
+    if model_max_length < 2:
+        raise ValueError(f"`model_max_length` must be at least 2 (bos + eos), got {model_max_length}.")
+
+
 def build_tokenizer(
     captions: Iterable[str],
     model_max_length: int = 32,
@@ -139,14 +159,9 @@ def build_tokenizer(
         raise TypeError("`captions` must contain only strings.")
     if not any(caption.strip() for caption in captions):
         raise ValueError("`captions` must contain at least one non-empty string to train a tokenizer on.")
+    check_tokenizer_settings(model_max_length, vocab_size, min_frequency)
     base = _byte_symbols()
     num_fixed = 2 * len(base) + 2  # bytes, bytes + "</w>", bos, eos
-    if vocab_size < num_fixed:
-        raise ValueError(f"`vocab_size` must be at least {num_fixed} (bytes + special tokens), got {vocab_size}.")
-    if model_max_length < 2:
-        raise ValueError(f"`model_max_length` must be at least 2 (bos + eos), got {model_max_length}.")
-    if min_frequency < 1:
-        raise ValueError(f"`min_frequency` must be at least 1, got {min_frequency}.")
 
     # Words exactly as CLIP's normalizer and pre-tokenizer (borrowed from an empty CLIPTokenizer) cut them.
     clip_pipeline = CLIPTokenizer().backend_tokenizer
@@ -230,6 +245,10 @@ def default_text_encoder_config(
         "hidden_act": "gelu",
     }
     kwargs.update(overrides)
+    sizes = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "projection_dim")
+    _check_positive_integers(max_position_embeddings=max_position_embeddings, **{k: kwargs[k] for k in sizes})
+    if isinstance(kwargs["hidden_act"], str) and kwargs["hidden_act"] not in ACT2FN:
+        raise ValueError(f"`hidden_act` must be one of {sorted(ACT2FN)}, got {kwargs['hidden_act']!r}.")
     if kwargs["hidden_size"] % kwargs["num_attention_heads"]:
         raise ValueError(
             f"`hidden_size`={kwargs['hidden_size']} must be divisible by "

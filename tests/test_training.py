@@ -1304,21 +1304,29 @@ def test_an_output_dir_inside_the_data_dir_is_refused(script, tmp_path):
 
 @pytest.mark.parametrize("script", [train_unet, train_clip])
 @pytest.mark.parametrize(
-    "section, key, message",
+    "section, key, value, message",
     [
-        ("text_encoder", "hidden_sise", r"unknown text_encoder keys \['hidden_sise'\]"),  # CLIPTextConfig kept it
-        ("tokenizer", "vocab_sise", r"unknown tokenizer keys \['vocab_sise'\]; allowed: \['min_frequency'"),
-        ("text_encoders", "hidden_size", r"unknown sections \['text_encoders'\]"),  # train_clip used defaults
+        ("text_encoder", "hidden_sise", 16, r"unknown text_encoder keys \['hidden_sise'\]"),  # CLIPTextConfig kept it
+        ("tokenizer", "vocab_sise", 16, r"unknown tokenizer keys \['vocab_sise'\]; allowed: \['min_frequency'"),
+        ("text_encoders", "hidden_size", 16, r"unknown sections \['text_encoders'\]"),  # train_clip used defaults
+        ("text_encoder", "projection_dim", 0, "`projection_dim` must be at least 1, got 0"),  # CLIP trained to the end
+        ("text_encoder", "hidden_size", 0, "`hidden_size` must be at least 1, got 0"),  # failed after the data
+        ("text_encoder", "num_hidden_layers", 1.5, "`num_hidden_layers` must be an integer, got 1.5"),
+        ("text_encoder", "hidden_act", "nope", r"`hidden_act` must be one of \[.*'gelu'.*\], got 'nope'"),
+        ("text_encoder", "vocab_size", 600, r"text_encoder keys \['vocab_size'\] come from the trained tokenizer"),
+        ("tokenizer", "vocab_size", 100, "`vocab_size` must be at least 514"),
+        ("tokenizer", "model_max_length", 1, "`model_max_length` must be at least 2"),
+        ("tokenizer", "min_frequency", "2", "`min_frequency` must be an integer, got '2'"),
     ],
 )
-def test_a_config_typo_is_named_before_the_data(script, section, key, message, tmp_path):
+def test_a_config_typo_or_bad_text_value_is_named_before_the_data(script, section, key, value, message, tmp_path):
     config = json.loads(Path(TINY_UNET).read_text())
-    config.setdefault(section, {})[key] = 16
-    (tmp_path / "typo.json").write_text(json.dumps(config))
+    config.setdefault(section, {})[key] = value
+    (tmp_path / "bad.json").write_text(json.dumps(config))
     flag = "--config" if script is train_clip else "--unet_config"
-    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path / "o", flag, tmp_path / "typo.json"]
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path / "o", flag, tmp_path / "bad.json"]
     with mock.patch.object(tu, "load_train_dataset") as load:
-        with pytest.raises(ValueError, match=f"{flag} .*typo.json: {message}"):
+        with pytest.raises(ValueError, match=f"{flag} .*bad.json: {message}"):
             run(script, argv)
     load.assert_not_called()
 

@@ -95,7 +95,7 @@ def load_config(path: str) -> dict:
     if unknown:
         raise ValueError(f"--config {path}: unknown sections {sorted(unknown)}.")
     config = {key: dict(config.get(key, {})) for key in ("text_encoder", "tokenizer")}
-    tu.check_text_config_keys(config, f"--config {path}")
+    tu.check_text_config(config, f"--config {path}")
     return config
 
 

@@ -49,7 +49,7 @@ def load_config(args) -> dict:
     if unknown:
         raise ValueError(f"--unet_config {args.unet_config}: unknown sections {sorted(unknown)}.")
     config = {key: dict(config.get(key, {})) for key in ("unet", "text_encoder", "tokenizer", "scheduler")}
-    check_text_config_keys(config, f"--unet_config {args.unet_config}")
+    check_text_config(config, f"--unet_config {args.unet_config}")
     check_unet_config_keys(config, f"--unet_config {args.unet_config}")
     for key in ("block_out_channels", "layers_per_block"):
         if getattr(args, key) is not None:
@@ -71,16 +71,17 @@ def load_config(args) -> dict:
     return config
 
 
-def check_text_config_keys(config: dict, source: str) -> None:
+def check_text_config(config: dict, source: str) -> None:
     """Raises a `ValueError` naming `source` (e.g. "--unet_config <path>") for a key of the config's `tokenizer` or
     `text_encoder` section that `build_tokenizer` / `CLIPTextConfig` does not take: a `CLIPTextConfig` keeps any
     unknown key without a word (a typo such as "hidden_sise" trained the default 256-wide encoder), and an unknown
-    tokenizer key failed with a bare TypeError only once the data was loaded."""
+    tokenizer key failed with a bare TypeError only once the data was loaded. Then the values, as `build_tokenizer`
+    and `default_text_encoder_config` would check them once the data is loaded."""
     import inspect
 
     from transformers import CLIPTextConfig
 
-    from ..text import build_tokenizer
+    from ..text import build_tokenizer, check_tokenizer_settings, default_text_encoder_config
 
     for section, function, skip in (
         ("tokenizer", build_tokenizer, {"captions"}),
@@ -93,6 +94,24 @@ def check_text_config_keys(config: dict, source: str) -> None:
         unknown = sorted(set(config.get(section, {})) - set(allowed))
         if unknown:
             raise ValueError(f"{source}: unknown {section} keys {unknown}; allowed: {allowed}.")
+    from_tokenizer = sorted({"vocab_size", "max_position_embeddings"} & set(config.get("text_encoder", {})))
+    if from_tokenizer:
+        raise ValueError(
+            f"{source}: text_encoder keys {from_tokenizer} come from the trained tokenizer (its length and "
+            "model_max_length); set the tokenizer section's vocab_size / model_max_length instead."
+        )
+    # the values too, now: a hidden_size of 0 or an unknown hidden_act failed only after the data was decoded,
+    # and train_clip.py trained a projection_dim of 0 (a constant loss) to the end
+    tokenizer = config.get("tokenizer", {})
+    try:
+        check_tokenizer_settings(**tokenizer)
+        default_text_encoder_config(
+            tokenizer.get("vocab_size", 1024),
+            max_position_embeddings=tokenizer.get("model_max_length", 32),
+            **config.get("text_encoder", {}),
+        )
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: {error}") from None
 
 
 def check_unet_config_keys(config: dict, source: str) -> None:
