@@ -1994,6 +1994,21 @@ def test_every_noise_schedule_key_is_compared_on_resume(tmp_path, key, value):
         tu.check_checkpoints_compatible(str(tmp_path), {}, None, DDPMScheduler(**{key: value}))
 
 
+def test_a_nested_config_difference_is_named_by_its_dotted_key(tmp_path):
+    # a CLIP checkpoint of another text width printed both whole text_config dicts (40-odd keys each)
+    from transformers import CLIPConfig, CLIPModel
+
+    def clip(hidden_size):
+        text = {"hidden_size": hidden_size, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+        vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+        return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8))
+
+    clip(16).save_pretrained(tmp_path / "checkpoint-1" / "clip")
+    tu.check_checkpoints_compatible(str(tmp_path), {"clip": clip(16)})  # the same architecture resumes
+    with pytest.raises(ValueError, match=r"clip config differs: text_config.hidden_size: 16 there vs 24 now\)"):
+        tu.check_checkpoints_compatible(str(tmp_path), {"clip": clip(24)})
+
+
 def test_the_cards_final_loss_is_the_mean_of_the_last_100_steps(tmp_path):
     clock = tu.TrainingClock()
     for step in range(150):

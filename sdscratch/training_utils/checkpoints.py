@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from accelerate import Accelerator
@@ -151,9 +151,9 @@ def check_checkpoints_compatible(
                 saved = _architecture(json.load(f))
             current = _architecture(model.config)
             # keys on both sides only: transformers saves only non-default values (of nested configs too)
-            differ = sorted(k for k in set(saved) & set(current) if _differs(saved[k], current[k]))
+            differ = _differences(saved, current)
             if differ:
-                detail = ", ".join(f"{k}: {saved.get(k)!r} there vs {current.get(k)!r} now" for k in differ[:5])
+                detail = ", ".join(f"{k}: {there!r} there vs {now!r} now" for k, there, now in differ[:5])
                 raise ValueError(
                     f"{path} was written by an incompatible run ({name} config differs: {detail}). {_FIX}"
                 )
@@ -166,9 +166,22 @@ def _json(value):
 def _differs(saved, current) -> bool:
     """Whether two config values differ; nested configs (a CLIP's `text_config`) compare on their shared keys."""
     if isinstance(saved, dict) and isinstance(current, dict):
-        current = _architecture(current)
-        return any(_differs(saved[k], current[k]) for k in set(_architecture(saved)) & set(current))
+        return bool(_differences(saved, current))
     return _json(saved) != _json(current)
+
+
+def _differences(saved: dict, current: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """`(key, saved value, current value)` of the architecture keys on both sides that differ, sorted; a nested
+    config (a CLIP's `text_config`) is entered, its keys dotted (`text_config.hidden_size`), so that a message names
+    the one differing value instead of printing both whole nested configs."""
+    saved, current = _architecture(saved), _architecture(current)
+    found = []
+    for key in sorted(set(saved) & set(current)):
+        if isinstance(saved[key], dict) and isinstance(current[key], dict):
+            found += _differences(saved[key], current[key], f"{prefix}{key}.")
+        elif _differs(saved[key], current[key]):
+            found.append((prefix + key, saved[key], current[key]))
+    return found
 
 
 _FIX = "Use another --output_dir, or delete its checkpoint-* folders."
