@@ -2261,6 +2261,37 @@ def test_a_one_process_checkpoint_resumed_by_two_processes_rebases_the_lr_schedu
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1 - 6 / 20) == scheduler.get_last_lr()[0]
 
 
+def test_a_resume_with_another_learning_rate_goes_on_at_the_flags_rate(tmp_path, caplog):
+    # accelerate's load_state restored the checkpoint's base_lrs: the run went on at 1e-3 while the card said 2e-3
+    # (and --scale_lr resumed on another number of processes kept the old scaled rate)
+    argv = [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path, *TINY_VAE, "--checkpointing_steps", 2]
+    argv += ["--lr_scheduler", "constant"]
+    run(train_vae, [*argv, "--max_train_steps", 2, "--learning_rate", 1e-3])
+    run(train_vae, [*argv, "--max_train_steps", 4, "--learning_rate", 2e-3, "--resume_from_checkpoint", "latest"])
+    assert "was trained at learning rate(s) [0.001]; this run's flags" in caplog.text
+    state = torch.load(tmp_path / "checkpoint-4" / "scheduler.bin", weights_only=True)
+    assert state["base_lrs"] == [2e-3] and state["_last_lr"] == [2e-3]
+    assert "learning rate 0.002" in (tmp_path / "README.md").read_text()
+
+
+def test_several_launched_processes_that_accelerate_runs_alone_are_refused(tmp_path, monkeypatch):
+    # without ACCELERATE_USE_CPU=1 on a machine without GPUs, each of 2 launched processes trained its own copy into
+    # the same --output_dir and they crashed on each other's checkpoint files
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    args = SimpleNamespace(output_dir=str(tmp_path), logging_dir="logs", gradient_accumulation_steps=1, seed=0,
+                           mixed_precision="no", report_to="none")  # fmt: skip
+    with mock.patch.object(tu.accelerator, "Accelerator", return_value=mock.Mock(num_processes=1)):
+        with pytest.raises(ValueError, match="2 processes were launched .* set ACCELERATE_USE_CPU=1"):
+            tu.make_accelerator(args)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    alone = mock.Mock(num_processes=1, device=torch.device("cpu"), is_local_main_process=True)
+    with mock.patch.object(tu.accelerator, "Accelerator", return_value=alone):
+        assert tu.make_accelerator(args) is alone
+
+
 def test_each_process_crops_the_images_it_caches_with_its_own_seeded_generator():
     from types import SimpleNamespace
 

@@ -249,9 +249,10 @@ def main(args):
     global_step, first_epoch, skip_batches = 0, 0, 0
     if resume_path is not None:
         accelerator.print(f"Resuming from checkpoint {resume_path}")
+        base_lrs = tu.scheduler_base_lrs(lr_scheduler)  # this run's flags' rates: the checkpoint's replace them
         accelerator.load_state(resume_path)
         global_step = tu.checkpoint_step(resume_path)
-        tu.rebase_lr_scheduler(accelerator, lr_scheduler, global_step, resume_path)
+        tu.rebase_lr_scheduler(accelerator, lr_scheduler, global_step, resume_path, base_lrs)
         first_epoch = global_step // num_update_steps_per_epoch
         skip_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
 
@@ -306,9 +307,9 @@ def main(args):
                 kl_loss = kl.mean() / pixel_values[0].numel()
                 loss = rec_loss + args.kl_weight * kl_loss
                 accelerator.backward(loss)
-                step_losses.add(
-                    loss=accelerator.gather(loss.detach()).mean().item(), rec_loss=rec_loss.item(), kl=kl_loss.item()
-                )
+                # all three averaged over the processes (rec_loss and kl were process 0's: loss != rec_loss + w * kl)
+                gathered = accelerator.gather(torch.stack([loss, rec_loss, kl_loss]).detach()[None]).mean(0).tolist()
+                step_losses.add(loss=gathered[0], rec_loss=gathered[1], kl=gathered[2])
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()

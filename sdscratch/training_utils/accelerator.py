@@ -43,6 +43,7 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
         project_config=project_config,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
+    check_all_processes_joined(accelerator)
     if not accelerator.is_local_main_process:  # as diffusers' scripts: one copy of each warning, not one per process
         diffusers.utils.logging.set_verbosity_error()
         transformers.utils.logging.set_verbosity_error()
@@ -51,6 +52,20 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
     if message is not None and accelerator.is_local_main_process:
         logger.warning(message)
     return accelerator
+
+
+def check_all_processes_joined(accelerator: Accelerator) -> None:
+    """Raises a `ValueError` when several processes were launched (`WORLD_SIZE` > 1) but accelerate runs each alone:
+    on a machine without GPUs, accelerate sets up CPU processes only with `ACCELERATE_USE_CPU=1`; without it each
+    process trained its own copy into the same `--output_dir`, colliding on the checkpoint files."""
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched > 1 and accelerator.num_processes == 1:
+        raise ValueError(
+            f"{launched} processes were launched (WORLD_SIZE={launched}), but accelerate runs each one alone: they "
+            f"would train {launched} separate copies into one --output_dir. On a machine without GPUs set "
+            "ACCELERATE_USE_CPU=1, e.g. `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 "
+            "--num_machines 1 training/<script>.py ...` (docs/training.md)."
+        )
 
 
 def idle_cores_message(accelerator: Accelerator) -> Optional[str]:
@@ -168,22 +183,47 @@ def is_training_checkpoint(folder: str) -> bool:
     return os.path.isdir(folder) and any(RANDOM_STATES_FILE.fullmatch(name) for name in os.listdir(folder))
 
 
-def rebase_lr_scheduler(accelerator: Accelerator, lr_scheduler, step: int, checkpoint: str) -> None:
+def scheduler_base_lrs(lr_scheduler) -> list[float]:
+    """The learning rates of each parameter group before the schedule's factor: what this run's flags set
+    (`--learning_rate`, `--scale_lr`, `--text_encoder_lr`). Read it before `accelerator.load_state`, which replaces
+    it with the checkpoint's, for `rebase_lr_scheduler`."""
+    return list(getattr(lr_scheduler, "scheduler", lr_scheduler).base_lrs)  # accelerate's wrapper holds it
+
+
+def rebase_lr_scheduler(
+    accelerator: Accelerator, lr_scheduler, step: int, checkpoint: str, base_lrs: Optional[list[float]] = None
+) -> None:
     """After `accelerator.load_state(checkpoint)`: the LR schedule at optimizer step `step` as this run counts it
     (accelerate's prepared scheduler steps once per process per optimizer step, see `make_optimizer_and_scheduler`).
     A checkpoint written by another number of processes saved another count: resumed as it is, a 2-process
     checkpoint would put a 1-process run's schedule twice as far (a linear decay at 0 halfway through the remaining
-    steps). A checkpoint of as many processes as this run is left exactly as saved."""
+    steps). With `base_lrs` (`scheduler_base_lrs` before loading), the rates this run's flags set: `load_state`
+    restores the checkpoint's, so a resume with another `--learning_rate` (or `--scale_lr` on another number of
+    processes) trained at the old rate while the model card stated the new one; the schedule now goes on at the
+    flags' rates, with a warning. A checkpoint of as many processes and the same rates is left exactly as saved."""
     written_by, num_processes = checkpoint_num_processes(checkpoint), accelerator.num_processes
-    if written_by == num_processes:
-        return
     scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate's AcceleratedScheduler wraps it
-    if accelerator.is_main_process:
-        logger.warning(
-            f"{checkpoint} was written by {written_by} process(es), this run has {num_processes}: the learning-rate "
-            f"schedule goes on from step {step}; the data order from here differs from the writing run's."
-        )
-    scheduler.last_epoch = step * num_processes
+    saved = list(scheduler.base_lrs)
+    new_rates = base_lrs is not None and any(abs(a - b) > 1e-12 * max(abs(a), abs(b)) for a, b in zip(saved, base_lrs))
+    if written_by == num_processes and not new_rates:
+        return
+    if new_rates:
+        if accelerator.is_main_process:
+            logger.warning(
+                f"{checkpoint} was trained at learning rate(s) {saved}; this run's flags (--learning_rate, "
+                f"--scale_lr, --text_encoder_lr) give {list(base_lrs)}: the schedule goes on at the new rate(s)."
+            )
+        scheduler.base_lrs = list(base_lrs)
+        for param_group, base_lr in zip(scheduler.optimizer.param_groups, base_lrs):
+            param_group["initial_lr"] = base_lr
+    if written_by != num_processes:
+        if accelerator.is_main_process:
+            logger.warning(
+                f"{checkpoint} was written by {written_by} process(es), this run has {num_processes}: the "
+                f"learning-rate schedule goes on from step {step}; the data order from here differs from the "
+                "writing run's."
+            )
+        scheduler.last_epoch = step * num_processes
     for param_group, base_lr, lr_lambda in zip(
         scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas
     ):
