@@ -526,6 +526,15 @@ def test_missing_columns_are_listed(tmp_path):
         run(train_unet, [*argv, "--image_column", "picture"])
 
 
+def test_train_vae_prints_every_held_out_metric_its_json_holds(tmp_path, capsys):
+    # docs/training.md: reconstruction_metrics.json's "MSE, PSNR, SSIM, MS-SSIM ..., also printed": MS-SSIM was not
+    run(train_vae, [*COMMON, "--dataset_name", FACES, "--output_dir", tmp_path, "--max_train_steps", 1, *TINY_VAE])
+    metrics = json.loads((tmp_path / "reconstruction_metrics.json").read_text())
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("held-out reconstruction"))
+    assert f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}, MS-SSIM {metrics['ms_ssim']:.4f}" in line
+    assert f"({metrics['ms_ssim_scales']} scales)" in line
+
+
 def test_vae_trains_on_a_folder_of_images_without_captions(tmp_path):
     # the VAE reads no captions: images alone (no metadata.jsonl) must do, of any size, mode and orientation
     folder = tmp_path / "images"

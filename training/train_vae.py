@@ -360,7 +360,9 @@ def main(args):
             json.dump(metrics, f, indent=2)
         accelerator.print(
             f"held-out reconstruction ({metrics['num_images']} images): MSE {metrics['mse']:.5f}, "
-            f"PSNR {metrics['psnr']:.2f} dB, SSIM {similarity_text(metrics['ssim'])}; scaling_factor {vae.config.scaling_factor:.4f}"
+            f"PSNR {metrics['psnr']:.2f} dB, SSIM {similarity_text(metrics['ssim'])}, MS-SSIM "
+            f"{similarity_text(metrics['ms_ssim'])} ({metrics['ms_ssim_scales']} scales); scaling_factor "
+            f"{vae.config.scaling_factor:.4f}"
         )
         if args.pretrained_vae_model_name_or_path is None:
             origin = "trained from scratch"
