@@ -2301,6 +2301,20 @@ def test_several_launched_processes_that_accelerate_runs_alone_are_refused(tmp_p
         assert tu.make_accelerator(args) is alone
 
 
+def test_an_epoch_sized_run_cannot_change_its_number_of_processes(tmp_path):
+    # its length in steps is derived from the processes' batches: a 2-process run of 3 steps resumed on 1 process
+    # went on to 7 (80 samples for a 64-sample epoch), and a finished one was trained again
+    (tmp_path / "random_states_0.pkl").write_bytes(b"")
+    (tmp_path / "random_states_1.pkl").write_bytes(b"")  # written by 2 processes
+    optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
+    scheduler = tu.accelerator.get_scheduler("constant", optimizer=optimizer)
+    accelerator = mock.Mock(num_processes=1, is_main_process=True)
+    with pytest.raises(ValueError, match="length is given in epochs .* Pass --max_train_steps .* or resume on 2"):
+        tu.rebase_lr_scheduler(accelerator, scheduler, 3, str(tmp_path), steps_from_epochs=True)
+    tu.rebase_lr_scheduler(accelerator, scheduler, 3, str(tmp_path))  # a length in steps: rebased
+    assert scheduler.last_epoch == 3
+
+
 def test_each_process_crops_the_images_it_caches_with_its_own_seeded_generator():
     from types import SimpleNamespace
 

@@ -259,7 +259,7 @@ def main(args):
         base_lrs = tu.scheduler_base_lrs(lr_scheduler)  # this run's flags' rates: the checkpoint's replace them
         tu.load_resume_state(accelerator, resume_path, optimizer)  # names the flags if the parameter groups differ
         global_step = tu.checkpoint_step(resume_path)
-        tu.rebase_lr_scheduler(accelerator, lr_scheduler, global_step, resume_path, base_lrs)
+        tu.rebase_lr_scheduler(accelerator, lr_scheduler, global_step, resume_path, base_lrs, args.steps_from_epochs)
         first_epoch = global_step // num_update_steps_per_epoch
         skip_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
 

@@ -100,6 +100,8 @@ def make_optimizer_and_scheduler(args, params, accelerator: Accelerator, num_upd
     """
     if args.scale_lr:
         args.learning_rate *= args.gradient_accumulation_steps * args.train_batch_size * accelerator.num_processes
+    # a length in epochs means another number of steps on another number of processes (see rebase_lr_scheduler)
+    args.steps_from_epochs = args.max_train_steps is None
     if args.max_train_steps is None:
         args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
     args.num_train_epochs = -(-args.max_train_steps // num_update_steps_per_epoch)  # ceil
@@ -191,7 +193,12 @@ def scheduler_base_lrs(lr_scheduler) -> list[float]:
 
 
 def rebase_lr_scheduler(
-    accelerator: Accelerator, lr_scheduler, step: int, checkpoint: str, base_lrs: Optional[list[float]] = None
+    accelerator: Accelerator,
+    lr_scheduler,
+    step: int,
+    checkpoint: str,
+    base_lrs: Optional[list[float]] = None,
+    steps_from_epochs: bool = False,
 ) -> None:
     """After `accelerator.load_state(checkpoint)`: the LR schedule at optimizer step `step` as this run counts it
     (accelerate's prepared scheduler steps once per process per optimizer step, see `make_optimizer_and_scheduler`).
@@ -200,8 +207,20 @@ def rebase_lr_scheduler(
     steps). With `base_lrs` (`scheduler_base_lrs` before loading), the rates this run's flags set: `load_state`
     restores the checkpoint's, so a resume with another `--learning_rate` (or `--scale_lr` on another number of
     processes) trained at the old rate while the model card stated the new one; the schedule now goes on at the
-    flags' rates, with a warning. A checkpoint of as many processes and the same rates is left exactly as saved."""
+    flags' rates, with a warning. A checkpoint of as many processes and the same rates is left exactly as saved.
+
+    A run sized by `--num_train_epochs` (`steps_from_epochs`: no `--max_train_steps`) cannot change its number of
+    processes: its length in steps is derived from the processes' batches, so the resumed run redefined it (a
+    2-process run of 3 steps, resumed on 1 process, went on to 7 and saw 80 samples for a 64-sample epoch, and a
+    finished one was trained again). A `ValueError` asks for `--max_train_steps` then."""
     written_by, num_processes = checkpoint_num_processes(checkpoint), accelerator.num_processes
+    if written_by != num_processes and steps_from_epochs:
+        raise ValueError(
+            f"{checkpoint} was written by {written_by} process(es), this run has {num_processes}, and the run's "
+            "length is given in epochs (--num_train_epochs, no --max_train_steps): an epoch is another number of "
+            "steps on another number of processes. Pass --max_train_steps (optimizer steps in all, counting the "
+            f"{step} already taken) to resume it, or resume on {written_by} process(es)."
+        )
     scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate's AcceleratedScheduler wraps it
     saved = list(scheduler.base_lrs)
     new_rates = base_lrs is not None and any(abs(a - b) > 1e-12 * max(abs(a), abs(b)) for a, b in zip(saved, base_lrs))
