@@ -552,6 +552,28 @@ def test_fourier_frequencies_stay_float32_under_torch_dtype(tmp_path, monkeypatc
     )
 
 
+@pytest.mark.parametrize("time_embedding_type", ["positional", "fourier"])
+def test_a_device_map_load_at_bf16_is_placed_at_bf16_sizes(tmp_path, time_embedding_type):
+    # the float32 load (then cast) made accelerate plan the placement at float32 sizes: a bf16 model that fits in
+    # max_memory was half offloaded to disk ("provide an offload_folder"), where diffusers' UNet loads whole
+    unet = make_unet(time_embedding_type=time_embedding_type)
+    unet.save_pretrained(tmp_path)
+    size = sum(p.numel() for p in unet.parameters()) * 2  # bytes in bf16
+    budget = {"cpu": int(size * 1.5)}  # fits in bf16, not in float32
+    loaded = SmallUNet.from_pretrained(tmp_path, torch_dtype=torch.bfloat16, device_map="auto", max_memory=budget)
+    assert set(loaded.hf_device_map.values()) == {"cpu"} and loaded.dtype == torch.bfloat16
+    direct = SmallUNet.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)  # Fourier frequencies kept float32
+    torch.testing.assert_close(dict(loaded.named_buffers()), dict(direct.named_buffers()), rtol=0, atol=0)
+    sample, _, text = make_inputs()
+    sigma = torch.tensor([0.5, 0.01]) if time_embedding_type == "fourier" else torch.tensor([3, 900])
+    torch.testing.assert_close(
+        run(loaded, sample.bfloat16(), sigma, text.bfloat16()),
+        run(direct.eval(), sample.bfloat16(), sigma, text.bfloat16()),
+        rtol=0,
+        atol=0,
+    )
+
+
 SCHEDULERS = sorted(cls.__name__ for cls in DDPMScheduler().compatibles)
 
 

@@ -37,6 +37,20 @@ SKIP_CONNECTIONS = ("concat", "add")
 TIME_EMBEDDING_TYPES = ("positional", "fourier")
 
 
+def _restore_fourier_frequencies(model: nn.Module) -> None:
+    """After a load at a low dtype: each Fourier time embedding whose frequencies are the seeded ones rounded to
+    that dtype (every model of a config has them, see `TimestepEmbedding`) gets them back exactly, in float32; a
+    checkpoint with frequencies of its own keeps what was loaded."""
+    dtype = model.dtype  # the loader rounded the buffer to it (`TimestepEmbedding._apply` then kept it float32)
+    for module in model.modules():
+        frequencies = getattr(module, "fourier_weight", None) if isinstance(module, TimestepEmbedding) else None
+        if frequencies is None or frequencies.is_meta or dtype == torch.float32:
+            continue
+        seeded = TimestepEmbedding(module.channels, 1, embedding_type="fourier").fourier_weight
+        if torch.equal(seeded.to(dtype).float(), frequencies.detach().float().cpu()):
+            module._buffers["fourier_weight"] = seeded.to(frequencies.device)
+
+
 class SmallUNet(QuietDtypeCastMixin, ModelMixin, ConfigMixin):
     r"""A small conditional UNet for latent diffusion, fast on CPU (fp32 and bf16 autocast).
 
@@ -217,7 +231,8 @@ class SmallUNet(QuietDtypeCastMixin, ModelMixin, ConfigMixin):
         as `TimestepEmbedding._apply` does for every cast, where diffusers' loader would round them (to bf16 they
         shift the phase of every time feature). The weights come out as a direct load gives them.
         (`_keep_in_fp32_modules` would do it too, but makes diffusers warn on every `pipe.to(dtype)` and refuse
-        `low_cpu_mem_usage=False`.)"""
+        `low_cpu_mem_usage=False`.) With a `device_map`, the load is diffusers' own at `dtype` (accelerate places the
+        layers at their loaded sizes) and the rounded frequencies are put back afterwards."""
         key = "dtype" if kwargs.get("dtype") is not None else "torch_dtype"  # diffusers 0.42: `dtype` replaces it
         torch_dtype = kwargs.get(key)
         plain_load = (
@@ -228,6 +243,12 @@ class SmallUNet(QuietDtypeCastMixin, ModelMixin, ConfigMixin):
         )
         if plain_load:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if kwargs.get("device_map") is not None:
+            # accelerate plans the placement at the loaded dtype's sizes: a float32 load put bf16-sized layers on
+            # disk (or out of GPU memory); load as diffusers does, then put back the frequencies it rounded
+            loaded = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            _restore_fourier_frequencies(loaded[0] if isinstance(loaded, tuple) else loaded)
+            return loaded
         loaded = super().from_pretrained(pretrained_model_name_or_path, **{**kwargs, key: torch.float32})
         # `output_loading_info=True` returns `(model, loading_info)`: cast the model, return what diffusers returned
         model = loaded[0] if isinstance(loaded, tuple) else loaded
