@@ -256,10 +256,10 @@ def main(args):
     global_step, first_epoch, skip_batches = 0, 0, 0
     if resume_path is not None:
         accelerator.print(f"Resuming from checkpoint {resume_path}")
-        base_lrs = tu.scheduler_base_lrs(lr_scheduler)  # this run's flags' rates: the checkpoint's replace them
-        tu.load_resume_state(accelerator, resume_path, optimizer)  # names the flags if the parameter groups differ
-        global_step = tu.checkpoint_step(resume_path)
-        tu.rebase_lr_scheduler(accelerator, lr_scheduler, global_step, resume_path, base_lrs, args.steps_from_epochs)
+        global_step = tu.resume_state(  # names the flags if the parameter groups differ
+            accelerator, lr_scheduler, resume_path, args.steps_from_epochs,
+            load=lambda path: tu.load_resume_state(accelerator, path, optimizer),
+        )  # fmt: skip
         first_epoch = global_step // num_update_steps_per_epoch
         skip_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
 

@@ -249,10 +249,7 @@ def main(args):
     global_step, first_epoch, skip_batches = 0, 0, 0
     if resume_path is not None:
         accelerator.print(f"Resuming from checkpoint {resume_path}")
-        base_lrs = tu.scheduler_base_lrs(lr_scheduler)  # this run's flags' rates: the checkpoint's replace them
-        accelerator.load_state(resume_path)
-        global_step = tu.checkpoint_step(resume_path)
-        tu.rebase_lr_scheduler(accelerator, lr_scheduler, global_step, resume_path, base_lrs, args.steps_from_epochs)
+        global_step = tu.resume_state(accelerator, lr_scheduler, resume_path, args.steps_from_epochs)
         first_epoch = global_step // num_update_steps_per_epoch
         skip_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
 

@@ -31,7 +31,7 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import nn
 
 from .layers import QuietDtypeCastMixin, check_block_out_channels, check_positive_int, group_norm
-from .unet_blocks import MidBlock, TimestepEmbedding, UNetLevel, num_heads_for
+from .unet_blocks import MidBlock, TimestepEmbedding, UNetLevel, num_heads_for, seeded_fourier_frequencies
 
 SKIP_CONNECTIONS = ("concat", "add")
 TIME_EMBEDDING_TYPES = ("positional", "fourier")
@@ -46,7 +46,7 @@ def _restore_fourier_frequencies(model: nn.Module) -> None:
         frequencies = getattr(module, "fourier_weight", None) if isinstance(module, TimestepEmbedding) else None
         if frequencies is None or frequencies.is_meta or dtype == torch.float32:
             continue
-        seeded = TimestepEmbedding(module.channels, 1, embedding_type="fourier").fourier_weight
+        seeded = seeded_fourier_frequencies(frequencies.numel())
         if torch.equal(seeded.to(dtype).float(), frequencies.detach().float().cpu()):
             module._buffers["fourier_weight"] = seeded.to(frequencies.device)
 

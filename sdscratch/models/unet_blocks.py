@@ -31,6 +31,11 @@ FOURIER_SCALE = 16.0
 FOURIER_SEED = 0
 
 
+def seeded_fourier_frequencies(count: int) -> torch.Tensor:
+    """The fixed float32 frequencies of a Fourier time embedding with `count` of them (`FOURIER_SEED`)."""
+    return torch.randn(count, generator=torch.Generator().manual_seed(FOURIER_SEED)) * FOURIER_SCALE
+
+
 class TimestepEmbedding(nn.Module):
     r"""Timestep -> embedding of width ``time_embed_dim``: sinusoidal or Gaussian Fourier features, then an MLP.
 
@@ -59,8 +64,7 @@ class TimestepEmbedding(nn.Module):
         if embedding_type == "fourier":
             # fixed random frequencies, the same for every model of a config (see FOURIER_SEED); a buffer, so they
             # are saved with the weights (a checkpoint's own frequencies are loaded, whatever they are)
-            generator = torch.Generator().manual_seed(FOURIER_SEED)
-            self.register_buffer("fourier_weight", torch.randn(half, generator=generator) * FOURIER_SCALE)
+            self.register_buffer("fourier_weight", seeded_fourier_frequencies(half))
         # positional: the frequencies are computed in `features`, as diffusers' `get_timestep_embedding` does. No
         # buffer: a non-persistent one is in no checkpoint, so a model built on the meta device (accelerate's
         # `init_empty_weights(include_buffers=True)`, `with torch.device("meta")`) then `to_empty` +

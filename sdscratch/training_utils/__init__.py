@@ -32,7 +32,7 @@ from .accelerator import (
     make_ema,
     make_optimizer_and_scheduler,
     rebase_lr_scheduler,
-    scheduler_base_lrs,
+    resume_state,
     seed_each_process,
 )
 from .cards import (
@@ -178,7 +178,7 @@ __all__ = [
     "pretrained_text_encoder_folder",
     "push_folder_to_hub",
     "rebase_lr_scheduler",
-    "scheduler_base_lrs",
+    "resume_state",
     "redacted_command",
     "register_checkpoint_hooks",
     "remove_finished_card",

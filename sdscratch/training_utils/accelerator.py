@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import re
+from collections.abc import Callable
 from typing import Optional
 
 import diffusers
@@ -24,6 +25,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from .._cpu import omp_threads_from_accelerate_launch, usable_cores
+from .checkpoints import checkpoint_step
 from .flags import report_to_trackers
 
 logger = logging.getLogger(__name__)
@@ -185,11 +187,25 @@ def is_training_checkpoint(folder: str) -> bool:
     return os.path.isdir(folder) and any(RANDOM_STATES_FILE.fullmatch(name) for name in os.listdir(folder))
 
 
-def scheduler_base_lrs(lr_scheduler) -> list[float]:
-    """The learning rates of each parameter group before the schedule's factor: what this run's flags set
-    (`--learning_rate`, `--scale_lr`, `--text_encoder_lr`). Read it before `accelerator.load_state`, which replaces
-    it with the checkpoint's, for `rebase_lr_scheduler`."""
-    return list(getattr(lr_scheduler, "scheduler", lr_scheduler).base_lrs)  # accelerate's wrapper holds it
+def _unwrapped(lr_scheduler):
+    return getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate's AcceleratedScheduler wraps the LambdaLR
+
+
+def resume_state(
+    accelerator: Accelerator,
+    lr_scheduler,
+    resume_path: str,
+    steps_from_epochs: bool = False,
+    load: Optional[Callable[[str], None]] = None,
+) -> int:
+    """The scripts' resume: `load(resume_path)` (default `accelerator.load_state`), then `rebase_lr_scheduler` with
+    the learning rates this run's flags set (`--learning_rate`, `--scale_lr`, `--text_encoder_lr`), read before the
+    load replaces them with the checkpoint's. Returns the checkpoint's optimizer step."""
+    base_lrs = list(_unwrapped(lr_scheduler).base_lrs)
+    (load or accelerator.load_state)(resume_path)
+    step = checkpoint_step(resume_path)
+    rebase_lr_scheduler(accelerator, lr_scheduler, step, resume_path, base_lrs, steps_from_epochs)
+    return step
 
 
 def rebase_lr_scheduler(
@@ -204,7 +220,7 @@ def rebase_lr_scheduler(
     (accelerate's prepared scheduler steps once per process per optimizer step, see `make_optimizer_and_scheduler`).
     A checkpoint written by another number of processes saved another count: resumed as it is, a 2-process
     checkpoint would put a 1-process run's schedule twice as far (a linear decay at 0 halfway through the remaining
-    steps). With `base_lrs` (`scheduler_base_lrs` before loading), the rates this run's flags set: `load_state`
+    steps). With `base_lrs` (read before loading, see `resume_state`), the rates this run's flags set: `load_state`
     restores the checkpoint's, so a resume with another `--learning_rate` (or `--scale_lr` on another number of
     processes) trained at the old rate while the model card stated the new one; the schedule now goes on at the
     flags' rates, with a warning. A checkpoint of as many processes and the same rates is left exactly as saved.
@@ -221,7 +237,7 @@ def rebase_lr_scheduler(
             "steps on another number of processes. Pass --max_train_steps (optimizer steps in all, counting the "
             f"{step} already taken) to resume it, or resume on {written_by} process(es)."
         )
-    scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate's AcceleratedScheduler wraps it
+    scheduler = _unwrapped(lr_scheduler)
     saved = list(scheduler.base_lrs)
     new_rates = base_lrs is not None and any(abs(a - b) > 1e-12 * max(abs(a), abs(b)) for a, b in zip(saved, base_lrs))
     if written_by == num_processes and not new_rates:
