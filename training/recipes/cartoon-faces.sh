@@ -3,7 +3,7 @@
 # then the SmallUNet + text encoder on its cached latents (captions: template and free-form, mixed; the encoder
 # held frozen for the first 1,000 steps, then ramped up slowly), then fine-tune the VAE decoder alone, twice (the
 # encoder, so the latents, stay frozen), export in fp16, evaluate into the model card.
-# About 30 (VAE) + 71 (UNet) + 10 + 9 (decoder) + 5-10 (evaluation) minutes on a 2-core CPU (measured 2026-11-24,
+# About 30 (VAE) + 71 (UNet) + 10 + 10 (decoder) + 5-10 (evaluation) minutes on a 2-core CPU (measured 2026-11-24,
 # each stage on a quiet machine: 29.8 + 70.5 + 9.5 + 9.9 = 119.7 min of training in all). Run from the repository
 # root. Each stage resumes from its last checkpoint when run again after an interruption.
 # CLIP=1 runs the variant measured in docs/evaluation.md (not the shipped model): a small CLIP trained first on
@@ -48,7 +48,7 @@ accelerate launch training/train_vae.py --dataset_name builtin:cartoon-faces --r
     --checkpointing_steps 250 --checkpoints_total_limit 2 --resume_from_checkpoint latest --seed 1
 
 # then once more on the mean squared error alone (the loss PSNR measures; L1 + MSE above), in batches of 16 at
-# learning rate 2e-3: 30.52 -> 32.07 dB on 512 held-out faces in 9.85 min (docs/evaluation.md, "The third decoder
+# learning rate 2e-3: 29.39 -> 32.07 dB on 512 held-out faces in 9.85 min (docs/evaluation.md, "The third decoder
 # stage at learning rate 2e-3")
 accelerate launch training/train_vae.py --dataset_name builtin:cartoon-faces --resolution 64 \
     --pretrained_vae_model_name_or_path "$OUT/vae-decoder" --train_decoder_only --reconstruction_loss mse \
