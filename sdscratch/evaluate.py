@@ -345,6 +345,14 @@ def _print_summary(metrics: dict) -> None:
             f"adherence {name:>14}: {100 * accuracy:6.2f}%   (real images {100 * real:6.2f}%)   "
             f"text encoder separation {separation}"
         )
+    for name, balance in (metrics.get("unnamed_attributes") or {}).items():
+        generated, real = balance["generated"], balance["real_images"]
+        top = max(generated, key=generated.get)
+        print(
+            f"unnamed {name:>16}: total variation {balance['total_variation']:.3f} from the real images "
+            f"({balance['count']} prompts leave it open; most drawn: {top} {100 * generated[top]:.0f}%, "
+            f"real {100 * real[top]:.0f}%)"
+        )
     fd = metrics["frechet_distance"]
     vae = "n/a" if fd["vae_reconstructions"] is None else f"{fd['vae_reconstructions']:.3f}"
     print(

@@ -27,6 +27,7 @@ from sdscratch.evaluation import (
     psnr,
     reconstruction_metrics,
     ssim,
+    unnamed_attribute_balance,
 )
 from sdscratch.evaluation.frechet import feature_statistics
 from sdscratch.evaluation.reconstruction import gaussian_window
@@ -320,7 +321,7 @@ def test_adherence_from_predictions_counts_any_and_none():
 # ---------------------------------------------------------------- the evaluate command
 
 
-def test_evaluate_command_on_a_tiny_pipeline(tmp_path):
+def test_evaluate_command_on_a_tiny_pipeline(tmp_path, capsys):
     from sdscratch import CartoonFacePipeline, SmallUNet, SmallVAE
     from sdscratch.evaluate import main
     from sdscratch.pipelines.pipeline_utils import make_scheduler
@@ -351,6 +352,12 @@ def test_evaluate_command_on_a_tiny_pipeline(tmp_path):
     )
     assert saved["reconstruction"]["ms_ssim"] is None and saved["reconstruction"]["psnr"] > 0  # 16x16: 1 scale
     assert saved["scheduler"] == "DPMSolverMultistepScheduler" and saved["image_size"] == 16
+    # what the template prompts leave open (hair style, eye colour, ...): in metrics.json and one line each
+    printed = capsys.readouterr().out
+    for name, balance in saved["unnamed_attributes"].items():
+        assert 0 <= balance["total_variation"] <= 1 and 1 <= balance["count"] <= 6
+        assert f"unnamed {name:>16}: total variation {balance['total_variation']:.3f}" in printed
+    assert saved["unnamed_attributes"]["hair_style"]["count"] == 6  # no template prompt names it
     separation = saved["text_encoder_separation"]
     assert set(separation["separation"]) == set(separation["random_init_separation"]) == set(ATTRIBUTES)
     assert all(value > 0 for value in separation["separation"].values())
@@ -801,6 +808,41 @@ def test_evaluate_flags_reach_the_evaluation_metrics_json_grid_and_card(tmp_path
     assert named == pretrained_classifier_path("digits")
 
 
+def test_unnamed_attribute_balance_by_hand():
+    targets = [{"skin": "white"}, {"skin": "dark"}, {"hair_color": "red"}, {}]
+    generated = [
+        {"skin": "white", "eye_color": "green", "glasses": "none"},
+        {"skin": "white", "eye_color": "green", "glasses": "none"},
+        {"skin": "dark", "eye_color": "green", "glasses": "sunglasses"},  # eyes hidden: not counted
+        {"skin": "dark", "eye_color": "green", "glasses": "none"},
+    ]
+    real = [
+        {"skin": "white", "eye_color": "blue", "glasses": "none"},
+        {"skin": "dark", "eye_color": "green", "glasses": "none"},
+        {"skin": "yellow", "eye_color": "brown", "glasses": "none"},
+        {"skin": "dark", "eye_color": "gray", "glasses": "sunglasses"},  # eyes hidden: not counted
+    ]
+    balance = unnamed_attribute_balance(generated, targets, real, targets)
+    # skin is left open by prompts 2 and 3 only: generated dark, dark; real yellow, dark
+    assert balance["skin"]["count"] == 2
+    assert balance["skin"]["generated"] == {"dark": 1.0, "yellow": 0.0}
+    assert balance["skin"]["real_images"] == {"dark": 0.5, "yellow": 0.5}
+    assert balance["skin"]["total_variation"] == pytest.approx(0.5)
+    # eye colour is named by no prompt; generated green x3 (one hidden), real blue, green, brown (one hidden)
+    eyes = balance["eye_color"]
+    assert eyes["count"] == 4 and eyes["generated"]["green"] == 1.0
+    assert eyes["real_images"] == pytest.approx({"blue": 1 / 3, "brown": 1 / 3, "green": 1 / 3})
+    assert eyes["total_variation"] == pytest.approx(2 / 3)
+    assert balance["glasses"]["total_variation"] == pytest.approx(0.0)  # the same spread: 3 none, 1 sunglasses
+    # every prompt names the only attribute (digits): nothing to compare
+    assert unnamed_attribute_balance([{"digit": "3"}], [{"digit": "3"}], [{"digit": "8"}], [{"digit": "8"}]) == {}
+    # each side filtered by its own captions (digits: the real images are not one per prompt)
+    other = unnamed_attribute_balance(generated[:1], [{}], real, [{"skin": "any"}] * 4)
+    assert "skin" not in other and other["eye_color"]["generated"] == {"blue": 0.0, "brown": 0.0, "green": 1.0}
+    with pytest.raises(ValueError, match="1 real readings for 2 targets"):
+        unnamed_attribute_balance(generated[:2], targets[:2], real[:1], targets[:2])
+
+
 def test_evaluate_pipeline_floor_ratio_default_guidance_and_vae_images(face_classifier):
     from sdscratch.demo import tiny_random_pipeline
     from sdscratch.evaluation import evaluate_pipeline, evaluate_vae
@@ -817,6 +859,13 @@ def test_evaluate_pipeline_floor_ratio_default_guidance_and_vae_images(face_clas
     assert fd["real_floor"] == pytest.approx(frechet_distance_from_features(perfect, reference))
     assert fd["generated_over_vae"] == pytest.approx(fd["generated"] / fd["vae_reconstructions"])
     assert metrics["guidance_scale"] == 3.0  # None: the pipeline's default, read back from the call
+    # the unnamed attributes' spread: the generated readings against the prompts' own faces' readings
+    _, outputs = evaluate_pipeline(pipeline, num_inference_steps=1, **kwargs)
+    real = face_classifier.decode_predictions(face_classifier.classify(sets["prompt_faces"])[0])
+    targets = outputs["targets"]
+    assert metrics["unnamed_attributes"] == unnamed_attribute_balance(outputs["predictions"], targets, real, targets)
+    assert "hair_style" in metrics["unnamed_attributes"]  # template prompts never name it
+    assert not set(metrics["unnamed_attributes"]) & {"glasses", "facial_hair", "hair_color", "skin"}  # they always do
     # the VAE alone: its outputs are the reconstructions of those faces, in [0, 1]
     _, outputs = evaluate_vae(pipeline.vae, **kwargs)
     expected = ((reconstruct_images(pipeline.vae, sets["prompt_faces"]) + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)

@@ -12,6 +12,7 @@ from .adherence import (
     evaluate_adherence,
     generate_images,
     measure_adherence,
+    unnamed_attribute_balance,
 )
 from .classifier import AttributeClassifier, AttributeClassifierOutput, load_classifier, pretrained_classifier_path
 from .editing import evaluate_editing
@@ -62,6 +63,7 @@ __all__ = [
     "reconstruction_metrics",
     "ssim",
     "text_encoder_separation",
+    "unnamed_attribute_balance",
     "update_editing_card",
     "update_model_card",
 ]

@@ -107,6 +107,62 @@ def adherence_from_predictions(predicted: list[dict[str, str]], targets: list[di
     }
 
 
+def unnamed_attribute_balance(
+    generated: list[dict[str, str]],
+    targets: list[dict[str, str]],
+    real: list[dict[str, str]],
+    real_targets: list[dict[str, str]],
+) -> dict:
+    """How the attributes a prompt does not name are spread, in generated images against real ones.
+
+    A model can follow every prompt and still draw what the prompts leave open from a narrow repertoire (green
+    eyes on most faces whose prompt names no eye colour): adherence does not see it, the Frechet distance sees it
+    without saying which attribute. Per attribute, over the images whose prompt does not name it, this compares
+    the shares of the values the classifier reads in the generated images with those in the real images (for
+    faces, the generator's own faces for the same prompts: the same correlations with what the prompts name) by
+    their total variation distance, 0.5 * sum |p - q|: 0 for the same spread, 1 for disjoint ones. Eye colour is
+    counted only on images read without sunglasses (they hide the eyes). Both sides are samples, so the distance
+    has a noise floor: two samples of 300 from one uniform distribution of 4 values differ by 0.06 on average
+    (0.10 at the 95th percentile), of 9 values by 0.09 (0.14); of 10 values and 85 images by 0.18 (0.26).
+
+    Args:
+        generated (`list[dict[str, str]]`): The classifier's reading of each generated image.
+        targets (`list[dict[str, str]]`): What each generated image's prompt names (`parse_caption`).
+        real (`list[dict[str, str]]`): Its reading of each real image.
+        real_targets (`list[dict[str, str]]`): What each real image's caption names.
+
+    Returns:
+        `dict`: {attribute: {"total_variation", "generated": {value: share}, "real_images": {value: share},
+        "count": generated images whose prompt does not name it}}, for the attributes some prompt leaves open
+        (empty when every prompt names every attribute the classifier reads, as for digits).
+    """
+    for name, readings, named in (("generated", generated, targets), ("real", real, real_targets)):
+        if len(readings) != len(named):
+            raise ValueError(f"{len(readings)} {name} readings for {len(named)} targets")
+    names = sorted(set().union(*generated) & set().union(*real))  # attributes both readings have
+    balance = {}
+    for name in names:
+        sides = {}
+        for side, readings, named in (("generated", generated, targets), ("real_images", real, real_targets)):
+            sides[side] = [
+                prediction[name]
+                for prediction, target in zip(readings, named)
+                if name not in target
+                and name in prediction
+                and not (name == "eye_color" and prediction.get("glasses") == "sunglasses")
+            ]
+        if not sides["generated"] or not sides["real_images"]:
+            continue
+        values = sorted(set(sides["generated"]) | set(sides["real_images"]))
+        shares = {side: {value: read.count(value) / len(read) for value in values} for side, read in sides.items()}
+        balance[name] = {
+            "total_variation": 0.5 * sum(abs(shares["generated"][v] - shares["real_images"][v]) for v in values),
+            **shares,
+            "count": sum(name not in target for target in targets),
+        }
+    return balance
+
+
 def measure_adherence(
     classifier: AttributeClassifier, images, targets: list[dict[str, str]]
 ) -> tuple[dict, torch.Tensor]:

@@ -10,7 +10,12 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from .adherence import adherence_from_predictions, build_adherence_prompts, evaluate_adherence, measure_adherence
+from .adherence import (
+    adherence_from_predictions,
+    build_adherence_prompts,
+    evaluate_adherence,
+    unnamed_attribute_balance,
+)
 from .classifier import AttributeClassifier, load_classifier
 from .frechet import frechet_distance_from_features
 from .reconstruction import reconstruct_images, reconstruction_metrics
@@ -44,11 +49,12 @@ def _real_sets(task: str, num_images: int, seed: int, size: int, prompts_and_tar
 def _classified_real_sets(
     classifier: AttributeClassifier, task: str, num_images: int, seed: int, size: int, prompts_and_targets
 ) -> dict:
-    """`_real_sets` read by the classifier: adds `perfect_adherence`, `perfect_features`, `reference_features`."""
+    """`_real_sets` read by the classifier: adds `perfect_adherence`, `perfect_predictions` (one attribute dict per
+    image), `perfect_features`, `reference_features`."""
     real = _real_sets(task, num_images, seed, size, prompts_and_targets)
-    real["perfect_adherence"], real["perfect_features"] = measure_adherence(
-        classifier, real["perfect"], real["perfect_targets"]
-    )
+    predictions, real["perfect_features"] = classifier.classify(real["perfect"])
+    real["perfect_predictions"] = classifier.decode_predictions(predictions)
+    real["perfect_adherence"] = adherence_from_predictions(real["perfect_predictions"], real["perfect_targets"])
     _, real["reference_features"] = classifier.classify(real["reference"])
     return real
 
@@ -163,6 +169,12 @@ def evaluate_pipeline(
         "adherence": result["adherence"],
         "adherence_real_images": perfect_adherence["accuracy"],
         "adherence_vae_reconstructions": vae_adherence["accuracy"] if vae_adherence else None,
+        "unnamed_attributes": unnamed_attribute_balance(
+            result["predictions"],
+            [target for _, target in prompts_and_targets],
+            real["perfect_predictions"],
+            real["perfect_targets"],
+        ),
         "frechet_distance": {
             "generated": generated_fd,
             "real_floor": floor_fd,
