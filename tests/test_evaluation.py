@@ -154,6 +154,11 @@ def test_images_smaller_than_the_ssim_window_get_psnr_and_no_ssim(capsys):
     _print_summary(summary)
     assert "SSIM n/a, MS-SSIM n/a (0 scales)" in capsys.readouterr().out
     assert "SSIM n/a." in model_card_section(summary, "command")
+    assert "left open" not in model_card_section(summary, "command")  # no unnamed attributes: no table
+    summary["unnamed_attributes"] = {
+        "eye_color": {"total_variation": 0.273, "generated": {"blue": 0.1, "green": 0.5}, "real_images": {"blue": 0.3, "green": 0.23}, "count": 310},
+    }  # fmt: skip
+    assert "| eye_color | 310 | 0.273 | green 50% / 23% |" in model_card_section(summary, "command")
 
 
 # ---------------------------------------------------------------- Frechet distance

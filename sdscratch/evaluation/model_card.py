@@ -52,6 +52,25 @@ def model_card_section(metrics: dict, command: str, caption_style: str = "templa
         ((name, values),) = per_value.items()
         lines += ["", f"| {name} | " + " | ".join(values) + " |", "|---" * (len(values) + 1) + "|"]
         lines.append("| adherence | " + " | ".join(f"{100 * v:.1f}%" for v in values.values()) + " |")
+    unnamed = metrics.get("unnamed_attributes") or {}
+    if unnamed:
+        lines += [
+            "",
+            "What the prompts leave open, per attribute: over the prompts that do not name it, the total variation "
+            "distance between the values read in the generated images and in the real images for the same prompts "
+            "(0: the same spread; sampling alone gives about 0.06-0.18, more for fewer prompts and more values; "
+            "docs/evaluation.md), and the value drawn most often.",
+            "",
+            "| attribute left open | prompts | total variation | drawn most (generated / real images) |",
+            "|---|---|---|---|",
+        ]
+        for name, balance in unnamed.items():
+            generated, real_shares = balance["generated"], balance["real_images"]
+            top = max(generated, key=generated.get)
+            lines.append(
+                f"| {name} | {balance['count']} | {balance['total_variation']:.3f} | "
+                f"{top} {100 * generated[top]:.0f}% / {100 * real_shares[top]:.0f}% |"
+            )
     fd = metrics["frechet_distance"]
     vae = "n/a" if fd["vae_reconstructions"] is None else f"{fd['vae_reconstructions']:.3f}"
     lines += [
