@@ -44,6 +44,7 @@ from .evaluation.editing import EDIT_MODES, editing_grid, editing_summary, evalu
 from .evaluation.grid import captioned_grid
 from .evaluation.model_card import (
     EVALUATION_SECTIONS,
+    _drawn_most_text,
     _separation_text,
     model_card_section,
     update_editing_card,
@@ -346,12 +347,9 @@ def _print_summary(metrics: dict) -> None:
             f"text encoder separation {separation}"
         )
     for name, balance in (metrics.get("unnamed_attributes") or {}).items():
-        generated, real = balance["generated"], balance["real_images"]
-        top = max(generated, key=generated.get)
         print(
             f"unnamed {name:>16}: total variation {balance['total_variation']:.3f} from the real images "
-            f"({balance['count']} prompts leave it open; most drawn: {top} {100 * generated[top]:.0f}%, "
-            f"real {100 * real[top]:.0f}%)"
+            f"({balance['count']} prompts leave it open; most drawn: {_drawn_most_text(balance, ', real ')})"
         )
     fd = metrics["frechet_distance"]
     vae = "n/a" if fd["vae_reconstructions"] is None else f"{fd['vae_reconstructions']:.3f}"

@@ -65,11 +65,8 @@ def model_card_section(metrics: dict, command: str, caption_style: str = "templa
             "|---|---|---|---|",
         ]
         for name, balance in unnamed.items():
-            generated, real_shares = balance["generated"], balance["real_images"]
-            top = max(generated, key=generated.get)
             lines.append(
-                f"| {name} | {balance['count']} | {balance['total_variation']:.3f} | "
-                f"{top} {100 * generated[top]:.0f}% / {100 * real_shares[top]:.0f}% |"
+                f"| {name} | {balance['count']} | {balance['total_variation']:.3f} | {_drawn_most_text(balance, ' / ')} |"
             )
     fd = metrics["frechet_distance"]
     vae = "n/a" if fd["vae_reconstructions"] is None else f"{fd['vae_reconstructions']:.3f}"
@@ -90,6 +87,14 @@ def model_card_section(metrics: dict, command: str, caption_style: str = "templa
         f"![evaluation grid](./{grid})",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _drawn_most_text(balance: dict, between: str) -> str:
+    """The value an `unnamed_attributes` entry's generated images show most, with its share there and in the real
+    images: "green 50%{between}23%"."""
+    generated, real = balance["generated"], balance["real_images"]
+    top = max(generated, key=generated.get)
+    return f"{top} {100 * generated[top]:.0f}%{between}{100 * real[top]:.0f}%"
 
 
 def _separation_text(separation: dict, name: str) -> str:
